@@ -1,0 +1,110 @@
+// desfs mount / desfs umount.
+import { spawn } from 'node:child_process'
+import { openSync, closeSync } from 'node:fs'
+import { resolve, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createInterface } from 'node:readline'
+import { settingOptions, settingFlags, type Command } from './command.js'
+import { call, socketPath } from './client.js'
+import { ProgressBar } from './progress.js'
+import { daemonConfig, resolveSettings } from '../daemon/config.js'
+import { EXIT, UserError } from '../daemon/errors.js'
+import { LOG_NAME } from '../daemon/paths.js'
+import { ensurePrivateDir } from '../daemon/state-dir.js'
+import { runDaemon, type Notice } from '../daemon/main.js'
+import { fusermountUnmount, mountedType } from '../fs/mount.js'
+
+const MOUNT_SETTINGS = ['db', 'archive', 'cache_dir', 'state_dir', 'cache_size', 'read_timeout', 'connect_timeout', 'ca_file', 'token_file', 'tree_query', 'allow_other', 'log_level']
+
+export const mountCommand: Command = {
+  name: 'mount',
+  summary: 'Mount the DES archive read-only at MOUNTPOINT (default $DESDATA). Runs in the background unless --foreground.',
+  usage: 'desfs mount [MOUNTPOINT] [options]',
+  options: {
+    foreground: { type: 'boolean', short: 'f', help: 'stay in the foreground and log to stderr' },
+    ...settingOptions(MOUNT_SETTINGS),
+  },
+  details: 'Settings come from flags, then the environment, then ~/.config/desfs/config (key = value), then defaults;\n`desfs status` shows each value and where it came from.',
+  async run({ flags, positionals }) {
+    if (positionals.length > 1) throw new UserError('desfs mount takes one MOUNTPOINT', EXIT.USAGE)
+    const sflags = settingFlags(flags)
+    if (positionals[0]) sflags.mountpoint = positionals[0]
+    const config = daemonConfig(resolveSettings(sflags))
+    if (flags.foreground) {
+      await runDaemon(config, { notify: false })
+      await new Promise(() => undefined) // until a signal stops the daemon
+      return EXIT.OK
+    }
+    ensurePrivateDir(config.stateDir, 'state dir')
+    const logPath = join(config.stateDir, LOG_NAME)
+    const logFd = openSync(logPath, 'a', 0o600)
+    const daemonMain = fileURLToPath(new URL('../daemon/main.js', import.meta.url))
+    const child = spawn(process.execPath, [daemonMain, JSON.stringify(sflags)], { detached: true, stdio: ['ignore', 'pipe', logFd] })
+    closeSync(logFd)
+    const bar = new ProgressBar('building the tree index')
+    const result = await new Promise<Notice | undefined>((done) => {
+      let last: Notice | undefined
+      const lines = createInterface({ input: child.stdout! })
+      lines.on('line', (line) => {
+        let n: Notice
+        try {
+          n = JSON.parse(line) as Notice
+        } catch {
+          return
+        }
+        if (n.event === 'progress') bar.update(n.progress.rows, n.progress.total)
+        else last = n
+      })
+      lines.on('close', () => done(last))
+      child.on('exit', () => setTimeout(() => done(last), 50))
+    })
+    bar.done()
+    child.stdout?.destroy()
+    child.unref()
+    if (result?.event === 'ready') {
+      process.stdout.write(`desfs: mounted ${result.mountpoint} (${result.files} files; log ${result.log})\n`)
+      return EXIT.OK
+    }
+    if (result?.event === 'error') throw new UserError(result.message, result.exitCode)
+    throw new UserError(`the daemon exited during start-up; see ${logPath}`, EXIT.FAILURE)
+  },
+}
+
+export const umountCommand: Command = {
+  name: 'umount',
+  summary: 'Unmount MOUNTPOINT (default $DESDATA) and stop its daemon.',
+  usage: 'desfs umount [MOUNTPOINT] [--state-dir DIR]',
+  options: settingOptions(['state_dir']),
+  async run({ flags, positionals }) {
+    const settings = resolveSettings({ ...settingFlags(flags), mountpoint: positionals[0] })
+    const mnt = settings.get('mountpoint')!.value
+    if (!mnt) throw new UserError('desfs umount: give the MOUNTPOINT or set DESDATA', EXIT.USAGE)
+    const dir = resolve(mnt)
+    const sock = socketPath(resolve(settings.get('state_dir')!.value!))
+    let status: { mountpoint?: string } | undefined
+    try {
+      status = await call<{ mountpoint: string }>(sock, 'GET', '/status', undefined, { timeoutMs: 5000 })
+    } catch {
+      status = undefined
+    }
+    if (status?.mountpoint === dir) {
+      await call(sock, 'POST', '/shutdown', undefined, { timeoutMs: 5000 })
+      for (let i = 0; i < 150; i++) {
+        if (!(await mountedType(dir))?.startsWith('fuse')) {
+          process.stdout.write(`desfs: unmounted ${dir}\n`)
+          return EXIT.OK
+        }
+        await new Promise((r) => setTimeout(r, 100))
+      }
+      throw new UserError(`the daemon did not unmount ${dir} within 15s; try fusermount -uz ${dir}`, EXIT.FAILURE)
+    }
+    if ((await mountedType(dir))?.startsWith('fuse')) {
+      await fusermountUnmount(dir)
+      process.stdout.write(`desfs: unmounted ${dir} (no daemon of this state dir answered; lazy unmount)\n`)
+      return EXIT.OK
+    }
+    throw new UserError(`${dir} is not mounted`, EXIT.FAILURE)
+  },
+}
+
+

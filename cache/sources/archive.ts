@@ -1,0 +1,150 @@
+// The dCache WebDAV door as a Source: ranged GETs (always a single `bytes=a-b` range), PROPFIND
+// Depth:1 for directory listings with sizes and checksums, HEAD with `Want-Digest: adler32` for
+// single files.
+import { HttpClient, header, classifyError, discard, type HttpResponse } from './http-client.js'
+import { PROPFIND_BODY, adler32From, parseMultistatus } from './propfind.js'
+import { SourceError, type ReadOptions, type Source } from './source.js'
+import type { FileFacts } from '../../fs/facts.js'
+import { MAKE_TOKEN_HINT } from '../../daemon/token.js'
+
+export interface ArchiveSourceOptions {
+  /** Archive root URL, without a trailing slash. */
+  base: string
+  http: HttpClient
+}
+
+/** Percent-encodes each segment of an archive-relative path. */
+export function encodePath(relPath: string): string {
+  return relPath.split('/').filter((s) => s !== '').map(encodeURIComponent).join('/')
+}
+
+/** Turns a non-success status into a SourceError whose message says what to do. */
+export function statusError(res: HttpResponse, what: string): SourceError {
+  const s = res.status
+  if (s === 401) return new SourceError('auth', `${what}: HTTP 401, the bearer token is missing, expired or rejected: ${MAKE_TOKEN_HINT}`, s)
+  if (s === 403) return new SourceError('forbidden', `${what}: HTTP 403, this token is not permitted to read it (check the token's scopes and your DES membership)`, s)
+  if (s === 404) return new SourceError('not_found', `${what}: HTTP 404, not in the archive`, s)
+  if (s === 416) return new SourceError('range', `${what}: HTTP 416, range not satisfiable`, s)
+  if (s >= 500) return new SourceError('server', `${what}: HTTP ${s} from the archive`, s)
+  return new SourceError('protocol', `${what}: unexpected HTTP ${s}`, s)
+}
+
+export class ArchiveSource implements Source {
+  readonly name = 'archive'
+  private base: string
+  private basePath: string
+  private http: HttpClient
+
+  constructor(opts: ArchiveSourceOptions) {
+    this.base = opts.base
+    this.basePath = decodeURIComponent(new URL(opts.base).pathname).replace(/\/+$/, '')
+    this.http = opts.http
+  }
+
+  locate(relPath: string): string {
+    return `${this.base}/${encodePath(relPath)}`
+  }
+
+  async read(relPath: string, start: number, end: number, opts: ReadOptions): Promise<void> {
+    if (end <= start) return
+    const url = this.locate(relPath)
+    const what = `GET ${url} bytes=${start}-${end - 1}`
+    const res = await this.http.request('GET', url, { range: `bytes=${start}-${end - 1}` }, opts.signal)
+    // A server that ignores Range answers 200 with the whole file: skip to our range.
+    let skip = 0
+    if (res.status === 206) {
+      const cr = header(res.headers, 'content-range')
+      const m = cr ? /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(cr) : null
+      if (!m || Number(m[1]) !== start || Number(m[2]) !== end - 1) {
+        discard(res.body)
+        throw new SourceError('range', `${what}: answered Content-Range ${cr ?? '(none)'}`)
+      }
+    } else if (res.status === 200) {
+      skip = start
+    } else {
+      discard(res.body)
+      throw statusError(res, what)
+    }
+    let want = end - start
+    try {
+      for await (const raw of res.body as AsyncIterable<Buffer>) {
+        let chunk = raw
+        if (skip > 0) {
+          if (chunk.length <= skip) { skip -= chunk.length; continue }
+          chunk = chunk.subarray(skip)
+          skip = 0
+        }
+        if (chunk.length > want) chunk = chunk.subarray(0, want)
+        want -= chunk.length
+        opts.onData(chunk)
+        if (want === 0) break
+      }
+    } catch (err) {
+      throw classifyError(err, what)
+    } finally {
+      if (want > 0 || skip > 0) {
+        res.body.on('error', () => undefined)
+        res.body.destroy()
+      } else discard(res.body)
+    }
+    if (want > 0) throw new SourceError('protocol', `${what}: body ended ${want} bytes short`)
+  }
+
+  async list(relDir: string, signal?: AbortSignal): Promise<Map<string, FileFacts> | null> {
+    const rel = encodePath(relDir)
+    const url = rel ? `${this.base}/${rel}/` : `${this.base}/`
+    const what = `PROPFIND ${url}`
+    const res = await this.http.request('PROPFIND', url, { depth: '1', 'content-type': 'application/xml; charset=utf-8' }, signal, PROPFIND_BODY)
+    if (res.status === 405 || res.status === 501) {
+      discard(res.body)
+      return null
+    }
+    if (res.status === 404) {
+      discard(res.body)
+      return new Map()
+    }
+    if (res.status !== 207) {
+      discard(res.body)
+      throw statusError(res, what)
+    }
+    let xml: string
+    try {
+      xml = await res.body.text()
+    } catch (err) {
+      throw classifyError(err, what)
+    }
+    let entries
+    try {
+      entries = parseMultistatus(xml)
+    } catch (err) {
+      throw new SourceError('protocol', `${what}: ${(err as Error).message}`)
+    }
+    const dirPath = relDir ? `${this.basePath}/${relDir}` : this.basePath
+    const out = new Map<string, FileFacts>()
+    for (const e of entries) {
+      if (e.isDir || e.path === dirPath) continue
+      const slash = e.path.lastIndexOf('/')
+      if (e.path.slice(0, slash) !== dirPath) continue
+      const name = e.path.slice(slash + 1)
+      out.set(relDir ? `${relDir}/${name}` : name, e.facts)
+    }
+    return out
+  }
+
+  async stat(relPath: string, signal?: AbortSignal): Promise<FileFacts | null> {
+    const url = this.locate(relPath)
+    const res = await this.http.request('HEAD', url, { 'want-digest': 'adler32' }, signal)
+    discard(res.body)
+    if (res.status === 404) return null
+    if (res.status !== 200) throw statusError(res, `HEAD ${url}`)
+    const size = Number(header(res.headers, 'content-length'))
+    if (!Number.isFinite(size)) throw new SourceError('protocol', `HEAD ${url}: no Content-Length`)
+    const lm = header(res.headers, 'last-modified')
+    const mtime = lm ? Date.parse(lm) : NaN
+    return { size, adler32: adler32From(header(res.headers, 'digest')), mtime: Number.isFinite(mtime) ? mtime : null }
+  }
+
+  async close(): Promise<void> {
+    await this.http.close()
+  }
+}

@@ -1,0 +1,156 @@
+// A small HTTP client for the archive over undici: keep-alive pools per origin, deadlines on connect,
+// headers and body, redirects followed by hand (dCache sends GETs from its door to a pool with a 307
+// and a one-time id: the method and Range are kept, the bearer token is sent only to the archive's own
+// origin), and 401 answered by re-reading the token once.
+import { readFileSync } from 'node:fs'
+import { Pool, errors as undiciErrors, type Dispatcher } from 'undici'
+import { SourceError } from './source.js'
+
+export interface HttpClientOptions {
+  /** Origin that receives the Authorization header (the archive door). */
+  trustedOrigin: string
+  authorization: () => string | undefined
+  /** Called after a 401; resolves when the token has been re-read. */
+  reloadToken: () => Promise<void>
+  connectTimeoutMs: number
+  /** Deadline for the response headers. */
+  headersTimeoutMs: number
+  /** A body that delivers no byte for this long is a failure. */
+  stallTimeoutMs: number
+  caFile?: string | undefined
+  /** Parallel connections per origin. */
+  connections?: number
+}
+
+export interface HttpResponse {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  body: Dispatcher.ResponseData['body']
+  /** The URL that finally answered (after redirects). */
+  url: string
+}
+
+const REDIRECTS = new Set([301, 302, 303, 307, 308])
+const MAX_REDIRECTS = 5
+
+/**
+ * Lets go of a response body we do not want: small ones are read to the end so the connection can be
+ * reused; an error listener keeps undici's abort error from becoming an uncaught exception.
+ */
+export function discard(body: Dispatcher.ResponseData['body']): void {
+  body.on('error', () => undefined)
+  body.dump({ limit: 64 * 1024 }).catch(() => undefined)
+}
+
+export function header(h: HttpResponse['headers'], name: string): string | undefined {
+  const v = h[name]
+  return Array.isArray(v) ? v[0] : v
+}
+
+/** Maps a thrown undici/network error to a SourceError with a reason a person can read. */
+export function classifyError(err: unknown, what: string): SourceError {
+  if (err instanceof SourceError) return err
+  const e = err as NodeJS.ErrnoException & { code?: string; name?: string }
+  if (e?.name === 'AbortError' || e?.code === 'ABORT_ERR' || e instanceof undiciErrors.RequestAbortedError) return new SourceError('timeout', `${what}: aborted (deadline passed)`)
+  switch (e?.code) {
+    case 'UND_ERR_CONNECT_TIMEOUT':
+      return new SourceError('timeout', `${what}: connect timed out`)
+    case 'UND_ERR_HEADERS_TIMEOUT':
+      return new SourceError('timeout', `${what}: no response headers in time`)
+    case 'UND_ERR_BODY_TIMEOUT':
+      return new SourceError('timeout', `${what}: body stalled`)
+    case 'ECONNREFUSED':
+      return new SourceError('network', `${what}: connection refused (is the archive reachable?)`)
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return new SourceError('network', `${what}: host not found (check the archive URL and DNS)`)
+    case 'ECONNRESET':
+    case 'UND_ERR_SOCKET':
+    case 'EPIPE':
+      return new SourceError('network', `${what}: connection reset`)
+    default:
+      if (e?.code && /CERT|SSL|TLS|SELF_SIGNED/.test(e.code)) return new SourceError('network', `${what}: TLS error ${e.code} (set --ca-file / DESFS_CA_FILE to the archive's CA bundle)`)
+      return new SourceError('network', `${what}: ${e?.message ?? String(err)}`)
+  }
+}
+
+export class HttpClient {
+  private pools = new Map<string, Pool>()
+  private opts: HttpClientOptions
+  private ca: Buffer | undefined
+
+  constructor(opts: HttpClientOptions) {
+    this.opts = opts
+    if (opts.caFile) this.ca = readFileSync(opts.caFile)
+  }
+
+  private pool(origin: string): Pool {
+    let p = this.pools.get(origin)
+    if (!p) {
+      p = new Pool(origin, {
+        connections: this.opts.connections ?? 16,
+        pipelining: 1,
+        keepAliveTimeout: 30_000,
+        headersTimeout: this.opts.headersTimeoutMs,
+        bodyTimeout: this.opts.stallTimeoutMs,
+        connect: { timeout: this.opts.connectTimeoutMs, ...(this.ca ? { ca: this.ca } : {}) },
+      })
+      this.pools.set(origin, p)
+    }
+    return p
+  }
+
+  /**
+   * Sends a request, following redirects and retrying once after a 401 with a re-read token.
+   * The caller owns the returned body and must consume or destroy it.
+   */
+  async request(method: string, url: string, headers: Record<string, string>, signal?: AbortSignal, body?: string): Promise<HttpResponse> {
+    let retriedAuth = false
+    for (;;) {
+      const res = await this.follow(method, url, headers, signal, body)
+      if (res.status === 401 && !retriedAuth) {
+        retriedAuth = true
+        discard(res.body)
+        await this.opts.reloadToken()
+        continue
+      }
+      return res
+    }
+  }
+
+  private async follow(method: string, url: string, headers: Record<string, string>, signal?: AbortSignal, body?: string): Promise<HttpResponse> {
+    let current = new URL(url)
+    let m = method
+    for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
+      const h: Record<string, string> = { ...headers }
+      const auth = current.origin === this.opts.trustedOrigin ? this.opts.authorization() : undefined
+      if (auth) h.authorization = auth
+      let res: Dispatcher.ResponseData
+      try {
+        res = await this.pool(current.origin).request({
+          method: m as Dispatcher.HttpMethod,
+          path: current.pathname + current.search,
+          headers: h,
+          body: m === 'PROPFIND' ? body : undefined,
+          signal,
+        })
+      } catch (err) {
+        throw classifyError(err, `${m} ${current.href}`)
+      }
+      const location = header(res.headers, 'location')
+      if (REDIRECTS.has(res.statusCode) && location) {
+        discard(res.body)
+        current = new URL(location, current)
+        if (res.statusCode === 303) m = 'GET'
+        continue
+      }
+      return { status: res.statusCode, headers: res.headers, body: res.body, url: current.href }
+    }
+    throw new SourceError('protocol', `${method} ${url}: more than ${MAX_REDIRECTS} redirects`)
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.pools.values()].map((p) => p.close().catch(() => undefined)))
+    this.pools.clear()
+  }
+}

@@ -1,0 +1,53 @@
+// What every place we can read archive files from (the dCache WebDAV door, S3, a local mirror)
+// offers the cache: ranged reads, directory listings with sizes, and single-file facts.
+import type { FileFacts } from '../../fs/facts.js'
+
+export type SourceErrorKind =
+  | 'auth' // 401: token missing, expired or rejected
+  | 'forbidden' // 403: token valid but not allowed
+  | 'not_found' // 404
+  | 'range' // 416 or a Content-Range that does not match the request
+  | 'server' // 5xx
+  | 'network' // connection refused/reset, DNS, TLS
+  | 'timeout' // connect, headers, stalled or too-slow body
+  | 'protocol' // a response we cannot use (short body, bad XML, unexpected status)
+  | 'local' // the source's local side failed (mirror directory unreadable)
+
+export class SourceError extends Error {
+  readonly kind: SourceErrorKind
+  readonly status: number | undefined
+  constructor(kind: SourceErrorKind, message: string, status?: number) {
+    super(message)
+    this.name = 'SourceError'
+    this.kind = kind
+    this.status = status
+  }
+
+  /** Worth another attempt: the same request may well succeed a moment later. */
+  get retryable(): boolean {
+    return this.kind === 'server' || this.kind === 'network' || this.kind === 'timeout' || this.kind === 'protocol'
+  }
+}
+
+export interface ReadOptions {
+  signal?: AbortSignal
+  /** Called with consecutive chunks of the requested range, in order. */
+  onData: (chunk: Buffer) => void
+}
+
+export interface Source {
+  /** Short name for logs and metrics: 'archive', 's3', 'mirror'. */
+  readonly name: string
+  /** Where a file is, as a person would write it (URL or path). */
+  locate(relPath: string): string
+  /**
+   * Reads bytes [start, end) of a file, delivering them through onData. Resolves once all bytes were
+   * delivered; rejects with a SourceError otherwise (after delivering a prefix, possibly).
+   */
+  read(relPath: string, start: number, end: number, opts: ReadOptions): Promise<void>
+  /** Facts for every file directly in a directory, or null when this source cannot list. */
+  list(relDir: string, signal?: AbortSignal): Promise<Map<string, FileFacts> | null>
+  /** Facts for one file, or null when the source does not have it. */
+  stat(relPath: string, signal?: AbortSignal): Promise<FileFacts | null>
+  close(): Promise<void>
+}

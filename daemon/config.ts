@@ -1,0 +1,153 @@
+// Effective configuration: flags > environment > config file > defaults. Every value remembers where
+// it came from, so `desfs status` can say why a setting is what it is. des-archive-access's variables
+// (DESDATA, DES_ARCHIVE_ACCESS_DB, DES_ARCHIVE_ACCESS_ARCHIVE, DES_ARCHIVE_ACCESS_DIR) keep working.
+import { readFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { UserError, EXIT } from './errors.js'
+import { defaultMetadataDb, xdgCacheHome, xdgConfigHome, xdgStateHome } from './paths.js'
+import { parseDuration, parseSize } from './units.js'
+
+export const DEFAULT_ARCHIVE = 'https://fndcadoor.fnal.gov:2880/des/persistent/DESDM_ARCHIVE'
+
+interface SettingDef {
+  /** Name in the config file and in `desfs status`. */
+  key: string
+  /** Command-line flag (without --). */
+  flag?: string
+  env?: string[]
+  help: string
+  default?: () => string | undefined
+}
+
+export const SETTINGS: SettingDef[] = [
+  { key: 'mountpoint', env: ['DESDATA'], help: 'where the archive is mounted' },
+  { key: 'db', flag: 'db', env: ['DES_ARCHIVE_ACCESS_DB'], help: 'des-archive-access metadata DB (read-only)', default: defaultMetadataDb },
+  { key: 'archive', flag: 'archive', env: ['DES_ARCHIVE_ACCESS_ARCHIVE'], help: 'archive URL (dCache WebDAV door)', default: () => DEFAULT_ARCHIVE },
+  { key: 'cache_dir', flag: 'cache-dir', env: ['DESFS_CACHE_DIR'], help: 'block cache directory', default: () => join(xdgCacheHome(), 'desfs') },
+  { key: 'state_dir', flag: 'state-dir', env: ['DESFS_STATE_DIR'], help: 'index, control socket and log', default: () => join(xdgStateHome(), 'desfs') },
+  { key: 'cache_size', flag: 'cache-size', env: ['DESFS_CACHE_SIZE'], help: 'cache size bound (e.g. 50G); auto = 25% of the disk, at most 100G', default: () => 'auto' },
+  { key: 'read_timeout', flag: 'read-timeout', env: ['DESFS_READ_TIMEOUT'], help: 'deadline for one read from the archive before the reader gets EIO', default: () => '30s' },
+  { key: 'connect_timeout', flag: 'connect-timeout', env: ['DESFS_CONNECT_TIMEOUT'], help: 'deadline for connecting to the archive', default: () => '10s' },
+  { key: 'token_file', flag: 'token-file', env: ['DESFS_TOKEN_FILE'], help: 'bearer token file to use instead of the usual discovery order' },
+  { key: 'ca_file', flag: 'ca-file', env: ['DESFS_CA_FILE'], help: 'extra CA certificates (PEM) for the archive' },
+  { key: 'tree_query', flag: 'tree-query', env: ['DESFS_TREE_QUERY'], help: 'SQL returning (path, filename, compression) for non-DESDM layouts' },
+  { key: 'allow_other', flag: 'allow-other', env: ['DESFS_ALLOW_OTHER'], help: 'let other users read the mount (needs user_allow_other in /etc/fuse.conf)', default: () => 'false' },
+  { key: 'log_level', flag: 'log-level', env: ['DESFS_LOG_LEVEL'], help: 'debug, info, warn or error', default: () => 'info' },
+]
+
+export interface Setting {
+  value: string | undefined
+  /** 'flag --db', 'env DES_ARCHIVE_ACCESS_DB', 'config file ~/.config/desfs/config', 'default' */
+  source: string
+}
+
+export function configFilePath(): string {
+  return process.env.DESFS_CONFIG || join(xdgConfigHome(), 'desfs', 'config')
+}
+
+/** Reads `key = value` lines; `#` starts a comment. A missing file is an empty config. */
+export function readConfigFile(path: string): Map<string, string> {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new Map()
+    throw new UserError(`cannot read config file ${path}: ${(err as Error).message}`)
+  }
+  const known = new Set(SETTINGS.map((s) => s.key))
+  const out = new Map<string, string>()
+  text.split('\n').forEach((raw, i) => {
+    const line = raw.replace(/(^|\s)#.*$/, '').trim()
+    if (!line) return
+    const m = /^([a-z_]+)\s*=\s*(.*)$/.exec(line)
+    if (!m) throw new UserError(`${path}:${i + 1}: expected 'key = value', got '${raw.trim()}'`)
+    if (!known.has(m[1]!)) throw new UserError(`${path}:${i + 1}: unknown setting '${m[1]}' (known: ${[...known].join(', ')})`)
+    out.set(m[1]!, m[2]!.replace(/^(["'])(.*)\1$/, '$2'))
+  })
+  return out
+}
+
+/** Resolves every setting from flags (keyed by flag name), the environment, the config file and defaults. */
+export function resolveSettings(flags: Record<string, string | undefined>, env: NodeJS.ProcessEnv = process.env): Map<string, Setting> {
+  const file = configFilePath()
+  const fromFile = readConfigFile(file)
+  const out = new Map<string, Setting>()
+  for (const def of SETTINGS) {
+    const flagName = def.flag ?? def.key
+    let setting: Setting | undefined
+    if (flags[flagName] !== undefined) setting = { value: flags[flagName], source: def.flag ? `flag --${def.flag}` : 'argument' }
+    for (const name of def.env ?? []) {
+      if (!setting && env[name]) setting = { value: env[name], source: `env ${name}` }
+    }
+    if (!setting && fromFile.has(def.key)) setting = { value: fromFile.get(def.key), source: `config file ${file}` }
+    if (!setting) setting = { value: def.default?.(), source: 'default' }
+    out.set(def.key, setting)
+  }
+  return out
+}
+
+export interface DaemonConfig {
+  mountpoint: string
+  db: string
+  archive: string
+  cacheDir: string
+  stateDir: string
+  /** Bytes, or undefined for 'auto' (decided once the cache dir's disk is known). */
+  cacheSize: number | undefined
+  readTimeoutMs: number
+  connectTimeoutMs: number
+  caFile: string | undefined
+  tokenFile: string | undefined
+  treeQuery: string | undefined
+  allowOther: boolean
+  logLevel: 'debug' | 'info' | 'warn' | 'error'
+  /** Every setting with its source, for status. */
+  settings: Map<string, Setting>
+}
+
+function parseWith<T>(settings: Map<string, Setting>, key: string, parse: (v: string) => T): T {
+  const s = settings.get(key)!
+  try {
+    return parse(s.value!)
+  } catch (err) {
+    throw new UserError(`${key} (from ${s.source}): ${(err as Error).message}`, EXIT.USAGE)
+  }
+}
+
+export function parseBool(v: string): boolean {
+  if (/^(1|true|yes|on)$/i.test(v)) return true
+  if (/^(0|false|no|off)$/i.test(v)) return false
+  throw new Error(`'${v}' is not true or false`)
+}
+
+/** Turns resolved settings into a validated daemon configuration. The mountpoint is required. */
+export function daemonConfig(settings: Map<string, Setting>): DaemonConfig {
+  const mnt = settings.get('mountpoint')!
+  if (!mnt.value) throw new UserError('no mountpoint: give one (desfs mount DIR) or set DESDATA', EXIT.USAGE)
+  const archive = settings.get('archive')!.value!
+  try {
+    const u = new URL(archive)
+    if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new Error('not http(s)')
+  } catch {
+    throw new UserError(`archive (from ${settings.get('archive')!.source}): '${archive}' is not an http(s) URL; set DES_ARCHIVE_ACCESS_ARCHIVE or --archive to e.g. ${DEFAULT_ARCHIVE}`, EXIT.USAGE)
+  }
+  const level = settings.get('log_level')!.value!
+  if (!['debug', 'info', 'warn', 'error'].includes(level)) throw new UserError(`log_level: '${level}' is not one of debug, info, warn, error`, EXIT.USAGE)
+  const cacheSize = settings.get('cache_size')!.value!
+  return {
+    mountpoint: resolve(mnt.value),
+    db: resolve(settings.get('db')!.value!),
+    archive: archive.replace(/\/+$/, ''),
+    cacheDir: resolve(settings.get('cache_dir')!.value!),
+    stateDir: resolve(settings.get('state_dir')!.value!),
+    cacheSize: cacheSize === 'auto' ? undefined : parseWith(settings, 'cache_size', parseSize),
+    readTimeoutMs: parseWith(settings, 'read_timeout', parseDuration),
+    connectTimeoutMs: parseWith(settings, 'connect_timeout', parseDuration),
+    caFile: settings.get('ca_file')!.value,
+    tokenFile: settings.get('token_file')!.value ? resolve(settings.get('token_file')!.value!) : undefined,
+    treeQuery: settings.get('tree_query')!.value,
+    allowOther: parseWith(settings, 'allow_other', parseBool),
+    logLevel: level as DaemonConfig['logLevel'],
+    settings,
+  }
+}

@@ -1,0 +1,98 @@
+// Entry point of the daemon process. `desfs mount` starts it detached with --notify: it then logs to
+// the state dir and reports start-up on stdout as JSON lines (progress, ready or error) for the CLI to
+// show, and closes stdout once mounted. In the foreground (`desfs mount --foreground`, the demo) it
+// logs to stderr and runs until a signal.
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { daemonConfig, resolveSettings, type DaemonConfig } from './config.js'
+import { Daemon } from './daemon.js'
+import { EXIT, UserError, oneLine } from './errors.js'
+import { log } from './log.js'
+import { LOG_NAME } from './paths.js'
+import { ensurePrivateDir } from './state-dir.js'
+import { mountedType } from '../fs/mount.js'
+import type { BuildProgress } from '../fs/tree-build.js'
+
+export type Notice =
+  | { event: 'progress'; progress: BuildProgress }
+  | { event: 'ready'; mountpoint: string; files: number; log: string }
+  | { event: 'error'; message: string; exitCode: number }
+
+export interface RunOptions {
+  /** Report start-up as JSON lines on stdout and log to the state dir (detached mode). */
+  notify: boolean
+}
+
+/** Stops the daemon when its mount disappears from under it (fusermount -u by hand). */
+function watchMount(daemon: Daemon): NodeJS.Timeout {
+  const t = setInterval(() => {
+    void mountedType(daemon.config.mountpoint).then((type) => {
+      if (!type?.startsWith('fuse')) void daemon.stop('the mount was removed from outside').then(() => process.exit(0))
+    })
+  }, 2000)
+  t.unref()
+  return t
+}
+
+/** Runs a daemon until it is stopped; resolves with the process exit code. */
+export async function runDaemon(config: DaemonConfig, opts: RunOptions): Promise<Daemon> {
+  const notice = (n: Notice) => {
+    if (opts.notify) process.stdout.write(JSON.stringify(n) + '\n')
+  }
+  log.setLevel(config.logLevel)
+  const logFile = join(config.stateDir, LOG_NAME)
+  if (opts.notify) {
+    ensurePrivateDir(config.stateDir, 'state dir')
+    log.toFile(logFile)
+  }
+  const daemon = new Daemon(config)
+  const shutdown = (reason: string, code: number) => {
+    void daemon.stop(reason).then(async () => {
+      await log.close()
+      process.exit(code)
+    })
+  }
+  process.on('SIGINT', () => shutdown('SIGINT', 0))
+  process.on('SIGTERM', () => shutdown('SIGTERM', 0))
+  process.on('SIGHUP', () => log.info('SIGHUP ignored; use desfs umount to stop'))
+  process.on('uncaughtException', (err) => {
+    log.error('internal error; stopping', { error: err.stack })
+    shutdown('internal error', 1)
+  })
+  let lastNotice = 0
+  try {
+    await daemon.start({
+      onProgress: (p) => {
+        if (Date.now() - lastNotice < 200) return
+        lastNotice = Date.now()
+        notice({ event: 'progress', progress: p })
+      },
+    })
+  } catch (err) {
+    await daemon.stop('start-up failed', true)
+    throw err
+  }
+  watchMount(daemon)
+  notice({ event: 'ready', mountpoint: config.mountpoint, files: daemon.catalog.index.result.files, log: logFile })
+  if (opts.notify) process.stdout.end()
+  return daemon
+}
+
+async function main(): Promise<void> {
+  // Detached daemons get the CLI's flags as one JSON argument; the environment is inherited.
+  const arg = process.argv[2]
+  let config: DaemonConfig
+  try {
+    const flags = arg ? (JSON.parse(arg) as Record<string, string | undefined>) : {}
+    config = daemonConfig(resolveSettings(flags))
+    await runDaemon(config, { notify: true })
+  } catch (err) {
+    const exitCode = err instanceof UserError ? err.exitCode : EXIT.FAILURE
+    if (!(err instanceof UserError)) log.error('start-up failed', { error: (err as Error).stack })
+    process.stdout.write(JSON.stringify({ event: 'error', message: oneLine(err), exitCode } satisfies Notice) + '\n')
+    await log.close()
+    process.exit(exitCode)
+  }
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) void main()

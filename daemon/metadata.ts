@@ -1,0 +1,86 @@
+// The des-archive-access metadata DB: opened read-only, never written. This module knows where the
+// file tree lives in it (Y6A2_FILE_ARCHIVE_INFO: PATH/FILENAME+COMPRESSION) and turns every way the
+// file can be wrong (missing, not SQLite, corrupt, no such table) into one line naming the fix.
+import Database from 'better-sqlite3'
+import { statSync } from 'node:fs'
+import { UserError, EXIT } from './errors.js'
+
+export type SqliteDb = Database.Database
+
+const FIX_DB = 'download it with `desfs db download` (or des-archive-access-download-metadata) or point DES_ARCHIVE_ACCESS_DB / --db at it'
+
+/** Opens the metadata DB read-only and checks that it really is a SQLite database. */
+export function openMetadataDb(path: string): SqliteDb {
+  let st
+  try {
+    st = statSync(path)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOENT') throw new UserError(`metadata DB not found at ${path}: ${FIX_DB}`)
+    throw new UserError(`cannot read metadata DB ${path} (${code}): check its permissions`)
+  }
+  if (!st.isFile()) throw new UserError(`metadata DB ${path} is not a file: ${FIX_DB}`)
+  let db: SqliteDb
+  try {
+    db = new Database(path, { readonly: true, fileMustExist: true })
+    db.pragma('query_only = ON')
+    // Touch the schema now: a non-SQLite or truncated file fails here rather than mid-build.
+    db.prepare('SELECT count(*) FROM sqlite_master').get()
+  } catch (err) {
+    throw new UserError(`metadata DB ${path} is not a readable SQLite database (${(err as Error).message}): ${FIX_DB.replace('download it', 're-download it').replace('db download', 'db download --force')}`)
+  }
+  return db
+}
+
+export interface TreeSource {
+  /** SQL returning rows of (path, filename, compression), in that order. */
+  sql: string
+  /** What the SQL reads, for messages: 'Y6A2_FILE_ARCHIVE_INFO' or 'custom tree query'. */
+  description: string
+}
+
+function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`
+}
+
+/**
+ * Finds the table that describes the file tree: a table named *FILE_ARCHIVE_INFO (case-insensitive,
+ * Y6A2_ preferred) with PATH and FILENAME columns (COMPRESSION optional), or the user's tree query.
+ */
+export function findTreeSource(db: SqliteDb, dbPath: string, treeQuery?: string): TreeSource {
+  if (treeQuery) {
+    let cols: number
+    try {
+      cols = db.prepare(treeQuery).columns().length
+    } catch (err) {
+      throw new UserError(`--tree-query does not run on ${dbPath}: ${(err as Error).message}`, EXIT.USAGE)
+    }
+    if (cols < 3) throw new UserError(`--tree-query must return three columns (path, filename, compression); it returns ${cols}`, EXIT.USAGE)
+    return { sql: treeQuery, description: 'custom tree query' }
+  }
+  const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type IN ('table','view')").all() as { name: string }[]).map((r) => r.name)
+  const candidates = tables
+    .filter((t) => /FILE_ARCHIVE_INFO$/i.test(t))
+    .sort((a, b) => Number(/^Y6A2_/i.test(b)) - Number(/^Y6A2_/i.test(a)) || a.localeCompare(b))
+  for (const table of candidates) {
+    const cols = (db.prepare(`PRAGMA table_info(${quoteIdent(table)})`).all() as { name: string }[]).map((c) => c.name)
+    const find = (want: string) => cols.find((c) => c.toUpperCase() === want)
+    const path = find('PATH')
+    const filename = find('FILENAME')
+    if (!path || !filename) continue
+    const compression = find('COMPRESSION')
+    return {
+      sql: `SELECT ${quoteIdent(path)}, ${quoteIdent(filename)}, ${compression ? quoteIdent(compression) : 'NULL'} FROM ${quoteIdent(table)}`,
+      description: table,
+    }
+  }
+  throw new UserError(
+    `metadata DB ${dbPath} has no usable file table (looked for a table named like Y6A2_FILE_ARCHIVE_INFO with PATH and FILENAME columns; found ${tables.length ? tables.slice(0, 8).join(', ') : 'no tables'}): use the DES metadata DB or pass --tree-query 'SELECT path, filename, compression FROM ...'`,
+  )
+}
+
+/** Identity of the DB file: changes when des-archive-access replaces it (new inode, size or mtime). */
+export function dbIdentity(path: string): { dev: number; ino: number; size: number; mtimeMs: number } {
+  const st = statSync(path)
+  return { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: Math.floor(st.mtimeMs) }
+}

@@ -1,0 +1,158 @@
+// The bearer token for the archive. Discovery follows WLCG's order (BEARER_TOKEN, BEARER_TOKEN_FILE,
+// $XDG_RUNTIME_DIR/bt_u$UID, /tmp/bt_u$UID) and then des-archive-access's own file
+// ($DES_ARCHIVE_ACCESS_DIR/bearer_token, written by htgettoken). The token itself is never logged:
+// only where it came from, its subject, scopes and expiry.
+import { watch, type FSWatcher } from 'chokidar'
+import { readFile, stat } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
+import { desArchiveAccessDir } from './paths.js'
+import { log } from './log.js'
+
+export interface TokenInfo {
+  /** Where the token came from: 'env BEARER_TOKEN', or a file path. */
+  source: string
+  /** Set when a token was found. */
+  token?: string
+  subject?: string
+  scopes?: string
+  issuer?: string
+  /** Expiry, seconds since the epoch, when the token is a JWT with exp. */
+  exp?: number
+  /** Why no usable token: missing, unreadable, or refused for its permissions. */
+  problem?: string
+}
+
+export const MAKE_TOKEN_HINT = 'run `htgettoken -a htvaultprod.fnal.gov -i des -o ~/.des_archive_access/bearer_token` (or des-archive-access-make-token, or `desfs token login`)'
+
+/** Candidate token locations in discovery order; the first that exists wins. */
+export function tokenCandidates(env: NodeJS.ProcessEnv = process.env): { kind: 'env' | 'file'; where: string }[] {
+  // An explicit --token-file / DESFS_TOKEN_FILE replaces discovery altogether.
+  if (env.DESFS_TOKEN_FILE) return [{ kind: 'file', where: env.DESFS_TOKEN_FILE }]
+  const uid = process.getuid?.() ?? 0
+  const out: { kind: 'env' | 'file'; where: string }[] = []
+  if (env.BEARER_TOKEN) out.push({ kind: 'env', where: 'BEARER_TOKEN' })
+  if (env.BEARER_TOKEN_FILE) out.push({ kind: 'file', where: env.BEARER_TOKEN_FILE })
+  if (env.XDG_RUNTIME_DIR) out.push({ kind: 'file', where: join(env.XDG_RUNTIME_DIR, `bt_u${uid}`) })
+  out.push({ kind: 'file', where: `/tmp/bt_u${uid}` })
+  out.push({ kind: 'file', where: join(env.DES_ARCHIVE_ACCESS_DIR || desArchiveAccessDir(), 'bearer_token') })
+  return out
+}
+
+/** Decodes a JWT's claims without verifying it (the archive verifies; we only want exp/sub/scope). */
+export function jwtClaims(token: string): Record<string, unknown> | undefined {
+  const parts = token.split('.')
+  if (parts.length !== 3) return undefined
+  try {
+    return JSON.parse(Buffer.from(parts[1]!, 'base64url').toString('utf8')) as Record<string, unknown>
+  } catch {
+    return undefined
+  }
+}
+
+function describe(source: string, token: string): TokenInfo {
+  const claims = jwtClaims(token)
+  const info: TokenInfo = { source, token }
+  if (claims) {
+    if (typeof claims.sub === 'string') info.subject = claims.sub
+    if (typeof claims.scope === 'string') info.scopes = claims.scope
+    if (typeof claims.iss === 'string') info.issuer = claims.iss
+    if (typeof claims.exp === 'number') info.exp = claims.exp
+  }
+  return info
+}
+
+/** Finds and reads the token now. Never throws: a problem is reported in `problem`. */
+export async function discoverToken(env: NodeJS.ProcessEnv = process.env): Promise<TokenInfo> {
+  for (const c of tokenCandidates(env)) {
+    if (c.kind === 'env') return describe(`env ${c.where}`, env[c.where]!.trim())
+    let st
+    try {
+      st = await stat(c.where)
+    } catch {
+      continue
+    }
+    if ((st.mode & 0o077) !== 0) {
+      return { source: c.where, problem: `token file ${c.where} is readable by others (mode ${(st.mode & 0o777).toString(8)}): run chmod 600 ${c.where}` }
+    }
+    try {
+      const token = (await readFile(c.where, 'utf8')).trim()
+      if (!token) return { source: c.where, problem: `token file ${c.where} is empty: ${MAKE_TOKEN_HINT}` }
+      return describe(c.where, token)
+    } catch (err) {
+      return { source: c.where, problem: `cannot read token file ${c.where} (${(err as NodeJS.ErrnoException).code}): check its permissions` }
+    }
+  }
+  return { source: 'none', problem: `no bearer token found (looked at ${tokenCandidates(env).map((c) => (c.kind === 'env' ? '$' + c.where : c.where)).join(', ')}): ${MAKE_TOKEN_HINT}` }
+}
+
+/**
+ * Holds the current token and keeps it fresh: watches the token file's directory (htgettoken
+ * replaces the file by rename) and re-reads on demand after a 401.
+ */
+export class TokenProvider {
+  private info: TokenInfo = { source: 'none' }
+  private watcher: FSWatcher | undefined
+  private expiryTimer: NodeJS.Timeout | undefined
+  private env: NodeJS.ProcessEnv
+
+  constructor(env: NodeJS.ProcessEnv = process.env) {
+    this.env = env
+  }
+
+  async start(): Promise<TokenInfo> {
+    await this.reload()
+    // Watch every candidate file's directory: a token may appear later, or earlier in the order.
+    const files = tokenCandidates(this.env).filter((c) => c.kind === 'file').map((c) => c.where)
+    const dirs = [...new Set(files.map((f) => dirname(f)))]
+    const names = new Set(files.map((f) => basename(f)))
+    this.watcher = watch(dirs, {
+      depth: 0,
+      ignoreInitial: true,
+      ignored: (p: string) => !dirs.includes(p) && !names.has(basename(p)),
+    })
+    const onChange = (p: string) => {
+      if (files.includes(p)) void this.reload()
+    }
+    this.watcher.on('add', onChange).on('change', onChange).on('unlink', onChange)
+    this.watcher.on('error', (err) => log.warn('token watcher failed', { error: (err as Error).message }))
+    return this.info
+  }
+
+  /** Re-reads the token from its source; logs when the token changed. */
+  async reload(): Promise<TokenInfo> {
+    const before = this.info.token
+    this.info = await discoverToken(this.env)
+    if (this.info.token !== before) {
+      if (this.info.token) log.info('bearer token loaded', { source: this.info.source, subject: this.info.subject, expires: this.info.exp ? new Date(this.info.exp * 1000).toISOString() : 'unknown' })
+      else log.warn('no usable bearer token', { problem: this.info.problem })
+      this.scheduleExpiryWarning()
+    }
+    return this.info
+  }
+
+  private scheduleExpiryWarning(): void {
+    clearTimeout(this.expiryTimer)
+    const exp = this.info.exp
+    if (!exp) return
+    const warnAt = exp * 1000 - 5 * 60_000 - Date.now()
+    if (warnAt > 2 ** 31 - 1) return
+    this.expiryTimer = setTimeout(() => {
+      log.warn('bearer token expires soon', { source: this.info.source, expires: new Date(exp * 1000).toISOString(), fix: MAKE_TOKEN_HINT })
+    }, Math.max(0, warnAt))
+    this.expiryTimer.unref()
+  }
+
+  get current(): TokenInfo {
+    return this.info
+  }
+
+  /** The Authorization header value, or undefined when there is no usable token. */
+  authorization(): string | undefined {
+    return this.info.token ? `Bearer ${this.info.token}` : undefined
+  }
+
+  async close(): Promise<void> {
+    clearTimeout(this.expiryTimer)
+    await this.watcher?.close()
+  }
+}

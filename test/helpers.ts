@@ -1,0 +1,188 @@
+// Test harness: temporary dirs, the generated archive and its server, a desfs daemon in a child
+// process, and commands run against the mount from child processes (the test process itself never
+// touches a mountpoint). Every wait is bounded; everything started is stopped at teardown.
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync, mkdirSync, existsSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { Test } from 'tap'
+import { generateArchive, type GenerateOptions, type Manifest } from './archive/generate.js'
+import { ArchiveServer, type ArchiveServerOptions } from './archive/server.js'
+import { makeToken, writeTokenFile } from './archive/token.js'
+import { mountedType } from '../fs/mount.js'
+
+export const DESFS = fileURLToPath(new URL('../bin/desfs.js', import.meta.url))
+export const PYTHON = '/usr/bin/python3' // Debian's, where python3-fitsio and python3-astropy live
+
+export function tmp(t: Test, prefix = 'desfs-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+export interface RunResult {
+  code: number | null
+  signal: NodeJS.Signals | null
+  stdout: string
+  stderr: string
+}
+
+/** Runs a command in a child process, never longer than timeoutMs. `binary` keeps stdout byte-exact (latin1). */
+export function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string; input?: string; binary?: boolean } = {}): Promise<RunResult> {
+  return new Promise((resolve) => {
+    const child = execFile(cmd, args, { env: opts.env ?? process.env, timeout: opts.timeoutMs ?? 60_000, maxBuffer: 256 << 20, cwd: opts.cwd, encoding: opts.binary ? 'latin1' : 'utf8' }, (err, stdout, stderr) => {
+      const e = err as (NodeJS.ErrnoException & { code?: number | string; signal?: NodeJS.Signals }) | null
+      resolve({ code: e ? (typeof e.code === 'number' ? e.code : -1) : 0, signal: e?.signal ?? null, stdout, stderr })
+    })
+    if (opts.input !== undefined) child.stdin?.end(opts.input)
+  })
+}
+
+export function desfs(args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; input?: string } = {}): Promise<RunResult> {
+  return run(process.execPath, [DESFS, ...args], opts)
+}
+
+/** True when a program is on PATH. */
+export function hasTool(name: string): boolean {
+  return (process.env.PATH ?? '').split(':').some((d) => d && existsSync(join(d, name)))
+}
+
+/**
+ * Makes sure a program the test needs is installed: in CI a missing tool fails the test (CI installs
+ * them all); on a developer's machine the test is skipped with a note.
+ */
+export function needTool(t: Test, name: string, pkg: string): boolean {
+  if (name.startsWith('/') ? existsSync(name) : hasTool(name)) return true
+  if (process.env.CI) t.fail(`${name} is not installed (Debian package ${pkg}); .ci/run installs it`)
+  else t.plan(0, `${name} not installed (apt-get install ${pkg})`)
+  return false
+}
+
+export function needPythonModule(t: Test, mod: string, pkg: string): boolean {
+  if (!existsSync(PYTHON)) return needTool(t, PYTHON, 'python3')
+  const r = execFileSyncQuiet(PYTHON, ['-c', `import ${mod}`])
+  if (r) return true
+  if (process.env.CI) t.fail(`python module ${mod} is not installed (Debian package ${pkg})`)
+  else t.plan(0, `python module ${mod} not installed (apt-get install ${pkg})`)
+  return false
+}
+
+function execFileSyncQuiet(cmd: string, args: string[]): boolean {
+  try {
+    execFileSync(cmd, args, { stdio: 'ignore', timeout: 30_000 })
+    return true
+  } catch {
+    return false
+  }
+}
+
+export interface ArchiveFixture {
+  dir: string
+  root: string
+  db: string
+  manifest: Manifest
+}
+
+export function makeArchive(t: Test, opts: Omit<GenerateOptions, 'out'> = {}): ArchiveFixture {
+  const dir = tmp(t, 'desfs-archive-')
+  const manifest = generateArchive({ out: dir, ...opts })
+  return { dir, root: join(dir, 'archive'), db: join(dir, 'metadata.db'), manifest }
+}
+
+export interface ServerFixture {
+  server: ArchiveServer
+  token: string
+  tokenFile: string
+}
+
+export async function startServer(t: Test, root: string, opts: Partial<ArchiveServerOptions> = {}): Promise<ServerFixture> {
+  const token = makeToken()
+  const dir = tmp(t, 'desfs-token-')
+  const tokenFile = join(dir, 'des_archive_access', 'bearer_token')
+  writeTokenFile(tokenFile, token)
+  const server = await new ArchiveServer({ root, tokens: [token], redirect: true, ...opts }).start()
+  t.teardown(() => server.stop())
+  return { server, token, tokenFile }
+}
+
+export interface DaemonFixture {
+  mnt: string
+  stateDir: string
+  cacheDir: string
+  child: ChildProcess
+  /** Everything the daemon logged so far. */
+  log: () => string
+  /** Stops the daemon (SIGTERM) and waits until it exited and the mount is gone. */
+  stop: (signal?: NodeJS.Signals) => Promise<number | null>
+  exited: Promise<number | null>
+}
+
+export interface DaemonOptions {
+  db: string
+  archive: string
+  tokenFile?: string
+  /** Extra flags for desfs mount. */
+  flags?: string[]
+  env?: NodeJS.ProcessEnv
+  mnt?: string
+  stateDir?: string
+  cacheDir?: string
+  /** Resolve once the mount is up (default) or right after spawning. */
+  waitMounted?: boolean
+}
+
+async function until(cond: () => Promise<boolean> | boolean, timeoutMs: number, stepMs = 50): Promise<boolean> {
+  const end = Date.now() + timeoutMs
+  while (Date.now() < end) {
+    if (await cond()) return true
+    await new Promise((r) => setTimeout(r, stepMs))
+  }
+  return cond()
+}
+
+export { until }
+
+/** Starts `desfs mount --foreground` in a child process and waits until the mount is up. */
+export async function startDaemon(t: Test, o: DaemonOptions): Promise<DaemonFixture> {
+  const base = tmp(t, 'desfs-mnt-')
+  const mnt = o.mnt ?? join(base, 'DESDATA')
+  const stateDir = o.stateDir ?? join(base, 'state')
+  const cacheDir = o.cacheDir ?? join(base, 'cache')
+  try {
+    mkdirSync(mnt, { recursive: true })
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOTCONN') throw err // a stale mount the daemon must recover
+  }
+  const args = [DESFS, 'mount', mnt, '--foreground', '--db', o.db, '--archive', o.archive, '--state-dir', stateDir, '--cache-dir', cacheDir, ...(o.tokenFile ? ['--token-file', o.tokenFile] : []), ...(o.flags ?? [])]
+  const env = { ...process.env, DESFS_CONFIG: join(base, 'no-config'), ...(o.env ?? {}) }
+  const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  let output = ''
+  child.stdout!.on('data', (d: Buffer) => (output += d.toString()))
+  child.stderr!.on('data', (d: Buffer) => (output += d.toString()))
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+  let exitCode: number | null | undefined
+  void exited.then((c) => (exitCode = c))
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
+    if (exitCode === undefined) child.kill(signal)
+    const code = await Promise.race([exited, new Promise<null>((r) => setTimeout(() => r(null), 20_000))])
+    if (exitCode === undefined) child.kill('SIGKILL')
+    if ((await mountedType(mnt))?.startsWith('fuse')) await run('fusermount', ['-uz', mnt], { timeoutMs: 10_000 })
+    return code
+  }
+  t.teardown(async () => {
+    await stop()
+  })
+  const fixture: DaemonFixture = { mnt, stateDir, cacheDir, child, log: () => output, stop, exited }
+  if (o.waitMounted !== false) {
+    // The daemon logs "info mounted" once its own mount is up (a stale one may be there before).
+    const up = await until(() => exitCode !== undefined || / info mounted /.test(output), 60_000)
+    if (!up || exitCode !== undefined) throw new Error(`daemon did not mount (exit ${exitCode}):\n${output}`)
+  }
+  return fixture
+}
+
+/** The generated file's bytes, for comparisons. */
+export function sourceBytes(a: ArchiveFixture, rel: string): Buffer {
+  return readFileSync(join(a.root, rel))
+}
