@@ -67,7 +67,7 @@ export async function tokenDirProblem(dir: string): Promise<string | undefined> 
   return undefined
 }
 
-export const MAKE_TOKEN_HINT = 'run `desfs token login`, or `htgettoken -a htvaultprod.fnal.gov -i des -o ~/.des_archive_access/bearer_token` (des-archive-access-make-token)'
+export const MAKE_TOKEN_HINT = 'run `htgettoken -a htvaultprod.fnal.gov -i des -o ~/.des_archive_access/bearer_token` (or des-archive-access-make-token, or `desfs token login`)'
 
 /** Candidate token locations in discovery order; the first that exists wins. */
 export function tokenCandidates(env: NodeJS.ProcessEnv = process.env): { kind: 'env' | 'file'; where: string }[] {

@@ -299,13 +299,14 @@ export class ArchiveServer {
         if (bytesRead === 0) break
         pos += bytesRead
         rec.bytes += bytesRead
-        const ok = res.write(Buffer.from(chunk.subarray(0, bytesRead)))
+        res.write(Buffer.from(chunk.subarray(0, bytesRead)))
         if (f.rateBytesPerSec) {
           const due = t0 + ((pos - start) / f.rateBytesPerSec) * 1000
           const wait = due - Date.now()
           if (wait > 0) await new Promise((r) => setTimeout(r, wait))
         }
-        if (!ok) await new Promise<void>((r) => { res.once('drain', r); res.once('close', r) })
+        // Asked now rather than from write()'s answer: a 'drain' during the rate wait is not missed.
+        if (res.writableNeedDrain) await new Promise<void>((r) => { res.once('drain', r); res.once('close', r) })
       }
       res.end()
     } finally {
