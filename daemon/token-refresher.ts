@@ -20,10 +20,9 @@ export interface RefresherStatus {
   problem?: string | undefined
 }
 
-/** When to refresh: at 75% of the token's life, but not sooner than a second from now. */
+/** How long until the token is due for refresh, at 75% of its life (<= 0: due now). */
 export function refreshDelay(s: Pick<OidcState, 'accessIssuedAt' | 'accessExpiresAt'>, now = Date.now()): number {
-  const at = s.accessIssuedAt + 0.75 * (s.accessExpiresAt - s.accessIssuedAt)
-  return Math.max(1000, at - now)
+  return s.accessIssuedAt + 0.75 * (s.accessExpiresAt - s.accessIssuedAt) - now
 }
 
 export class TokenRefresher {
@@ -54,16 +53,28 @@ export class TokenRefresher {
     this.status.accessTokenFile = state.accessTokenFile
     const used = this.token.current.source
     if (used !== state.accessTokenFile) log.warn('the token desfs token login keeps fresh is not the one in use', { refreshed: state.accessTokenFile, inUse: used, fix: 'remove the token found earlier in the discovery order, or mount with --token-file ' + state.accessTokenFile })
-    this.schedule(refreshDelay(state))
+    // A token past its refresh point (the daemon was down, the machine asleep) is renewed before
+    // anything is read with it.
+    if (refreshDelay(state) <= 0) await this.refreshNow()
+    else this.schedule(refreshDelay(state))
+  }
+
+  /** Refreshes now, or joins the refresh under way. Used at start and when the archive says 401. */
+  refreshNow(): Promise<void> {
+    if (!this.status.active || this.closed) return Promise.resolve()
+    if (!this.running) {
+      clearTimeout(this.timer)
+      this.running = this.refresh().finally(() => (this.running = undefined))
+    }
+    return this.running
   }
 
   private schedule(delayMs: number): void {
     if (this.closed) return
     clearTimeout(this.timer)
+    delayMs = Math.max(1000, delayMs)
     this.status.nextRefresh = new Date(Date.now() + delayMs).toISOString()
-    this.timer = setTimeout(() => {
-      this.running = this.refresh()
-    }, Math.min(delayMs, 2 ** 31 - 1))
+    this.timer = setTimeout(() => void this.refreshNow(), Math.min(delayMs, 2 ** 31 - 1))
     this.timer.unref()
   }
 
@@ -84,7 +95,7 @@ export class TokenRefresher {
       if (this.closed) return
       this.status.lastRefresh = new Date(state.accessIssuedAt).toISOString()
       if (refreshed) log.info('access token refreshed', { file: state.accessTokenFile, expires: new Date(state.accessExpiresAt).toISOString() })
-      await this.token.reload()
+      await this.token.reload(false)
       this.schedule(refreshDelay(state))
     } catch (err) {
       if (this.closed) return
@@ -109,6 +120,8 @@ export class TokenRefresher {
 /** Starts the refresher and the /token routes; returns it for the daemon to close. */
 export async function startTokenRefresher(control: ControlServer, token: TokenProvider): Promise<TokenRefresher> {
   const refresher = new TokenRefresher(token)
+  // After a 401 with an expired token, a refresh is the re-read that can help.
+  token.renew = () => refresher.refreshNow()
   await refresher.restart()
   const answer = () => ({ token: summarize(token.current), refresher: refresher.status, pid: process.pid })
   control.route('GET', '/token', answer)

@@ -142,6 +142,9 @@ export class TokenProvider {
   private watcher: FSWatcher | undefined
   private expiryTimer: NodeJS.Timeout | undefined
   private env: NodeJS.ProcessEnv
+  private renewing = false
+  /** Set by the refresher of a `desfs token login` session: gets a new token when this one expired. */
+  renew: (() => Promise<void>) | undefined
 
   constructor(env: NodeJS.ProcessEnv = process.env) {
     this.env = env
@@ -166,10 +169,22 @@ export class TokenProvider {
     return this.info
   }
 
-  /** Re-reads the token from its source; logs when the token changed. */
-  async reload(): Promise<TokenInfo> {
+  /**
+   * Re-reads the token from its source; logs when the token changed. An expired token is renewed
+   * first when a renewer is set (`renew` false: the renewer itself is asking).
+   */
+  async reload(renew = true): Promise<TokenInfo> {
     const before = this.info.token
-    const found = await discoverToken(this.env)
+    let found = await discoverToken(this.env)
+    if (renew && this.renew && !this.renewing && found.exp !== undefined && found.exp * 1000 <= Date.now()) {
+      this.renewing = true
+      try {
+        await this.renew()
+      } finally {
+        this.renewing = false
+      }
+      found = await discoverToken(this.env)
+    }
     // A file caught half-written (written in place rather than renamed): keep the token we have; the
     // watcher reports the write that completes it.
     if (found.transient && before && found.source === this.info.source) return this.info

@@ -10,8 +10,10 @@ export const CLIENT_ID = 'desfs-cli'
 export interface TestProvider {
   issuer: string
   approve(userCode: string, accountId?: string): Promise<void>
-  /** Revokes a refresh token the way the user would at the provider (whole grant). */
+  /** Revokes a refresh token at the provider, as a user or an admin would. */
   revokeRefreshToken(refreshToken: string): Promise<void>
+  /** True while the provider still honours this refresh token. */
+  hasRefreshToken(refreshToken: string): Promise<boolean>
   close(): Promise<void>
 }
 
@@ -63,6 +65,10 @@ export async function startProvider(opts: { accessTokenTTL?: number } = {}): Pro
       const rt = await provider.RefreshToken.find(refreshToken)
       if (!rt) throw new Error('no such refresh token')
       await rt.destroy()
+    },
+    async hasRefreshToken(refreshToken) {
+      const rt = await provider.RefreshToken.find(refreshToken)
+      return !!rt && !rt.isExpired
     },
     close: () =>
       new Promise<void>((r) => {
