@@ -20,6 +20,7 @@ import type { Readable, Writable } from 'node:stream'
 import { Agent, request, type Dispatcher } from 'undici'
 import { checkMetadataDb, type DbInfo } from './db-info.js'
 import { EXIT, UserError, oneLine } from './errors.js'
+import { withLock } from './lock-file.js'
 import { zstdDecoder, type ZstdDecoder } from './zstd.js'
 
 export interface DownloadOptions {
@@ -78,6 +79,12 @@ async function readMeta(path: string): Promise<PartialMeta | undefined> {
 }
 
 export async function downloadMetadataDb(o: DownloadOptions): Promise<DownloadResult> {
+  await mkdir(dirname(o.dest), { recursive: true, mode: 0o700 })
+  // Two downloads appending to one partial would ruin it: one at a time per DB.
+  return withLock(`${o.dest}.download`, () => download(o), 1000)
+}
+
+async function download(o: DownloadOptions): Promise<DownloadResult> {
   const say = o.say ?? (() => undefined)
   let url: URL
   try {
@@ -97,7 +104,6 @@ export async function downloadMetadataDb(o: DownloadOptions): Promise<DownloadRe
     })
 
   try {
-    await mkdir(dirname(o.dest), { recursive: true, mode: 0o700 })
     if (!o.force && existsSync(o.dest)) {
       const head = await get({}, 'HEAD')
       await head.body.dump()

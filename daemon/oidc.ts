@@ -4,7 +4,8 @@
 import * as client from 'openid-client'
 import { EXIT, UserError, oneLine } from './errors.js'
 import { jwtClaims } from './token.js'
-import { readOidcState, withLock, writeOidcState, writeSecretFile, type OidcState } from './token-store.js'
+import { withLock } from './lock-file.js'
+import { readOidcState, writeOidcState, writeSecretFile, type OidcState } from './token-store.js'
 import { unlink } from 'node:fs/promises'
 import type { Setting } from './config.js'
 

@@ -1,12 +1,10 @@
 // Where `desfs token` keeps what it writes, and how: the access token goes to the bearer-token file
 // the daemon reads (by write-temp-then-rename, as htgettoken does, so a reader never sees half a
 // token); the refresh token and what is needed to use it go to desfs-oidc.json beside
-// des-archive-access's own files. Files are 0600 in a 0700 directory. A lock file keeps two processes
-// from refreshing at once: the issuer hands out a new refresh token on each refresh and kills the
-// whole grant when an old one is used again.
+// des-archive-access's own files. Files are 0600 in a 0700 directory.
 import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
-import { EXIT, UserError } from './errors.js'
+import { UserError } from './errors.js'
 import { desArchiveAccessDir } from './paths.js'
 import { tokenDirProblem } from './token.js'
 
@@ -90,46 +88,4 @@ export async function readOidcState(path: string): Promise<OidcState | undefined
 
 export async function writeOidcState(path: string, state: OidcState): Promise<void> {
   await writeSecretFile(path, JSON.stringify(state, null, 1) + '\n')
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
-
-/**
- * Runs fn holding `<path>.lock` (O_EXCL). A lock whose owner is gone, or older than staleMs, is
- * broken; waiting is bounded by waitMs.
- */
-export async function withLock<T>(path: string, fn: () => Promise<T>, waitMs = 30_000, staleMs = 120_000): Promise<T> {
-  const lock = `${path}.lock`
-  await ensureSecretDir(dirname(path))
-  const deadline = Date.now() + waitMs
-  for (;;) {
-    try {
-      const fh = await open(lock, 'wx', 0o600)
-      await fh.writeFile(String(process.pid))
-      await fh.close()
-      break
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-    }
-    const owner = Number(await readFile(lock, 'utf8').catch(() => '0'))
-    const age = Date.now() - ((await stat(lock).catch(() => undefined))?.mtimeMs ?? 0)
-    if ((owner > 0 && !alive(owner)) || age > staleMs) {
-      await unlink(lock).catch(() => undefined)
-      continue
-    }
-    if (Date.now() > deadline) throw new UserError(`another desfs process (pid ${owner}) holds ${lock}; if none is running, remove that file`, EXIT.UNAVAILABLE)
-    await new Promise((r) => setTimeout(r, 100))
-  }
-  try {
-    return await fn()
-  } finally {
-    await unlink(lock).catch(() => undefined)
-  }
 }
