@@ -96,7 +96,8 @@ t.test('desfs token login, refresh and logout', async (t) => {
     if (!needTool(t, PYTHON, 'python3')) return
     const a = makeArchive(t, { hostile: false, largeFileBytes: 16 << 20 })
     const { server } = await startServer(t, a.root, { tokens: [], acceptIssuer: provider.issuer })
-    const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, env })
+    // The same state dir as the CLI's, so login/logout can tell this daemon.
+    const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, env, stateDir: join(dir, 'state') })
     server.clearLog()
     // 16 blocks, 0.7 s apart: the read lasts over 11 s, several 4 s tokens.
     const r = await readSlowly(join(d.mnt, a.manifest.largeFile!), 0.7)
@@ -121,6 +122,16 @@ t.test('desfs token login, refresh and logout', async (t) => {
       t.equal(r.code, 4)
       t.equal(r.stderr.trim().split('\n').length, 1, 'one line')
       t.match(r.stderr, /rejected the refresh token \(invalid_grant: revoked, expired or already used\): run `desfs token login`/)
+    })
+
+    await t.test('logging in again while the daemon runs restarts its refresher at once', async (t) => {
+      const r = await login(provider, env)
+      t.equal(r.code, 0, r.stderr)
+      const s = await desfs(['token', 'status'], { env })
+      t.match(s.stdout, /via\s+daemon pid/)
+      t.match(s.stdout, /renewal\s+desfs token login at .*, next refresh \S+Z\n/, 'active again, no problem reported')
+      const before = (d.log().match(/access token refreshed/g) ?? []).length
+      t.ok(await until(() => (d.log().match(/access token refreshed/g) ?? []).length > before, 15_000), 'and it refreshes again')
     })
   })
 
