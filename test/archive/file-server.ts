@@ -66,17 +66,22 @@ export class FileServer {
         try {
           const buf = Buffer.alloc(64 * 1024)
           let pos = start
+          // Settles once the last chunk has left for the socket (write callbacks run in order).
+          let flushed: Promise<void> = Promise.resolve()
           while (pos <= end) {
             const n = Math.min(buf.length, end - pos + 1, drop - rec.bytes)
             if (n <= 0) {
-              // Let what was written reach the client, then cut the connection mid-body.
-              await new Promise((r) => setTimeout(r, 50))
-              return void res.socket?.destroy()
+              // Cut the connection mid-body with a FIN after the bytes written so far: a reset could
+              // discard bytes the client has not read yet, and the byte counts would no longer match.
+              await flushed
+              return void res.socket?.end()
             }
             const { bytesRead } = await fh.read(buf, 0, n, pos)
             pos += bytesRead
             rec.bytes += bytesRead
-            if (!res.write(Buffer.from(buf.subarray(0, bytesRead)))) await new Promise((r) => res.once('drain', r))
+            let ok = true
+            flushed = new Promise<void>((r) => { ok = res.write(Buffer.from(buf.subarray(0, bytesRead)), () => r()) })
+            if (!ok) await new Promise((r) => res.once('drain', r))
           }
           res.end()
         } finally {
