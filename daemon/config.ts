@@ -8,6 +8,8 @@ import { defaultMetadataDb, xdgCacheHome, xdgConfigHome, xdgStateHome } from './
 import { parseDuration, parseSize } from './units.js'
 
 export const DEFAULT_ARCHIVE = 'https://fndcadoor.fnal.gov:2880/des/persistent/DESDM_ARCHIVE'
+/** Where des-archive-access-download-metadata gets the DB (zstd-compressed). */
+export const DEFAULT_DB_URL = 'http://deslogin.cosmology.illinois.edu/~donaldp/desdm-file-db-23-10-06-15-39/desdm_pruned_indexed_files.db.zst'
 
 interface SettingDef {
   /** Name in the config file and in `desfs status`. */
@@ -32,6 +34,11 @@ export const SETTINGS: SettingDef[] = [
   { key: 'ca_file', flag: 'ca-file', env: ['DESFS_CA_FILE'], help: 'extra CA certificates (PEM) for the archive' },
   { key: 'tree_query', flag: 'tree-query', env: ['DESFS_TREE_QUERY'], help: 'SQL returning (path, filename, compression) for non-DESDM layouts' },
   { key: 'allow_other', flag: 'allow-other', env: ['DESFS_ALLOW_OTHER'], help: 'let other users read the mount (needs user_allow_other in /etc/fuse.conf)', default: () => 'false' },
+  { key: 'db_url', flag: 'url', env: ['DESFS_DB_URL'], help: 'where `desfs db download` gets the metadata DB (.zst is decompressed)', default: () => DEFAULT_DB_URL },
+  { key: 'oidc_issuer', flag: 'issuer', env: ['DESFS_OIDC_ISSUER'], help: 'OpenID Connect issuer for `desfs token login` (the iss of your tokens)' },
+  { key: 'oidc_client_id', flag: 'client-id', env: ['DESFS_OIDC_CLIENT_ID'], help: 'OAuth client id registered for the device flow at that issuer' },
+  { key: 'oidc_scope', flag: 'scope', env: ['DESFS_OIDC_SCOPE'], help: 'scopes requested by `desfs token login`', default: () => 'openid offline_access' },
+  { key: 'oidc_audience', flag: 'audience', env: ['DESFS_OIDC_AUDIENCE'], help: 'audience (RFC 8707 resource) requested for access tokens' },
   { key: 'log_level', flag: 'log-level', env: ['DESFS_LOG_LEVEL'], help: 'debug, info, warn or error', default: () => 'info' },
 ]
 

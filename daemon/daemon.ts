@@ -10,6 +10,7 @@ import { log } from './log.js'
 import { SOCKET_NAME } from './paths.js'
 import { ensurePrivateDir } from './state-dir.js'
 import { TokenProvider } from './token.js'
+import { startTokenRefresher, type TokenRefresher } from './token-refresher.js'
 import { formatSize } from './units.js'
 import { BlockStore } from '../cache/block-store.js'
 import { Fetcher } from '../cache/fetcher.js'
@@ -37,6 +38,7 @@ export class Daemon {
   control!: ControlServer
   catalog!: Catalog
   token!: TokenProvider
+  tokenRefresher: TokenRefresher | undefined
   archive!: ArchiveSource
   facts!: Facts
   tree!: Tree
@@ -65,6 +67,7 @@ export class Daemon {
     this.token = new TokenProvider(c.tokenFile ? { ...process.env, DESFS_TOKEN_FILE: c.tokenFile } : process.env)
     const tok = await this.token.start()
     if (tok.problem) log.warn('starting without a usable bearer token; reads will fail until one appears', { problem: tok.problem })
+    this.tokenRefresher = await startTokenRefresher(this.control, this.token)
 
     const archiveUrl = new URL(c.archive)
     const http = new HttpClient({
@@ -138,6 +141,7 @@ export class Daemon {
         if (!quiet) log.info('stopping', { reason })
         await this.mount?.unmount().catch((err) => log.warn('unmount failed', { error: (err as Error).message }))
         await this.control?.close().catch(() => undefined)
+        await this.tokenRefresher?.close().catch(() => undefined)
         await this.token?.close().catch(() => undefined)
         await this.archive?.close().catch(() => undefined)
         await this.store?.close().catch(() => undefined)

@@ -1,5 +1,6 @@
 // Where things live by default. des-archive-access's own locations are kept (its DB and token dir
 // under ~/.des_archive_access); desfs's own state and cache follow the XDG base-directory spec.
+import { existsSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 
@@ -31,3 +32,8 @@ export function xdgConfigHome(): string {
 
 export const SOCKET_NAME = 'desfs.sock'
 export const LOG_NAME = 'desfs.log'
+
+/** True when a program of that name is on PATH. */
+export function onPath(name: string): boolean {
+  return (process.env.PATH ?? '').split(':').some((d) => d && existsSync(join(d, name)))
+}

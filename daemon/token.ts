@@ -18,8 +18,53 @@ export interface TokenInfo {
   issuer?: string
   /** Expiry, seconds since the epoch, when the token is a JWT with exp. */
   exp?: number
+  /** Issued-at, seconds since the epoch, when the token is a JWT with iat. */
+  iat?: number
   /** Why no usable token: missing, unreadable, or refused for its permissions. */
   problem?: string
+  /** The problem may go away by itself in a moment (a file caught while being written). */
+  transient?: boolean
+}
+
+/** What may be shown about a token: everything but the token. */
+export interface TokenSummary {
+  source: string
+  subject?: string | undefined
+  scopes?: string | undefined
+  issuer?: string | undefined
+  expires?: string | undefined
+  /** Seconds left until exp (negative once expired). */
+  expiresIn?: number | undefined
+  problem?: string | undefined
+}
+
+export function summarize(info: TokenInfo, now = Date.now()): TokenSummary {
+  return {
+    source: info.source,
+    subject: info.subject,
+    scopes: info.scopes,
+    issuer: info.issuer,
+    expires: info.exp ? new Date(info.exp * 1000).toISOString() : undefined,
+    expiresIn: info.exp ? Math.round(info.exp - now / 1000) : undefined,
+    problem: info.problem,
+  }
+}
+
+/**
+ * A directory that holds a token must be private, as ssh insists for ~/.ssh. Shared sticky
+ * directories (/tmp, where WLCG's /tmp/bt_u$UID lives) are exempt: there the file's own 0600 protects
+ * it and nobody else can replace it. Returns the problem, or undefined when the directory is fine.
+ */
+export async function tokenDirProblem(dir: string): Promise<string | undefined> {
+  let st
+  try {
+    st = await stat(dir)
+  } catch {
+    return undefined
+  }
+  if (st.mode & 0o1000) return undefined
+  if ((st.mode & 0o077) !== 0) return `token directory ${dir} is accessible to group/others (mode ${(st.mode & 0o777).toString(8)}): run chmod 700 ${dir}`
+  return undefined
 }
 
 export const MAKE_TOKEN_HINT = 'run `htgettoken -a htvaultprod.fnal.gov -i des -o ~/.des_archive_access/bearer_token` (or des-archive-access-make-token, or `desfs token login`)'
@@ -57,6 +102,7 @@ function describe(source: string, token: string): TokenInfo {
     if (typeof claims.scope === 'string') info.scopes = claims.scope
     if (typeof claims.iss === 'string') info.issuer = claims.iss
     if (typeof claims.exp === 'number') info.exp = claims.exp
+    if (typeof claims.iat === 'number') info.iat = claims.iat
   }
   return info
 }
@@ -72,11 +118,13 @@ export async function discoverToken(env: NodeJS.ProcessEnv = process.env): Promi
       continue
     }
     if ((st.mode & 0o077) !== 0) {
-      return { source: c.where, problem: `token file ${c.where} is readable by others (mode ${(st.mode & 0o777).toString(8)}): run chmod 600 ${c.where}` }
+      return { source: c.where, problem: `token file ${c.where} is readable by group/others (mode ${(st.mode & 0o777).toString(8)}): run chmod 600 ${c.where}` }
     }
+    const dirProblem = await tokenDirProblem(dirname(c.where))
+    if (dirProblem) return { source: c.where, problem: dirProblem }
     try {
       const token = (await readFile(c.where, 'utf8')).trim()
-      if (!token) return { source: c.where, problem: `token file ${c.where} is empty: ${MAKE_TOKEN_HINT}` }
+      if (!token) return { source: c.where, problem: `token file ${c.where} is empty: ${MAKE_TOKEN_HINT}`, transient: true }
       return describe(c.where, token)
     } catch (err) {
       return { source: c.where, problem: `cannot read token file ${c.where} (${(err as NodeJS.ErrnoException).code}): check its permissions` }
@@ -94,6 +142,9 @@ export class TokenProvider {
   private watcher: FSWatcher | undefined
   private expiryTimer: NodeJS.Timeout | undefined
   private env: NodeJS.ProcessEnv
+  private renewing = false
+  /** Set by the refresher of a `desfs token login` session: gets a new token when this one expired. */
+  renew: (() => Promise<void>) | undefined
 
   constructor(env: NodeJS.ProcessEnv = process.env) {
     this.env = env
@@ -118,10 +169,26 @@ export class TokenProvider {
     return this.info
   }
 
-  /** Re-reads the token from its source; logs when the token changed. */
-  async reload(): Promise<TokenInfo> {
+  /**
+   * Re-reads the token from its source; logs when the token changed. An expired token is renewed
+   * first when a renewer is set (`renew` false: the renewer itself is asking).
+   */
+  async reload(renew = true): Promise<TokenInfo> {
     const before = this.info.token
-    this.info = await discoverToken(this.env)
+    let found = await discoverToken(this.env)
+    if (renew && this.renew && !this.renewing && found.exp !== undefined && found.exp * 1000 <= Date.now()) {
+      this.renewing = true
+      try {
+        await this.renew()
+      } finally {
+        this.renewing = false
+      }
+      found = await discoverToken(this.env)
+    }
+    // A file caught half-written (written in place rather than renamed): keep the token we have; the
+    // watcher reports the write that completes it.
+    if (found.transient && before && found.source === this.info.source) return this.info
+    this.info = found
     if (this.info.token !== before) {
       if (this.info.token) log.info('bearer token loaded', { source: this.info.source, subject: this.info.subject, expires: this.info.exp ? new Date(this.info.exp * 1000).toISOString() : 'unknown' })
       else log.warn('no usable bearer token', { problem: this.info.problem })

@@ -1,0 +1,263 @@
+// `desfs db download`: fetches the metadata DB the way des-archive-access-download-metadata does (same
+// URL, zstd-compressed), but resumable and safe:
+//   - the payload as served (compressed) is appended to <db>.download, fsynced every 64 MiB, with the
+//     synced length, URL and validator (ETag/Last-Modified) in <db>.download.json; a dropped
+//     connection is resumed with a Range request (If-Range guards against a changed file), inside
+//     the same run and across runs;
+//   - it is decompressed while it arrives into <db>.download-db; zstd decoder state cannot be saved,
+//     so a resumed run first replays the local compressed bytes through a new decoder (local disk,
+//     fast) and then continues from the network: no byte is fetched twice;
+//   - the result must open as SQLite, be as long as its header says and have the file table; only
+//     then is it renamed over the DB (a running daemon sees a new inode). Anything wrong leaves the
+//     existing DB untouched.
+// Disk: the compressed partial (about a fifth of the DB) plus the growing DB; never the DB twice.
+import { once } from 'node:events'
+import { createReadStream, createWriteStream, existsSync, statSync } from 'node:fs'
+import { mkdir, open, readFile, rename, rm, truncate, utimes, writeFile } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import { pipeline } from 'node:stream/promises'
+import type { Readable, Writable } from 'node:stream'
+import { Agent, request, type Dispatcher } from 'undici'
+import { checkMetadataDb, type DbInfo } from './db-info.js'
+import { EXIT, UserError, oneLine } from './errors.js'
+import { withLock } from './lock-file.js'
+import { zstdDecoder, type ZstdDecoder } from './zstd.js'
+
+export interface DownloadOptions {
+  url: string
+  dest: string
+  force?: boolean
+  onProgress?: (done: number, total: number | undefined) => void
+  say?: (line: string) => void
+  /** Connections tried within one run before giving up (the next run resumes). */
+  attempts?: number
+  /** A body that sends nothing for this long counts as a dropped connection. */
+  stallMs?: number
+}
+
+export interface DownloadResult {
+  outcome: 'downloaded' | 'up-to-date'
+  info?: DbInfo
+  /** Payload bytes already on disk from an earlier run. */
+  resumedFrom: number
+  /** Payload bytes in total (compressed size for .zst). */
+  payloadBytes: number
+  decoder?: string
+}
+
+interface PartialMeta {
+  url: string
+  validator?: string
+  total?: number
+  /** Bytes of <db>.download known to be on disk (fsynced). */
+  synced: number
+}
+
+const SYNC_EVERY = 64 << 20
+const IO_ERRORS = new Set(['ENOSPC', 'EDQUOT', 'EIO', 'EROFS', 'EACCES', 'EPERM'])
+
+class DecodeError extends Error {}
+class NetworkError extends Error {}
+
+function headerOf(h: Dispatcher.ResponseData['headers'], name: string): string | undefined {
+  const v = h[name]
+  return Array.isArray(v) ? v[0] : v
+}
+
+/** Writes to a stream with backpressure, failing at once if the pipeline behind it failed. */
+async function feed(to: Writable, chunk: Buffer, failed: Promise<never>): Promise<void> {
+  if (!to.write(chunk)) await Promise.race([once(to, 'drain'), failed])
+}
+
+
+async function readMeta(path: string): Promise<PartialMeta | undefined> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as PartialMeta
+  } catch {
+    return undefined
+  }
+}
+
+export async function downloadMetadataDb(o: DownloadOptions): Promise<DownloadResult> {
+  await mkdir(dirname(o.dest), { recursive: true, mode: 0o700 })
+  // Two downloads appending to one partial would ruin it: one at a time per DB.
+  return withLock(`${o.dest}.download`, () => download(o), 1000)
+}
+
+async function download(o: DownloadOptions): Promise<DownloadResult> {
+  const say = o.say ?? (() => undefined)
+  let url: URL
+  try {
+    url = new URL(o.url)
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error()
+  } catch {
+    throw new UserError(`'${o.url}' is not an http(s) URL`, EXIT.USAGE)
+  }
+  const compressed = /\.zst$/i.test(url.pathname)
+  const partial = `${o.dest}.download`
+  const metaPath = `${o.dest}.download.json`
+  const out = compressed ? `${o.dest}.download-db` : partial
+  const agent = new Agent({ connect: { timeout: 15_000 }, headersTimeout: 30_000, bodyTimeout: o.stallMs ?? 60_000 })
+  const get = (headers: Record<string, string>, method: 'GET' | 'HEAD' = 'GET') =>
+    request(o.url, { method, headers, dispatcher: agent, maxRedirections: 5 }).catch((err: unknown) => {
+      throw new NetworkError(`${method} ${o.url}: ${(err as NodeJS.ErrnoException).code ?? oneLine(err)}`)
+    })
+
+  try {
+    if (!o.force && existsSync(o.dest)) {
+      const head = await get({}, 'HEAD')
+      await head.body.dump()
+      const lm = Date.parse(headerOf(head.headers, 'last-modified') ?? '')
+      const mine = statSync(o.dest).mtimeMs
+      if (Number.isFinite(lm) && lm <= mine + 1000) return { outcome: 'up-to-date', resumedFrom: 0, payloadBytes: 0 }
+      if (!Number.isFinite(lm)) throw new UserError(`${o.dest} exists and ${o.url} gives no date to compare it with: use --force to download it again`, EXIT.USAGE)
+      say(`${o.url} (${new Date(lm).toISOString()}) is newer than ${o.dest} (${new Date(mine).toISOString()}): downloading`)
+    }
+
+    let meta = await readMeta(metaPath)
+    let offset = 0
+    if (meta && meta.url === o.url && existsSync(partial) && statSync(partial).size >= meta.synced) {
+      offset = meta.synced
+      await truncate(partial, offset) // bytes after the last fsync are not trusted
+    } else {
+      meta = { url: o.url, synced: 0 }
+    }
+    const saveMeta = () => writeFile(metaPath, JSON.stringify(meta), { mode: 0o600 })
+
+    // First response decides whether the partial is still good (206 at our offset) or void (200).
+    let res = await get(offset > 0 ? { range: `bytes=${offset}-`, ...(meta.validator ? { 'if-range': meta.validator } : {}) } : {})
+    if (res.statusCode === 416 && offset > 0 && meta.total === offset) {
+      await res.body.dump()
+    } else if (res.statusCode === 200 || res.statusCode === 206) {
+      if (res.statusCode === 200 && offset > 0) {
+        say(`${o.url} changed or does not resume; starting over`)
+        offset = 0
+        await truncate(partial, 0)
+      }
+    } else {
+      await res.body.dump()
+      throw new UserError(`GET ${o.url}: HTTP ${res.statusCode}${res.statusCode === 404 ? ' (not found: check --url / db_url)' : ''}`, EXIT.UNAVAILABLE)
+    }
+    const resumedFrom = offset
+    if (offset > 0) say(`resuming at ${offset} bytes`)
+
+    const decoder: ZstdDecoder | undefined = compressed ? zstdDecoder() : undefined
+    const outStream = decoder ? createWriteStream(out, { mode: 0o600 }) : undefined
+    // Decoder failures are the payload's fault (corrupt); file errors (disk full) are the disk's.
+    const asDecodeError = (e: unknown) => (IO_ERRORS.has((e as NodeJS.ErrnoException).code ?? '') ? e : new DecodeError(oneLine(e)))
+    const decodeEnd = decoder ? decoder.done.catch((e: unknown) => { throw asDecodeError(e) }) : Promise.resolve()
+    const writeEnd = decoder && outStream ? pipeline(decoder.output as Readable, outStream).catch((e: unknown) => { throw asDecodeError(e) }) : Promise.resolve()
+    let inputEnded = false
+    const never = new Promise<never>(() => undefined)
+    const failed: Promise<never> = decoder
+      ? Promise.race([decodeEnd.then(() => (inputEnded ? never : Promise.reject(new DecodeError('the zstd stream ended before the download did')))), writeEnd.then(() => never)])
+      : never
+    failed.catch(() => undefined)
+    decodeEnd.catch(() => undefined)
+    writeEnd.catch(() => undefined)
+    const fh = await open(partial, offset > 0 ? 'r+' : 'w', 0o600)
+    let current: Dispatcher.ResponseData | undefined = res
+    try {
+      if (decoder && offset > 0) {
+        for await (const chunk of createReadStream(partial, { start: 0, end: offset - 1 })) await feed(decoder.input, chunk as Buffer, failed)
+      }
+      for (let attempt = 1; ; attempt++) {
+        try {
+          current ??= await get({ range: `bytes=${offset}-`, ...(meta.validator ? { 'if-range': meta.validator } : {}) })
+          res = current
+          if (res.statusCode === 206) {
+            const cr = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(headerOf(res.headers, 'content-range') ?? '')
+            if (!cr || Number(cr[1]) !== offset) throw new UserError(`GET ${o.url}: answered Content-Range ${headerOf(res.headers, 'content-range')} to a request for bytes ${offset}-`, EXIT.UNAVAILABLE)
+            if (cr[2] !== '*') meta.total = Number(cr[2])
+          } else if (res.statusCode === 200) {
+            if (offset > 0) throw new UserError(`${o.url} stopped honouring ranges mid-download: run desfs db download again`, EXIT.UNAVAILABLE)
+            const len = Number(headerOf(res.headers, 'content-length'))
+            meta.total = Number.isFinite(len) && len > 0 ? len : undefined
+          } else if (res.statusCode !== 416) {
+            throw new NetworkError(`GET ${o.url}: HTTP ${res.statusCode}`)
+          }
+          meta.validator = headerOf(res.headers, 'etag') ?? headerOf(res.headers, 'last-modified') ?? meta.validator
+          await saveMeta()
+          if (res.statusCode !== 416) {
+            for await (const raw of res.body as AsyncIterable<Buffer>) {
+              await fh.write(raw, 0, raw.length, offset)
+              offset += raw.length
+              if (decoder) await feed(decoder.input, raw, failed)
+              if (offset - meta.synced >= SYNC_EVERY) {
+                await fh.sync()
+                meta.synced = offset
+                await saveMeta()
+              }
+              o.onProgress?.(offset, meta.total)
+            }
+          }
+          if (meta.total !== undefined && offset !== meta.total) throw new NetworkError(`connection closed at ${offset} of ${meta.total} bytes`)
+          break
+        } catch (err) {
+          if (current) {
+            current.body.on('error', () => undefined)
+            current.body.destroy()
+          }
+          current = undefined
+          if (err instanceof UserError || err instanceof DecodeError || IO_ERRORS.has((err as NodeJS.ErrnoException).code ?? '')) throw err
+          await fh.sync()
+          meta.synced = offset
+          await saveMeta()
+          const why = err instanceof NetworkError ? err.message : (err as NodeJS.ErrnoException).code ?? oneLine(err)
+          if (attempt >= (o.attempts ?? 4)) throw new UserError(`download interrupted at ${offset}${meta.total ? ` of ${meta.total}` : ''} bytes (${why}): run desfs db download again to resume`, EXIT.UNAVAILABLE)
+          say(`connection lost at ${offset} bytes (${why}); resuming`)
+          await new Promise((r) => setTimeout(r, Math.min(8000, 500 * 2 ** (attempt - 1))))
+        }
+      }
+      await fh.sync()
+      meta.synced = offset
+      await saveMeta()
+      if (decoder) {
+        inputEnded = true
+        decoder.input.end()
+        await Promise.all([decodeEnd, writeEnd])
+        const oh = await open(out, 'r')
+        await oh.sync()
+        await oh.close()
+      }
+    } catch (err) {
+      decoder?.destroy()
+      outStream?.destroy()
+      if (compressed) await rm(out, { force: true })
+      if (err instanceof DecodeError) {
+        await rm(partial, { force: true })
+        await rm(metaPath, { force: true })
+        throw new UserError(`the download from ${o.url} is corrupt (${err.message}); it was removed and ${o.dest} was not touched: run desfs db download again`, EXIT.FAILURE)
+      }
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'ENOSPC' || code === 'EDQUOT') throw new UserError(`disk full while writing next to ${o.dest}: free some space (the DB needs about 8 GB) or set DES_ARCHIVE_ACCESS_DB elsewhere; the partial download is kept for resuming`)
+      throw err
+    } finally {
+      await fh.close()
+    }
+
+    let info: DbInfo
+    try {
+      info = checkMetadataDb(out, 'the downloaded file')
+    } catch (err) {
+      await rm(out, { force: true })
+      await rm(partial, { force: true })
+      await rm(metaPath, { force: true })
+      throw new UserError(`${(err as Error).message}; it was removed and ${o.dest} was not touched`, EXIT.FAILURE)
+    }
+    const lm = Date.parse(headerOf(res.headers, 'last-modified') ?? '')
+    if (Number.isFinite(lm)) await utimes(out, new Date(), new Date(lm))
+    await rename(out, o.dest)
+    const dh = await open(dirname(o.dest), 'r')
+    await dh.sync().catch(() => undefined)
+    await dh.close()
+    await rm(partial, { force: true })
+    await rm(metaPath, { force: true })
+    return { outcome: 'downloaded', info: { ...info, path: o.dest }, resumedFrom, payloadBytes: offset, ...(decoder ? { decoder: decoder.kind } : {}) }
+  } catch (err) {
+    if (err instanceof NetworkError) throw new UserError(`${err.message}: check the network and --url`, EXIT.UNAVAILABLE)
+    throw err
+  } finally {
+    await agent.close().catch(() => undefined)
+  }
+}
