@@ -6,9 +6,10 @@ import { helpText, parse, type Command } from './command.js'
 import { mountCommand, umountCommand } from './cmd-mount.js'
 import { statusCommand } from './cmd-status.js'
 import { demoCommand } from './cmd-demo.js'
+import { cacheCommand } from './cmd-cache.js'
 import { EXIT, UserError, oneLine } from '../daemon/errors.js'
 
-const COMMANDS: Command[] = [mountCommand, umountCommand, statusCommand, demoCommand]
+const COMMANDS: Command[] = [mountCommand, umountCommand, statusCommand, cacheCommand, demoCommand]
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
