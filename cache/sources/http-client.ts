@@ -104,16 +104,19 @@ export function classifyError(err: unknown, what: string): SourceError {
   if (e?.name === 'AbortError' || e?.code === 'ABORT_ERR' || e instanceof undiciErrors.RequestAbortedError) return new SourceError('timeout', `${what}: aborted (deadline passed)`)
   switch (e?.code) {
     case 'UND_ERR_CONNECT_TIMEOUT':
-      return new SourceError('timeout', `${what}: connect timed out`)
+      return new SourceError('unreachable', `${what}: connect timed out`)
     case 'UND_ERR_HEADERS_TIMEOUT':
       return new SourceError('timeout', `${what}: no response headers in time`)
     case 'UND_ERR_BODY_TIMEOUT':
       return new SourceError('timeout', `${what}: body stalled`)
     case 'ECONNREFUSED':
-      return new SourceError('network', `${what}: connection refused (is the archive reachable?)`)
+      return new SourceError('unreachable', `${what}: connection refused (is the server reachable?)`)
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return new SourceError('unreachable', `${what}: no route to the server (network down?)`)
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
-      return new SourceError('network', `${what}: host not found (check the archive URL and DNS)`)
+      return new SourceError('unreachable', `${what}: host not found (check the URL and DNS)`)
     case 'ECONNRESET':
     case 'UND_ERR_SOCKET':
     case 'EPIPE':

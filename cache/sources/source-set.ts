@@ -44,7 +44,7 @@ export class SourceSet implements Source {
     const up = this.sources.filter((s) => !this.isDown(s))
     if (up.length) return up
     const why = this.sources.map((s) => `${s.name}: ${this.health.get(s)!.lastError ?? 'down'}`).join('; ')
-    throw new SourceError('network', `no source reachable (each failed ${this.opts.downAfter} times in a row; retrying in a few seconds): ${why}`)
+    throw new SourceError('unreachable', `no source reachable (each failed ${this.opts.downAfter} times in a row; retrying in a few seconds): ${why}`)
   }
 
   noteSuccess(s: Source): void {

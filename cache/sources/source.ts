@@ -9,7 +9,8 @@ export type SourceErrorKind =
   | 'range' // 416 or a Content-Range that does not match the request
   | 'server' // 5xx
   | 'throttled' // 429 or S3 SlowDown: retry after the time the server asks for
-  | 'network' // connection refused/reset, DNS, TLS
+  | 'unreachable' // could not connect at all: refused, host not found, connect timeout
+  | 'network' // connection reset, TLS, other transport failures
   | 'timeout' // connect, headers, stalled or too-slow body
   | 'protocol' // a response we cannot use (short body, bad XML, unexpected status)
   | 'local' // the source's local side failed (mirror directory unreadable)
@@ -29,12 +30,12 @@ export class SourceError extends Error {
 
   /** Worth another attempt: the same request may well succeed a moment later. */
   get retryable(): boolean {
-    return this.kind === 'server' || this.kind === 'throttled' || this.kind === 'network' || this.kind === 'timeout' || this.kind === 'protocol'
+    return this.kind === 'server' || this.kind === 'throttled' || this.kind === 'unreachable' || this.kind === 'network' || this.kind === 'timeout' || this.kind === 'protocol'
   }
 
   /** The source could not be reached at all (counts towards marking it down). */
   get unreachable(): boolean {
-    return this.kind === 'network' || this.kind === 'timeout'
+    return this.kind === 'unreachable'
   }
 }
 
