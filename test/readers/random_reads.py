@@ -15,12 +15,19 @@ res = {'reads': 0, 'ok': 0, 'eio': 0, 'wrong': 0, 'short': 0,  # short: partial 
 sizes = {f: os.path.getsize(os.path.join(src, f)) for f in files}
 fds = {}
 
+srcfds = {}
+
 def fd(f):
-    if f not in fds or rng.random() < 0.1:
-        if f in fds:
-            os.close(fds[f][0])
-        fds[f] = (os.open(os.path.join(mnt, f), os.O_RDONLY), fds[f][1] if f in fds else os.open(os.path.join(src, f), os.O_RDONLY))
-    return fds[f]
+    # At most two mounted files open at once (a file in use cannot be evicted), reopened now and then.
+    if f in fds and rng.random() < 0.1:
+        os.close(fds.pop(f))
+    if f not in fds:
+        while len(fds) >= 2:
+            os.close(fds.pop(next(iter(fds))))
+        fds[f] = os.open(os.path.join(mnt, f), os.O_RDONLY)
+    if f not in srcfds:
+        srcfds[f] = os.open(os.path.join(src, f), os.O_RDONLY)
+    return fds[f], srcfds[f]
 
 for i in range(count):
     f = rng.choice(files)
