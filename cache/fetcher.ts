@@ -54,6 +54,8 @@ export const DEFAULT_FETCHER_OPTIONS: FetcherOptions = {
 /** Per-handle read pattern: where the next sequential read would start, and the read-ahead window. */
 export interface ReadPattern {
   nextPos: number
+  /** Bytes read sequentially since the last seek. */
+  seqBytes: number
   /** Highest block the reader has entered sequentially. */
   block: number
   /** Read-ahead window, in blocks. */
@@ -61,7 +63,7 @@ export interface ReadPattern {
 }
 
 export function newReadPattern(): ReadPattern {
-  return { nextPos: 0, block: -1, window: 1 }
+  return { nextPos: 0, seqBytes: 0, block: -1, window: 1 }
 }
 
 interface Deferred {
@@ -172,9 +174,10 @@ export class Fetcher {
   }
 
   /**
-   * Updates the handle's pattern and starts read-ahead. The window doubles each time a sequential
-   * reader enters a new block and falls back to one block on a seek, so a header scan that stays in
-   * the first block fetches nothing more.
+   * Updates the handle's pattern and starts read-ahead. Read-ahead starts once a reader has read half
+   * a block sequentially (the kernel's own read-ahead turns a 2880-byte header read into a couple of
+   * 128 KiB reads, which must not fetch a second block); the window then doubles each time the reader
+   * enters a new block, and falls back to one block on a seek.
    */
   private readAhead(file: CachedFile, pos: number, len: number, pattern: ReadPattern): void {
     const bs = file.blockSize
@@ -184,16 +187,25 @@ export class Fetcher {
     if (!sequential) {
       pattern.window = 1
       pattern.block = lastBlock
+      pattern.seqBytes = 0
     } else if (lastBlock > pattern.block) {
       pattern.block = lastBlock
       if (pos > 0) pattern.window = Math.min(pattern.window * 2, maxWindow)
     }
+    pattern.seqBytes += len
     pattern.nextPos = pos + len
-    if (sequential && pos > 0) this.fetchMissing(file, lastBlock + 1, Math.min(file.blocks, lastBlock + 1 + pattern.window))
+    if (sequential && pattern.seqBytes >= bs / 2) {
+      const runBlocks = Math.max(1, Math.floor(this.opts.runBytes / bs))
+      this.fetchMissing(file, lastBlock + 1, Math.min(file.blocks, lastBlock + 1 + pattern.window), false, Math.min(runBlocks, pattern.window))
+    }
   }
 
-  /** Starts fetches for the blocks in [from, to) that are neither cached nor in flight. */
-  private fetchMissing(file: CachedFile, from: number, to: number, demand = false): void {
+  /**
+   * Starts fetches for the blocks in [from, to) that are neither cached nor in flight. Read-ahead
+   * leaves a gap shorter than `minRun` blocks at the window's edge for a later call, so that requests
+   * stay large (a GET per block would cost a round trip, and dCache a redirect, per MiB).
+   */
+  private fetchMissing(file: CachedFile, from: number, to: number, demand = false, minRun = 1): void {
     const runBlocks = Math.max(1, Math.floor(this.opts.runBytes / file.blockSize))
     let runStart = -1
     let stop = false
@@ -201,6 +213,7 @@ export class Fetcher {
       if (runStart < 0) return
       for (let s = runStart; s < end && !stop; s += runBlocks) {
         const e = Math.min(end, s + runBlocks)
+        if (e - s < minRun && e === to && to < file.blocks) break
         const bytes = Math.min(e * file.blockSize, file.size) - s * file.blockSize
         // Read-ahead waits for room in the memory budget; a reader's own block never does.
         if (!demand && this.inflightBytes + bytes > this.opts.memoryBudget) {

@@ -148,7 +148,12 @@ export class S3Server {
         if (bytesRead === 0) break
         pos += bytesRead
         rec.bytes += bytesRead
-        if (!res.write(Buffer.from(buf.subarray(0, bytesRead)))) await new Promise<void>((r) => { res.once('drain', r); res.once('close', r) })
+        if (!res.write(Buffer.from(buf.subarray(0, bytesRead)))) {
+          await new Promise<void>((r) => {
+            const done = () => { res.off('drain', done); res.off('close', done); r() }
+            res.on('drain', done).on('close', done)
+          })
+        }
       }
       res.end()
     } finally {

@@ -307,7 +307,12 @@ export class ArchiveServer {
           const wait = due - Date.now()
           if (wait > 0) await new Promise((r) => setTimeout(r, wait))
         }
-        if (!ok) await new Promise<void>((r) => { res.once('drain', r); res.once('close', r) })
+        if (!ok) {
+          await new Promise<void>((r) => {
+            const done = () => { res.off('drain', done); res.off('close', done); r() }
+            res.on('drain', done).on('close', done)
+          })
+        }
       }
       res.end()
     } finally {
