@@ -301,10 +301,12 @@ export class BlockStore {
     this.db = new Database(join(dir, 'cache.sqlite'))
     let blockSize = opts.blockSize ?? DEFAULT_BLOCK_SIZE
     try {
+      // One daemon per cache dir: a second one fails here instead of corrupting the record. Set
+      // before WAL mode, so the WAL index lives in memory rather than in a -shm file (which cannot be
+      // created on a full disk, and would then keep the daemon from starting).
+      this.db.pragma('locking_mode = EXCLUSIVE')
       this.db.pragma('journal_mode = WAL')
       this.db.pragma('synchronous = NORMAL')
-      // One daemon per cache dir: a second one fails here instead of corrupting the record.
-      this.db.pragma('locking_mode = EXCLUSIVE')
       this.db.exec(`
         CREATE TABLE IF NOT EXISTS files(key TEXT PRIMARY KEY, path TEXT NOT NULL, size INTEGER NOT NULL,
           atime INTEGER NOT NULL, pinned INTEGER NOT NULL DEFAULT 0, verified INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
@@ -448,7 +450,10 @@ export class BlockStore {
         const now = Date.now()
         if (now - this.lastNoRoomLog > 10_000) {
           this.lastNoRoomLog = now
-          log.warn('cache full of pinned or open files; serving from memory without storing', { used: formatSize(this.used), limit: formatSize(this.limit), diskFree: formatSize(this.diskFree), path: f.relPath })
+          const diskShort = this.diskFree - this.minFree - this.reserved - len < 0
+          const fields = { used: formatSize(this.used), limit: formatSize(this.limit), diskFree: formatSize(this.diskFree), keptFree: formatSize(this.minFree), path: f.relPath }
+          if (diskShort) log.warn('the cache disk is nearly full and nothing more can be evicted; serving from memory without storing (free space on the disk or lower --cache-size)', fields)
+          else log.warn('cache full of pinned or open files; serving from memory without storing', fields)
         }
         return false
       }
