@@ -384,6 +384,8 @@ export class BlockStore {
       const entry = this.index.peek(key)
       if (entry && entry.size !== size) this.evictKey(key)
       else {
+        // Blocks recorded by an earlier object for this key may still be waiting for the flush.
+        if (this.pending.some((p) => p.key === key)) this.flush()
         for (const row of this.stmt.loadBlocks.all(key) as { idx: number; adler: number; len: number }[]) {
           if (row.idx < f.blocks && row.len === f.blockLength(row.idx)) f.present.set(row.idx, { adler: row.adler, len: row.len })
         }

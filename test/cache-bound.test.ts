@@ -30,7 +30,7 @@ t.test('the bound holds within one block at all times under concurrent readers',
     }
   })()
   const [rr, cats] = await Promise.all([
-    randomReads(d.mnt, a.root, files, { seed: 5, count: 500, readers: 4 }),
+    randomReads(d.mnt, a.root, files, { seed: 5, count: 300, readers: 4 }),
     Promise.all(files.slice(0, 4).map((f) => run('cat', [join(d.mnt, f)], { timeoutMs: 60_000, binary: true }))),
   ])
   sampling = false
