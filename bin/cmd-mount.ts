@@ -14,7 +14,7 @@ import { ensurePrivateDir } from '../daemon/state-dir.js'
 import { runDaemon, type Notice } from '../daemon/main.js'
 import { fusermountUnmount, mountedType } from '../fs/mount.js'
 
-const MOUNT_SETTINGS = ['db', 'archive', 'cache_dir', 'state_dir', 'cache_size', 'read_timeout', 'connect_timeout', 'ca_file', 'token_file', 'tree_query', 'allow_other', 'log_level']
+const MOUNT_SETTINGS = ['db', 'archive', 'cache_dir', 'state_dir', 'cache_size', 'pin_size', 'cache_min_free', 'sources', 'mirror_dir', 's3_url', 's3_endpoint', 's3_region', 'read_timeout', 'connect_timeout', 'stall_timeout', 'min_rate', 'ca_file', 'token_file', 'tree_query', 'allow_other', 'log_level']
 
 export const mountCommand: Command = {
   name: 'mount',

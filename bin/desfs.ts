@@ -6,12 +6,13 @@ import { helpText, parse, type Command } from './command.js'
 import { mountCommand, umountCommand } from './cmd-mount.js'
 import { statusCommand } from './cmd-status.js'
 import { demoCommand } from './cmd-demo.js'
+import { cacheCommand } from './cmd-cache.js'
 import { tokenCommand } from './cmd-token.js'
 import { dbCommand } from './cmd-db.js'
 import { doctorCommand } from './cmd-doctor.js'
 import { EXIT, UserError, oneLine } from '../daemon/errors.js'
 
-const COMMANDS: Command[] = [mountCommand, umountCommand, statusCommand, demoCommand, tokenCommand, dbCommand, doctorCommand]
+const COMMANDS: Command[] = [mountCommand, umountCommand, statusCommand, cacheCommand, tokenCommand, dbCommand, doctorCommand, demoCommand]
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }

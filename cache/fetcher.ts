@@ -1,51 +1,69 @@
 // Gets blocks into the cache: one in-flight request per block however many readers want it
-// (single-flight), runs of blocks fetched with one ranged GET, read-ahead driven by the reader's
-// sequential pattern, bounded retries with backoff across the configured sources, and a memory
-// budget for what is in flight. Readers wait with their own deadline; a fetch that outlives it still
-// fills the cache for the next reader.
+// (single-flight, until the block is stored), runs of blocks fetched with one ranged GET, read-ahead
+// driven by each handle's sequential pattern, and a memory budget for what is in flight or waiting to
+// be written. Every request has deadlines: connect and headers (in the HTTP client) and a minimum
+// rate for the body, checked over a window, so a stalled or trickling body counts as a failure.
+// Failures are retried with exponential backoff and jitter (or after the server's Retry-After),
+// resuming from the first byte not yet received, then the next source is tried. Readers wait with
+// their own deadline; a fetch that outlives it still fills the cache for the next reader.
 import { LRUCache } from 'lru-cache'
-import { BLOCK_SIZE, type CachedFile } from './block-store.js'
+import type { BlockStore, CachedFile } from './block-store.js'
 import { adler32Async, adler32Combine, adler32Hex } from './adler32.js'
+import { fetchMetrics } from './metrics.js'
 import { SourceError, type Source } from './sources/source.js'
+import type { SourceSet } from './sources/source-set.js'
 import { log } from '../daemon/log.js'
+import { formatSize } from '../daemon/units.js'
 
 export interface FetcherOptions {
   /** Tries per source before moving on to the next one. */
   attemptsPerSource: number
   /** First retry delay; doubles with each retry, with jitter. */
   backoffMs: number
+  /** Longest wait between tries, whatever the server's Retry-After says. */
+  maxBackoffMs: number
   /** Files up to this size are fetched whole on their first read. */
   smallFileBytes: number
-  /** Upper bound of the read-ahead window, in blocks. */
-  maxWindowBlocks: number
-  /** Blocks per ranged GET when reading ahead (several run in parallel). */
-  runBlocks: number
-  /** Bytes that may be in flight (being fetched) at once. */
+  /** Upper bound of the read-ahead window, bytes. */
+  maxWindowBytes: number
+  /** Bytes per ranged GET when reading ahead (several run in parallel). */
+  runBytes: number
+  /** Bytes that may be in flight (being fetched, or fetched and not yet stored) at once. */
   memoryBudget: number
   /** Recently fetched blocks kept in memory (also what serves reads when the disk is full). */
   recentBytes: number
+  /** A request body slower than this (bytes/s) over one rate window fails. */
+  minRate: number
+  /** Window over which the minimum rate is checked, ms; also the longest silence tolerated. */
+  rateWindowMs: number
 }
 
 export const DEFAULT_FETCHER_OPTIONS: FetcherOptions = {
-  attemptsPerSource: 3,
+  attemptsPerSource: 4,
   backoffMs: 200,
-  smallFileBytes: 4 * BLOCK_SIZE,
-  maxWindowBlocks: 64,
-  runBlocks: 8,
-  memoryBudget: 256 * BLOCK_SIZE,
-  recentBytes: 64 * BLOCK_SIZE,
+  maxBackoffMs: 10_000,
+  smallFileBytes: 4 << 20,
+  maxWindowBytes: 64 << 20,
+  runBytes: 8 << 20,
+  memoryBudget: 128 << 20,
+  recentBytes: 32 << 20,
+  minRate: 64 << 10,
+  rateWindowMs: 10_000,
 }
 
 /** Per-handle read pattern: where the next sequential read would start, and the read-ahead window. */
 export interface ReadPattern {
   nextPos: number
+  /** Bytes read sequentially since the last seek. */
+  seqBytes: number
   /** Highest block the reader has entered sequentially. */
   block: number
+  /** Read-ahead window, in blocks. */
   window: number
 }
 
 export function newReadPattern(): ReadPattern {
-  return { nextPos: 0, block: -1, window: 1 }
+  return { nextPos: 0, seqBytes: 0, block: -1, window: 1 }
 }
 
 interface Deferred {
@@ -71,31 +89,49 @@ export interface FetchStats {
   failures: number
   memoryHits: number
   diskHits: number
+  networkReads: number
 }
 
 export class Fetcher {
-  private sources: Source[]
+  private sources: SourceSet
+  private store: BlockStore
   private opts: FetcherOptions
   private inflight = new Map<string, Promise<Buffer>>()
   private inflightBytes = 0
+  private inflightRequests = 0
   private recent: LRUCache<string, Buffer>
-  readonly stats: FetchStats = { requests: 0, bytesFetched: 0, retries: 0, failures: 0, memoryHits: 0, diskHits: 0 }
+  readonly stats: FetchStats = { requests: 0, bytesFetched: 0, retries: 0, failures: 0, memoryHits: 0, diskHits: 0, networkReads: 0 }
 
-  constructor(sources: Source[], opts: Partial<FetcherOptions> = {}) {
+  constructor(sources: SourceSet, store: BlockStore, opts: Partial<FetcherOptions> = {}) {
     this.sources = sources
+    this.store = store
     this.opts = { ...DEFAULT_FETCHER_OPTIONS, ...opts }
     this.recent = new LRUCache<string, Buffer>({ maxSize: this.opts.recentBytes, sizeCalculation: (b) => Math.max(1, b.length) })
+    store.onEvict = (key) => {
+      for (const k of [...this.recent.keys()]) if (k.startsWith(key + ':')) this.recent.delete(k)
+    }
   }
 
   /** Reads [pos, pos+len) of a file (shorter at end of file). */
   async read(file: CachedFile, pos: number, len: number, pattern?: ReadPattern): Promise<Buffer> {
     if (pos >= file.size || len <= 0) return Buffer.alloc(0)
     len = Math.min(len, file.size - pos)
-    const first = Math.floor(pos / BLOCK_SIZE)
-    const last = Math.floor((pos + len - 1) / BLOCK_SIZE)
-    if (pattern) this.readAhead(file, pos, len, pattern)
-    else if (file.size <= this.opts.smallFileBytes) this.fetchMissing(file, 0, file.blocks)
+    const bs = file.blockSize
+    const first = Math.floor(pos / bs)
+    const last = Math.floor((pos + len - 1) / bs)
+    if (file.size <= this.opts.smallFileBytes) this.fetchMissing(file, 0, file.blocks)
+    else if (pattern) this.readAhead(file, pos, len, pattern)
 
+    // Fastest: a read within one block that was fetched lately (no thread-pool round trip).
+    if (first === last) {
+      const mem = this.recent.get(`${file.key}:${first}`)
+      if (mem) {
+        this.stats.memoryHits++
+        fetchMetrics.hits.inc({ tier: 'memory' })
+        fetchMetrics.bytesServed.inc(undefined, len)
+        return mem.subarray(pos - first * bs, pos - first * bs + len)
+      }
+    }
     // Fast path: every block on disk and checked already.
     let onDisk = true
     for (let i = first; i <= last && onDisk; i++) onDisk = file.has(i) && file.verified.has(i)
@@ -103,16 +139,19 @@ export class Fetcher {
       const out = Buffer.allocUnsafe(len)
       if (await file.readInto(out, pos, len)) {
         this.stats.diskHits++
+        fetchMetrics.hits.inc({ tier: 'disk' })
+        fetchMetrics.bytesServed.inc(undefined, len)
         return out
       }
     }
     const parts: Buffer[] = []
     for (let i = first; i <= last; i++) {
       const blk = await this.block(file, i)
-      const from = i === first ? pos - i * BLOCK_SIZE : 0
-      const to = i === last ? pos + len - i * BLOCK_SIZE : blk.length
+      const from = i === first ? pos - i * bs : 0
+      const to = i === last ? pos + len - i * bs : blk.length
       parts.push(blk.subarray(from, to))
     }
+    fetchMetrics.bytesServed.inc(undefined, len)
     return parts.length === 1 ? parts[0]! : Buffer.concat(parts)
   }
 
@@ -122,17 +161,22 @@ export class Fetcher {
     const mem = this.recent.get(k)
     if (mem) {
       this.stats.memoryHits++
+      fetchMetrics.hits.inc({ tier: 'memory' })
       return mem
     }
     if (file.has(idx)) {
       const buf = Buffer.allocUnsafe(file.blockLength(idx))
-      if (await file.readInto(buf, idx * BLOCK_SIZE, buf.length)) {
+      if (await file.readInto(buf, idx * file.blockSize, buf.length)) {
         this.stats.diskHits++
+        fetchMetrics.hits.inc({ tier: 'disk' })
         return buf
       }
     }
     let p = this.inflight.get(k)
-    if (!p) {
+    if (p) fetchMetrics.hits.inc({ tier: 'memory' })
+    else {
+      this.stats.networkReads++
+      fetchMetrics.hits.inc({ tier: 'network' })
       this.fetchMissing(file, idx, idx + 1, true)
       p = this.inflight.get(k)!
     }
@@ -140,40 +184,57 @@ export class Fetcher {
   }
 
   /**
-   * Updates the handle's pattern and starts read-ahead. The window doubles each time a sequential
-   * reader enters a new block and falls back to one block on a seek, so a header scan that stays in
-   * the first block fetches nothing more.
+   * Updates the handle's pattern and starts read-ahead. Read-ahead starts once a reader has read half
+   * a block sequentially (the kernel's own read-ahead turns a 2880-byte header read into a couple of
+   * 128 KiB reads, which must not fetch a second block); the window then doubles each time the reader
+   * enters a new block, and falls back to one block on a seek.
    */
   private readAhead(file: CachedFile, pos: number, len: number, pattern: ReadPattern): void {
-    const sequential = pos >= pattern.nextPos - BLOCK_SIZE / 4 && pos <= pattern.nextPos + BLOCK_SIZE
-    const lastBlock = Math.floor((pos + len - 1) / BLOCK_SIZE)
+    const bs = file.blockSize
+    const sequential = pos >= pattern.nextPos - bs / 4 && pos <= pattern.nextPos + bs
+    const lastBlock = Math.floor((pos + len - 1) / bs)
+    const maxWindow = Math.max(1, Math.floor(this.opts.maxWindowBytes / bs))
     if (!sequential) {
       pattern.window = 1
       pattern.block = lastBlock
+      pattern.seqBytes = 0
     } else if (lastBlock > pattern.block) {
       pattern.block = lastBlock
-      if (pos > 0) pattern.window = Math.min(pattern.window * 2, this.opts.maxWindowBlocks)
+      if (pos > 0) pattern.window = Math.min(pattern.window * 2, maxWindow)
     }
+    pattern.seqBytes += len
     pattern.nextPos = pos + len
-    if (file.size <= this.opts.smallFileBytes) this.fetchMissing(file, 0, file.blocks)
-    else if (sequential && pos > 0) this.fetchMissing(file, lastBlock + 1, Math.min(file.blocks, lastBlock + 1 + pattern.window))
+    if (sequential && pattern.seqBytes >= bs / 2) {
+      const runBlocks = Math.max(1, Math.floor(this.opts.runBytes / bs))
+      this.fetchMissing(file, lastBlock + 1, Math.min(file.blocks, lastBlock + 1 + pattern.window), false, Math.min(runBlocks, pattern.window))
+    }
   }
 
-  /** Starts fetches for the blocks in [from, to) that are neither cached nor in flight. */
-  private fetchMissing(file: CachedFile, from: number, to: number, demand = false): void {
+  /**
+   * Starts fetches for the blocks in [from, to) that are neither cached nor in flight. Read-ahead
+   * leaves a gap shorter than `minRun` blocks at the window's edge for a later call, so that requests
+   * stay large (a GET per block would cost a round trip, and dCache a redirect, per MiB).
+   */
+  private fetchMissing(file: CachedFile, from: number, to: number, demand = false, minRun = 1): void {
+    const runBlocks = Math.max(1, Math.floor(this.opts.runBytes / file.blockSize))
     let runStart = -1
+    let stop = false
     const flush = (end: number) => {
       if (runStart < 0) return
-      for (let s = runStart; s < end; s += this.opts.runBlocks) {
-        const e = Math.min(end, s + this.opts.runBlocks)
-        const bytes = (e - s) * BLOCK_SIZE
+      for (let s = runStart; s < end && !stop; s += runBlocks) {
+        const e = Math.min(end, s + runBlocks)
+        if (e - s < minRun && e === to && to < file.blocks) break
+        const bytes = Math.min(e * file.blockSize, file.size) - s * file.blockSize
         // Read-ahead waits for room in the memory budget; a reader's own block never does.
-        if (!demand && this.inflightBytes + bytes > this.opts.memoryBudget) return
+        if (!demand && this.inflightBytes + bytes > this.opts.memoryBudget) {
+          stop = true
+          break
+        }
         this.startRun(file, s, e)
       }
       runStart = -1
     }
-    for (let i = from; i < to; i++) {
+    for (let i = from; i < to && !stop; i++) {
       const busy = file.has(i) || this.inflight.has(`${file.key}:${i}`) || this.recent.has(`${file.key}:${i}`)
       if (busy) flush(i)
       else if (runStart < 0) runStart = i
@@ -188,18 +249,32 @@ export class Fetcher {
       defs.push(d)
       this.inflight.set(`${file.key}:${i}`, d.promise)
     }
-    const bytes = Math.min(end * BLOCK_SIZE, file.size) - first * BLOCK_SIZE
+    const bytes = Math.min(end * file.blockSize, file.size) - first * file.blockSize
     this.inflightBytes += bytes
+    fetchMetrics.inflightBytes.set(this.inflightBytes)
+    this.store.hold(file)
     void this.runFetch(file, first, end, defs).finally(() => {
       this.inflightBytes -= bytes
-      for (let i = first; i < end; i++) this.inflight.delete(`${file.key}:${i}`)
+      fetchMetrics.inflightBytes.set(this.inflightBytes)
+      for (let i = first; i < end; i++) {
+        const k = `${file.key}:${i}`
+        if (this.inflight.get(k) === defs[i - first]!.promise) this.inflight.delete(k)
+      }
+      this.store.release(file)
     })
+  }
+
+  /** Delay before retry number `attempt` (1-based): exponential with jitter, or what the server asked. */
+  private backoff(attempt: number, err: SourceError | undefined): number {
+    const exp = this.opts.backoffMs * 2 ** (attempt - 1) * (0.5 + Math.random())
+    return Math.min(this.opts.maxBackoffMs, Math.max(exp, err?.retryAfterMs ?? 0))
   }
 
   /**
    * Fetches blocks [first, end) with ranged GETs, resuming after failures from the first byte not yet
    * received, trying each source in order. A file fetched whole is checked against the archive's
-   * Adler-32 before any of it is served.
+   * Adler-32 before any of it is served. Resolves once every block was delivered and written (or
+   * failed), so the memory budget covers blocks waiting for the disk too.
    */
   private async runFetch(file: CachedFile, first: number, end: number, defs: Deferred[]): Promise<void> {
     const wholeFile = first === 0 && end === file.blocks
@@ -207,27 +282,49 @@ export class Fetcher {
     let idx = first
     let buf = Buffer.allocUnsafe(file.blockLength(idx))
     let fill = 0
-    const pendingAdler: Promise<void>[] = []
+    const pending: Promise<unknown>[] = []
     const completeBlock = (i: number, b: Buffer) => {
-      pendingAdler.push(adler32Async(b).then((adler) => {
-        if (wholeFile && file.adler32) held.push({ idx: i, buf: b, adler })
-        else this.deliver(file, i, b, adler, defs[i - first]!)
+      // A block of a file fetched whole waits for the whole-file check; any other is served at once
+      // (its checksum is only for the cache record, computed off the event loop meanwhile).
+      const verifyFirst = wholeFile && !!file.adler32
+      if (!verifyFirst) this.serve(file, i, b, defs[i - first]!)
+      pending.push(adler32Async(b).then((adler) => {
+        if (verifyFirst) held.push({ idx: i, buf: b, adler })
+        else pending.push(this.storeBlock(file, i, b, adler))
       }))
     }
     let lastErr: SourceError | undefined
-    outer: for (const source of this.sources) {
+    let candidates: Source[]
+    try {
+      candidates = this.sources.candidates()
+    } catch (err) {
+      candidates = []
+      lastErr = err as SourceError
+    }
+    outer: for (const source of candidates) {
       for (let attempt = 0; attempt < this.opts.attemptsPerSource && idx < end; attempt++) {
         if (attempt > 0) {
           this.stats.retries++
-          await sleep(this.opts.backoffMs * 2 ** (attempt - 1) * (0.5 + Math.random()))
+          fetchMetrics.retries.inc()
+          await sleep(this.backoff(attempt, lastErr))
         }
-        const start = idx * BLOCK_SIZE + fill
-        const stop = Math.min(end * BLOCK_SIZE, file.size)
+        if (this.sources.isDown(source)) continue outer
+        const start = idx * file.blockSize + fill
+        const stop = Math.min(end * file.blockSize, file.size)
+        const what = `${source.name} ${source.locate(file.relPath)} bytes=${start}-${stop - 1}`
         this.stats.requests++
+        fetchMetrics.requests.inc({ source: source.name })
+        const guard = this.rateGuard(stop - start)
+        this.inflightRequests++
+        fetchMetrics.inflightRequests.set(this.inflightRequests)
+        const t0 = performance.now()
         try {
           await source.read(file.relPath, start, stop, {
+            signal: guard.signal,
             onData: (chunk) => {
+              guard.got(chunk.length)
               this.stats.bytesFetched += chunk.length
+              fetchMetrics.bytesFetched.inc({ source: source.name }, chunk.length)
               let off = 0
               while (off < chunk.length) {
                 const n = Math.min(chunk.length - off, buf.length - fill)
@@ -244,44 +341,96 @@ export class Fetcher {
             },
           })
           lastErr = undefined
+          this.sources.noteSuccess(source)
         } catch (err) {
           lastErr = err instanceof SourceError ? err : new SourceError('protocol', (err as Error).message)
+          if (guard.reason) lastErr = new SourceError('timeout', `${what}: ${guard.reason}`)
+          fetchMetrics.errors.inc({ source: source.name, kind: lastErr.kind })
+          this.sources.noteFailure(source, lastErr)
           log.warn('fetch failed', { source: source.name, path: file.relPath, bytes: `${start}-${stop - 1}`, attempt: attempt + 1, error: lastErr.message })
           if (!lastErr.retryable) continue outer
+        } finally {
+          guard.done()
+          this.inflightRequests--
+          fetchMetrics.inflightRequests.set(this.inflightRequests)
+          fetchMetrics.latency.observe((performance.now() - t0) / 1000, { source: source.name })
         }
       }
       if (idx >= end) break
     }
-    await Promise.all(pendingAdler)
+    await Promise.all(pending)
     if (idx < end) {
       this.stats.failures++
+      fetchMetrics.failures.inc()
       const err = lastErr ?? new SourceError('network', 'no source could serve the file')
       for (let i = idx; i < end; i++) defs[i - first]!.reject(err)
       for (const h of held) defs[h.idx - first]!.reject(err)
       return
     }
-    if (held.length) this.deliverWhole(file, held, first, defs)
+    if (held.length) await this.deliverWhole(file, held, first, defs)
+    await Promise.all(pending)
+  }
+
+  /**
+   * A deadline on a request's progress: each window must bring min(minRate × window, bytes still
+   * wanted) bytes, or the request is aborted. Covers connecting and waiting for headers too.
+   */
+  private rateGuard(total: number): { signal: AbortSignal; got: (n: number) => void; done: () => void; reason: string | undefined } {
+    const ac = new AbortController()
+    const windowMs = this.opts.rateWindowMs
+    let received = 0
+    let atWindowStart = 0
+    const g = {
+      signal: ac.signal,
+      reason: undefined as string | undefined,
+      got: (n: number) => { received += n },
+      done: () => clearInterval(timer),
+    }
+    const timer = setInterval(() => {
+      const need = Math.min((this.opts.minRate * windowMs) / 1000, total - atWindowStart)
+      if (received - atWindowStart < need) {
+        g.reason = received === atWindowStart
+          ? `no data for ${windowMs / 1000}s (stalled)`
+          : `too slow: ${formatSize(received - atWindowStart)} in ${windowMs / 1000}s, below the minimum rate of ${formatSize(this.opts.minRate)}/s`
+        clearInterval(timer)
+        ac.abort()
+      }
+      atWindowStart = received
+    }, windowMs)
+    return g
   }
 
   /** Checks a whole small file against the archive checksum, then serves and stores its blocks. */
-  private deliverWhole(file: CachedFile, held: { idx: number; buf: Buffer; adler: number }[], first: number, defs: Deferred[]): void {
+  private async deliverWhole(file: CachedFile, held: { idx: number; buf: Buffer; adler: number }[], first: number, defs: Deferred[]): Promise<void> {
     held.sort((a, b) => a.idx - b.idx)
     let combined = held[0]!.adler
     for (let i = 1; i < held.length; i++) combined = adler32Combine(combined, held[i]!.adler, held[i]!.buf.length)
     const got = adler32Hex(combined)
     if (got !== file.adler32) {
       this.stats.failures++
+      fetchMetrics.failures.inc()
+      fetchMetrics.errors.inc({ source: 'any', kind: 'checksum' })
       const err = new SourceError('protocol', `${file.relPath}: checksum mismatch (archive adler32 ${file.adler32}, received ${got})`)
       log.error('received data does not match the archive checksum; not served', { path: file.relPath, expected: file.adler32, got })
       for (const h of held) defs[h.idx - first]!.reject(err)
       return
     }
-    for (const h of held) this.deliver(file, h.idx, h.buf, h.adler, defs[h.idx - first]!)
+    for (const h of held) this.serve(file, h.idx, h.buf, defs[h.idx - first]!)
+    await Promise.all(held.map((h) => this.storeBlock(file, h.idx, h.buf, h.adler)))
   }
 
-  private deliver(file: CachedFile, idx: number, buf: Buffer, adler: number, d: Deferred): void {
+  /** Hands a block to its waiters (and to later readers, from memory). */
+  private serve(file: CachedFile, idx: number, buf: Buffer, d: Deferred): void {
     this.recent.set(`${file.key}:${idx}`, buf)
     d.resolve(buf)
-    void file.writeBlock(idx, buf, adler)
+  }
+
+  /** Stores a block in the cache; resolves once it is stored (or could not be). */
+  private async storeBlock(file: CachedFile, idx: number, buf: Buffer, adler: number): Promise<void> {
+    try {
+      await file.writeBlock(idx, buf, adler)
+    } catch (err) {
+      log.error('storing a block failed', { path: file.relPath, block: idx, error: (err as Error).message })
+    }
   }
 }

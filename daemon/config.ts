@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path'
 import { UserError, EXIT } from './errors.js'
 import { defaultMetadataDb, xdgCacheHome, xdgConfigHome, xdgStateHome } from './paths.js'
 import { parseDuration, parseSize } from './units.js'
+import { parseS3Url } from '../cache/sources/s3-url.js'
 
 export const DEFAULT_ARCHIVE = 'https://fndcadoor.fnal.gov:2880/des/persistent/DESDM_ARCHIVE'
 /** Where des-archive-access-download-metadata gets the DB (zstd-compressed). */
@@ -28,8 +29,17 @@ export const SETTINGS: SettingDef[] = [
   { key: 'cache_dir', flag: 'cache-dir', env: ['DESFS_CACHE_DIR'], help: 'block cache directory', default: () => join(xdgCacheHome(), 'desfs') },
   { key: 'state_dir', flag: 'state-dir', env: ['DESFS_STATE_DIR'], help: 'index, control socket and log', default: () => join(xdgStateHome(), 'desfs') },
   { key: 'cache_size', flag: 'cache-size', env: ['DESFS_CACHE_SIZE'], help: 'cache size bound (e.g. 50G); auto = 25% of the disk, at most 100G', default: () => 'auto' },
+  { key: 'pin_size', flag: 'pin-size', env: ['DESFS_PIN_SIZE'], help: 'cap on the total size of pinned files (e.g. 20G); auto = half the cache size', default: () => 'auto' },
+  { key: 'cache_min_free', flag: 'cache-min-free', env: ['DESFS_CACHE_MIN_FREE'], help: 'free space the cache leaves on its disk; auto = 5% of the disk, at most 5G', default: () => 'auto' },
+  { key: 'sources', flag: 'sources', env: ['DESFS_SOURCES'], help: 'where files are read from, in order, comma-separated: archive, s3, mirror (e.g. s3,archive prefers the cloud copy; s3 alone is cloud-only); auto = mirror (if set), archive, s3 (if set)', default: () => 'auto' },
+  { key: 'mirror_dir', flag: 'mirror-dir', env: ['DESFS_MIRROR_DIR'], help: 'local copy of (part of) the archive with the same paths, read before the network' },
+  { key: 's3_url', flag: 's3-url', env: ['DESFS_S3_URL'], help: 'S3 copy of the archive, s3://BUCKET/PREFIX (AWS credentials from the environment or ~/.aws; anonymous otherwise)' },
+  { key: 's3_endpoint', flag: 's3-endpoint', env: ['DESFS_S3_ENDPOINT', 'AWS_ENDPOINT_URL_S3', 'AWS_ENDPOINT_URL'], help: 'S3 endpoint URL; default AWS for the region' },
+  { key: 's3_region', flag: 's3-region', env: ['DESFS_S3_REGION', 'AWS_REGION', 'AWS_DEFAULT_REGION'], help: 'S3 region', default: () => 'us-east-1' },
   { key: 'read_timeout', flag: 'read-timeout', env: ['DESFS_READ_TIMEOUT'], help: 'deadline for one read from the archive before the reader gets EIO', default: () => '30s' },
   { key: 'connect_timeout', flag: 'connect-timeout', env: ['DESFS_CONNECT_TIMEOUT'], help: 'deadline for connecting to the archive', default: () => '10s' },
+  { key: 'stall_timeout', flag: 'stall-timeout', env: ['DESFS_STALL_TIMEOUT'], help: 'a transfer that brings less than min_rate per second over this long is retried', default: () => '10s' },
+  { key: 'min_rate', flag: 'min-rate', env: ['DESFS_MIN_RATE'], help: 'slowest acceptable transfer, bytes per second (e.g. 64K)', default: () => '64K' },
   { key: 'token_file', flag: 'token-file', env: ['DESFS_TOKEN_FILE'], help: 'bearer token file to use instead of the usual discovery order' },
   { key: 'ca_file', flag: 'ca-file', env: ['DESFS_CA_FILE'], help: 'extra CA certificates (PEM) for the archive' },
   { key: 'tree_query', flag: 'tree-query', env: ['DESFS_TREE_QUERY'], help: 'SQL returning (path, filename, compression) for non-DESDM layouts' },
@@ -93,6 +103,21 @@ export function resolveSettings(flags: Record<string, string | undefined>, env: 
   return out
 }
 
+export const SOURCE_NAMES = ['archive', 's3', 'mirror'] as const
+export type SourceName = (typeof SOURCE_NAMES)[number]
+
+/** The source order from the `sources` setting; 'auto' is mirror (if set), archive, s3 (if set). */
+export function parseSources(text: string, have: { mirror: boolean; s3: boolean }): SourceName[] {
+  if (text === 'auto') return [...(have.mirror ? ['mirror' as const] : []), 'archive', ...(have.s3 ? ['s3' as const] : [])]
+  const names = text.split(',').map((s) => s.trim()).filter((s) => s !== '')
+  if (names.length === 0) throw new Error('is empty; give one or more of archive, s3, mirror')
+  for (const n of names) if (!(SOURCE_NAMES as readonly string[]).includes(n)) throw new Error(`'${n}' is not a source; use archive, s3 or mirror`)
+  if (new Set(names).size !== names.length) throw new Error(`'${text}' names a source twice`)
+  if (names.includes('mirror') && !have.mirror) throw new Error('names mirror but mirror_dir is not set (--mirror-dir)')
+  if (names.includes('s3') && !have.s3) throw new Error('names s3 but s3_url is not set (--s3-url s3://BUCKET/PREFIX)')
+  return names as SourceName[]
+}
+
 export interface DaemonConfig {
   mountpoint: string
   db: string
@@ -101,8 +126,20 @@ export interface DaemonConfig {
   stateDir: string
   /** Bytes, or undefined for 'auto' (decided once the cache dir's disk is known). */
   cacheSize: number | undefined
+  /** Bytes, or undefined for 'auto' (half the cache size). */
+  pinSize: number | undefined
+  /** Bytes, or undefined for 'auto' (decided once the cache dir's disk is known). */
+  cacheMinFree: number | undefined
+  /** Sources in the order they are tried. */
+  sources: SourceName[]
+  mirrorDir: string | undefined
+  s3Url: string | undefined
+  s3Endpoint: string | undefined
+  s3Region: string
   readTimeoutMs: number
   connectTimeoutMs: number
+  stallTimeoutMs: number
+  minRate: number
   caFile: string | undefined
   tokenFile: string | undefined
   treeQuery: string | undefined
@@ -148,6 +185,15 @@ export function daemonConfig(settings: Map<string, Setting>): DaemonConfig {
     cacheDir: resolve(settings.get('cache_dir')!.value!),
     stateDir: resolve(settings.get('state_dir')!.value!),
     cacheSize: cacheSize === 'auto' ? undefined : parseWith(settings, 'cache_size', parseSize),
+    pinSize: settings.get('pin_size')!.value === 'auto' ? undefined : parseWith(settings, 'pin_size', parseSize),
+    cacheMinFree: settings.get('cache_min_free')!.value === 'auto' ? undefined : parseWith(settings, 'cache_min_free', parseSize),
+    sources: parseWith(settings, 'sources', (v) => parseSources(v, { mirror: !!settings.get('mirror_dir')!.value, s3: !!settings.get('s3_url')!.value })),
+    mirrorDir: settings.get('mirror_dir')!.value ? resolve(settings.get('mirror_dir')!.value!) : undefined,
+    s3Url: settings.get('s3_url')!.value ? parseWith(settings, 's3_url', (v) => (parseS3Url(v), v)) : undefined,
+    s3Endpoint: settings.get('s3_endpoint')!.value || undefined,
+    s3Region: settings.get('s3_region')!.value!,
+    stallTimeoutMs: parseWith(settings, 'stall_timeout', parseDuration),
+    minRate: parseWith(settings, 'min_rate', parseSize),
     readTimeoutMs: parseWith(settings, 'read_timeout', parseDuration),
     connectTimeoutMs: parseWith(settings, 'connect_timeout', parseDuration),
     caFile: settings.get('ca_file')!.value,

@@ -1,7 +1,6 @@
 // The daemon's life: start everything in order (state dir, control socket, catalog, token, sources,
 // cache, mount), answer the control socket, and take it all down again on a signal or a request,
 // unmounting first so no reader is left facing a dead mount.
-import { statfs } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { DaemonConfig } from './config.js'
 import { ControlServer } from './control.js'
@@ -12,10 +11,11 @@ import { ensurePrivateDir } from './state-dir.js'
 import { TokenProvider } from './token.js'
 import { startTokenRefresher, type TokenRefresher } from './token-refresher.js'
 import { formatSize } from './units.js'
-import { BlockStore } from '../cache/block-store.js'
-import { Fetcher } from '../cache/fetcher.js'
-import { ArchiveSource } from '../cache/sources/archive.js'
-import { HttpClient } from '../cache/sources/http-client.js'
+import type { BlockStore } from '../cache/block-store.js'
+import type { Fetcher } from '../cache/fetcher.js'
+import { buildSources, openReadPath } from '../cache/setup.js'
+import type { SourceSet } from '../cache/sources/source-set.js'
+import { registerCacheRoutes } from './routes-cache.js'
 import { Facts } from '../fs/facts.js'
 import { Mount, prepareMountpoint } from '../fs/mount.js'
 import { createOps, type OpsStats } from '../fs/ops.js'
@@ -26,12 +26,6 @@ export interface DaemonEvents {
   onProgress?: (p: BuildProgress) => void
 }
 
-/** Cache size when none is configured: a quarter of the cache disk, at most 100 GiB. */
-export async function autoCacheSize(dir: string): Promise<number> {
-  const s = await statfs(dir)
-  return Math.min(100 * 1024 ** 3, Math.floor((s.blocks * s.bsize) / 4))
-}
-
 export class Daemon {
   readonly config: DaemonConfig
   readonly startedAt = Date.now()
@@ -39,7 +33,7 @@ export class Daemon {
   catalog!: Catalog
   token!: TokenProvider
   tokenRefresher: TokenRefresher | undefined
-  archive!: ArchiveSource
+  sources!: SourceSet
   facts!: Facts
   tree!: Tree
   store!: BlockStore
@@ -62,6 +56,7 @@ export class Daemon {
     this.control = new ControlServer(join(c.stateDir, SOCKET_NAME))
     await this.control.listen()
     this.registerRoutes()
+    registerCacheRoutes(this.control, this)
 
     this.catalog = await openCatalog({ dbPath: c.db, stateDir: c.stateDir, treeQuery: c.treeQuery, onProgress: events.onProgress })
     this.token = new TokenProvider(c.tokenFile ? { ...process.env, DESFS_TOKEN_FILE: c.tokenFile } : process.env)
@@ -69,29 +64,18 @@ export class Daemon {
     if (tok.problem) log.warn('starting without a usable bearer token; reads will fail until one appears', { problem: tok.problem })
     this.tokenRefresher = await startTokenRefresher(this.control, this.token)
 
-    const archiveUrl = new URL(c.archive)
-    const http = new HttpClient({
-      trustedOrigin: archiveUrl.origin,
-      authorization: () => this.token.authorization(),
-      reloadToken: async () => { await this.token.reload() },
-      connectTimeoutMs: c.connectTimeoutMs,
-      headersTimeoutMs: c.readTimeoutMs,
-      stallTimeoutMs: Math.min(15_000, c.readTimeoutMs),
-      caFile: c.caFile,
-    })
-    this.archive = new ArchiveSource({ base: c.archive, http })
+    this.sources = buildSources(c, this.token)
     this.facts = new Facts(join(c.stateDir, 'facts.sqlite'))
-    this.tree = new Tree(this.catalog.index, this.facts, this.archive, { deadlineMs: c.readTimeoutMs })
-    this.store = new BlockStore(c.cacheDir)
-    this.cacheSize = c.cacheSize ?? (await autoCacheSize(c.cacheDir))
-    this.fetcher = new Fetcher([this.archive])
+    this.tree = new Tree(this.catalog.index, this.facts, this.sources, { deadlineMs: c.readTimeoutMs })
+    ;({ store: this.store, fetcher: this.fetcher } = await openReadPath(c, this.sources))
+    this.cacheSize = this.store.limit
 
     const { ops, stats } = createOps({
       tree: this.tree,
       store: this.store,
       fetcher: this.fetcher,
       deadlineMs: c.readTimeoutMs,
-      locate: (rel) => this.archive.locate(rel),
+      locate: (rel) => this.sources.locate(rel),
       mountTime: this.startedAt,
     })
     this.opsStats = stats
@@ -126,7 +110,8 @@ export class Daemon {
       archive: this.config.archive,
       tree: this.catalog ? { index: this.catalog.index.file, table: this.catalog.source.description, ...this.catalog.index.result } : null,
       token: tok ? { source: tok.source, subject: tok.subject, scopes: tok.scopes, expires: tok.exp ? new Date(tok.exp * 1000).toISOString() : undefined, problem: tok.problem } : null,
-      cache: this.store ? { dir: this.config.cacheDir, bytes: this.store.bytes, limit: this.cacheSize, ...this.store.stats } : null,
+      cache: this.store ? this.store.summary() : null,
+      sources: this.sources ? this.sources.sources.map((s) => ({ name: s.name, down: this.sources.isDown(s) })) : null,
       fetch: this.fetcher?.stats ?? null,
       archiveRequests: this.tree?.stats ?? null,
       ops: this.opsStats ?? null,
@@ -143,7 +128,7 @@ export class Daemon {
         await this.control?.close().catch(() => undefined)
         await this.tokenRefresher?.close().catch(() => undefined)
         await this.token?.close().catch(() => undefined)
-        await this.archive?.close().catch(() => undefined)
+        await this.sources?.close().catch(() => undefined)
         await this.store?.close().catch(() => undefined)
         this.facts?.close()
         this.catalog?.index.close()

@@ -67,7 +67,7 @@ export function createOps(ctx: OpsContext): { ops: Ops; stats: OpsStats; openFil
    * Runs an operation under a deadline. `deliver` is called with the result only if the deadline has
    * not answered first; it returns the value handed to the callback.
    */
-  function run<T>(op: string, path: string, work: () => Promise<T>, reply: (err: number, value?: T) => void): void {
+  function run<T>(op: string, path: string, work: () => Promise<T>, reply: (err: number, value?: T) => void, late?: (value: T) => void): void {
     stats.ops[op] = (stats.ops[op] ?? 0) + 1
     let done = false
     const timer = setTimeout(() => {
@@ -79,7 +79,7 @@ export function createOps(ctx: OpsContext): { ops: Ops; stats: OpsStats; openFil
     }, ctx.deadlineMs)
     work().then(
       (value) => {
-        if (done) return
+        if (done) return late?.(value)
         done = true
         clearTimeout(timer)
         reply(0, value)
@@ -155,13 +155,19 @@ export function createOps(ctx: OpsContext): { ops: Ops; stats: OpsStats; openFil
           const node = await ctx.tree.resolve(path)
           if (node.kind !== 'file') throw new FsError(ERRNO.EISDIR, 'is a directory')
           const file = ctx.store.file(node.rel, node.facts.size, node.facts.adler32)
-          file.refs++
+          ctx.store.hold(file)
           ctx.store.touch(file)
           const fh = nextFh++
           handles.set(fh, { rel: node.rel, file, pattern: newReadPattern() })
           return fh
         },
         (err, fh) => cb(err, fh),
+        // Opened after the deadline answered EIO: the kernel never got this handle, so let it go.
+        (fh) => {
+          const h = handles.get(fh)
+          handles.delete(fh)
+          if (h) ctx.store.release(h.file)
+        },
       )
     },
 
@@ -185,7 +191,7 @@ export function createOps(ctx: OpsContext): { ops: Ops; stats: OpsStats; openFil
       const h = handles.get(fd)
       if (h) {
         handles.delete(fd)
-        h.file.refs--
+        ctx.store.release(h.file)
       }
       cb(0)
     },
@@ -203,10 +209,8 @@ export function createOps(ctx: OpsContext): { ops: Ops; stats: OpsStats; openFil
             case 'user.desfs.adler32':
               if (!node.facts.adler32) throw new FsError(ERRNO.ENODATA, 'checksum not known yet')
               return Buffer.from(node.facts.adler32)
-            case 'user.desfs.cached': {
-              const f = ctx.store.file(node.rel, node.facts.size, node.facts.adler32)
-              return Buffer.from(`${f.presentBytes}/${node.facts.size}`)
-            }
+            case 'user.desfs.cached':
+              return Buffer.from(`${ctx.store.cachedBytes(node.rel)}/${node.facts.size}`)
             default:
               throw new FsError(ERRNO.ENODATA, 'no such attribute')
           }

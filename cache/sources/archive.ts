@@ -1,7 +1,7 @@
 // The dCache WebDAV door as a Source: ranged GETs (always a single `bytes=a-b` range), PROPFIND
 // Depth:1 for directory listings with sizes and checksums, HEAD with `Want-Digest: adler32` for
 // single files.
-import { HttpClient, header, classifyError, discard, type HttpResponse } from './http-client.js'
+import { HttpClient, header, classifyError, discard, readRangeBody, retryAfterMs, type HttpResponse } from './http-client.js'
 import { PROPFIND_BODY, adler32From, parseMultistatus } from './propfind.js'
 import { SourceError, type ReadOptions, type Source } from './source.js'
 import type { FileFacts } from '../../fs/facts.js'
@@ -25,12 +25,14 @@ export function statusError(res: HttpResponse, what: string): SourceError {
   if (s === 403) return new SourceError('forbidden', `${what}: HTTP 403, this token is not permitted to read it (check the token's scopes and your DES membership)`, s)
   if (s === 404) return new SourceError('not_found', `${what}: HTTP 404, not in the archive`, s)
   if (s === 416) return new SourceError('range', `${what}: HTTP 416, range not satisfiable`, s)
-  if (s >= 500) return new SourceError('server', `${what}: HTTP ${s} from the archive`, s)
+  if (s === 429) return new SourceError('throttled', `${what}: HTTP 429, the archive asks us to slow down`, s, retryAfterMs(res))
+  if (s >= 500) return new SourceError('server', `${what}: HTTP ${s} from the archive`, s, retryAfterMs(res))
   return new SourceError('protocol', `${what}: unexpected HTTP ${s}`, s)
 }
 
 export class ArchiveSource implements Source {
   readonly name = 'archive'
+  readonly authoritative = true
   private base: string
   private basePath: string
   private http: HttpClient
@@ -50,44 +52,11 @@ export class ArchiveSource implements Source {
     const url = this.locate(relPath)
     const what = `GET ${url} bytes=${start}-${end - 1}`
     const res = await this.http.request('GET', url, { range: `bytes=${start}-${end - 1}` }, opts.signal)
-    // A server that ignores Range answers 200 with the whole file: skip to our range.
-    let skip = 0
-    if (res.status === 206) {
-      const cr = header(res.headers, 'content-range')
-      const m = cr ? /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(cr) : null
-      if (!m || Number(m[1]) !== start || Number(m[2]) !== end - 1) {
-        discard(res.body)
-        throw new SourceError('range', `${what}: answered Content-Range ${cr ?? '(none)'}`)
-      }
-    } else if (res.status === 200) {
-      skip = start
-    } else {
+    if (res.status !== 200 && res.status !== 206) {
       discard(res.body)
       throw statusError(res, what)
     }
-    let want = end - start
-    try {
-      for await (const raw of res.body as AsyncIterable<Buffer>) {
-        let chunk = raw
-        if (skip > 0) {
-          if (chunk.length <= skip) { skip -= chunk.length; continue }
-          chunk = chunk.subarray(skip)
-          skip = 0
-        }
-        if (chunk.length > want) chunk = chunk.subarray(0, want)
-        want -= chunk.length
-        opts.onData(chunk)
-        if (want === 0) break
-      }
-    } catch (err) {
-      throw classifyError(err, what)
-    } finally {
-      if (want > 0 || skip > 0) {
-        res.body.on('error', () => undefined)
-        res.body.destroy()
-      } else discard(res.body)
-    }
-    if (want > 0) throw new SourceError('protocol', `${what}: body ended ${want} bytes short`)
+    await readRangeBody(res, start, end, what, opts.onData)
   }
 
   async list(relDir: string, signal?: AbortSignal): Promise<Map<string, FileFacts> | null> {

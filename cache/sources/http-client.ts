@@ -7,11 +7,11 @@ import { Pool, errors as undiciErrors, type Dispatcher } from 'undici'
 import { SourceError } from './source.js'
 
 export interface HttpClientOptions {
-  /** Origin that receives the Authorization header (the archive door). */
-  trustedOrigin: string
-  authorization: () => string | undefined
+  /** Origin that receives the Authorization header (the archive door); none for signed requests. */
+  trustedOrigin?: string
+  authorization?: () => string | undefined
   /** Called after a 401; resolves when the token has been re-read. */
-  reloadToken: () => Promise<void>
+  reloadToken?: () => Promise<void>
   connectTimeoutMs: number
   /** Deadline for the response headers. */
   headersTimeoutMs: number
@@ -42,6 +42,56 @@ export function discard(body: Dispatcher.ResponseData['body']): void {
   body.dump({ limit: 64 * 1024 }).catch(() => undefined)
 }
 
+/** The Retry-After of a response (seconds or an HTTP date), ms; undefined when absent. */
+export function retryAfterMs(res: HttpResponse): number | undefined {
+  const v = header(res.headers, 'retry-after')
+  if (!v) return undefined
+  const secs = Number(v)
+  if (Number.isFinite(secs)) return Math.max(0, secs * 1000)
+  const at = Date.parse(v)
+  return Number.isFinite(at) ? Math.max(0, at - Date.now()) : undefined
+}
+
+/**
+ * Delivers bytes [start, end) of a 200 or 206 answer to a ranged GET: a 206 must name exactly that
+ * range; a server that ignores Range answers 200 with the whole file, and we skip to our range. A
+ * body that ends early is a failure (after the bytes it did bring were delivered).
+ */
+export async function readRangeBody(res: HttpResponse, start: number, end: number, what: string, onData: (chunk: Buffer) => void): Promise<void> {
+  let skip = 0
+  if (res.status === 206) {
+    const cr = header(res.headers, 'content-range')
+    const m = cr ? /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(cr) : null
+    if (!m || Number(m[1]) !== start || Number(m[2]) !== end - 1) {
+      discard(res.body)
+      throw new SourceError('range', `${what}: answered Content-Range ${cr ?? '(none)'}`)
+    }
+  } else skip = start
+  let want = end - start
+  try {
+    for await (const raw of res.body as AsyncIterable<Buffer>) {
+      let chunk = raw
+      if (skip > 0) {
+        if (chunk.length <= skip) { skip -= chunk.length; continue }
+        chunk = chunk.subarray(skip)
+        skip = 0
+      }
+      if (chunk.length > want) chunk = chunk.subarray(0, want)
+      want -= chunk.length
+      onData(chunk)
+      if (want === 0) break
+    }
+  } catch (err) {
+    throw classifyError(err, what)
+  } finally {
+    if (want > 0 || skip > 0) {
+      res.body.on('error', () => undefined)
+      res.body.destroy()
+    } else discard(res.body)
+  }
+  if (want > 0) throw new SourceError('protocol', `${what}: body ended ${want} bytes short`)
+}
+
 export function header(h: HttpResponse['headers'], name: string): string | undefined {
   const v = h[name]
   return Array.isArray(v) ? v[0] : v
@@ -54,16 +104,19 @@ export function classifyError(err: unknown, what: string): SourceError {
   if (e?.name === 'AbortError' || e?.code === 'ABORT_ERR' || e instanceof undiciErrors.RequestAbortedError) return new SourceError('timeout', `${what}: aborted (deadline passed)`)
   switch (e?.code) {
     case 'UND_ERR_CONNECT_TIMEOUT':
-      return new SourceError('timeout', `${what}: connect timed out`)
+      return new SourceError('unreachable', `${what}: connect timed out`)
     case 'UND_ERR_HEADERS_TIMEOUT':
       return new SourceError('timeout', `${what}: no response headers in time`)
     case 'UND_ERR_BODY_TIMEOUT':
       return new SourceError('timeout', `${what}: body stalled`)
     case 'ECONNREFUSED':
-      return new SourceError('network', `${what}: connection refused (is the archive reachable?)`)
+      return new SourceError('unreachable', `${what}: connection refused (is the server reachable?)`)
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return new SourceError('unreachable', `${what}: no route to the server (network down?)`)
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
-      return new SourceError('network', `${what}: host not found (check the archive URL and DNS)`)
+      return new SourceError('unreachable', `${what}: host not found (check the URL and DNS)`)
     case 'ECONNRESET':
     case 'UND_ERR_SOCKET':
     case 'EPIPE':
@@ -108,7 +161,7 @@ export class HttpClient {
     let retriedAuth = false
     for (;;) {
       const res = await this.follow(method, url, headers, signal, body)
-      if (res.status === 401 && !retriedAuth) {
+      if (res.status === 401 && !retriedAuth && this.opts.reloadToken) {
         retriedAuth = true
         discard(res.body)
         await this.opts.reloadToken()
@@ -123,7 +176,7 @@ export class HttpClient {
     let m = method
     for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
       const h: Record<string, string> = { ...headers }
-      const auth = current.origin === this.opts.trustedOrigin ? this.opts.authorization() : undefined
+      const auth = current.origin === this.opts.trustedOrigin ? this.opts.authorization?.() : undefined
       if (auth) h.authorization = auth
       let res: Dispatcher.ResponseData
       try {

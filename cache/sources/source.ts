@@ -8,7 +8,9 @@ export type SourceErrorKind =
   | 'not_found' // 404
   | 'range' // 416 or a Content-Range that does not match the request
   | 'server' // 5xx
-  | 'network' // connection refused/reset, DNS, TLS
+  | 'throttled' // 429 or S3 SlowDown: retry after the time the server asks for
+  | 'unreachable' // could not connect at all: refused, host not found, connect timeout
+  | 'network' // connection reset, TLS, other transport failures
   | 'timeout' // connect, headers, stalled or too-slow body
   | 'protocol' // a response we cannot use (short body, bad XML, unexpected status)
   | 'local' // the source's local side failed (mirror directory unreadable)
@@ -16,16 +18,24 @@ export type SourceErrorKind =
 export class SourceError extends Error {
   readonly kind: SourceErrorKind
   readonly status: number | undefined
-  constructor(kind: SourceErrorKind, message: string, status?: number) {
+  /** How long the server asked us to wait (Retry-After), ms. */
+  readonly retryAfterMs: number | undefined
+  constructor(kind: SourceErrorKind, message: string, status?: number, retryAfterMs?: number) {
     super(message)
     this.name = 'SourceError'
     this.kind = kind
     this.status = status
+    this.retryAfterMs = retryAfterMs
   }
 
   /** Worth another attempt: the same request may well succeed a moment later. */
   get retryable(): boolean {
-    return this.kind === 'server' || this.kind === 'network' || this.kind === 'timeout' || this.kind === 'protocol'
+    return this.kind === 'server' || this.kind === 'throttled' || this.kind === 'unreachable' || this.kind === 'network' || this.kind === 'timeout' || this.kind === 'protocol'
+  }
+
+  /** The source could not be reached at all (counts towards marking it down). */
+  get unreachable(): boolean {
+    return this.kind === 'unreachable'
   }
 }
 
@@ -38,6 +48,11 @@ export interface ReadOptions {
 export interface Source {
   /** Short name for logs and metrics: 'archive', 's3', 'mirror'. */
   readonly name: string
+  /**
+   * True when the source has every archive file, so a file missing from its listing is missing from
+   * the archive. A site mirror may be partial: its listings only add facts.
+   */
+  readonly authoritative: boolean
   /** Where a file is, as a person would write it (URL or path). */
   locate(relPath: string): string
   /**

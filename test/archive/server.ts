@@ -39,6 +39,10 @@ export interface Faults {
   stallCount?: number
   /** Archive-relative paths answered with 404. */
   notFound?: string[]
+  /** Answer this many of the next GETs with 429 Too Many Requests and a Retry-After. */
+  fail429?: number
+  /** Retry-After sent with the 429s, seconds. */
+  retryAfterSec?: number
   /** Answer this many of the next requests with 401 regardless of the token. */
   fail401?: number
   /** Throttle each GET body to about this many bytes per second. */
@@ -251,6 +255,11 @@ export class ArchiveServer {
 
   private async get(req: IncomingMessage, res: ServerResponse, rec: RequestRecord, rel: string, file: string, size: number): Promise<void> {
     const f = this.faults
+    if (f.fail429 && f.fail429 > 0) {
+      f.fail429--
+      res.setHeader('retry-after', String(f.retryAfterSec ?? 1))
+      return this.answer(res, rec, 429, 'Too many requests. Please slow down.')
+    }
     if ((f.fail5xx && f.fail5xx > 0) || (f.fail5xxRate && Math.random() < f.fail5xxRate)) {
       if (f.fail5xx) f.fail5xx--
       return this.answer(res, rec, 503, 'Server is busy. Please try again later.')
@@ -306,7 +315,12 @@ export class ArchiveServer {
           if (wait > 0) await new Promise((r) => setTimeout(r, wait))
         }
         // Asked now rather than from write()'s answer: a 'drain' during the rate wait is not missed.
-        if (res.writableNeedDrain) await new Promise<void>((r) => { res.once('drain', r); res.once('close', r) })
+        if (res.writableNeedDrain) {
+          await new Promise<void>((r) => {
+            const done = () => { res.off('drain', done); res.off('close', done); r() }
+            res.on('drain', done).on('close', done)
+          })
+        }
       }
       res.end()
     } finally {

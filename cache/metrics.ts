@@ -1,0 +1,40 @@
+// The cache's and the fetcher's metrics, created once in the daemon's registry. Gauges that describe
+// the store are computed when scraped from the store bound last (one store per daemon).
+import { metrics } from '../daemon/metrics.js'
+
+interface StoreView {
+  readonly bytes: number
+  readonly limit: number
+  summary(): Record<string, number | string>
+}
+
+let store: StoreView | undefined
+
+export const cacheMetrics = {
+  bind(s: StoreView): void {
+    store = s
+  },
+  bytes: metrics.gauge('desfs_cache_bytes', 'Bytes of archive data in the cache', () => store?.bytes ?? 0),
+  limit: metrics.gauge('desfs_cache_limit_bytes', 'Size bound of the cache', () => store?.limit ?? 0),
+  pinned: metrics.gauge('desfs_cache_pinned_bytes', 'Bytes of pinned files in the cache', () => Number(store?.summary().pinnedBytes ?? 0)),
+  evictedFiles: metrics.counter('desfs_cache_evicted_files_total', 'Files evicted from the cache'),
+  evictedBlocks: metrics.counter('desfs_cache_evicted_blocks_total', 'Blocks evicted from the cache'),
+  corruptBlocks: metrics.counter('desfs_cache_corrupt_blocks_total', 'Cached blocks that failed their checksum and were dropped'),
+  notStored: metrics.counter('desfs_cache_not_stored_blocks_total', 'Fetched blocks served from memory without storing (no room, disk full)'),
+  writeErrors: metrics.counter('desfs_cache_write_errors_total', 'Failed writes to the cache, by errno code'),
+}
+
+export const fetchMetrics = {
+  /** tier: memory (recent blocks), disk (the cache), network (fetched for this read). */
+  hits: metrics.counter('desfs_read_hits_total', 'Block reads by where the bytes came from (memory, disk, network)'),
+  bytesServed: metrics.counter('desfs_served_bytes_total', 'Bytes returned to readers'),
+  bytesFetched: metrics.counter('desfs_fetch_bytes_total', 'Bytes received from sources, by source'),
+  requests: metrics.counter('desfs_fetch_requests_total', 'Requests to sources, by source'),
+  errors: metrics.counter('desfs_fetch_errors_total', 'Failed requests to sources, by source and kind'),
+  retries: metrics.counter('desfs_fetch_retries_total', 'Requests retried after a failure'),
+  failures: metrics.counter('desfs_fetch_failures_total', 'Fetches that failed on every source (the reader got EIO)'),
+  latency: metrics.histogram('desfs_fetch_request_seconds', 'Duration of requests to sources, by source'),
+  inflightRequests: metrics.gauge('desfs_fetch_inflight_requests', 'Requests to sources in flight'),
+  inflightBytes: metrics.gauge('desfs_fetch_inflight_bytes', 'Bytes being fetched or waiting to be stored'),
+  sourceDown: metrics.gauge('desfs_source_down', 'Sources marked down after repeated connection failures (1 = down)'),
+}

@@ -1,0 +1,72 @@
+// Builds the daemon's read path from its configuration: the sources in their configured order, the
+// bounded block store, and the fetcher over both.
+import { statfs } from 'node:fs/promises'
+import { BlockStore } from './block-store.js'
+import { Fetcher } from './fetcher.js'
+import { ArchiveSource } from './sources/archive.js'
+import { findAwsCredentials } from './sources/aws-credentials.js'
+import { HttpClient } from './sources/http-client.js'
+import { MirrorSource } from './sources/mirror.js'
+import { S3Source } from './sources/s3.js'
+import { SourceSet } from './sources/source-set.js'
+import type { Source } from './sources/source.js'
+import type { DaemonConfig } from '../daemon/config.js'
+import { log } from '../daemon/log.js'
+import { parseSize } from '../daemon/units.js'
+import type { TokenProvider } from '../daemon/token.js'
+
+/** Cache size when none is configured: a quarter of the cache disk, at most 100 GiB. */
+export async function autoCacheSize(dir: string): Promise<number> {
+  const s = await statfs(dir)
+  return Math.min(100 * 1024 ** 3, Math.floor((s.blocks * s.bsize) / 4))
+}
+
+/** Free-space floor when none is configured: 5% of the cache disk, at most 5 GiB. */
+export async function autoMinFree(dir: string): Promise<number> {
+  const s = await statfs(dir)
+  return Math.min(5 * 1024 ** 3, Math.floor((s.blocks * s.bsize) / 20))
+}
+
+export function buildSources(c: DaemonConfig, token: TokenProvider): SourceSet {
+  const timeouts = { connectTimeoutMs: c.connectTimeoutMs, headersTimeoutMs: c.stallTimeoutMs, stallTimeoutMs: c.stallTimeoutMs, caFile: c.caFile }
+  const sources: Source[] = c.sources.map((name): Source => {
+    switch (name) {
+      case 'archive':
+        return new ArchiveSource({
+          base: c.archive,
+          http: new HttpClient({
+            ...timeouts,
+            trustedOrigin: new URL(c.archive).origin,
+            authorization: () => token.authorization(),
+            reloadToken: async () => { await token.reload() },
+          }),
+        })
+      case 's3': {
+        const creds = findAwsCredentials()
+        log.info('S3 source', { url: c.s3Url, endpoint: c.s3Endpoint ?? 'AWS', region: c.s3Region, credentials: creds.source })
+        return new S3Source({ url: c.s3Url!, endpoint: c.s3Endpoint, region: c.s3Region, credentials: creds.credentials, http: new HttpClient(timeouts) })
+      }
+      case 'mirror':
+        return new MirrorSource(c.mirrorDir!)
+    }
+  })
+  return new SourceSet(sources)
+}
+
+export interface ReadPath {
+  store: BlockStore
+  fetcher: Fetcher
+}
+
+export async function openReadPath(c: DaemonConfig, sources: SourceSet): Promise<ReadPath> {
+  const limit = c.cacheSize ?? (await autoCacheSize(c.cacheDir))
+  const store = new BlockStore(c.cacheDir, {
+    limit,
+    pinLimit: c.pinSize ?? Math.floor(limit / 2),
+    minFree: c.cacheMinFree ?? (await autoMinFree(c.cacheDir)),
+    // Internal, for the block-size benchmark: a new cache dir's block size.
+    blockSize: process.env.DESFS_BLOCK_SIZE ? parseSize(process.env.DESFS_BLOCK_SIZE) : undefined,
+  })
+  const fetcher = new Fetcher(sources, store, { minRate: c.minRate, rateWindowMs: c.stallTimeoutMs })
+  return { store, fetcher }
+}

@@ -1,0 +1,151 @@
+// The configured sources in order, with failover: each is tried in turn, and a source that fails to
+// connect several times in a row is marked down for a while, so that when the network is gone reads
+// of uncached bytes fail at once instead of each waiting out its own timeouts. Serves the tree too:
+// listings come from the first authoritative source that answers (a partial mirror's listing only
+// adds to it), single-file facts from the first source that has the file.
+import { SourceError, type ReadOptions, type Source } from './source.js'
+import type { FileFacts } from '../../fs/facts.js'
+import { fetchMetrics } from '../metrics.js'
+import { log } from '../../daemon/log.js'
+
+export interface SourceSetOptions {
+  /** Consecutive connection failures that mark a source down. */
+  downAfter: number
+  /** How long a source stays down before it is tried again, ms. */
+  downMs: number
+}
+
+interface Health {
+  failures: number
+  downUntil: number
+  lastError: string | undefined
+}
+
+export class SourceSet implements Source {
+  readonly name = 'sources'
+  readonly authoritative = true
+  readonly sources: Source[]
+  private opts: SourceSetOptions
+  private health = new Map<Source, Health>()
+
+  constructor(sources: Source[], opts: Partial<SourceSetOptions> = {}) {
+    if (sources.length === 0) throw new Error('no sources configured')
+    this.sources = sources
+    this.opts = { downAfter: 3, downMs: 10_000, ...opts }
+    for (const s of sources) this.health.set(s, { failures: 0, downUntil: 0, lastError: undefined })
+  }
+
+  isDown(s: Source): boolean {
+    return this.health.get(s)!.downUntil > Date.now()
+  }
+
+  /** Sources to try, in order; throws when every one is down (the caller fails fast). */
+  candidates(): Source[] {
+    const up = this.sources.filter((s) => !this.isDown(s))
+    if (up.length) return up
+    const why = this.sources.map((s) => `${s.name}: ${this.health.get(s)!.lastError ?? 'down'}`).join('; ')
+    throw new SourceError('unreachable', `no source reachable (each failed ${this.opts.downAfter} times in a row; retrying in a few seconds): ${why}`)
+  }
+
+  noteSuccess(s: Source): void {
+    const h = this.health.get(s)
+    if (!h) return
+    if (h.downUntil) {
+      log.info('source reachable again', { source: s.name })
+      fetchMetrics.sourceDown.set(0, { source: s.name })
+    }
+    h.failures = 0
+    h.downUntil = 0
+  }
+
+  noteFailure(s: Source, err: SourceError): void {
+    const h = this.health.get(s)
+    if (!h || !err.unreachable) return
+    h.lastError = err.message
+    if (++h.failures >= this.opts.downAfter) {
+      if (!this.isDown(s)) log.warn('source marked down after repeated connection failures', { source: s.name, failures: h.failures, for: `${this.opts.downMs / 1000}s`, error: err.message })
+      h.downUntil = Date.now() + this.opts.downMs
+      fetchMetrics.sourceDown.set(1, { source: s.name })
+    }
+  }
+
+  private async attempt<T>(s: Source, fn: () => Promise<T>): Promise<T> {
+    try {
+      const v = await fn()
+      this.noteSuccess(s)
+      return v
+    } catch (err) {
+      const e = err instanceof SourceError ? err : new SourceError('local', (err as Error).message)
+      this.noteFailure(s, e)
+      throw e
+    }
+  }
+
+  locate(relPath: string): string {
+    return this.sources[0]!.locate(relPath)
+  }
+
+  /** One try per source, in order (the fetcher does its own retrying; this serves other callers). */
+  async read(relPath: string, start: number, end: number, opts: ReadOptions): Promise<void> {
+    let last: SourceError | undefined
+    for (const s of this.candidates()) {
+      let got = 0
+      try {
+        await this.attempt(s, () => s.read(relPath, start + got, end, { ...opts, onData: (c) => { got += c.length; opts.onData(c) } }))
+        return
+      } catch (err) {
+        last = err as SourceError
+        start += got
+      }
+    }
+    throw last!
+  }
+
+  async list(relDir: string, signal?: AbortSignal): Promise<Map<string, FileFacts> | null> {
+    const merged = new Map<string, FileFacts>()
+    let last: SourceError | undefined
+    for (const s of this.candidates()) {
+      let listing: Map<string, FileFacts> | null
+      try {
+        listing = await this.attempt(s, () => s.list(relDir, signal))
+      } catch (err) {
+        last = err as SourceError
+        continue
+      }
+      if (!listing) continue
+      for (const [k, v] of listing) {
+        const had = merged.get(k)
+        // An authoritative source's facts win; a checksum fills in from wherever it is known.
+        if (!had || s.authoritative) merged.set(k, { ...v, adler32: v.adler32 ?? had?.adler32 ?? null })
+        else if (!had.adler32 && v.adler32) had.adler32 = v.adler32
+      }
+      if (s.authoritative) return merged
+    }
+    // No authoritative listing: names missing from a partial one prove nothing, so per-file facts.
+    if (last && merged.size === 0) throw last
+    return null
+  }
+
+  async stat(relPath: string, signal?: AbortSignal): Promise<FileFacts | null> {
+    let last: SourceError | undefined
+    let found: FileFacts | null = null
+    for (const s of this.candidates()) {
+      try {
+        const f = await this.attempt(s, () => s.stat(relPath, signal))
+        if (f && (s.authoritative || !found)) {
+          found = found && !f.adler32 ? { ...f, adler32: found.adler32 } : f
+          if (s.authoritative || found.adler32) return found
+        }
+      } catch (err) {
+        last = err as SourceError
+      }
+    }
+    if (found) return found
+    if (last) throw last
+    return null
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.sources.map((s) => s.close().catch(() => undefined)))
+  }
+}

@@ -1,0 +1,245 @@
+// `npm run bench -- fetch [--size-mb 256] [--scan-files 200] [--scan-mb 16] [--stream-gb 10] [--block-sizes 1M,4M]`
+// The fetch engine against the project's archive server on 127.0.0.1, every figure a ratio to a
+// baseline measured in the same run: cold sequential cat through the mount vs curl of the same URL
+// (plain, and with 20 ms injected latency per request); the first pass from a full cache with the
+// kernel page cache dropped, and the second pass from the page cache, vs cat of a local file; a
+// header scan with astropy (bytes transferred vs one first fetch per file, time vs downloading whole
+// files); 32 concurrent readers over overlapping ranges (requests, each block fetched once); daemon
+// RSS while streaming many GB through. Repeated for each block size. Dropping the page cache needs
+// root (echo 3 > /proc/sys/vm/drop_caches); without it those rows say so.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import Database from 'better-sqlite3'
+import { generateArchive } from '../archive/generate.js'
+import { ArchiveServer } from '../archive/server.js'
+import { makeToken, writeTokenFile } from '../archive/token.js'
+import { emptyPrimary, imageHdu } from '../../daemon/fits.js'
+import { adler32Async } from '../../cache/adler32.js'
+import { parseSize, formatSize } from '../../daemon/units.js'
+import { DESFS, PYTHON, run } from '../helpers.js'
+import { mbps, now, rssMb, table } from './util.js'
+
+function arg(args: string[], name: string, def: string): string {
+  const i = args.indexOf(`--${name}`)
+  return i >= 0 && args[i + 1] ? args[i + 1]! : def
+}
+
+const isRoot = process.getuid?.() === 0
+function dropCaches(): boolean {
+  if (!isRoot) return false
+  execFileSync('sync')
+  writeFileSync('/proc/sys/vm/drop_caches', '3')
+  return true
+}
+
+/** Runs a command with its output thrown away (not piped through node), returning milliseconds. */
+async function timedRun(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<number> {
+  const t0 = now()
+  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env: opts.env ?? process.env })
+  let err = ''
+  child.stderr!.on('data', (d: Buffer) => (err += d))
+  const code = await new Promise<number | null>((r) => child.once('exit', r))
+  if (code !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${code}): ${err.slice(0, 500)}`)
+  return now() - t0
+}
+
+interface BenchDaemon {
+  mnt: string
+  child: ChildProcess
+  env: NodeJS.ProcessEnv
+  stop: () => Promise<void>
+}
+
+async function startDaemon(base: string, db: string, archive: string, tokenFile: string, blockSize: string, extra: string[] = []): Promise<BenchDaemon> {
+  const dir = mkdtempSync(join(base, 'd-'))
+  const mnt = join(dir, 'mnt')
+  mkdirSync(mnt)
+  const env = { ...process.env, DESFS_BLOCK_SIZE: blockSize, DESFS_CONFIG: join(dir, 'none'), DESFS_STATE_DIR: join(dir, 'state') }
+  const child = spawn(process.execPath, [DESFS, 'mount', mnt, '--foreground', '--db', db, '--archive', archive, '--token-file', tokenFile, '--state-dir', join(dir, 'state'), '--cache-dir', join(dir, 'cache'), '--cache-size', '2G', '--log-level', 'warn', ...extra], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  child.stdout!.on('data', (d: Buffer) => (out += d))
+  child.stderr!.on('data', (d: Buffer) => (out += d))
+  const t0 = Date.now()
+  const { mountedType } = await import('../../fs/mount.js')
+  while ((await mountedType(mnt)) !== 'fuse.desfs') {
+    if (Date.now() - t0 > 60_000 || child.exitCode !== null) throw new Error(`daemon did not mount:\n${out}`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  await new Promise((r) => setTimeout(r, 300))
+  return {
+    mnt, child, env,
+    stop: async () => {
+      child.kill('SIGTERM')
+      await new Promise((r) => child.once('exit', r))
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
+}
+
+/** Adds N files of S bytes (a FITS header and an image) to the archive and its metadata DB. */
+function addScanFiles(root: string, db: string, n: number, bytes: number): string[] {
+  const dir = 'OPS/bench/scan'
+  mkdirSync(join(root, dir), { recursive: true })
+  const width = 1024
+  const height = Math.max(1, Math.floor(bytes / (width * 4)))
+  const data = Buffer.alloc(width * height * 4, 0x41)
+  const out: string[] = []
+  const sql = new Database(db)
+  const ins = sql.prepare('INSERT INTO Y6A2_FILE_ARCHIVE_INFO VALUES (?, ?, NULL, ?)')
+  sql.transaction(() => {
+    for (let i = 0; i < n; i++) {
+      const name = `scan_${String(i).padStart(5, '0')}.fits`
+      const file = Buffer.concat([emptyPrimary([{ key: 'OBJECT', value: `scan ${i}` }]), imageHdu({ bitpix: -32, axes: [width, height], extname: 'SCI', data })])
+      writeFileSync(join(root, dir, name), file)
+      ins.run(name, dir, 800_000 + i)
+      out.push(`${dir}/${name}`)
+    }
+  })()
+  sql.close()
+  return out
+}
+
+export async function run_(args: string[]): Promise<void> {
+  const sizeMb = Number(arg(args, 'size-mb', '256'))
+  const scanFiles = Number(arg(args, 'scan-files', '200'))
+  const scanMb = Number(arg(args, 'scan-mb', '16'))
+  const streamGb = Number(arg(args, 'stream-gb', '10'))
+  const blockSizes = arg(args, 'block-sizes', '1M,4M').split(',')
+  const base = mkdtempSync(join(tmpdir(), 'desfs-bench-fetch-'))
+  const results: (string | number)[][] = [['measure', 'block', 'desfs', 'baseline', 'ratio']]
+  const log = (s: string) => process.stderr.write(s + '\n')
+  try {
+    log(`generating a ${sizeMb} MB file and ${scanFiles} files of ${scanMb} MB ...`)
+    const gen = join(base, 'gen')
+    const m = generateArchive({ out: gen, largeFileBytes: sizeMb * 1e6, hostile: false })
+    const root = join(gen, 'archive')
+    const db = join(gen, 'metadata.db')
+    const scan = addScanFiles(root, db, scanFiles, scanMb * 1e6)
+    const big = m.largeFile!
+    const bigBytes = m.files.find((f) => f.rel === big)!.size
+    const token = makeToken()
+    const tokenFile = join(base, 'tok', 'bearer_token')
+    writeTokenFile(tokenFile, token)
+    const server = await new ArchiveServer({ root, tokens: [token], redirect: true }).start()
+    const url = `${server.archiveUrl}/${big}`
+    const curl = () => timedRun('curl', ['-sS', '-f', '-L', '-o', '/dev/null', '-H', `Authorization: Bearer ${token}`, url])
+    const local = join(root, big)
+    const adlerMs = (await (async () => { const b = Buffer.alloc(256 << 20, 7); const t0 = now(); await adler32Async(b); return now() - t0 })())
+    log(`adler32 (zlib, thread pool): ${mbps(256 << 20, adlerMs).toFixed(0)} MB/s`)
+
+    for (const bs of blockSizes) {
+      const bsBytes = parseSize(bs)
+      // Cold sequential read vs curl, then with 20 ms latency per request.
+      for (const latency of [0, 20]) {
+        server.faults = { latencyMs: latency }
+        const d = await startDaemon(base, db, server.archiveUrl, tokenFile, bs)
+        try {
+          await timedRun('stat', [join(d.mnt, big)]) // learn the directory first, outside the timing
+          const c = await curl()
+          const f = await timedRun('cat', [join(d.mnt, big)])
+          const tag = latency ? ` +${latency}ms latency` : ''
+          results.push([`cold cat vs curl${tag} (MB/s)`, bs, mbps(bigBytes, f), mbps(bigBytes, c), c / f])
+          if (latency === 0) {
+            // From the full desfs cache with the page cache dropped, then from the page cache.
+            if (dropCaches()) {
+              const l1 = await timedRun('cat', [local])
+              dropCaches()
+              const f1 = await timedRun('cat', [join(d.mnt, big)])
+              results.push(['1st pass from cache, page cache dropped, vs local cat (MB/s)', bs, mbps(bigBytes, f1), mbps(bigBytes, l1), l1 / f1])
+            } else results.push(['1st pass from cache (needs root to drop caches)', bs, '-', '-', '-'])
+            const l2 = await timedRun('cat', [local])
+            const f2 = await timedRun('cat', [join(d.mnt, big)])
+            results.push(['2nd pass (page cache) vs local cat (MB/s)', bs, mbps(bigBytes, f2), mbps(bigBytes, l2), l2 / f2])
+          }
+        } finally {
+          await d.stop()
+        }
+      }
+      server.faults = {}
+
+      // Header scan with astropy vs downloading whole files.
+      {
+        const d = await startDaemon(base, db, server.archiveUrl, tokenFile, bs)
+        try {
+          await timedRun('ls', ['-l', join(d.mnt, 'OPS/bench/scan')])
+          server.clearLog()
+          const script = 'import sys\nfrom astropy.io import fits\nfor f in sys.argv[1:]:\n    fits.getheader(f)\n'
+          const t0 = now()
+          const r = await run(PYTHON, ['-c', script, ...scan.map((f) => join(d.mnt, f))], { timeoutMs: 600_000 })
+          const scanMs = now() - t0
+          if (r.code !== 0) throw new Error(`astropy scan failed: ${r.stderr.slice(-500)}`)
+          const sent = server.bytesSent()
+          const firstFetch = Math.min(bsBytes, scanMb * 1e6)
+          results.push([`header scan ${scanFiles}x${scanMb}MB: bytes vs ${scanFiles} x first fetch`, bs, sent, scanFiles * firstFetch, sent / (scanFiles * firstFetch)])
+          const t1 = now()
+          await run(PYTHON, ['-c', script, ...scan.map((f) => join(root, f))], { timeoutMs: 600_000 })
+          results.push(['header scan: time (ms) vs astropy on local files', bs, scanMs, now() - t1, (now() - t1) / scanMs])
+          const cfg = join(base, 'curl.cfg')
+          writeFileSync(cfg, scan.map((f) => `url = "${server.archiveUrl}/${f}"\noutput = "/dev/null"\n`).join(''))
+          const whole = await timedRun('curl', ['-sS', '-f', '-L', '-H', `Authorization: Bearer ${token}`, '-K', cfg])
+          results.push(['header scan: time (ms) vs curl of the whole files', bs, scanMs, whole, whole / scanMs])
+        } finally {
+          await d.stop()
+        }
+      }
+
+      // 32 concurrent readers over overlapping ranges: each block fetched once.
+      {
+        const d = await startDaemon(base, db, server.archiveUrl, tokenFile, bs)
+        try {
+          await timedRun('stat', [join(d.mnt, big)])
+          server.clearLog()
+          const mb = Math.floor(bigBytes / (1 << 20))
+          const span = Math.min(64, mb)
+          await Promise.all(Array.from({ length: 32 }, (_, i) => timedRun('dd', [`if=${join(d.mnt, big)}`, 'of=/dev/null', 'bs=1M', `skip=${(i * 3) % Math.max(1, mb - span)}`, `count=${span}`, 'status=none'])))
+          const gets = server.log.filter((r) => r.method === 'GET' && r.port === 'pool' && r.range)
+          // How many times each block was fetched (ranges are block-aligned runs).
+          const times = new Map<number, number>()
+          for (const g of gets) {
+            const [a, b] = g.range!.slice(6).split('-').map(Number) as [number, number]
+            for (let blk = Math.floor(a / bsBytes); blk <= Math.floor(b / bsBytes); blk++) times.set(blk, (times.get(blk) ?? 0) + 1)
+          }
+          const twice = [...times.values()].filter((n) => n > 1).length
+          results.push([`32 overlapping readers: blocks fetched twice or more (${gets.length} GETs for ${times.size} blocks)`, bs, twice, 0, Math.max(...times.values())])
+        } finally {
+          await d.stop()
+        }
+      }
+    }
+
+    // RSS while streaming many GB: the big file over and over, evicted and dropped from the page cache each time.
+    {
+      const bs = blockSizes[0]!
+      const d = await startDaemon(base, db, server.archiveUrl, tokenFile, bs, ['--cache-size', `${Math.ceil(sizeMb * 1.5)}M`])
+      try {
+        let maxRss = 0
+        let sampling = true
+        const sampler = (async () => { while (sampling) { maxRss = Math.max(maxRss, await rssMb(d.child.pid!)); await new Promise((r) => setTimeout(r, 200)) } })()
+        const passes = Math.max(1, Math.round((streamGb * 1e9) / bigBytes))
+        const t0 = now()
+        for (let i = 0; i < passes; i++) {
+          await timedRun(process.execPath, [DESFS, 'cache', 'clear', '--yes'], { env: d.env })
+          await run('dd', [`if=${join(d.mnt, big)}`, 'iflag=nocache', 'count=0', 'status=none'])
+          await timedRun('cat', [join(d.mnt, big)])
+        }
+        const ms = now() - t0
+        sampling = false
+        await sampler
+        results.push([`daemon RSS (MB) streaming ${formatSize(passes * bigBytes)} at ${mbps(passes * bigBytes, ms).toFixed(0)} MB/s, vs 300 MB target`, bs, maxRss, 300, maxRss / 300])
+      } finally {
+        await d.stop()
+      }
+    }
+    await server.stop()
+  } finally {
+    rmSync(base, { recursive: true, force: true })
+  }
+  const { loadavg } = await import('node:os')
+  console.log(`fetch benchmark (${new Date().toISOString()}, node ${process.version}, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}; ratio = desfs/baseline for rates, baseline/desfs for times)`)
+  table(results)
+  if (process.env.DESFS_BENCH_OUT) appendFileSync(process.env.DESFS_BENCH_OUT, JSON.stringify(results) + '\n')
+}
+
+export { run_ as run }
