@@ -6,9 +6,12 @@ import { helpText, parse, type Command } from './command.js'
 import { mountCommand, umountCommand } from './cmd-mount.js'
 import { statusCommand } from './cmd-status.js'
 import { demoCommand } from './cmd-demo.js'
+import { sqlCommand } from './cmd-sql.js'
+import { metricsCommand } from './cmd-metrics.js'
+import { reloadCommand } from './cmd-reload.js'
 import { EXIT, UserError, oneLine } from '../daemon/errors.js'
 
-const COMMANDS: Command[] = [mountCommand, umountCommand, statusCommand, demoCommand]
+const COMMANDS: Command[] = [mountCommand, umountCommand, statusCommand, sqlCommand, metricsCommand, reloadCommand, demoCommand]
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }

@@ -30,6 +30,7 @@ export const SETTINGS: SettingDef[] = [
   { key: 'connect_timeout', flag: 'connect-timeout', env: ['DESFS_CONNECT_TIMEOUT'], help: 'deadline for connecting to the archive', default: () => '10s' },
   { key: 'token_file', flag: 'token-file', env: ['DESFS_TOKEN_FILE'], help: 'bearer token file to use instead of the usual discovery order' },
   { key: 'ca_file', flag: 'ca-file', env: ['DESFS_CA_FILE'], help: 'extra CA certificates (PEM) for the archive' },
+  { key: 'sql_timeout', flag: 'sql-timeout', env: ['DESFS_SQL_TIMEOUT'], help: 'default time limit for one SQL query (e.g. 60s, 10m; 0 for none)', default: () => '60s' },
   { key: 'tree_query', flag: 'tree-query', env: ['DESFS_TREE_QUERY'], help: 'SQL returning (path, filename, compression) for non-DESDM layouts' },
   { key: 'allow_other', flag: 'allow-other', env: ['DESFS_ALLOW_OTHER'], help: 'let other users read the mount (needs user_allow_other in /etc/fuse.conf)', default: () => 'false' },
   { key: 'log_level', flag: 'log-level', env: ['DESFS_LOG_LEVEL'], help: 'debug, info, warn or error', default: () => 'info' },

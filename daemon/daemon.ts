@@ -11,6 +11,11 @@ import { SOCKET_NAME } from './paths.js'
 import { ensurePrivateDir } from './state-dir.js'
 import { TokenProvider } from './token.js'
 import { formatSize } from './units.js'
+import { stat } from 'node:fs/promises'
+import { registerSqlRoutes } from './routes-sql.js'
+import { registerMetricsRoutes } from './routes-metrics.js'
+import { registerReloadRoutes, type ReloadHook } from './routes-reload.js'
+import type { SqlEngine } from './sql-engine.js'
 import { BlockStore } from '../cache/block-store.js'
 import { Fetcher } from '../cache/fetcher.js'
 import { ArchiveSource } from '../cache/sources/archive.js'
@@ -44,6 +49,9 @@ export class Daemon {
   fetcher!: Fetcher
   mount!: Mount
   opsStats!: OpsStats
+  sql: SqlEngine | undefined
+  /** Run by POST /reload after the token and the DB file were re-checked. */
+  readonly reloadHooks: ReloadHook[] = []
   cacheSize = 0
   private stopping: Promise<void> | undefined
 
@@ -103,7 +111,10 @@ export class Daemon {
   }
 
   private registerRoutes(): void {
-    this.control.route('GET', '/status', () => this.status())
+    this.control.route('GET', '/status', async () => ({ ...this.status(), dbFile: await stat(this.config.db).then((s) => ({ bytes: s.size, modified: s.mtime.toISOString() }), () => null) }))
+    this.sql = registerSqlRoutes(this.control, this.config)
+    registerMetricsRoutes(this.control, this)
+    registerReloadRoutes(this.control, this)
     this.control.route('POST', '/shutdown', () => {
       setImmediate(() => void this.stop('shutdown requested'))
       return { ok: true }
@@ -127,6 +138,7 @@ export class Daemon {
       fetch: this.fetcher?.stats ?? null,
       archiveRequests: this.tree?.stats ?? null,
       ops: this.opsStats ?? null,
+      sql: this.sql?.status() ?? null,
       settings,
     }
   }
@@ -138,6 +150,7 @@ export class Daemon {
         if (!quiet) log.info('stopping', { reason })
         await this.mount?.unmount().catch((err) => log.warn('unmount failed', { error: (err as Error).message }))
         await this.control?.close().catch(() => undefined)
+        await this.sql?.close()
         await this.token?.close().catch(() => undefined)
         await this.archive?.close().catch(() => undefined)
         await this.store?.close().catch(() => undefined)

@@ -1,0 +1,113 @@
+// SQL queries, in a process of their own. Started ahead of need with the DB path as its argument, it
+// opens the metadata DB read-only, then answers request lines on stdin ({"sql": "..."}) one at a
+// time, streaming each result to stdout as NDJSON, until stdin ends or it is killed.
+//
+// Why a process and not a worker thread: better-sqlite3 has no sqlite3_interrupt, and terminating a
+// worker does not stop a long native step (an aggregate over millions of rows runs on for seconds),
+// while SIGKILL ends a process at once whatever it is doing. So the timeout and the client's Ctrl-C
+// are a kill, and the daemon's event loop never shares a thread with user SQL.
+//
+// Output, one JSON value per line:
+//   {"columns":[{"name":"FILENAME","type":"TEXT"},...]}   before the first row (or at the end)
+//   [value, ...]                                           one per row
+//   {"done":true,"rows":N,"seconds":S}                     at the end, or instead
+//   {"error":"...","kind":"refused"|"sql"|"db"}            when the query cannot run or fails
+// Rows are JSON.stringify'd arrays: native, and no slower than any per-value encoder we tried (one
+// that kept SQLite's storage classes with safeIntegers measured the same or slower). So integers
+// beyond 2^53 lose precision (the DES metadata has none), a REAL infinity becomes null, and a BLOB is
+// written as hex; column types for FITS come from the declared types and the values (sql-columns.ts).
+import { once } from 'node:events'
+import { createInterface } from 'node:readline'
+import type { Database, Statement } from 'better-sqlite3'
+import { openMetadataDb } from './metadata.js'
+import { oneLine } from './errors.js'
+import { MULTIPLE_STATEMENTS, statementRefusal, textRefusal } from './sql-policy.js'
+
+export interface ColumnInfo {
+  name: string
+  /** Declared type of the column the value comes from, or null for an expression. */
+  type: string | null
+}
+
+export type ChildLine =
+  | { columns: ColumnInfo[] }
+  | { done: true; rows: number; seconds: number }
+  | { error: string; kind: 'refused' | 'sql' | 'db' | 'timeout' | 'cancelled' | 'crashed' }
+
+const FLUSH_AT = 64 * 1024
+
+async function write(text: string): Promise<void> {
+  if (!process.stdout.write(text)) await once(process.stdout, 'drain')
+}
+
+function line(v: ChildLine): string {
+  return JSON.stringify(v) + '\n'
+}
+
+function prepare(db: Database, sql: string): Statement | ChildLine {
+  const early = textRefusal(sql)
+  if (early) return { error: early, kind: 'refused' }
+  let stmt: Statement
+  try {
+    stmt = db.prepare(sql)
+  } catch (err) {
+    if (err instanceof RangeError && /more than one statement/.test(err.message)) return { error: MULTIPLE_STATEMENTS, kind: 'refused' }
+    if (err instanceof RangeError && /empty|no statement/i.test(err.message)) return { error: 'no SQL statement given', kind: 'sql' }
+    return { error: `SQL error: ${oneLine(err)}`, kind: 'sql' }
+  }
+  const refusal = statementRefusal(sql, stmt)
+  return refusal ? { error: refusal, kind: 'refused' } : stmt
+}
+
+/** Runs one query and writes its NDJSON result to stdout. */
+async function runQuery(db: Database, sql: string): Promise<void> {
+  const t0 = performance.now()
+  const prepared = prepare(db, sql)
+  if (!('run' in prepared)) return write(line(prepared))
+  const stmt = prepared.raw(true)
+  const columns: ColumnInfo[] = stmt.columns().map((c) => ({ name: c.name, type: c.type }))
+  let rows = 0
+  let buf = ''
+  try {
+    for (const row of stmt.iterate()) {
+      if (rows === 0) buf += line({ columns })
+      rows++
+      buf += JSON.stringify(row) + '\n'
+      if (buf.length >= FLUSH_AT) {
+        await write(buf)
+        buf = ''
+      }
+    }
+  } catch (err) {
+    return write(buf + line({ error: `SQL error: ${oneLine(err)}`, kind: 'sql' }))
+  }
+  if (rows === 0) buf += line({ columns })
+  await write(buf + line({ done: true, rows, seconds: (performance.now() - t0) / 1000 }))
+}
+
+async function main(): Promise<void> {
+  // BLOBs go out as hex rather than as {"type":"Buffer","data":[...]}; this process does nothing else.
+  Buffer.prototype.toJSON = function (this: Buffer) {
+    return this.toString('hex') as unknown as { type: 'Buffer'; data: number[] }
+  }
+  const dbPath = process.argv[2]!
+  let db: Database | undefined
+  let openError: string | undefined
+  try {
+    db = openMetadataDb(dbPath)
+  } catch (err) {
+    openError = oneLine(err)
+  }
+  // One request per line; the answer to each ends with its done or error line. Ends with stdin.
+  for await (const req of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
+    const { sql } = JSON.parse(req) as { sql: string }
+    if (!db) await write(line({ error: openError!, kind: 'db' }))
+    else await runQuery(db, sql)
+  }
+  db?.close()
+}
+
+void main().catch(async (err) => {
+  await write(line({ error: `internal error in the query process: ${oneLine(err)}`, kind: 'sql' })).catch(() => undefined)
+  process.exitCode = 1
+})
