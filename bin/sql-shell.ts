@@ -125,13 +125,13 @@ export async function runShell(session: SqlSession, stateDir: string): Promise<n
   }
 
   const onInterrupt = () => {
-    if (running) {
-      running.abort()
-      return
-    }
-    if (interactive) process.stdout.write(buffer ? '^C\n' : '^C (to leave: :q, exit or Ctrl-D)\n')
-    buffer = ''
-    prompt(false)
+    if (running) return running.abort()
+    // In line order: a line typed just before Ctrl-C is in the buffer by then, and gets cleared.
+    chain = chain.then(() => {
+      if (interactive) process.stdout.write(buffer ? '^C\n' : '^C (to leave: :q, exit or Ctrl-D)\n')
+      buffer = ''
+      prompt(false)
+    })
   }
   rl.on('SIGINT', onInterrupt) // a terminal in raw mode: readline sees Ctrl-C
   process.on('SIGINT', onInterrupt) // a pipe: the signal itself

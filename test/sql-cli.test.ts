@@ -5,7 +5,7 @@ import t, { type Test } from 'tap'
 import Database from 'better-sqlite3'
 import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { join } from 'node:path'
 import { gunzipSync } from 'node:zlib'
@@ -333,6 +333,80 @@ t.test('scripts (-l) and the shell on a pipe', async (t) => {
   child.stdin.end()
   t.equal(await exited, 1, 'the shell ends at the end of its input')
   t.match(err, /desfs: query cancelled/)
+})
+
+/** Runs a command on a pseudo-terminal (Python's pty), sending input and waiting for output by steps. */
+const PTY_DRIVER = `
+import os, pty, sys, time, select, json
+steps = json.loads(sys.argv[1]); argv = sys.argv[2:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(argv[0], argv)
+out = b''
+mark = 0  # waits look at the output since the last send
+def read_for(secs):
+    global out
+    end = time.time() + secs
+    while time.time() < end:
+        r, _, _ = select.select([fd], [], [], 0.05)
+        if r:
+            try: out += os.read(fd, 65536)
+            except OSError: return
+for kind, arg in steps:
+    if kind == 'send': mark = len(out); os.write(fd, arg.encode())
+    elif kind == 'sleep': read_for(arg)
+    else:
+        end = time.time() + 30
+        while time.time() < end and arg.encode() not in out[mark:]: read_for(0.1)
+        if arg.encode() not in out[mark:]: sys.stdout.write(out.decode(errors='replace')); sys.exit('timed out waiting for ' + arg)
+end = time.time() + 20
+while time.time() < end and os.waitpid(pid, os.WNOHANG) == (0, 0): read_for(0.1)
+sys.stdout.write(out.decode(errors='replace'))
+if time.time() >= end: os.kill(pid, 9); sys.exit('the command did not exit')
+`
+
+t.test('the interactive shell on a terminal: tables, Ctrl-C, history shared with des-archive-access', async (t) => {
+  if (!needTool(t, PYTHON, 'python3')) return
+  const daa = join(work, 'daa')
+  mkdirSync(daa, { recursive: true })
+  const steps = [
+    ['wait', '> '],
+    ['send', 'SELECT FILENAME, EXPNUM, TILENAME FROM Y6A2_IMAGE\r'],
+    ['wait', '... '],
+    ['send', '  ORDER BY FILENAME LIMIT 3;\r'],
+    ['wait', 'found 3 rows'],
+    ['send', `${ENDLESS};\r`],
+    ['sleep', 1.5],
+    ['send', '\x03'],
+    ['wait', 'query cancelled'],
+    ['send', 'SELECT 42 AS X;\r'],
+    ['wait', 'found 1 rows'],
+    ['send', 'half typed\r'],
+    ['wait', '... '],
+    ['send', '\x03'],
+    ['sleep', 0.3],
+    ['send', ':q\r'],
+  ]
+  const r = await run(PYTHON, ['-c', PTY_DRIVER, JSON.stringify(steps), process.execPath, DESFS, 'sql', '--state-dir', d.stateDir, '--timeout', '0'], { env, timeoutMs: 90_000 })
+  t.equal(r.code, 0, 'the shell left on :q')
+  if (r.code !== 0) t.comment(r.stderr + r.stdout)
+  const out = r.stdout.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '').replace(/\r/g, '')
+  const want = direct.prepare('SELECT FILENAME, EXPNUM, TILENAME FROM Y6A2_IMAGE ORDER BY FILENAME LIMIT 3').raw(true).all() as [string, number, string | null][]
+  const w = Math.max(...want.map((x) => x[0].length))
+  const table = [
+    `${'FILENAME'.padEnd(w)}  EXPNUM  TILENAME`,
+    `${'-'.repeat(w)}  ------  --------`,
+    ...want.map((x) => `${x[0].padEnd(w)}  ${String(x[1]).padStart(6)}  ${x[2] ?? 'NULL'}`.trimEnd()),
+  ].join('\n')
+  t.ok(out.includes(table + '\nfound 3 rows in '), 'an aligned table, NULL shown as NULL, then the found line')
+  if (!out.includes(table)) t.comment(`wanted:\n${table}\ngot:\n${out}`)
+  t.match(out, /desfs: query cancelled\n/, 'Ctrl-C cancelled the running query')
+  t.match(out, / X\n--\n42\nfound 1 rows/, 'and the shell went on')
+  t.match(out, /half typed\n\.\.\. \^C\n> :q/, 'Ctrl-C clears a half-typed statement')
+  t.ok(await until(async () => (await status()).sql.running === 0, 5000), 'nothing left running')
+  const hist = readFileSync(join(daa, 'history'), 'utf8')
+  t.match(hist, /\n# \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+\n\+SELECT FILENAME, EXPNUM, TILENAME FROM Y6A2_IMAGE\n\+  ORDER BY FILENAME LIMIT 3;\n/, 'history in des-archive-access\'s file and format')
+  t.match(hist, /\n\+SELECT 42 AS X;\n/)
 })
 
 t.test('with no daemon, desfs sql opens the DB itself and answers the same', async (t) => {
