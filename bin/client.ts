@@ -1,5 +1,6 @@
 // The CLI's side of the control socket: small JSON requests, and NDJSON streams for long results.
 import { request, type IncomingMessage } from 'node:http'
+import { connect } from 'node:net'
 import { join } from 'node:path'
 import { SOCKET_NAME } from '../daemon/paths.js'
 import { EXIT, UserError } from '../daemon/errors.js'
@@ -20,6 +21,24 @@ function connectError(sock: string, method: string, path: string, err: NodeJS.Er
   if (err.code === 'EACCES') return new UserError(`permission denied on ${sock}: the daemon belongs to another user`, EXIT.UNAVAILABLE)
   if (err.name === 'AbortError') return err
   return new UserError(`${method} ${path} on ${sock} failed: ${err.message}`, EXIT.UNAVAILABLE)
+}
+
+/**
+ * True when a daemon answers on the socket, false when none runs there (no socket, or a stale one);
+ * a socket we may not use (another user's daemon) is an error, not "no daemon".
+ */
+export function daemonRunning(sock: string): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const s = connect(sock)
+    s.once('connect', () => {
+      s.destroy()
+      resolve(true)
+    })
+    s.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') resolve(false)
+      else reject(connectError(sock, 'connect', '', err))
+    })
+  })
 }
 
 /** An error answer ({"error": "...", "kind"?: "..."}) as a UserError; `kinds` maps kinds to exit codes. */

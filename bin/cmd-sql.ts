@@ -3,10 +3,9 @@
 // the interactive shell. Through the daemon when one runs (so the query never stalls the mount),
 // otherwise on the DB directly, with the same engine and the same answers.
 import { readFile } from 'node:fs/promises'
-import { connect } from 'node:net'
 import { resolve } from 'node:path'
 import { settingFlags, settingOptions, type Command } from './command.js'
-import { socketPath } from './client.js'
+import { daemonRunning, socketPath } from './client.js'
 import { resolveSettings } from '../daemon/config.js'
 import { EXIT, UserError } from '../daemon/errors.js'
 import { parseScript, isBlank, type ScriptStatement } from '../daemon/sql-text.js'
@@ -14,22 +13,6 @@ import { sqlTimeoutMs } from '../daemon/routes-sql.js'
 import { parseDuration } from '../daemon/units.js'
 import { daemonTarget, directTarget, runOne, type SqlSession } from './sql-run.js'
 import { runShell } from './sql-shell.js'
-
-/** The daemon's socket if a daemon answers there; undefined when none runs; an error when it is not ours. */
-function probeDaemon(sock: string): Promise<string | undefined> {
-  return new Promise((done, fail) => {
-    const s = connect(sock)
-    s.once('connect', () => {
-      s.destroy()
-      done(sock)
-    })
-    s.once('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') done(undefined)
-      else if (err.code === 'EACCES') fail(new UserError(`permission denied on ${sock}: the daemon belongs to another user`, EXIT.UNAVAILABLE))
-      else fail(new UserError(`cannot reach the daemon at ${sock}: ${err.message}`, EXIT.UNAVAILABLE))
-    })
-  })
-}
 
 /** The statement running now, for Ctrl-C and a closed stdout to cancel. */
 let current: AbortController | undefined
@@ -78,8 +61,9 @@ export const sqlCommand: Command = {
       }
     }
     const stateDir = resolve(settings.get('state_dir')!.value!)
-    const sock = sflags.db === undefined ? await probeDaemon(socketPath(stateDir)) : undefined
-    const target = sock ? daemonTarget(sock) : directTarget(resolve(settings.get('db')!.value!), sqlTimeoutMs(settings))
+    const sock = socketPath(stateDir)
+    const viaDaemon = sflags.db === undefined && (await daemonRunning(sock))
+    const target = viaDaemon ? daemonTarget(sock) : directTarget(resolve(settings.get('db')!.value!), sqlTimeoutMs(settings))
     const session: SqlSession = { target, timeoutMs, tty: !!process.stdout.isTTY }
     // `desfs sql ... | head`: a closed pipe ends the query quietly.
     let pipeClosed = false

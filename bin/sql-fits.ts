@@ -20,7 +20,8 @@ import { createInterface } from 'node:readline'
 import type { Writable } from 'node:stream'
 import { emptyPrimary, encodeRows, RECORD, tableHeader, type CellValue, type Column } from '../daemon/fits.js'
 import type { ColumnInfo } from '../daemon/sql-child.js'
-import { drained, TextOut, uniqueNames, type Sink, type Value } from './sql-output.js'
+import type { Value } from '../daemon/sql-framing.js'
+import { drained, TextOut, uniqueNames, type RowSink } from './sql-output.js'
 
 export const FITS_INT_NULL = -(2n ** 63n)
 const BATCH = 2048
@@ -57,7 +58,7 @@ export function fitsColumn(name: string, declared: string | null, t: Tally): Col
   return { name, format: 'D' }
 }
 
-export function fitsSink(stream: Writable, path: string): Omit<Sink, 'abort'> & { abort: () => Promise<void> } {
+export function fitsSink(stream: Writable, path: string): Omit<RowSink, 'abort'> & { abort: () => Promise<void> } {
   const spoolPath = join(dirname(path), `.${basename(path)}.spool`)
   const spool = createWriteStream(spoolPath, { mode: 0o600 })
   let spoolError: Error | undefined
@@ -71,6 +72,7 @@ export function fitsSink(stream: Writable, path: string): Omit<Sink, 'abort'> & 
   }
 
   return {
+    kind: 'rows',
     begin(cols) {
       columns = cols
       tallies = cols.map(() => ({ texts: 0, numbers: 0, nonIntegers: 0, maxBytes: 0, minInt: 0, maxInt: 0 }))

@@ -1,26 +1,38 @@
-// Where `desfs sql` results go, one row at a time so a 10-million-row result never sits in memory:
+// Where `desfs sql` results go, a chunk at a time so a 10-million-row result never sits in memory:
 // an aligned table on a terminal, TSV into a pipe, and files by extension after `; > FILE`
-// (.fits/.fit, .csv, .tsv/.tab, .json, each optionally .gz). Files are written beside their final
-// name and renamed into place at the end, so a failed or cancelled query leaves no half file and
-// never clobbers an older result.
+// (.fits/.fit, .csv, .tsv/.tab, .json, each optionally .gz). TSV is formatted by the query process
+// and only copied here (the bulk path: no parsing in the CLI); the other formats get parsed rows.
+// Files are written beside their final name and renamed into place at the end, so a failed or
+// cancelled query leaves no half file and never clobbers an older result.
 import { createWriteStream } from 'node:fs'
 import { rename, rm } from 'node:fs/promises'
 import { pipeline, type Writable } from 'node:stream'
 import { createGzip } from 'node:zlib'
 import type { ColumnInfo } from '../daemon/sql-child.js'
 import { EXIT, UserError } from '../daemon/errors.js'
+import type { Value } from '../daemon/sql-framing.js'
 import { fitsSink } from './sql-fits.js'
 
-export type Value = string | number | null
-
-/** Receives a result: the columns, each row (parsed, and as its NDJSON line), then the end. */
-export interface Sink {
+interface SinkEnds {
   begin(columns: ColumnInfo[]): Promise<void> | void
-  row(values: Value[], line: string): Promise<void> | void
   end(rows: number): Promise<void>
   /** The query failed or was cancelled: drop whatever was written. */
   abort(): Promise<void>
 }
+
+/** Receives parsed rows (from NDJSON): each row's values, and its NDJSON line. */
+export interface RowSink extends SinkEnds {
+  kind: 'rows'
+  row(values: Value[], line: string): Promise<void> | void
+}
+
+/** Receives the TSV bytes the query process wrote (header line included). */
+export interface TsvSink extends SinkEnds {
+  kind: 'tsv'
+  data(chunk: Buffer): Promise<void> | void
+}
+
+export type Sink = RowSink | TsvSink
 
 const FLUSH_AT = 64 * 1024
 
@@ -42,6 +54,12 @@ export class TextOut {
     const b = this.buf
     this.buf = ''
     if (b && !this.stream.write(b)) await drained(this.stream)
+  }
+
+  /** Bytes as they are (after any text still batched). */
+  async bytes(chunk: Buffer): Promise<void> {
+    if (this.buf) await this.flush()
+    if (!this.stream.write(chunk)) await drained(this.stream)
   }
 }
 
@@ -74,38 +92,39 @@ export function uniqueNames(columns: ColumnInfo[]): string[] {
   })
 }
 
-function tsvField(v: Value): string {
-  if (v === null) return ''
-  if (typeof v !== 'string') return String(v)
-  return /[\t\n\r\\]/.test(v) ? v.replace(/\\/g, '\\\\').replace(/\t/g, '\\t').replace(/\n/g, '\\n').replace(/\r/g, '\\r') : v
-}
-
 function csvField(v: Value): string {
   if (v === null) return ''
   if (typeof v !== 'string') return String(v)
   return /[",\n\r]|^\s|\s$/.test(v) ? `"${v.replace(/"/g, '""')}"` : v
 }
 
-/** Delimited text: TSV (tab, backslash escapes) or CSV (RFC 4180 quoting). NULL is an empty field. */
-function delimitedSink(out: TextOut, kind: 'tsv' | 'csv'): Omit<Sink, 'abort'> {
-  const field = kind === 'tsv' ? tsvField : csvField
-  const sep = kind === 'tsv' ? '\t' : ','
+type Inner = Omit<RowSink, 'abort'> | Omit<TsvSink, 'abort'>
+
+/** CSV (RFC 4180 quoting); NULL is an empty field. */
+function csvSink(out: TextOut): Omit<RowSink, 'abort'> {
   return {
-    begin: (columns) => out.write(columns.map((c) => field(c.name)).join(sep) + '\n'),
+    kind: 'rows',
+    begin: (columns) => out.write(columns.map((c) => csvField(c.name)).join(',') + '\n'),
     row: (values) => {
       let s = ''
-      for (let i = 0; i < values.length; i++) s += (i ? sep : '') + field(values[i]!)
+      for (let i = 0; i < values.length; i++) s += (i ? ',' : '') + csvField(values[i]!)
       return out.write(s + '\n')
     },
     end: () => out.flush(),
   }
 }
 
+/** TSV as the query process wrote it (sql-framing.ts tsvField: NULL empty, backslash escapes). */
+function tsvSink(out: TextOut): Omit<TsvSink, 'abort'> {
+  return { kind: 'tsv', begin: () => undefined, data: (chunk) => out.bytes(chunk), end: () => out.flush() }
+}
+
 /** A JSON array of objects keyed by column name, written as it comes. */
-function jsonSink(out: TextOut): Omit<Sink, 'abort'> {
+function jsonSink(out: TextOut): Omit<RowSink, 'abort'> {
   let keys: string[] = []
   let first = true
   return {
+    kind: 'rows',
     begin: (columns) => {
       keys = uniqueNames(columns).map((n) => JSON.stringify(n) + ':')
       return out.write('[')
@@ -129,7 +148,7 @@ const TABLE_SAMPLE = 1000
  * An aligned table for a terminal. Widths come from the first rows (up to 1000); later rows that are
  * wider simply push their line out. Numbers are right-aligned; NULL shows as NULL.
  */
-function tableSink(out: TextOut): Omit<Sink, 'abort'> {
+function tableSink(out: TextOut): Omit<RowSink, 'abort'> {
   let names: string[] = []
   let sample: Value[][] | undefined = []
   let widths: number[] = []
@@ -146,6 +165,7 @@ function tableSink(out: TextOut): Omit<Sink, 'abort'> {
     for (const r of rows) await out.write(fmt(r))
   }
   return {
+    kind: 'rows',
     begin: (columns) => {
       names = columns.map((c) => c.name)
     },
@@ -176,11 +196,14 @@ export function formatOf(file: string): { format: Format; gzip: boolean } {
   return { format, gzip: !!m![2] }
 }
 
-/** A sink writing to stdout in the given format (table or TSV; the others work too). */
-export function stdoutSink(format: Exclude<Format, 'fits'>): Sink {
+function textSink(format: Exclude<Format, 'fits'>, out: TextOut): Inner {
+  return format === 'table' ? tableSink(out) : format === 'json' ? jsonSink(out) : format === 'csv' ? csvSink(out) : tsvSink(out)
+}
+
+/** A sink writing to stdout in the given format (a table on a terminal, TSV otherwise). */
+export function stdoutSink(format: 'table' | 'tsv'): Sink {
   const out = new TextOut(process.stdout)
-  const inner = format === 'table' ? tableSink(out) : format === 'json' ? jsonSink(out) : delimitedSink(out, format)
-  return { ...inner, abort: async () => { await out.flush().catch(() => undefined) } }
+  return { ...textSink(format, out), abort: async () => { await out.flush().catch(() => undefined) } } as Sink
 }
 
 /** A sink writing the file `path` (format by extension), atomically. */
@@ -200,15 +223,14 @@ export function fileSink(path: string): Sink {
   const check = () => {
     if (failure) throw new UserError(`cannot write ${path}: ${failure.message}`, EXIT.FAILURE)
   }
-  const out = new TextOut(stream)
-  const inner: Omit<Sink, 'abort'> & { abort?: () => Promise<void> } = format === 'fits' ? fitsSink(stream, path) : format === 'json' ? jsonSink(out) : delimitedSink(out, format === 'table' ? 'tsv' : format)
+  const inner: Inner & { abort?: () => Promise<void> } = format === 'fits' ? fitsSink(stream, path) : textSink(format, new TextOut(stream))
   const closed = new Promise<void>((resolve) => file.once('close', () => resolve()))
   return {
+    ...inner,
     begin: (c) => {
       check()
       return inner.begin(c)
     },
-    row: inner.row,
     end: async (rows) => {
       await inner.end(rows)
       stream.end()
@@ -222,5 +244,5 @@ export function fileSink(path: string): Sink {
       file.destroy()
       await rm(partial, { force: true })
     },
-  }
+  } as Sink
 }

@@ -1,6 +1,7 @@
 // Running one statement for `desfs sql`: through the daemon's socket when one runs, otherwise on the
-// DB directly with the same engine (daemon/sql-engine.ts), reading the NDJSON result line by line
-// into a sink, and printing des-archive-access's `found N rows in S seconds (R rows/s)`.
+// DB directly with the same engine (daemon/sql-engine.ts), reading the result stream into a sink
+// (parsed NDJSON rows, or TSV bytes copied as they come), and printing des-archive-access's
+// `found N rows in S seconds (R rows/s)`. Also easyaccess's describe_table and find_tables.
 import { StringDecoder } from 'node:string_decoder'
 import { EXIT, UserError } from '../daemon/errors.js'
 import type { ChildLine, ColumnInfo } from '../daemon/sql-child.js'
@@ -8,7 +9,8 @@ import { SqlEngine } from '../daemon/sql-engine.js'
 import { callStream } from './client.js'
 import { resolve } from 'node:path'
 import type { ScriptStatement } from '../daemon/sql-text.js'
-import { fileSink, formatOf, stdoutSink, type Sink, type Value } from './sql-output.js'
+import { fileSink, formatOf, stdoutSink, type RowSink, type Sink, type TsvSink } from './sql-output.js'
+import { Framer, type ResultFormat, type Value } from '../daemon/sql-framing.js'
 
 /** Exit codes by the kind of failure the engine reports. */
 export const KIND_EXIT: Record<string, number> = { refused: EXIT.FAILURE, sql: EXIT.FAILURE, timeout: EXIT.FAILURE, crashed: EXIT.FAILURE, db: EXIT.CONFIG, busy: EXIT.UNAVAILABLE, cancelled: EXIT.INTERRUPTED }
@@ -16,9 +18,10 @@ export const KIND_EXIT: Record<string, number> = { refused: EXIT.FAILURE, sql: E
 export interface QueryOptions {
   timeoutMs?: number
   signal?: AbortSignal
+  format?: ResultFormat
 }
 
-/** Where queries go: the daemon, or the DB itself. Either way a stream of NDJSON lines. */
+/** Where queries go: the daemon, or the DB itself. Either way a result stream (sql-framing.ts). */
 export interface SqlTarget {
   readonly description: string
   open(sql: string, opts: QueryOptions): Promise<AsyncIterable<Buffer>>
@@ -28,7 +31,7 @@ export interface SqlTarget {
 export function daemonTarget(sock: string): SqlTarget {
   return {
     description: `the daemon at ${sock}`,
-    open: (sql, opts) => callStream(sock, 'POST', '/sql', { sql, ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}) }, { signal: opts.signal, kinds: KIND_EXIT }),
+    open: (sql, opts) => callStream(sock, 'POST', '/sql', { sql, format: opts.format ?? 'ndjson', ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}) }, { signal: opts.signal, kinds: KIND_EXIT }),
     close: async () => undefined,
   }
 }
@@ -38,7 +41,7 @@ export function directTarget(dbPath: string, timeoutMs: number): SqlTarget {
   return {
     description: dbPath,
     async open(sql, opts) {
-      const q = await engine.query(sql, { timeoutMs: opts.timeoutMs })
+      const q = await engine.query(sql, { timeoutMs: opts.timeoutMs, format: opts.format ?? 'ndjson' })
       const cancel = () => q.cancel()
       opts.signal?.addEventListener('abort', cancel, { once: true })
       void q.finished.then(() => opts.signal?.removeEventListener('abort', cancel))
@@ -55,47 +58,71 @@ export interface QueryResult {
   seconds: number
 }
 
+/** Reads NDJSON rows into a row sink; returns the end line. */
+async function readRows(stream: AsyncIterable<Buffer>, sink: RowSink, onEnd: (l: ChildLine) => void): Promise<void> {
+  const decoder = new StringDecoder('utf8')
+  let rest = ''
+  for await (const chunk of stream) {
+    const text = rest + decoder.write(chunk)
+    let start = 0
+    let nl: number
+    while ((nl = text.indexOf('\n', start)) >= 0) {
+      const line = text.slice(start, nl)
+      start = nl + 1
+      if (line.charCodeAt(0) === 0x5b /* [ */) {
+        const p = sink.row(JSON.parse(line) as Value[], line)
+        if (p) await p
+        continue
+      }
+      const ctl = JSON.parse(line) as ChildLine
+      if ('columns' in ctl) await sink.begin(ctl.columns)
+      onEnd(ctl)
+    }
+    rest = text.slice(start)
+  }
+}
+
+/** Copies TSV bytes into a TSV sink, picking out the control lines. */
+async function readTsv(stream: AsyncIterable<Buffer>, sink: TsvSink, onEnd: (l: ChildLine) => void): Promise<void> {
+  const controls: ChildLine[] = []
+  const framer = new Framer('tsv', (json) => controls.push(JSON.parse(json) as ChildLine))
+  for await (const chunk of stream) {
+    for (const part of framer.feed(chunk)) {
+      const p = sink.data(part)
+      if (p) await p
+    }
+    for (const ctl of controls.splice(0)) {
+      if ('columns' in ctl) await sink.begin(ctl.columns)
+      onEnd(ctl)
+    }
+  }
+}
+
 /** Runs one statement into a sink. Failures (also after some rows) throw a UserError; the sink is aborted. */
 export async function runStatement(target: SqlTarget, sql: string, sink: Sink, opts: QueryOptions = {}): Promise<QueryResult> {
   const t0 = performance.now()
-  let rows = 0
   let began = false
   let end: Extract<ChildLine, { done: true }> | undefined
+  let failure: Extract<ChildLine, { error: string }> | undefined
+  const onControl = (l: ChildLine) => {
+    if ('columns' in l) began = true
+    else if ('done' in l) end = l
+    else failure ??= l
+  }
   try {
-    const stream = await target.open(sql, opts)
-    const decoder = new StringDecoder('utf8')
-    let rest = ''
-    for await (const chunk of stream) {
-      const text = rest + decoder.write(chunk)
-      let start = 0
-      let nl: number
-      while ((nl = text.indexOf('\n', start)) >= 0) {
-        const line = text.slice(start, nl)
-        start = nl + 1
-        if (line.charCodeAt(0) === 0x5b /* [ */) {
-          rows++
-          const p = sink.row(JSON.parse(line) as Value[], line)
-          if (p) await p
-          continue
-        }
-        const ctl = JSON.parse(line) as ChildLine
-        if ('columns' in ctl) {
-          began = true
-          await sink.begin(ctl.columns as ColumnInfo[])
-        } else if ('done' in ctl) end = ctl
-        else throw new UserError(ctl.error, KIND_EXIT[ctl.kind] ?? EXIT.FAILURE)
-      }
-      rest = text.slice(start)
-    }
+    const stream = await target.open(sql, { ...opts, format: sink.kind === 'tsv' ? 'tsv' : 'ndjson' })
+    if (sink.kind === 'tsv') await readTsv(stream, sink, onControl)
+    else await readRows(stream, sink, onControl)
     if (opts.signal?.aborted) throw new UserError('query cancelled', EXIT.INTERRUPTED)
-    if (!end || !began) throw new UserError(`the result from ${target.description} ended early (after ${rows} rows)`, EXIT.FAILURE)
-    await sink.end(rows)
+    if (failure) throw new UserError(failure.error, KIND_EXIT[failure.kind] ?? EXIT.FAILURE)
+    if (!end || !began) throw new UserError(`the result from ${target.description} ended early`, EXIT.FAILURE)
+    await sink.end(end.rows)
   } catch (err) {
     await sink.abort().catch(() => undefined)
     if (opts.signal?.aborted) throw new UserError('query cancelled', EXIT.INTERRUPTED)
     throw err
   }
-  return { rows, seconds: (performance.now() - t0) / 1000 }
+  return { rows: end.rows, seconds: (performance.now() - t0) / 1000 }
 }
 
 /** des-archive-access's line, to the digit. */
@@ -130,14 +157,38 @@ export function expandConvenience(sql: string): { sql: string; emptyMessage?: st
   return { sql }
 }
 
-/** A sink that shows nothing until the first row, and fails with `message` when there is none. */
+/**
+ * A sink that shows nothing until it is known there are rows, and fails with `message` when there
+ * are none (describe_table of a missing table). Holds at most the first row (or the small TSV output
+ * of a convenience query) back.
+ */
 function failWhenEmpty(sink: Sink, message: string): Sink {
   let columns: ColumnInfo[] = []
+  const held: Buffer[] = []
   let started = false
+  const begin = (c: ColumnInfo[]) => {
+    columns = c
+  }
+  const fail = (rows: number) => {
+    if (rows === 0) throw new UserError(message, EXIT.FAILURE)
+  }
+  if (sink.kind === 'tsv') {
+    return {
+      kind: 'tsv',
+      begin,
+      data: (chunk) => void held.push(Buffer.from(chunk)),
+      end: async (rows) => {
+        fail(rows)
+        await sink.begin(columns)
+        for (const b of held) await sink.data(b)
+        await sink.end(rows)
+      },
+      abort: () => sink.abort(),
+    }
+  }
   return {
-    begin: (c) => {
-      columns = c
-    },
+    kind: 'rows',
+    begin,
     row: async (values, line) => {
       if (!started) {
         started = true
@@ -146,7 +197,7 @@ function failWhenEmpty(sink: Sink, message: string): Sink {
       await sink.row(values, line)
     },
     end: async (rows) => {
-      if (!started) throw new UserError(message, EXIT.FAILURE)
+      fail(rows)
       await sink.end(rows)
     },
     abort: () => sink.abort(),

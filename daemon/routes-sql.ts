@@ -1,5 +1,5 @@
-// POST /sql on the control socket: {"sql": "...", "timeoutMs": N?} answered with the query's NDJSON
-// stream (see sql-child.ts for the lines). A query refused or failed before its first row gets a
+// POST /sql on the control socket: {"sql": "...", "timeoutMs": N?, "format": "ndjson"|"tsv"?}
+// answered with the query's result stream (see sql-child.ts for the lines, sql-framing.ts for TSV). A query refused or failed before its first row gets a
 // plain JSON error ({"error", "kind"}) with a 4xx/5xx status instead; a failure after rows were sent
 // is the stream's last line. Closing the connection cancels the query.
 import { pipeline } from 'node:stream/promises'
@@ -26,12 +26,14 @@ export function registerSqlRoutes(control: ControlServer, opts: { db: string; se
   // Niceness 10: a CPU-bound query yields to the daemon serving reads of the mount.
   const engine = new SqlEngine({ dbPath: opts.db, timeoutMs: sqlTimeoutMs(opts.settings), spare: true, nice: 10 })
   control.route('POST', '/sql', async (_req, res, body) => {
-    const b = (body ?? {}) as { sql?: unknown; timeoutMs?: unknown }
+    const b = (body ?? {}) as { sql?: unknown; timeoutMs?: unknown; format?: unknown }
     if (typeof b.sql !== 'string' || !b.sql.trim()) throw new HttpError(400, 'POST /sql needs a JSON body {"sql": "SELECT ..."}')
     if (b.timeoutMs !== undefined && (typeof b.timeoutMs !== 'number' || !(b.timeoutMs >= 0))) throw new HttpError(400, 'timeoutMs must be a number of milliseconds (0 for none)')
+    const format = b.format ?? 'ndjson'
+    if (format !== 'ndjson' && format !== 'tsv') throw new HttpError(400, 'format must be "ndjson" or "tsv"')
     let q
     try {
-      q = await engine.query(b.sql, { timeoutMs: b.timeoutMs as number | undefined })
+      q = await engine.query(b.sql, { timeoutMs: b.timeoutMs as number | undefined, format })
     } catch (err) {
       if (err instanceof UserError) return sendJson(res, 503, { error: err.message, kind: 'busy' })
       throw err
@@ -41,7 +43,7 @@ export function registerSqlRoutes(control: ControlServer, opts: { db: string; se
     })
     const first = await q.first
     if ('error' in first) return sendJson(res, STATUS[first.kind] ?? 500, first)
-    res.writeHead(200, { 'content-type': 'application/x-ndjson' })
+    res.writeHead(200, { 'content-type': format === 'tsv' ? 'text/tab-separated-values; charset=utf-8' : 'application/x-ndjson' })
     // A client that goes away mid-stream makes the pipeline fail; the query is cancelled above.
     await pipeline(q.output, res).catch(() => undefined)
   })

@@ -7,11 +7,14 @@
 // while SIGKILL ends a process at once whatever it is doing. So the timeout and the client's Ctrl-C
 // are a kill, and the daemon's event loop never shares a thread with user SQL.
 //
-// Output, one JSON value per line:
+// Output, one line each (framing: sql-framing.ts):
 //   {"columns":[{"name":"FILENAME","type":"TEXT"},...]}   before the first row (or at the end)
 //   [value, ...]                                           one per row
 //   {"done":true,"rows":N,"seconds":S}                     at the end, or instead
 //   {"error":"...","kind":"refused"|"sql"|"db"}            when the query cannot run or fails
+// A request may ask for {"format": "tsv"}: the process then writes the rows as TSV itself (a header
+// line of column names first), so a client that wants TSV only copies bytes, and control lines carry
+// a leading record separator.
 // Rows are JSON.stringify'd arrays: native, and no slower than any per-value encoder we tried (one
 // that kept SQLite's storage classes with safeIntegers measured the same or slower). So integers
 // beyond 2^53 lose precision (the DES metadata has none), a REAL infinity becomes null, and a BLOB is
@@ -22,6 +25,7 @@ import type { Database, Statement } from 'better-sqlite3'
 import { openMetadataDb } from './metadata.js'
 import { oneLine } from './errors.js'
 import { MULTIPLE_STATEMENTS, statementRefusal, textRefusal } from './sql-policy.js'
+import { controlLine, tsvField, type ResultFormat, type Value } from './sql-framing.js'
 
 export interface ColumnInfo {
   name: string
@@ -40,9 +44,6 @@ async function write(text: string): Promise<void> {
   if (!process.stdout.write(text)) await once(process.stdout, 'drain')
 }
 
-function line(v: ChildLine): string {
-  return JSON.stringify(v) + '\n'
-}
 
 function prepare(db: Database, sql: string): Statement | ChildLine {
   const early = textRefusal(sql)
@@ -59,20 +60,27 @@ function prepare(db: Database, sql: string): Statement | ChildLine {
   return refusal ? { error: refusal, kind: 'refused' } : stmt
 }
 
-/** Runs one query and writes its NDJSON result to stdout. */
-async function runQuery(db: Database, sql: string): Promise<void> {
+/** Runs one query and writes its result (NDJSON or TSV) to stdout. */
+async function runQuery(db: Database, sql: string, format: ResultFormat): Promise<void> {
+  const line = (v: ChildLine) => controlLine(format, v)
   const t0 = performance.now()
   const prepared = prepare(db, sql)
   if (!('run' in prepared)) return write(line(prepared))
   const stmt = prepared.raw(true)
   const columns: ColumnInfo[] = stmt.columns().map((c) => ({ name: c.name, type: c.type }))
+  const header = line({ columns }) + (format === 'tsv' ? columns.map((c) => tsvField(c.name)).join('\t') + '\n' : '')
+  const n = columns.length
   let rows = 0
   let buf = ''
   try {
-    for (const row of stmt.iterate()) {
-      if (rows === 0) buf += line({ columns })
+    for (const row of stmt.iterate() as IterableIterator<Value[]>) {
+      if (rows === 0) buf += header
       rows++
-      buf += JSON.stringify(row) + '\n'
+      if (format === 'tsv') {
+        let s = tsvField(row[0]!)
+        for (let i = 1; i < n; i++) s += '\t' + tsvField(row[i]!)
+        buf += s + '\n'
+      } else buf += JSON.stringify(row) + '\n'
       if (buf.length >= FLUSH_AT) {
         await write(buf)
         buf = ''
@@ -81,7 +89,7 @@ async function runQuery(db: Database, sql: string): Promise<void> {
   } catch (err) {
     return write(buf + line({ error: `SQL error: ${oneLine(err)}`, kind: 'sql' }))
   }
-  if (rows === 0) buf += line({ columns })
+  if (rows === 0) buf += header
   await write(buf + line({ done: true, rows, seconds: (performance.now() - t0) / 1000 }))
 }
 
@@ -100,14 +108,15 @@ async function main(): Promise<void> {
   }
   // One request per line; the answer to each ends with its done or error line. Ends with stdin.
   for await (const req of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
-    const { sql } = JSON.parse(req) as { sql: string }
-    if (!db) await write(line({ error: openError!, kind: 'db' }))
-    else await runQuery(db, sql)
+    const { sql, format = 'ndjson' } = JSON.parse(req) as { sql: string; format?: ResultFormat }
+    if (!db) await write(controlLine(format, { error: openError!, kind: 'db' } satisfies ChildLine))
+    else await runQuery(db, sql, format)
   }
   db?.close()
 }
 
-void main().catch(async (err) => {
-  await write(line({ error: `internal error in the query process: ${oneLine(err)}`, kind: 'sql' })).catch(() => undefined)
+void main().catch((err) => {
+  // The engine reports the process's death, with this line as the reason.
+  process.stderr.write(`internal error in the query process: ${oneLine(err)}\n`)
   process.exitCode = 1
 })

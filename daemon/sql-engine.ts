@@ -1,7 +1,7 @@
 // The query engine behind `desfs sql`, shared by the daemon's POST /sql and the CLI's direct mode
 // (no daemon running). Queries run in query processes (sql-child.ts), each on its own read-only
-// connection, one query at a time per process. The engine hands a process the SQL, passes its NDJSON
-// output on with backpressure, and kills it (SIGKILL: immediate, whatever SQLite is doing) when the
+// connection, one query at a time per process. The engine hands a process the SQL, passes its result
+// stream (NDJSON, or TSV; see sql-framing.ts) on with backpressure, and kills it (SIGKILL: immediate, whatever SQLite is doing) when the
 // statement timeout fires or the client goes away; a process whose query ended normally is kept for
 // the next one. The daemon keeps one process started ahead of need, so a query does not wait for a
 // Node start-up, and runs them at a lower CPU priority so readers of the mount come first.
@@ -11,6 +11,7 @@ import { setPriority } from 'node:os'
 import { PassThrough } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import type { ChildLine } from './sql-child.js'
+import { controlLine, Framer, type ResultFormat } from './sql-framing.js'
 import { EXIT, UserError } from './errors.js'
 import { log } from './log.js'
 import { metrics } from './metrics.js'
@@ -18,7 +19,6 @@ import { formatDuration } from './units.js'
 
 const CHILD = fileURLToPath(new URL('./sql-child.js', import.meta.url))
 const NL = 0x0a
-const BRACE = 0x7b
 
 const queriesTotal = metrics.counter('desfs_sql_queries_total', 'SQL queries by outcome (ok, refused, sql_error, db_error, timeout, cancelled, crashed)')
 const querySeconds = metrics.histogram('desfs_sql_query_seconds', 'SQL query wall time, from request to last row')
@@ -71,11 +71,12 @@ class QueryProcess {
 }
 
 /**
- * A running query. `output` is its NDJSON result and always ends with a done or an error line, also
+ * A running query. `output` is its result stream and always ends with a done or an error line, also
  * when the process was killed (the engine writes the line the process could not).
  */
 export class SqlQuery {
-  readonly output = new PassThrough()
+  // A large buffer lets the query process run ahead of a consumer busy formatting rows.
+  readonly output = new PassThrough({ highWaterMark: 1 << 20 })
   /** The first line: the columns, or the error that stopped the query before any row. */
   readonly first: Promise<ChildLine>
   /** The last line: done, or the error. */
@@ -90,13 +91,15 @@ export class SqlQuery {
   private last: Outcome | undefined
   /** The consumer is gone: read the rest and drop it. */
   private discard = false
-  private atLineStart = true
-  private ctrl: Buffer[] | undefined
   private partial: Buffer | undefined
+  private format: ResultFormat
+  private framer: Framer
 
-  constructor(proc: QueryProcess, sql: string, timeoutMs: number) {
+  constructor(proc: QueryProcess, sql: string, timeoutMs: number, format: ResultFormat) {
     this.proc = proc
     this.timeoutMs = timeoutMs
+    this.format = format
+    this.framer = new Framer(format, (text) => this.onControl(text))
     this.first = new Promise((r) => (this.resolveFirst = r))
     this.finished = new Promise((r) => (this.resolveFinished = r))
     this.output.on('drain', () => proc.child.stdout!.resume())
@@ -106,7 +109,7 @@ export class SqlQuery {
     })
     proc.current = this
     if (timeoutMs > 0) this.timer = setTimeout(() => this.kill('timeout'), timeoutMs)
-    if (proc.alive) proc.child.stdin!.write(JSON.stringify({ sql }) + '\n')
+    if (proc.alive) proc.child.stdin!.write(JSON.stringify({ sql, format }) + '\n')
     else setImmediate(() => this.onClose(proc.child.exitCode, proc.child.signalCode))
   }
 
@@ -124,44 +127,9 @@ export class SqlQuery {
     if ('done' in l || 'error' in l) this.last = l
   }
 
-  /**
-   * Finds the control lines in a chunk. They are the only lines that start with '{' (rows start with
-   * '['), and a row never contains a raw newline, so they are found at "\n{" without parsing rows.
-   */
-  private scan(chunk: Buffer): void {
-    let pos = 0
-    if (this.ctrl) {
-      const nl = chunk.indexOf(NL)
-      this.ctrl.push(chunk.subarray(0, nl < 0 ? chunk.length : nl))
-      if (nl < 0) return
-      this.onControl(Buffer.concat(this.ctrl).toString('utf8'))
-      this.ctrl = undefined
-      pos = nl + 1
-      this.atLineStart = true
-    }
-    while (pos < chunk.length) {
-      let start: number
-      if (this.atLineStart && chunk[pos] === BRACE) start = pos
-      else {
-        const k = chunk.indexOf('\n{', pos)
-        if (k < 0) break
-        start = k + 1
-      }
-      const nl = chunk.indexOf(NL, start)
-      if (nl < 0) {
-        this.ctrl = [chunk.subarray(start)]
-        break
-      }
-      this.onControl(chunk.subarray(start, nl).toString('utf8'))
-      pos = nl + 1
-      this.atLineStart = true
-    }
-    if (chunk.length) this.atLineStart = chunk[chunk.length - 1] === NL
-  }
-
   /** Output of the process while this query is its current one. Only whole lines are passed on. */
   onData(chunk: Buffer): void {
-    this.scan(chunk)
+    this.framer.feed(chunk)
     if (!this.discard) {
       const end = chunk.lastIndexOf(NL) + 1
       if (end === 0) this.partial = this.partial ? Buffer.concat([this.partial, chunk]) : chunk
@@ -187,7 +155,7 @@ export class SqlQuery {
       log.warn('SQL query process died', { signal, code, stderr: this.proc.stderr })
     }
     this.last = l
-    if (!this.discard) this.output.write(JSON.stringify(l) + '\n')
+    if (!this.discard) this.output.write(controlLine(this.format, l))
     if (!this.sawFirst) {
       this.sawFirst = true
       this.resolveFirst(l)
@@ -237,6 +205,8 @@ export interface SqlEngineOptions {
 export interface QueryOptions {
   /** Overrides the engine's default timeout; 0 for none. */
   timeoutMs?: number
+  /** NDJSON rows (the default), or TSV formatted by the query process. */
+  format?: ResultFormat
 }
 
 /** Idle query processes kept for the next queries. */
@@ -286,7 +256,7 @@ export class SqlEngine {
     if (this.running.size >= this.opts.maxRunning) throw new UserError(`${this.running.size} SQL queries are already running (the limit); wait for one to finish or cancel it`, EXIT.UNAVAILABLE)
     const t0 = performance.now()
     const proc = await this.take()
-    const q = new SqlQuery(proc, sql, opts.timeoutMs ?? this.opts.timeoutMs)
+    const q = new SqlQuery(proc, sql, opts.timeoutMs ?? this.opts.timeoutMs, opts.format ?? 'ndjson')
     this.running.add(q)
     runningGauge.set(this.running.size)
     setImmediate(() => void this.refill())

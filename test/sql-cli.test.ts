@@ -107,6 +107,15 @@ t.test('TSV on a pipe, CSV and gzipped files read back with independent readers'
   t.same(lines[0]!.split('\t'), ['FILENAME', 'PATH', 'COMPRESSION', 'DESFILE_ID'], 'TSV header')
   t.same(lines.slice(1).map((l) => l.split('\t').map(unescape)), want, 'TSV rows (NULL as empty)')
 
+  // Values that look like control lines or need escapes come through as data.
+  const tricky = "SELECT '{\"done\":true,\"rows\":0}' AS A, char(30) || '{\"error\":\"x\",\"kind\":\"sql\"}' AS B, 'a' || char(9) || 'b' || char(10) || 'c\\d' || char(13) AS C, NULL AS D"
+  for (const args of [['-c', tricky], ['-c', `${tricky}; > tricky.tsv`]]) {
+    const r = await sql(args)
+    t.equal(r.code, 0, r.stderr)
+    const text = args[1]!.endsWith('.tsv') ? readFileSync(join(work, 'tricky.tsv'), 'utf8') : r.stdout
+    t.equal(text, 'A\tB\tC\tD\n{"done":true,"rows":0}\t\\x1e{"error":"x","kind":"sql"}\ta\\tb\\nc\\\\d\\r\t\n', `TSV escapes, and data that looks like a control line is data (${args[1]})`)
+  }
+
   for (const file of ['out.csv', 'out.csv.gz']) {
     const r = await sql(['-c', `${q}; > ${file}`])
     t.equal(r.code, 0, r.stderr)

@@ -1,5 +1,5 @@
-// `npm run bench -- sql [--rows N] [--window S] [--reps N]`: what `desfs sql` costs, and what it
-// does not cost the mount.
+// `npm run bench -- sql [--rows N] [--window S] [--reps N] [--only overhead|cancel|latency]`: what
+// `desfs sql` costs, and what it does not cost the mount.
 //
 // 1. Overhead: `desfs sql -c ...` through the daemon's socket, end to end (CLI start-up included),
 //    against a direct better-sqlite3 query in a fresh Node process that writes the same TSV, for 1k
@@ -149,10 +149,124 @@ function readLatencies(file: string, seconds: number): Promise<number[]> {
 
 const median = (xs: number[]) => percentile(xs, 50)
 
+interface Ctx {
+  base: string
+  db: string
+  daemon: DaemonHandle
+  bigRows: number
+  reps: number
+  env: NodeJS.ProcessEnv
+}
+
+/** 1. End-to-end time of `desfs sql` against the direct baseline, and big results to files. */
+async function overhead(c: Ctx): Promise<void> {
+  const baseline = ['--input-type=module', '-e', DIRECT_SCRIPT]
+  const cases = [
+    { name: '1k rows', sql: 'SELECT * FROM Y6A2_BENCH_OBJECTS LIMIT 1000' },
+    { name: `${c.bigRows / 1e6}M rows`, sql: 'SELECT * FROM Y6A2_BENCH_OBJECTS' },
+  ]
+  const rows: (string | number)[][] = [['query', 'to', 'direct ms', 'desfs ms', 'ratio', 'desfs direct-mode ms', 'ratio', 'RSS MB direct/CLI/daemon']]
+  for (const k of cases) {
+    for (const to of ['file', '/dev/null']) {
+      const out = to === 'file' ? join(c.base, 'out.tsv') : '/dev/null'
+      const t: Record<string, number[]> = { direct: [], socket: [], directMode: [] }
+      const rss: Record<string, number> = { direct: 0, socket: 0, daemon: 0 }
+      // Small results are cheap and noisy: more repetitions.
+      const reps = k.name === '1k rows' ? c.reps * 3 : c.reps
+      for (let r = 0; r < reps; r++) {
+        const d = await timedRun(process.execPath, [...baseline, c.db, k.sql], out)
+        if (d.code !== 0) throw new Error(`direct baseline failed: ${d.stderr}`)
+        t.direct!.push(d.ms)
+        rss.direct = Math.max(rss.direct!, d.rssMb)
+        let daemonPeak = 0
+        const sampler = setInterval(() => void rssMb(c.daemon.child.pid!).then((m) => (daemonPeak = Math.max(daemonPeak, m))), 50)
+        const s = await timedRun(process.execPath, [DESFS, 'sql', '--state-dir', c.daemon.stateDir, '-c', k.sql], out, c.env)
+        clearInterval(sampler)
+        if (s.code !== 0) throw new Error(`desfs sql failed: ${s.stderr}`)
+        t.socket!.push(s.ms)
+        rss.socket = Math.max(rss.socket!, s.rssMb)
+        rss.daemon = Math.max(rss.daemon!, daemonPeak)
+        const m = await timedRun(process.execPath, [DESFS, 'sql', '--db', c.db, '--state-dir', join(c.base, 'nostate'), '-c', k.sql], out, c.env)
+        if (m.code !== 0) throw new Error(`desfs sql --db failed: ${m.stderr}`)
+        t.directMode!.push(m.ms)
+      }
+      const dm = median(t.direct!)
+      rows.push([k.name, to, dm, median(t.socket!), median(t.socket!) / dm, median(t.directMode!), median(t.directMode!) / dm, `${rss.direct!.toFixed(0)}/${rss.socket!.toFixed(0)}/${rss.daemon!.toFixed(0)}`])
+    }
+  }
+  console.log(`\n1. end-to-end time (median of ${c.reps * 3} for 1k rows, ${c.reps} for the big result), fresh process each time, TSV of the same rows`)
+  table(rows)
+
+  const files: (string | number)[][] = [['file', 'desfs ms (median)', 'MB']]
+  for (const ext of ['csv', 'json', 'fits']) {
+    const ms: number[] = []
+    const out = join(c.base, `big.${ext}`)
+    for (let r = 0; r < Math.min(c.reps, 2); r++) {
+      const s = await timedRun(process.execPath, [DESFS, 'sql', '--state-dir', c.daemon.stateDir, '-c', `SELECT * FROM Y6A2_BENCH_OBJECTS; > ${out}`], '/dev/null', c.env)
+      if (s.code !== 0) throw new Error(`desfs sql > .${ext} failed: ${s.stderr}`)
+      ms.push(s.ms)
+    }
+    files.push([`.${ext}`, median(ms), statSync(out).size / 1e6])
+    rmSync(out)
+  }
+  console.log(`\n   the ${c.bigRows} rows to files through the daemon`)
+  table(files)
+}
+
+/** 2. From cancel to the query stopped: a killed query process, and (for comparison) a worker thread. */
+async function cancelLatency(c: Ctx): Promise<void> {
+  const engine = new SqlEngine({ dbPath: c.db, timeoutMs: 0 })
+  const cancels: number[] = []
+  for (let r = 0; r < 5; r++) {
+    const q = await engine.query(ENDLESS)
+    await new Promise((res) => setTimeout(res, 500))
+    const t0 = now()
+    q.cancel()
+    await q.finished
+    cancels.push(now() - t0)
+  }
+  await engine.close()
+  const workerMs = await new Promise<number>((resolve) => {
+    const wk = new Worker(`
+      const Database = require(${JSON.stringify(fileURLToPath(new URL('../../../node_modules/better-sqlite3/lib/index.js', import.meta.url)))})
+      const { parentPort } = require('node:worker_threads')
+      const db = new Database(${JSON.stringify(c.db)}, { readonly: true })
+      parentPort.postMessage('start')
+      db.prepare('WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 20000000) SELECT count(*) FROM c').get()
+    `, { eval: true })
+    wk.once('message', () => {
+      setTimeout(() => {
+        const t0 = now()
+        void wk.terminate().then(() => resolve(now() - t0))
+      }, 500)
+    })
+  })
+  console.log('\n2. cancel latency: from cancel to the query stopped (CPU free)')
+  table([['how', 'ms'], ['query process, SIGKILL (median of 5)', median(cancels)], ['query process, SIGKILL (max of 5)', Math.max(...cancels)], ['worker thread terminate() mid-step (not used)', workerMs]])
+}
+
+/** 3. FUSE read latency from a child process, the daemon idle and then running a CPU-bound query. */
+async function readLatency(c: Ctx, largeFile: string, window: number): Promise<void> {
+  const big = join(c.daemon.mnt, largeFile)
+  const warm = await timedRun('cat', [big], '/dev/null')
+  if (warm.code !== 0) throw new Error('cannot read the large file through the mount')
+  const idle = await readLatencies(big, window)
+  const ac = new AbortController()
+  const query = post(join(c.daemon.stateDir, 'desfs.sock'), { sql: ENDLESS, timeoutMs: (window + 5) * 1000 }, ac.signal)
+  await new Promise((r) => setTimeout(r, 300))
+  const busy = await readLatencies(big, window)
+  ac.abort()
+  await query
+  const lat = (name: string, xs: number[]) => [name, xs.length, percentile(xs, 50), percentile(xs, 90), percentile(xs, 99), Math.max(...xs)]
+  console.log(`\n3. FUSE 64 KiB pread latency in ms (page cache dropped before each read), ${window} s each`)
+  table([['daemon', 'reads', 'p50', 'p90', 'p99', 'max'], lat('idle', idle), lat(`running a ${window} s query`, busy)])
+}
+
 export async function run(args: string[]): Promise<void> {
   const bigRows = arg(args, 'rows', 1_000_000)
   const reps = arg(args, 'reps', 3)
   const window = arg(args, 'window', 30)
+  const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined
   const base = mkdtempSync(join(tmpdir(), 'desfs-bench-sql-'))
   let daemon: DaemonHandle | undefined
   let server: ArchiveServer | undefined
@@ -175,104 +289,10 @@ export async function run(args: string[]): Promise<void> {
     writeTokenFile(tokenFile, token)
     server = await new ArchiveServer({ root: join(base, 'gen', 'archive'), tokens: [token], redirect: true }).start()
     daemon = await startDaemon(base, db, server.archiveUrl, tokenFile)
-    const sock = join(daemon.stateDir, 'desfs.sock')
-    const baseline = ['--input-type=module', '-e', DIRECT_SCRIPT]
-
-    // 1. Overhead.
-    const cases = [
-      { name: '1k rows', sql: 'SELECT * FROM Y6A2_BENCH_OBJECTS LIMIT 1000' },
-      { name: `${bigRows / 1e6}M rows`, sql: 'SELECT * FROM Y6A2_BENCH_OBJECTS' },
-    ]
-    const rows: (string | number)[][] = [['query', 'to', 'direct ms', 'desfs ms', 'ratio', 'desfs direct-mode ms', 'ratio', 'RSS MB direct/CLI/daemon']]
-    const env = { ...process.env, DESFS_CONFIG: join(base, 'no-config') }
-    for (const c of cases) {
-      for (const to of ['file', '/dev/null']) {
-        const out = to === 'file' ? join(base, 'out.tsv') : '/dev/null'
-        const t: Record<string, number[]> = { direct: [], socket: [], directMode: [] }
-        const rss: Record<string, number> = { direct: 0, socket: 0, daemon: 0 }
-        for (let r = 0; r < reps; r++) {
-          const d = await timedRun(process.execPath, [...baseline, db, c.sql], out)
-          if (d.code !== 0) throw new Error(`direct baseline failed: ${d.stderr}`)
-          t.direct!.push(d.ms)
-          rss.direct = Math.max(rss.direct!, d.rssMb)
-          let daemonPeak = 0
-          const sampler = setInterval(() => void rssMb(daemon!.child.pid!).then((m) => (daemonPeak = Math.max(daemonPeak, m))), 50)
-          const s = await timedRun(process.execPath, [DESFS, 'sql', '--state-dir', daemon.stateDir, '-c', c.sql], out, env)
-          clearInterval(sampler)
-          if (s.code !== 0) throw new Error(`desfs sql failed: ${s.stderr}`)
-          t.socket!.push(s.ms)
-          rss.socket = Math.max(rss.socket!, s.rssMb)
-          rss.daemon = Math.max(rss.daemon!, daemonPeak)
-          const m = await timedRun(process.execPath, [DESFS, 'sql', '--db', db, '--state-dir', join(base, 'nostate'), '-c', c.sql], out, env)
-          if (m.code !== 0) throw new Error(`desfs sql --db failed: ${m.stderr}`)
-          t.directMode!.push(m.ms)
-        }
-        const dm = median(t.direct!)
-        rows.push([c.name, to, dm, median(t.socket!), median(t.socket!) / dm, median(t.directMode!), median(t.directMode!) / dm, `${rss.direct!.toFixed(0)}/${rss.socket!.toFixed(0)}/${rss.daemon!.toFixed(0)}`])
-      }
-    }
-    console.log('\n1. end-to-end time (median of %d), fresh process each time, TSV of the same rows', reps)
-    table(rows)
-
-    const files: (string | number)[][] = [['file', 'desfs ms (median)', 'MB']]
-    for (const ext of ['csv', 'json', 'fits']) {
-      const ms: number[] = []
-      const out = join(base, `big.${ext}`)
-      for (let r = 0; r < Math.min(reps, 2); r++) {
-        const s = await timedRun(process.execPath, [DESFS, 'sql', '--state-dir', daemon.stateDir, '-c', `SELECT * FROM Y6A2_BENCH_OBJECTS; > ${out}`], '/dev/null', env)
-        if (s.code !== 0) throw new Error(`desfs sql > .${ext} failed: ${s.stderr}`)
-        ms.push(s.ms)
-      }
-      files.push([`.${ext}`, median(ms), statSync(out).size / 1e6])
-      rmSync(out)
-    }
-    console.log(`\n   the ${bigRows} rows to files through the daemon`)
-    table(files)
-
-    // 2. Cancel latency.
-    const engine = new SqlEngine({ dbPath: db, timeoutMs: 0 })
-    const cancels: number[] = []
-    for (let r = 0; r < 5; r++) {
-      const q = await engine.query(ENDLESS)
-      await new Promise((res) => setTimeout(res, 500))
-      const t0 = now()
-      q.cancel()
-      await q.finished
-      cancels.push(now() - t0)
-    }
-    await engine.close()
-    const workerMs = await new Promise<number>((resolve) => {
-      const wk = new Worker(`
-        const Database = require(${JSON.stringify(fileURLToPath(new URL('../../../node_modules/better-sqlite3/lib/index.js', import.meta.url)))})
-        const { parentPort } = require('node:worker_threads')
-        const db = new Database(${JSON.stringify(db)}, { readonly: true })
-        parentPort.postMessage('start')
-        db.prepare('WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 20000000) SELECT count(*) FROM c').get()
-      `, { eval: true })
-      wk.once('message', () => {
-        setTimeout(() => {
-          const t0 = now()
-          void wk.terminate().then(() => resolve(now() - t0))
-        }, 500)
-      })
-    })
-    console.log('\n2. cancel latency: from cancel to the query stopped (CPU free)')
-    table([['how', 'ms'], ['query process, SIGKILL (median of 5)', median(cancels)], ['query process, SIGKILL (max of 5)', Math.max(...cancels)], ['worker thread terminate() mid-step (not used)', workerMs]])
-
-    // 3. FUSE read latency with and without a concurrent CPU-bound query.
-    const big = join(daemon.mnt, manifest.largeFile!)
-    const warm = await timedRun('cat', [big], '/dev/null')
-    if (warm.code !== 0) throw new Error('cannot read the large file through the mount')
-    const idle = await readLatencies(big, window)
-    const ac = new AbortController()
-    const query = post(sock, { sql: ENDLESS, timeoutMs: (window + 5) * 1000 }, ac.signal)
-    await new Promise((r) => setTimeout(r, 300))
-    const busy = await readLatencies(big, window)
-    ac.abort()
-    await query
-    const lat = (name: string, xs: number[]) => [name, xs.length, percentile(xs, 50), percentile(xs, 90), percentile(xs, 99), Math.max(...xs)]
-    console.log(`\n3. FUSE 64 KiB pread latency in ms (page cache dropped before each read), ${window} s each`)
-    table([['daemon', 'reads', 'p50', 'p90', 'p99', 'max'], lat('idle', idle), lat(`running a ${window} s query`, busy)])
+    const ctx: Ctx = { base, db, daemon, bigRows, reps, env: { ...process.env, DESFS_CONFIG: join(base, 'no-config') } }
+    if (!only || only === 'overhead') await overhead(ctx)
+    if (!only || only === 'cancel') await cancelLatency(ctx)
+    if (!only || only === 'latency') await readLatency(ctx, manifest.largeFile!, window)
   } finally {
     await daemon?.stop()
     await server?.stop()
