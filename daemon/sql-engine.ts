@@ -228,9 +228,12 @@ export class SqlEngine {
     return new QueryProcess(this.opts.dbPath, await dbFileIdentity(this.opts.dbPath), this.opts.nice)
   }
 
+  private refilling = false
+
   private async refill(): Promise<void> {
-    if (this.closed || !this.opts.spare || this.idle.length > 0) return
-    const p = await this.spawn()
+    if (this.closed || !this.opts.spare || this.idle.length > 0 || this.refilling) return
+    this.refilling = true
+    const p = await this.spawn().finally(() => (this.refilling = false))
     if (this.closed || this.idle.length >= MAX_IDLE) p.kill()
     else this.idle.push(p)
   }

@@ -29,15 +29,15 @@ function sql(args: string[], opts: { input?: string; timeoutMs?: number } = {}):
 }
 
 /** POST /sql straight on the socket (the test process may talk to the socket, never to the mount). */
-function post(body: unknown): Promise<{ status: number; text: string }> {
+function post(body: unknown, signal?: AbortSignal): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
     const payload = JSON.stringify(body)
-    const req = request({ socketPath: sock, method: 'POST', path: '/sql', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } }, (res) => {
+    const req = request({ socketPath: sock, method: 'POST', path: '/sql', signal, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } }, (res) => {
       let text = ''
       res.on('data', (c: Buffer) => (text += c.toString()))
       res.on('end', () => resolve({ status: res.statusCode ?? 0, text }))
     })
-    req.on('error', reject)
+    req.on('error', (err) => (signal?.aborted ? resolve({ status: 0, text: 'aborted' }) : reject(err)))
     req.end(payload)
   })
 }
@@ -256,6 +256,17 @@ t.test('a long query times out, and its process is gone at once', async (t) => {
   const viaSocket = await post({ sql: ENDLESS, timeoutMs: 500 })
   t.equal(viaSocket.status, 408, 'POST /sql: 408 when the timeout struck before any row')
   t.match(JSON.parse(viaSocket.text), { kind: 'timeout' })
+
+  // At most 4 queries at once: a fifth is told so, and nothing is left behind when they go.
+  const acs = [0, 1, 2, 3].map(() => new AbortController())
+  const endless = acs.map((ac) => post({ sql: ENDLESS, timeoutMs: 0 }, ac.signal))
+  t.ok(await until(async () => (await status()).sql.running === 4, 15_000), 'four queries run')
+  const fifth = await post({ sql: 'SELECT 1' })
+  t.equal(fifth.status, 503)
+  t.match(JSON.parse(fifth.text), { error: /^4 SQL queries are already running \(the limit\); wait for one to finish or cancel it$/, kind: 'busy' })
+  for (const ac of acs) ac.abort()
+  await Promise.all(endless)
+  t.ok(await until(async () => (await status()).sql.running === 0 && queryProcesses() <= 2, 5000), 'closing the connections stopped all four')
 })
 
 t.test('cancelling the client cancels the query', async (t) => {
