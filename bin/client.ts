@@ -1,5 +1,6 @@
 // The CLI's side of the control socket: small JSON requests, and NDJSON streams for long results.
-import { request } from 'node:http'
+import { request, type IncomingMessage } from 'node:http'
+import { connect } from 'node:net'
 import { join } from 'node:path'
 import { SOCKET_NAME } from '../daemon/paths.js'
 import { EXIT, UserError } from '../daemon/errors.js'
@@ -13,36 +14,92 @@ export interface CallOptions {
   signal?: AbortSignal
 }
 
+/** Why a request to the socket failed, as one line (the socket missing, refused, or another user's). */
+function connectError(sock: string, method: string, path: string, err: NodeJS.ErrnoException): Error {
+  if (err instanceof UserError) return err
+  if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') return new UserError(`no desfs daemon is running (no socket at ${sock}): start one with desfs mount`, EXIT.UNAVAILABLE)
+  if (err.code === 'EACCES') return new UserError(`permission denied on ${sock}: the daemon belongs to another user`, EXIT.UNAVAILABLE)
+  if (err.name === 'AbortError') return err
+  return new UserError(`${method} ${path} on ${sock} failed: ${err.message}`, EXIT.UNAVAILABLE)
+}
+
+/**
+ * True when a daemon answers on the socket, false when none runs there (no socket, or a stale one);
+ * a socket we may not use (another user's daemon) is an error, not "no daemon".
+ */
+export function daemonRunning(sock: string): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const s = connect(sock)
+    s.once('connect', () => {
+      s.destroy()
+      resolve(true)
+    })
+    s.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') resolve(false)
+      else reject(connectError(sock, 'connect', '', err))
+    })
+  })
+}
+
+/** An error answer ({"error": "...", "kind"?: "..."}) as a UserError; `kinds` maps kinds to exit codes. */
+function answerError(status: number | undefined, text: string, kinds: Record<string, number> = {}): UserError {
+  let json: { error?: string; kind?: string } | undefined
+  try {
+    json = JSON.parse(text) as typeof json
+  } catch {
+    return new UserError(`the daemon sent an answer that is not JSON: ${text.slice(0, 200)}`, EXIT.FAILURE)
+  }
+  return new UserError(json?.error ?? `HTTP ${status}`, (json?.kind && kinds[json.kind]) || EXIT.FAILURE)
+}
+
+function bodyHeaders(payload: string | undefined): Record<string, string | number> {
+  return payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}
+}
+
 /** Calls the daemon; resolves with the parsed JSON answer, throws UserError with the daemon's message. */
 export function call<T = unknown>(sock: string, method: string, path: string, body?: unknown, opts: CallOptions = {}): Promise<T> {
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : JSON.stringify(body)
     const req = request(
-      { socketPath: sock, method, path, headers: payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}, timeout: opts.timeoutMs ?? 30_000, signal: opts.signal },
+      { socketPath: sock, method, path, headers: bodyHeaders(payload), timeout: opts.timeoutMs ?? 30_000, signal: opts.signal },
       (res) => {
         const chunks: Buffer[] = []
         res.on('data', (c: Buffer) => chunks.push(c))
         res.on('end', () => {
           const text = Buffer.concat(chunks).toString('utf8')
-          let json: unknown
+          if ((res.statusCode ?? 500) >= 400) return reject(answerError(res.statusCode, text))
+          if (!/json/.test(res.headers['content-type'] ?? '')) return resolve(text as T)
           try {
-            json = text ? JSON.parse(text) : undefined
+            resolve((text ? JSON.parse(text) : undefined) as T)
           } catch {
-            return reject(new UserError(`the daemon sent an answer that is not JSON: ${text.slice(0, 200)}`, EXIT.FAILURE))
+            reject(new UserError(`the daemon sent an answer that is not JSON: ${text.slice(0, 200)}`, EXIT.FAILURE))
           }
-          if ((res.statusCode ?? 500) >= 400) return reject(new UserError((json as { error?: string })?.error ?? `HTTP ${res.statusCode}`, EXIT.FAILURE))
-          resolve(json as T)
         })
         res.on('error', reject)
       },
     )
     req.on('timeout', () => req.destroy(new UserError(`the daemon did not answer ${method} ${path} in time`, EXIT.UNAVAILABLE)))
-    req.on('error', (err: NodeJS.ErrnoException) => {
-      if (err instanceof UserError) return reject(err)
-      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') return reject(new UserError(`no desfs daemon is running (no socket at ${sock}): start one with desfs mount`, EXIT.UNAVAILABLE))
-      if (err.code === 'EACCES') return reject(new UserError(`permission denied on ${sock}: the daemon belongs to another user`, EXIT.UNAVAILABLE))
-      reject(err)
+    req.on('error', (err: NodeJS.ErrnoException) => reject(connectError(sock, method, path, err)))
+    req.end(payload)
+  })
+}
+
+/**
+ * Calls the daemon for a streamed answer (NDJSON): resolves with the response once the daemon said
+ * yes; an error answer rejects with its message, its `kind` mapped to an exit code by `kinds`.
+ * Aborting the signal closes the connection, which the daemon takes as "cancel".
+ */
+export function callStream(sock: string, method: string, path: string, body: unknown, opts: { signal?: AbortSignal; kinds?: Record<string, number> } = {}): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const payload = JSON.stringify(body)
+    const req = request({ socketPath: sock, method, path, headers: bodyHeaders(payload), signal: opts.signal }, (res) => {
+      if ((res.statusCode ?? 500) < 400) return resolve(res)
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => reject(answerError(res.statusCode, Buffer.concat(chunks).toString('utf8'), opts.kinds)))
+      res.on('error', reject)
     })
+    req.on('error', (err: NodeJS.ErrnoException) => reject(connectError(sock, method, path, err)))
     req.end(payload)
   })
 }

@@ -7,12 +7,8 @@ import { dirname, join, resolve } from 'node:path'
 import type { Command } from './command.js'
 import { daemonConfig, resolveSettings } from '../daemon/config.js'
 import { EXIT, UserError } from '../daemon/errors.js'
-import { runDaemon } from '../daemon/main.js'
 import { log } from '../daemon/log.js'
 import { parseSize } from '../daemon/units.js'
-import { generateArchive } from '../test/archive/generate.js'
-import { ArchiveServer } from '../test/archive/server.js'
-import { makeToken, writeTokenFile } from '../test/archive/token.js'
 
 export const demoCommand: Command = {
   name: 'demo',
@@ -35,6 +31,11 @@ export const demoCommand: Command = {
     const large = typeof flags.large === 'string' ? parseSize(flags.large) : 0
     process.stdout.write(`desfs demo: generating a DES-like archive in ${dir} ...\n`)
     const gen = join(dir, 'generated')
+    // Loaded here, not at the top: every other desfs command starts faster without them.
+    const { runDaemon } = await import('../daemon/main.js')
+    const { generateArchive } = await import('../test/archive/generate.js')
+    const { ArchiveServer } = await import('../test/archive/server.js')
+    const { makeToken, writeTokenFile } = await import('../test/archive/token.js')
     const manifest = generateArchive({ out: gen, largeFileBytes: large })
     const token = makeToken({}, 7 * 86400)
     const tokenFile = join(dir, 'des_archive_access', 'bearer_token')

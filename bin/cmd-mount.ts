@@ -11,10 +11,12 @@ import { daemonConfig, resolveSettings } from '../daemon/config.js'
 import { EXIT, UserError } from '../daemon/errors.js'
 import { LOG_NAME } from '../daemon/paths.js'
 import { ensurePrivateDir } from '../daemon/state-dir.js'
-import { runDaemon, type Notice } from '../daemon/main.js'
-import { fusermountUnmount, mountedType } from '../fs/mount.js'
+// The daemon and FUSE modules load only when needed: every other command starts faster without them.
+import type { Notice } from '../daemon/main.js'
+const daemonMain = () => import('../daemon/main.js')
+const fuseMount = () => import('../fs/mount.js')
 
-const MOUNT_SETTINGS = ['db', 'archive', 'cache_dir', 'state_dir', 'cache_size', 'pin_size', 'cache_min_free', 'sources', 'mirror_dir', 's3_url', 's3_endpoint', 's3_region', 'read_timeout', 'connect_timeout', 'stall_timeout', 'min_rate', 'ca_file', 'token_file', 'tree_query', 'allow_other', 'log_level']
+const MOUNT_SETTINGS = ['db', 'archive', 'cache_dir', 'state_dir', 'cache_size', 'pin_size', 'cache_min_free', 'sources', 'mirror_dir', 's3_url', 's3_endpoint', 's3_region', 'read_timeout', 'connect_timeout', 'stall_timeout', 'min_rate', 'ca_file', 'token_file', 'tree_query', 'sql_timeout', 'allow_other', 'log_level']
 
 export const mountCommand: Command = {
   name: 'mount',
@@ -31,15 +33,15 @@ export const mountCommand: Command = {
     if (positionals[0]) sflags.mountpoint = positionals[0]
     const config = daemonConfig(resolveSettings(sflags))
     if (flags.foreground) {
-      await runDaemon(config, { notify: false })
+      await (await daemonMain()).runDaemon(config, { notify: false })
       await new Promise(() => undefined) // until a signal stops the daemon
       return EXIT.OK
     }
     ensurePrivateDir(config.stateDir, 'state dir')
     const logPath = join(config.stateDir, LOG_NAME)
     const logFd = openSync(logPath, 'a', 0o600)
-    const daemonMain = fileURLToPath(new URL('../daemon/main.js', import.meta.url))
-    const child = spawn(process.execPath, [daemonMain, JSON.stringify(sflags)], { detached: true, stdio: ['ignore', 'pipe', logFd] })
+    const daemonScript = fileURLToPath(new URL('../daemon/main.js', import.meta.url))
+    const child = spawn(process.execPath, [daemonScript, JSON.stringify(sflags)], { detached: true, stdio: ['ignore', 'pipe', logFd] })
     closeSync(logFd)
     const bar = new ProgressBar('building the tree index')
     const result = await new Promise<Notice | undefined>((done) => {
@@ -90,7 +92,7 @@ export const umountCommand: Command = {
     if (status?.mountpoint === dir) {
       await call(sock, 'POST', '/shutdown', undefined, { timeoutMs: 5000 })
       for (let i = 0; i < 150; i++) {
-        if (!(await mountedType(dir))?.startsWith('fuse')) {
+        if (!(await (await fuseMount()).mountedType(dir))?.startsWith('fuse')) {
           process.stdout.write(`desfs: unmounted ${dir}\n`)
           return EXIT.OK
         }
@@ -98,6 +100,7 @@ export const umountCommand: Command = {
       }
       throw new UserError(`the daemon did not unmount ${dir} within 15s; try fusermount -uz ${dir}`, EXIT.FAILURE)
     }
+    const { mountedType, fusermountUnmount } = await fuseMount()
     if ((await mountedType(dir))?.startsWith('fuse')) {
       await fusermountUnmount(dir)
       process.stdout.write(`desfs: unmounted ${dir} (no daemon of this state dir answered; lazy unmount)\n`)

@@ -10,9 +10,12 @@ import { cacheCommand } from './cmd-cache.js'
 import { tokenCommand } from './cmd-token.js'
 import { dbCommand } from './cmd-db.js'
 import { doctorCommand } from './cmd-doctor.js'
+import { sqlCommand } from './cmd-sql.js'
+import { metricsCommand } from './cmd-metrics.js'
+import { reloadCommand } from './cmd-reload.js'
 import { EXIT, UserError, oneLine } from '../daemon/errors.js'
 
-const COMMANDS: Command[] = [mountCommand, umountCommand, statusCommand, cacheCommand, tokenCommand, dbCommand, doctorCommand, demoCommand]
+const COMMANDS: Command[] = [mountCommand, umountCommand, statusCommand, sqlCommand, cacheCommand, metricsCommand, reloadCommand, tokenCommand, dbCommand, doctorCommand, demoCommand]
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }

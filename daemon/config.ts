@@ -42,6 +42,7 @@ export const SETTINGS: SettingDef[] = [
   { key: 'min_rate', flag: 'min-rate', env: ['DESFS_MIN_RATE'], help: 'slowest acceptable transfer, bytes per second (e.g. 64K)', default: () => '64K' },
   { key: 'token_file', flag: 'token-file', env: ['DESFS_TOKEN_FILE'], help: 'bearer token file to use instead of the usual discovery order' },
   { key: 'ca_file', flag: 'ca-file', env: ['DESFS_CA_FILE'], help: 'extra CA certificates (PEM) for the archive' },
+  { key: 'sql_timeout', flag: 'sql-timeout', env: ['DESFS_SQL_TIMEOUT'], help: 'default time limit for one SQL query (e.g. 60s, 10m; 0 for none)', default: () => '60s' },
   { key: 'tree_query', flag: 'tree-query', env: ['DESFS_TREE_QUERY'], help: 'SQL returning (path, filename, compression) for non-DESDM layouts' },
   { key: 'allow_other', flag: 'allow-other', env: ['DESFS_ALLOW_OTHER'], help: 'let other users read the mount (needs user_allow_other in /etc/fuse.conf)', default: () => 'false' },
   { key: 'db_url', flag: 'url', env: ['DESFS_DB_URL'], help: 'where `desfs db download` gets the metadata DB (.zst is decompressed)', default: () => DEFAULT_DB_URL },

@@ -1,6 +1,7 @@
 // The daemon's life: start everything in order (state dir, control socket, catalog, token, sources,
 // cache, mount), answer the control socket, and take it all down again on a signal or a request,
 // unmounting first so no reader is left facing a dead mount.
+import { stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { DaemonConfig } from './config.js'
 import { ControlServer } from './control.js'
@@ -11,11 +12,15 @@ import { ensurePrivateDir } from './state-dir.js'
 import { TokenProvider } from './token.js'
 import { startTokenRefresher, type TokenRefresher } from './token-refresher.js'
 import { formatSize } from './units.js'
+import { registerCacheRoutes } from './routes-cache.js'
+import { registerSqlRoutes } from './routes-sql.js'
+import { registerMetricsRoutes } from './routes-metrics.js'
+import { registerReloadRoutes, type ReloadHook } from './routes-reload.js'
+import type { SqlEngine } from './sql-engine.js'
 import type { BlockStore } from '../cache/block-store.js'
 import type { Fetcher } from '../cache/fetcher.js'
 import { buildSources, openReadPath } from '../cache/setup.js'
 import type { SourceSet } from '../cache/sources/source-set.js'
-import { registerCacheRoutes } from './routes-cache.js'
 import { Facts } from '../fs/facts.js'
 import { Mount, prepareMountpoint } from '../fs/mount.js'
 import { createOps, type OpsStats } from '../fs/ops.js'
@@ -40,6 +45,9 @@ export class Daemon {
   fetcher!: Fetcher
   mount!: Mount
   opsStats!: OpsStats
+  sql: SqlEngine | undefined
+  /** Run by POST /reload after the token and the DB file were re-checked. */
+  readonly reloadHooks: ReloadHook[] = []
   cacheSize = 0
   private stopping: Promise<void> | undefined
 
@@ -90,7 +98,10 @@ export class Daemon {
   }
 
   private registerRoutes(): void {
-    this.control.route('GET', '/status', () => this.status())
+    this.control.route('GET', '/status', async () => ({ ...this.status(), dbFile: await stat(this.config.db).then((s) => ({ bytes: s.size, modified: s.mtime.toISOString() }), () => null) }))
+    this.sql = registerSqlRoutes(this.control, this.config)
+    registerMetricsRoutes(this.control, this)
+    registerReloadRoutes(this.control, this)
     this.control.route('POST', '/shutdown', () => {
       setImmediate(() => void this.stop('shutdown requested'))
       return { ok: true }
@@ -115,6 +126,7 @@ export class Daemon {
       fetch: this.fetcher?.stats ?? null,
       archiveRequests: this.tree?.stats ?? null,
       ops: this.opsStats ?? null,
+      sql: this.sql?.status() ?? null,
       settings,
     }
   }
@@ -127,6 +139,7 @@ export class Daemon {
         await this.mount?.unmount().catch((err) => log.warn('unmount failed', { error: (err as Error).message }))
         await this.control?.close().catch(() => undefined)
         await this.tokenRefresher?.close().catch(() => undefined)
+        await this.sql?.close()
         await this.token?.close().catch(() => undefined)
         await this.sources?.close().catch(() => undefined)
         await this.store?.close().catch(() => undefined)
