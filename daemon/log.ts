@@ -29,6 +29,17 @@ export class Logger {
   constructor(level: Level = 'info', out: NodeJS.WritableStream = process.stderr) {
     this.level = ORDER[level]
     this.out = out
+    this.guard(out)
+  }
+
+  /**
+   * A log whose reader went away (a foreground daemon's terminal closed: EPIPE) must not turn every
+   * later line into an uncaught error: from then on lines are kept in `recent` only.
+   */
+  private guard(out: NodeJS.WritableStream): void {
+    out.on('error', () => {
+      if (this.out === out) this.out = { write: () => true } as unknown as NodeJS.WritableStream
+    })
   }
 
   setLevel(level: Level): void {
@@ -38,6 +49,7 @@ export class Logger {
   toFile(path: string): void {
     this.file = createWriteStream(path, { flags: 'a', mode: 0o600 })
     this.out = this.file
+    this.guard(this.file)
   }
 
   log(level: Level, msg: string, fields?: Record<string, unknown>): void {

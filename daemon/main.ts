@@ -55,7 +55,11 @@ export async function runDaemon(config: DaemonConfig, opts: RunOptions): Promise
   process.on('SIGINT', () => shutdown('SIGINT', 0))
   process.on('SIGTERM', () => shutdown('SIGTERM', 0))
   process.on('SIGHUP', () => log.info('SIGHUP ignored; use desfs umount to stop'))
+  let failing = false
   process.on('uncaughtException', (err) => {
+    // One internal error stops the daemon; errors raised while stopping must not start it again.
+    if (failing) return
+    failing = true
     log.error('internal error; stopping', { error: err.stack })
     shutdown('internal error', 1)
   })
