@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import type { DaemonConfig } from './config.js'
 import { ControlServer } from './control.js'
 import { openCatalog, type Catalog } from './catalog.js'
+import { TreeReloader } from './tree-reload.js'
 import { log } from './log.js'
 import { SOCKET_NAME } from './paths.js'
 import { ensurePrivateDir } from './state-dir.js'
@@ -19,7 +20,7 @@ import { Facts } from '../fs/facts.js'
 import { Mount, prepareMountpoint } from '../fs/mount.js'
 import { createOps, type OpsStats } from '../fs/ops.js'
 import { Tree } from '../fs/tree.js'
-import type { BuildProgress } from '../fs/tree-build.js'
+import { ROOT_ID, type BuildProgress } from '../fs/tree-build.js'
 
 export interface DaemonEvents {
   onProgress?: (p: BuildProgress) => void
@@ -43,6 +44,7 @@ export class Daemon {
   store!: BlockStore
   fetcher!: Fetcher
   mount!: Mount
+  reloader: TreeReloader | undefined
   opsStats!: OpsStats
   cacheSize = 0
   private stopping: Promise<void> | undefined
@@ -94,12 +96,24 @@ export class Daemon {
     this.opsStats = stats
     this.mount = new Mount(c.mountpoint)
     await this.mount.mount(ops, { allowOther: c.allowOther, deadlineMs: c.readTimeoutMs })
+    this.reloader = new TreeReloader({ dbPath: c.db, stateDir: c.stateDir, treeQuery: c.treeQuery, retireMs: 2 * c.readTimeoutMs, swapIn: (next) => this.swapTree(next) }, this.catalog)
+    await this.reloader.start()
+    void this.reloader.check() // the DB may have been replaced while the mount came up
     log.info('mounted', {
       mountpoint: c.mountpoint,
       archive: c.archive,
       files: this.catalog.index.result.files,
       cache: `${c.cacheDir} (${formatSize(this.store.bytes)} of ${formatSize(this.cacheSize)})`,
     })
+  }
+
+  /** Puts a rebuilt tree in service and makes the kernel forget names it cached from the old one. */
+  private async swapTree(next: Catalog): Promise<void> {
+    const roots = new Set(this.tree.current.list(ROOT_ID).map((e) => e.name))
+    this.tree.swap(next.index)
+    this.catalog = next
+    for (const e of next.index.list(ROOT_ID)) roots.add(e.name)
+    await this.mount.invalidate(roots)
   }
 
   private registerRoutes(): void {
@@ -121,7 +135,7 @@ export class Daemon {
       ready: !!this.opsStats,
       db: this.config.db,
       archive: this.config.archive,
-      tree: this.catalog ? { index: this.catalog.index.file, table: this.catalog.source.description, ...this.catalog.index.result } : null,
+      tree: this.catalog ? { index: this.catalog.file, table: this.catalog.table, ...this.catalog.result, reload: this.reloader?.status } : null,
       token: tok ? { source: tok.source, subject: tok.subject, scopes: tok.scopes, expires: tok.exp ? new Date(tok.exp * 1000).toISOString() : undefined, problem: tok.problem } : null,
       cache: this.store ? { dir: this.config.cacheDir, bytes: this.store.bytes, limit: this.cacheSize, ...this.store.stats } : null,
       fetch: this.fetcher?.stats ?? null,
@@ -137,6 +151,7 @@ export class Daemon {
       this.stopping = (async () => {
         if (!quiet) log.info('stopping', { reason })
         await this.mount?.unmount().catch((err) => log.warn('unmount failed', { error: (err as Error).message }))
+        await this.reloader?.close()
         await this.control?.close().catch(() => undefined)
         await this.token?.close().catch(() => undefined)
         await this.archive?.close().catch(() => undefined)
