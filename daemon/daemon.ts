@@ -92,6 +92,7 @@ export class Daemon {
       deadlineMs: c.readTimeoutMs,
       locate: (rel) => this.archive.locate(rel),
       mountTime: this.startedAt,
+      released: (rel) => this.forgetIfRemoved(rel),
     })
     this.opsStats = stats
     this.mount = new Mount(c.mountpoint)
@@ -114,6 +115,15 @@ export class Daemon {
     this.catalog = next
     for (const e of next.index.list(ROOT_ID)) roots.add(e.name)
     await this.mount.invalidate(roots)
+  }
+
+  /**
+   * A file removed from the tree by a swap but open at the time keeps its kernel entry (the kernel
+   * cannot drop names in use); once closed, the kernel is told again, so stat stops finding it.
+   */
+  private forgetIfRemoved(rel: string): void {
+    if (this.tree.current.lookup(rel)?.dir === null) return
+    void this.mount.invalidate(this.tree.current.list(ROOT_ID).map((e) => e.name).concat(rel.split('/')[0]!))
   }
 
   private registerRoutes(): void {

@@ -20,6 +20,8 @@ export interface OpsContext {
   locate: (rel: string) => string
   /** Time the mount started: directories' timestamps, and files' when the archive gave none. */
   mountTime: number
+  /** Called when the last handle of a file closes (a file removed from the tree can now be forgotten). */
+  released?: (rel: string) => void
 }
 
 interface Handle {
@@ -201,6 +203,7 @@ export function createOps(ctx: OpsContext): { ops: Ops; stats: OpsStats; openFil
       if (h) {
         handles.delete(fd)
         h.file.refs--
+        if (h.file.refs === 0) ctx.released?.(h.rel)
       }
       cb(0)
     },
