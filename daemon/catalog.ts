@@ -64,8 +64,8 @@ function indexIdentity(dbPath: string, id: DbIdentity, sql: string): string {
  * index returned always matches the file now at dbPath.
  */
 export function prepareTreeIndex(opts: WorkerInput, onProgress?: (p: BuildProgress) => void): Prepared {
-  for (let attempt = 1; ; attempt++) {
-    const id = dbIdentity(opts.dbPath)
+  const ATTEMPTS = 3
+  for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
     const db = openMetadataDb(opts.dbPath)
     let source
     try {
@@ -73,6 +73,10 @@ export function prepareTreeIndex(opts: WorkerInput, onProgress?: (p: BuildProgre
     } finally {
       db.close()
     }
+    // Taken before the build opens the file: a replacement after this point is seen at the end.
+    const idNow = dbFileNow(opts.dbPath)
+    if (!idNow) continue
+    const id = JSON.parse(idNow) as DbIdentity
     const identity = indexIdentity(opts.dbPath, id, source.sql)
     const file = join(opts.stateDir, `tree-${identity}.sqlite`)
     const base: Omit<Prepared, 'built' | 'result'> = { file, dbFile: JSON.stringify(id), table: source.description }
@@ -88,14 +92,14 @@ export function prepareTreeIndex(opts: WorkerInput, onProgress?: (p: BuildProgre
     try {
       result = buildTreeIndex({ dbPath: opts.dbPath, sql: source.sql, outPath: file, identity, onProgress })
     } catch (err) {
-      if (dbFileNow(opts.dbPath) !== base.dbFile && attempt < 3) continue
+      if (dbFileNow(opts.dbPath) !== base.dbFile && attempt < ATTEMPTS) continue
       throw new UserError(`cannot build the tree from ${opts.dbPath} (${(err as Error).message}): the DB may be corrupt or truncated; re-download it with \`desfs db download --force\``)
     }
     if (dbFileNow(opts.dbPath) === base.dbFile) return { ...base, built: true, result }
     // Replaced during the build: this index describes a file that is gone.
     rmSync(file, { force: true })
-    if (attempt >= 3) throw new UserError(`metadata DB ${opts.dbPath} keeps changing while its tree is built; wait until it is written completely`)
   }
+  throw new UserError(`metadata DB ${opts.dbPath} keeps changing while its tree is built; wait until it is written completely`)
 }
 
 type WorkerInput = Omit<CatalogOptions, 'onProgress' | 'signal'>
