@@ -18,9 +18,13 @@ import { ArchiveSource } from '../cache/sources/archive.js'
 import { HttpClient } from '../cache/sources/http-client.js'
 import { Facts } from '../fs/facts.js'
 import { Mount, prepareMountpoint } from '../fs/mount.js'
+import { startMemoryGuard } from '../fs/memory-guard.js'
 import { createOps, type OpsStats } from '../fs/ops.js'
 import { Tree } from '../fs/tree.js'
 import { ROOT_ID, type BuildProgress } from '../fs/tree-build.js'
+
+/** Resident memory above which the kernel is asked to forget cached names (see fs/memory-guard.ts). */
+const MEMORY_LIMIT = 300e6
 
 export interface DaemonEvents {
   onProgress?: (p: BuildProgress) => void
@@ -45,6 +49,7 @@ export class Daemon {
   fetcher!: Fetcher
   mount!: Mount
   reloader: TreeReloader | undefined
+  private stopMemoryGuard: (() => void) | undefined
   opsStats!: OpsStats
   cacheSize = 0
   private stopping: Promise<void> | undefined
@@ -100,6 +105,13 @@ export class Daemon {
     this.reloader = new TreeReloader({ dbPath: c.db, stateDir: c.stateDir, treeQuery: c.treeQuery, retireMs: 2 * c.readTimeoutMs, swapIn: (next) => this.swapTree(next) }, this.catalog)
     await this.reloader.start()
     void this.reloader.check() // the DB may have been replaced while the mount came up
+    this.stopMemoryGuard = startMemoryGuard({
+      limitBytes: MEMORY_LIMIT,
+      intervalMs: 5000,
+      minGapMs: 30_000,
+      forget: () => this.mount.invalidate(this.tree.current.list(ROOT_ID).map((e) => e.name)),
+      paused: () => this.reloader?.status.state === 'building',
+    })
     log.info('mounted', {
       mountpoint: c.mountpoint,
       archive: c.archive,
@@ -162,6 +174,7 @@ export class Daemon {
         if (!quiet) log.info('stopping', { reason })
         await this.mount?.unmount().catch((err) => log.warn('unmount failed', { error: (err as Error).message }))
         await this.reloader?.close()
+        this.stopMemoryGuard?.()
         await this.control?.close().catch(() => undefined)
         await this.token?.close().catch(() => undefined)
         await this.archive?.close().catch(() => undefined)

@@ -189,13 +189,16 @@ export class Tree {
     const byName = new Map<string, { dir: number | null; facts?: FileFacts }>()
     const prefix = rel ? `${rel}/` : ''
     let unknown = false
-    for (const e of index.list(id)) {
+    const list = index.list(id)
+    // A directory of files only (DES's leaves) gets its facts in one range scan.
+    const known = rel !== '' && list.every((e) => e.dir === null) ? this.facts.filesIn(rel) : undefined
+    for (const e of list) {
       if (e.dir !== null) {
         out.push({ name: e.name, dir: true })
         byName.set(e.name, { dir: e.dir })
         continue
       }
-      const f = this.facts.file(prefix + e.name)
+      const f = known ? known.get(e.name) : this.facts.file(prefix + e.name)
       if (f?.size === MISSING) continue
       if (f) {
         out.push({ name: e.name, dir: false, facts: f })

@@ -15,8 +15,10 @@ export interface SyntheticOptions {
   db: string
   /** Number of valid FAI rows (files), at least a few hundred. */
   rows: number
-  /** Entries in the one very large directory (a tile's aux directory). */
+  /** Entries in each very large directory (a tile's aux directory). */
   bigDir?: number
+  /** How many tiles have such a directory (the first ones). */
+  bigDirs?: number
   /** Share of the rows that are multiepoch (tile) products. */
   tileShare?: number
   /** Appends hostile rows of every kind the mount must refuse. */
@@ -40,8 +42,8 @@ export interface SyntheticResult {
   fileDirs: number
   /** Every directory the tree has, the root excluded. */
   dirs: number
-  /** Archive-relative path of the large directory. */
-  bigDir: string
+  /** Archive-relative paths of the large directories. */
+  bigDirs: string[]
   /** A few archive-relative file paths spread over the tree, for stat timings. */
   sample: string[]
   /** Hostile rows added, with the reason each must be refused. */
@@ -73,7 +75,7 @@ function nite(e: number): string {
 type Row = [string, string, string | null, number]
 
 /** Every file of the layout in pipeline order, `rows` in all. */
-function* layout(rows: number, tileShare: number, bigDir: number, result: SyntheticResult): Generator<Row> {
+function* layout(rows: number, tileShare: number, bigDir: number, bigDirs: number, result: SyntheticResult): Generator<Row> {
   let n = 0
   const dirs = new Set<string>()
   const fileDirs = new Set<string>()
@@ -108,7 +110,7 @@ function* layout(rows: number, tileShare: number, bigDir: number, result: Synthe
     }
     if (e === 0) result.sample.push(`${base}/red/immask/D${pad(expnum, 8)}_${band}_c01_r${req}p01_immasked.fits.fz`)
   }
-  // Multiepoch tiles; the first one has the very large aux directory.
+  // Multiepoch tiles; the first ones have very large aux directories.
   for (let t = 0; n < rows; t++) {
     const tile = tileName(t)
     const base = `OPS/multiepoch/Y6A2/r4575/${tile}/p01`
@@ -119,18 +121,19 @@ function* layout(rows: number, tileShare: number, bigDir: number, result: Synthe
       out.push(per('coadd', `${stem}.fits`, '.fz', 400_000_000), per('cat', `${stem}_cat.fits`, null, 90_000_000), per('seg', `${stem}_segmap.fits`, null, 40_000_000), per('psf', `${stem}_psfcat.psf`, null, 120_000))
     }
     for (const r of out) if (r) yield r
-    const inputs = t === 0 ? bigDir : 200
+    const big = t < bigDirs
+    const inputs = big ? bigDir : 200
     for (let k = 0; k < inputs && n < rows; k++) {
       const expnum = 229_343 + ((t * 37 + k * 11) % 40_000)
       const se = `D${pad(expnum, 8)}_${BANDS[k % 5]}_c${pad(CCDS[k % 60]!, 2)}`
-      if (t === 0) {
+      if (big) {
         yield emit([`${base}/aux`, `${tile}_r4575p01_${se}_${pad(k, 5)}_scamp.ohead`, null, 30_000])
         continue
       }
       yield emit([`${base}/nwgint`, `${tile}_r4575p01_${se}_nwgint.fits`, '.fz', 20_000_000])
       if (n < rows) yield emit([`${base}/aux`, `${tile}_r4575p01_${se}_scamp.ohead`, null, 30_000])
     }
-    if (t === 0) result.bigDir = `${base}/aux`
+    if (big) result.bigDirs.push(`${base}/aux`)
     if (t === 1) result.sample.push(`${base}/coadd/${tile}_r4575p01_g.fits.fz`)
   }
   result.fileDirs = fileDirs.size
@@ -165,7 +168,7 @@ export function hostileRows(): { row: [string, string, string | null]; why: stri
 /** Generates the DB (and optionally facts and a local tree). Deterministic. */
 export function generateSynthetic(o: SyntheticOptions): SyntheticResult {
   const t0 = Date.now()
-  const result: SyntheticResult = { files: 0, fileDirs: 0, dirs: 0, bigDir: '', sample: [], hostile: [], rC27: 0, seconds: 0 }
+  const result: SyntheticResult = { files: 0, fileDirs: 0, dirs: 0, bigDirs: [], sample: [], hostile: [], rC27: 0, seconds: 0 }
   rmSync(o.db, { force: true })
   const table = o.table ?? 'Y6A2_FILE_ARCHIVE_INFO'
   const [cp, cf, cc] = o.columns ?? ['PATH', 'FILENAME', 'COMPRESSION']
@@ -185,7 +188,7 @@ export function generateSynthetic(o: SyntheticOptions): SyntheticResult {
   const madeDirs = new Set<string>()
   let id = 100_000
   db.exec('BEGIN')
-  for (const [path, filename, comp, size] of layout(o.rows, o.tileShare ?? 0.15, o.bigDir ?? 10_000, result)) {
+  for (const [path, filename, comp, size] of layout(o.rows, o.tileShare ?? 0.15, o.bigDir ?? 10_000, o.bigDirs ?? 1, result)) {
     insert.run(filename, path, comp, id++)
     const rel = `${path}/${filename}${comp ?? ''}`
     if (facts) {
