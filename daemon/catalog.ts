@@ -1,12 +1,14 @@
 // The catalog: the metadata DB (read-only) and desfs's tree index built from it. The index is keyed
 // to the DB file's identity (device, inode, size, mtime) and the tree query, so a restart reuses it
 // at once and a replaced DB gets a fresh one. Checking the DB, finding its file table and building
-// run in a worker thread (prepareTreeIndex), at start and when the DB is replaced while mounted, so
-// the mount keeps answering meanwhile.
+// run in a child process (prepareTreeIndex), at start and when the DB is replaced while mounted, so
+// the mount keeps answering meanwhile, and so the build's memory (its SQLite cache, the directory
+// map, what the allocator keeps afterwards) is given back to the system when it ends: a worker
+// thread would leave tens of MB in the daemon for good.
 import { createHash } from 'node:crypto'
 import { readdirSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import { Worker } from 'node:worker_threads'
+import { fork } from 'node:child_process'
 import { dbIdentity, findTreeSource, openMetadataDb, type DbIdentity } from './metadata.js'
 import { log } from './log.js'
 import { EXIT, UserError } from './errors.js'
@@ -59,7 +61,7 @@ function indexIdentity(dbPath: string, id: DbIdentity, sql: string): string {
 
 /**
  * Checks the metadata DB, finds its file table, and reuses or builds the matching index. Synchronous
- * and slow (a build reads every row): runs in a worker thread. Throws UserError for a DB that cannot
+ * and slow (a build reads every row): runs in a child process. Throws UserError for a DB that cannot
  * give a tree. A DB replaced while it was being read is read again (a few times at most), so the
  * index returned always matches the file now at dbPath.
  */
@@ -104,18 +106,19 @@ export function prepareTreeIndex(opts: WorkerInput, onProgress?: (p: BuildProgre
 
 type WorkerInput = Omit<CatalogOptions, 'onProgress' | 'signal'>
 
-type WorkerMsg =
+export type WorkerMsg =
   | { type: 'progress'; progress: BuildProgress }
   | { type: 'done'; prepared: Prepared }
   | { type: 'error'; message: string; exitCode: number | undefined }
 
-/** prepareTreeIndex in a worker thread; rejects with a UserError when the DB cannot give a tree. */
+/** prepareTreeIndex in a child process; rejects with a UserError when the DB cannot give a tree. */
 export function prepareInWorker(opts: CatalogOptions): Promise<Prepared> {
   const { onProgress, signal, ...data } = opts
   return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL('./catalog-worker.js', import.meta.url), { workerData: { desfsCatalog: data satisfies WorkerInput } })
+    // stdout is the detached daemon's channel to `desfs mount`: the child must not write there.
+    const child = fork(new URL('./catalog-worker.js', import.meta.url), [JSON.stringify(data satisfies WorkerInput)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'json' })
     let settled = false
-    const abort = () => void worker.terminate()
+    const abort = () => void child.kill('SIGKILL')
     signal?.addEventListener('abort', abort)
     const settle = (fn: () => void) => {
       signal?.removeEventListener('abort', abort)
@@ -123,23 +126,24 @@ export function prepareInWorker(opts: CatalogOptions): Promise<Prepared> {
       settled = true
       fn()
     }
-    worker.on('message', (msg: WorkerMsg) => {
+    child.on('message', (msg: WorkerMsg) => {
       if (msg.type === 'progress') onProgress?.(msg.progress)
       else if (msg.type === 'done') settle(() => resolve(msg.prepared))
       else settle(() => reject(msg.exitCode === undefined ? new Error(msg.message) : new UserError(msg.message, msg.exitCode)))
     })
-    worker.on('error', (err) => settle(() => reject(err)))
-    worker.on('exit', (code) => settle(() => reject(new Error(`tree index worker exited with code ${code}`))))
+    child.on('error', (err) => settle(() => reject(err)))
+    // 'close' comes after the last message (unlike 'exit'), so a normal end has settled by then.
+    child.on('close', (code, sig) => settle(() => reject(new Error(`tree index process exited (${sig ?? `code ${code}`})`))))
   })
 }
 
-/** The worker's side: runs prepareTreeIndex and reports progress and the outcome. */
-export function serveWorker(port: { postMessage(m: WorkerMsg): void }, data: WorkerInput): void {
+/** The child's side: runs prepareTreeIndex and reports progress and the outcome, then exits. */
+export function serveWorker(send: (m: WorkerMsg) => void, data: WorkerInput): void {
   try {
-    const prepared = prepareTreeIndex(data, (progress) => port.postMessage({ type: 'progress', progress }))
-    port.postMessage({ type: 'done', prepared })
+    const prepared = prepareTreeIndex(data, (progress) => send({ type: 'progress', progress }))
+    send({ type: 'done', prepared })
   } catch (err) {
-    port.postMessage({ type: 'error', message: (err as Error).message, exitCode: err instanceof UserError ? err.exitCode : undefined })
+    send({ type: 'error', message: (err as Error).message, exitCode: err instanceof UserError ? err.exitCode : undefined })
   }
 }
 

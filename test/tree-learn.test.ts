@@ -2,8 +2,10 @@
 // restart reuses both the index (no rebuild) and the remembered sizes (no PROPFIND, no HEAD).
 import t from 'tap'
 import { spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { makeArchive, startServer, startDaemon, run } from './helpers.js'
+import { makeArchive, startServer, startDaemon, run, needTool } from './helpers.js'
+import { adler32, adler32Hex } from '../cache/adler32.js'
 
 t.jobs = 1
 
@@ -51,6 +53,17 @@ t.test('learning sizes from the archive', async (t) => {
     t.same(await lsSizes(d.mnt), expected, 'every size is the archive file size')
     t.equal(server.count('PROPFIND'), byDir.size - 1, 'one PROPFIND per directory not visited yet')
     t.equal(server.count('HEAD'), 0)
+  })
+
+  await t.test('getfattr shows the checksum the listing brought, and what is cached', async (t) => {
+    if (!needTool(t, 'getfattr', 'attr')) return
+    const f = a.manifest.files[0]!
+    const before = await run('getfattr', ['-d', '--absolute-names', join(d.mnt, f.rel)])
+    t.match(before.stdout, `user.desfs.adler32="${adler32Hex(adler32(readFileSync(join(a.root, f.rel))))}"`)
+    t.match(before.stdout, `user.desfs.cached="0/${f.size}"`)
+    t.equal((await run('cat', [join(d.mnt, f.rel)])).code, 0)
+    const after = await run('getfattr', ['-n', 'user.desfs.cached', '--only-values', '--absolute-names', join(d.mnt, f.rel)])
+    t.equal(after.stdout, `${f.size}/${f.size}`, 'all of it cached after a read')
   })
 
   await t.test('a restart reuses the index and the remembered sizes', async (t) => {
