@@ -63,9 +63,10 @@ function indexIdentity(dbPath: string, id: DbIdentity, sql: string): string {
  * Checks the metadata DB, finds its file table, and reuses or builds the matching index. Synchronous
  * and slow (a build reads every row): runs in a child process. Throws UserError for a DB that cannot
  * give a tree. A DB replaced while it was being read is read again (a few times at most), so the
- * index returned always matches the file now at dbPath.
+ * index returned always matches the file now at dbPath. With `reuseOnly`, returns undefined rather
+ * than building: quick enough for the daemon's own thread at start.
  */
-export function prepareTreeIndex(opts: WorkerInput, onProgress?: (p: BuildProgress) => void): Prepared {
+export function prepareTreeIndex(opts: WorkerInput, onProgress?: (p: BuildProgress) => void, reuseOnly = false): Prepared | undefined {
   const ATTEMPTS = 3
   for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
     const db = openMetadataDb(opts.dbPath)
@@ -90,6 +91,7 @@ export function prepareTreeIndex(opts: WorkerInput, onProgress?: (p: BuildProgre
     } catch (err) {
       if ((err as { code?: string }).code !== 'SQLITE_CANTOPEN') base.unusable = (err as Error).message
     }
+    if (reuseOnly) return undefined
     let result: BuildResult
     try {
       result = buildTreeIndex({ dbPath: opts.dbPath, sql: source.sql, outPath: file, identity, onProgress })
@@ -140,7 +142,7 @@ export function prepareInWorker(opts: CatalogOptions): Promise<Prepared> {
 /** The child's side: runs prepareTreeIndex and reports progress and the outcome, then exits. */
 export function serveWorker(send: (m: WorkerMsg) => void, data: WorkerInput): void {
   try {
-    const prepared = prepareTreeIndex(data, (progress) => send({ type: 'progress', progress }))
+    const prepared = prepareTreeIndex(data, (progress) => send({ type: 'progress', progress }))!
     send({ type: 'done', prepared })
   } catch (err) {
     send({ type: 'error', message: (err as Error).message, exitCode: err instanceof UserError ? err.exitCode : undefined })
@@ -170,10 +172,14 @@ export function logPrepared(p: Prepared, dbPath: string): void {
   }
 }
 
-/** Opens the metadata DB, finds its file table, and opens or builds the matching tree index (at start). */
+/**
+ * Opens the metadata DB, finds its file table, and opens or builds the matching tree index (at start).
+ * An index that is there is found in this thread (a restart should answer within a second or two);
+ * a build runs in a child process.
+ */
 export async function openCatalog(opts: CatalogOptions): Promise<Catalog> {
   let lastLog = 0
-  const prepared = await prepareInWorker({
+  const prepared = prepareTreeIndex(opts, undefined, true) ?? await prepareInWorker({
     ...opts,
     onProgress: (p) => {
       opts.onProgress?.(p)

@@ -24,7 +24,7 @@ import { Tree } from '../fs/tree.js'
 import { ROOT_ID, type BuildProgress } from '../fs/tree-build.js'
 
 /** Resident memory above which the kernel is asked to forget cached names (see fs/memory-guard.ts). */
-const MEMORY_LIMIT = 300e6
+const MEMORY_LIMIT = 250e6
 
 export interface DaemonEvents {
   onProgress?: (p: BuildProgress) => void

@@ -176,6 +176,6 @@ t.test('a build in progress is not swapped in when the DB changes again under it
     renameSync(`${db}.new`, db)
   })
   t.ok(replaced, 'the DB was replaced during the build')
-  t.equal(p.dbFile, JSON.stringify({ dev: statSync(db).dev, ino: statSync(db).ino, size: statSync(db).size, mtimeMs: Math.floor(statSync(db).mtimeMs) }), 'the index returned matches the DB now in place')
+  t.equal(p?.dbFile, JSON.stringify({ dev: statSync(db).dev, ino: statSync(db).ino, size: statSync(db).size, mtimeMs: Math.floor(statSync(db).mtimeMs) }), 'the index returned matches the DB now in place')
   t.equal(readdirSync(dir).filter((n) => n.startsWith('tree-')).length, 1, 'the index of the replaced file was removed')
 })
