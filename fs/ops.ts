@@ -72,8 +72,10 @@ export function createOps(ctx: OpsContext): { ops: Ops; stats: OpsStats; openFil
    * Runs an operation under a deadline. `deliver` is called with the result only if the deadline has
    * not answered first; it returns the value handed to the callback.
    */
+  const count = (op: string) => (stats.ops[op] = (stats.ops[op] ?? 0) + 1)
+
   function run<T>(op: string, path: string, work: () => Promise<T>, reply: (err: number, value?: T) => void): void {
-    stats.ops[op] = (stats.ops[op] ?? 0) + 1
+    count(op)
     let done = false
     const timer = setTimeout(() => {
       if (done) return
@@ -134,14 +136,12 @@ export function createOps(ctx: OpsContext): { ops: Ops; stats: OpsStats; openFil
       try {
         node = ctx.tree.statNow(path)
       } catch (err) {
-        stats.ops.getattr = (stats.ops.getattr ?? 0) + 1
+        count('getattr')
         return cb(-errnoOf('getattr', path, err))
       }
-      if (node) {
-        stats.ops.getattr = (stats.ops.getattr ?? 0) + 1
-        return cb(0, nodeStat(node))
-      }
-      run('getattr', path, async () => nodeStat(await ctx.tree.resolve(path)), (err, v) => cb(err, v))
+      if (!node) return run('getattr', path, async () => nodeStat(await ctx.tree.resolve(path)), (err, v) => cb(err, v))
+      count('getattr')
+      cb(0, nodeStat(node))
     },
 
     readdir(path, cb) {
