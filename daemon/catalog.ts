@@ -1,14 +1,18 @@
 // The catalog: the metadata DB (read-only) and desfs's tree index built from it. The index is keyed
 // to the DB file's identity (device, inode, size, mtime) and the tree query, so a restart reuses it
-// at once and a replaced DB gets a fresh one.
+// at once and a replaced DB gets a fresh one. Checking the DB, finding its file table and building
+// run in a child process (prepareTreeIndex), at start and when the DB is replaced while mounted, so
+// the mount keeps answering meanwhile, and so the build's memory (its SQLite cache, the directory
+// map, what the allocator keeps afterwards) is given back to the system when it ends: a worker
+// thread would leave tens of MB in the daemon for good.
 import { createHash } from 'node:crypto'
-import { readdirSync, rmSync } from 'node:fs'
+import { readdirSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import { dbIdentity, findTreeSource, openMetadataDb, type TreeSource } from './metadata.js'
+import { fork } from 'node:child_process'
+import { dbIdentity, findTreeSource, openMetadataDb, type DbIdentity } from './metadata.js'
 import { log } from './log.js'
-import { UserError } from './errors.js'
-import { INDEX_FORMAT, type BuildProgress } from '../fs/tree-build.js'
-import { buildInWorker } from '../fs/tree-build-worker.js'
+import { EXIT, UserError } from './errors.js'
+import { buildTreeIndex, INDEX_FORMAT, type BuildProgress, type BuildResult } from '../fs/tree-build.js'
 import { TreeIndex } from '../fs/tree-index.js'
 
 export interface CatalogOptions {
@@ -16,63 +20,179 @@ export interface CatalogOptions {
   stateDir: string
   treeQuery?: string | undefined
   onProgress?: (p: BuildProgress) => void
+  /** Stops a build in progress (the daemon is stopping). */
+  signal?: AbortSignal
 }
 
-export interface Catalog {
-  source: TreeSource
-  index: TreeIndex
+export interface Prepared {
+  /** The index file, complete and matching the DB as it was when the build ended. */
+  file: string
+  /** The DB file's identity the index was built from (JSON of dbIdentity). */
+  dbFile: string
+  /** What the tree was read from: a table name or 'custom tree query'. */
+  table: string
   /** True when the index was built now rather than reused. */
   built: boolean
+  result: BuildResult
+  /** Why an existing index for this DB was not reused, when it was there but unusable. */
+  unusable?: string
 }
 
-function indexIdentity(dbPath: string, sql: string): string {
-  const id = dbIdentity(dbPath)
+export interface Catalog extends Prepared {
+  index: TreeIndex
+  /** Inode of the index file when opened: another one there means it was deleted or replaced. */
+  indexIno: number
+}
+
+const INDEX_NAME = /^tree-[0-9a-f]{16}\.sqlite$/
+
+/** The DB file's identity as a string, '' when it cannot be read (gone, or being replaced). */
+export function dbFileNow(dbPath: string): string {
+  try {
+    return JSON.stringify(dbIdentity(dbPath))
+  } catch {
+    return ''
+  }
+}
+
+function indexIdentity(dbPath: string, id: DbIdentity, sql: string): string {
   return createHash('sha256').update(JSON.stringify({ dbPath, ...id, sql, format: INDEX_FORMAT })).digest('hex').slice(0, 16)
 }
 
-/** Opens the metadata DB, finds its file table, and opens or builds the matching tree index. */
-export async function openCatalog(opts: CatalogOptions): Promise<Catalog> {
-  const db = openMetadataDb(opts.dbPath)
-  let source: TreeSource
-  try {
-    source = findTreeSource(db, opts.dbPath, opts.treeQuery)
-  } finally {
-    db.close()
+/**
+ * Checks the metadata DB, finds its file table, and reuses or builds the matching index. Synchronous
+ * and slow (a build reads every row): runs in a child process. Throws UserError for a DB that cannot
+ * give a tree. A DB replaced while it was being read is read again (a few times at most), so the
+ * index returned always matches the file now at dbPath. With `reuseOnly`, returns undefined rather
+ * than building: quick enough for the daemon's own thread at start.
+ */
+export function prepareTreeIndex(opts: WorkerInput, onProgress?: (p: BuildProgress) => void, reuseOnly = false): Prepared | undefined {
+  const ATTEMPTS = 3
+  for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
+    const db = openMetadataDb(opts.dbPath)
+    let source
+    try {
+      source = findTreeSource(db, opts.dbPath, opts.treeQuery)
+    } finally {
+      db.close()
+    }
+    // Taken before the build opens the file: a replacement after this point is seen at the end.
+    const idNow = dbFileNow(opts.dbPath)
+    if (!idNow) continue
+    const id = JSON.parse(idNow) as DbIdentity
+    const identity = indexIdentity(opts.dbPath, id, source.sql)
+    const file = join(opts.stateDir, `tree-${identity}.sqlite`)
+    const base: Omit<Prepared, 'built' | 'result'> = { file, dbFile: JSON.stringify(id), table: source.description }
+    try {
+      const index = new TreeIndex(file)
+      const result = index.result
+      index.close()
+      return { ...base, built: false, result }
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'SQLITE_CANTOPEN') base.unusable = (err as Error).message
+    }
+    if (reuseOnly) return undefined
+    let result: BuildResult
+    try {
+      result = buildTreeIndex({ dbPath: opts.dbPath, sql: source.sql, outPath: file, identity, onProgress })
+    } catch (err) {
+      if (dbFileNow(opts.dbPath) !== base.dbFile && attempt < ATTEMPTS) continue
+      throw new UserError(`cannot build the tree from ${opts.dbPath} (${(err as Error).message}): the DB may be corrupt or truncated; re-download it with \`desfs db download --force\``)
+    }
+    if (dbFileNow(opts.dbPath) === base.dbFile) return { ...base, built: true, result }
+    // Replaced during the build: this index describes a file that is gone.
+    rmSync(file, { force: true })
   }
-  const identity = indexIdentity(opts.dbPath, source.sql)
-  const file = join(opts.stateDir, `tree-${identity}.sqlite`)
-  try {
-    const index = new TreeIndex(file)
-    log.info('tree index reused', { index: file, files: index.result.files, dirs: index.result.dirs })
-    return { source, index, built: false }
-  } catch (err) {
-    if ((err as { code?: string }).code !== 'SQLITE_CANTOPEN') log.warn('tree index unusable; rebuilding', { index: file, error: (err as Error).message })
-  }
-  log.info('building tree index', { db: opts.dbPath, table: source.description })
-  let lastLog = 0
-  let result
-  try {
-    result = await buildInWorker({
-      dbPath: opts.dbPath,
-      sql: source.sql,
-      outPath: file,
-      identity,
-      onProgress: (p) => {
-        opts.onProgress?.(p)
-        if (Date.now() - lastLog > 5000) {
-          lastLog = Date.now()
-          log.info('building tree index', { rows: p.rows, total: p.total })
-        }
-      },
+  throw new UserError(`metadata DB ${opts.dbPath} keeps changing while its tree is built; wait until it is written completely`)
+}
+
+type WorkerInput = Omit<CatalogOptions, 'onProgress' | 'signal'>
+
+export type WorkerMsg =
+  | { type: 'progress'; progress: BuildProgress }
+  | { type: 'done'; prepared: Prepared }
+  | { type: 'error'; message: string; exitCode: number | undefined }
+
+/** prepareTreeIndex in a child process; rejects with a UserError when the DB cannot give a tree. */
+export function prepareInWorker(opts: CatalogOptions): Promise<Prepared> {
+  const { onProgress, signal, ...data } = opts
+  return new Promise((resolve, reject) => {
+    // stdout is the detached daemon's channel to `desfs mount`: the child must not write there.
+    const child = fork(new URL('./catalog-worker.js', import.meta.url), [JSON.stringify(data satisfies WorkerInput)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'json' })
+    let settled = false
+    const abort = () => void child.kill('SIGKILL')
+    signal?.addEventListener('abort', abort)
+    const settle = (fn: () => void) => {
+      signal?.removeEventListener('abort', abort)
+      if (settled) return
+      settled = true
+      fn()
+    }
+    child.on('message', (msg: WorkerMsg) => {
+      if (msg.type === 'progress') onProgress?.(msg.progress)
+      else if (msg.type === 'done') settle(() => resolve(msg.prepared))
+      else settle(() => reject(msg.exitCode === undefined ? new Error(msg.message) : new UserError(msg.message, msg.exitCode)))
     })
+    child.on('error', (err) => settle(() => reject(err)))
+    // 'close' comes after the last message (unlike 'exit'), so a normal end has settled by then.
+    child.on('close', (code, sig) => settle(() => reject(new Error(`tree index process exited (${sig ?? `code ${code}`})`))))
+  })
+}
+
+/** The child's side: runs prepareTreeIndex and reports progress and the outcome, then exits. */
+export function serveWorker(send: (m: WorkerMsg) => void, data: WorkerInput): void {
+  try {
+    const prepared = prepareTreeIndex(data, (progress) => send({ type: 'progress', progress }))!
+    send({ type: 'done', prepared })
   } catch (err) {
-    throw new UserError(`cannot build the tree from ${opts.dbPath} (${(err as Error).message}): the DB may be corrupt or truncated; re-download it with \`desfs db download --force\``)
+    send({ type: 'error', message: (err as Error).message, exitCode: err instanceof UserError ? err.exitCode : undefined })
   }
-  log.info('tree index built', { files: result.files, dirs: result.dirs, rows: result.rows, seconds: result.seconds })
-  if (result.skippedSummary) log.warn(`metadata rows refused: ${result.skippedSummary}`)
-  // Older indexes (for replaced DBs) are of no further use.
-  for (const name of readdirSync(opts.stateDir)) {
-    if (/^tree-[0-9a-f]{16}\.sqlite$/.test(name) && name !== `tree-${identity}.sqlite`) rmSync(join(opts.stateDir, name), { force: true })
+}
+
+/** Opens a prepared index, noting its inode. */
+export function openPrepared(p: Prepared): Catalog {
+  const index = new TreeIndex(p.file)
+  return { ...p, index, indexIno: statSync(p.file).ino }
+}
+
+/** Removes index files other than `keep` (built for DBs that have since been replaced). */
+export function removeOtherIndexes(stateDir: string, keep: string): void {
+  for (const name of readdirSync(stateDir)) {
+    if ((INDEX_NAME.test(name) || /^tree-[0-9a-f]{16}\.sqlite\.tmp-\d+$/.test(name)) && join(stateDir, name) !== keep) rmSync(join(stateDir, name), { force: true })
   }
-  return { source, index: new TreeIndex(file), built: true }
+}
+
+/** Logs what a prepare did: reuse, or a build with its counts and refusals. */
+export function logPrepared(p: Prepared, dbPath: string): void {
+  if (p.unusable) log.warn('tree index unusable; rebuilt it', { index: p.file, error: p.unusable })
+  if (!p.built) log.info('tree index reused', { index: p.file, files: p.result.files, dirs: p.result.dirs })
+  else {
+    log.info('tree index built', { db: dbPath, table: p.table, files: p.result.files, dirs: p.result.dirs, rows: p.result.rows, seconds: p.result.seconds })
+    if (p.result.skippedSummary) log.warn(`metadata rows refused: ${p.result.skippedSummary}`)
+  }
+}
+
+/**
+ * Opens the metadata DB, finds its file table, and opens or builds the matching tree index (at start).
+ * An index that is there is found in this thread (a restart should answer within a second or two);
+ * a build runs in a child process.
+ */
+export async function openCatalog(opts: CatalogOptions): Promise<Catalog> {
+  let lastLog = 0
+  const prepared = prepareTreeIndex(opts, undefined, true) ?? await prepareInWorker({
+    ...opts,
+    onProgress: (p) => {
+      opts.onProgress?.(p)
+      if (p.rows > 0 && Date.now() - lastLog > 5000) {
+        lastLog = Date.now()
+        log.info('building tree index', { rows: p.rows, total: p.total })
+      }
+    },
+  }).catch((err: Error) => {
+    throw err instanceof UserError ? err : new UserError(`cannot prepare the tree index: ${err.message}`, EXIT.FAILURE)
+  })
+  logPrepared(prepared, opts.dbPath)
+  const catalog = openPrepared(prepared)
+  removeOtherIndexes(opts.stateDir, prepared.file)
+  return catalog
 }

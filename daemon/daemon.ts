@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import type { DaemonConfig } from './config.js'
 import { ControlServer } from './control.js'
 import { openCatalog, type Catalog } from './catalog.js'
+import { TreeReloader } from './tree-reload.js'
 import { log } from './log.js'
 import { SOCKET_NAME } from './paths.js'
 import { ensurePrivateDir } from './state-dir.js'
@@ -23,9 +24,13 @@ import { buildSources, openReadPath } from '../cache/setup.js'
 import type { SourceSet } from '../cache/sources/source-set.js'
 import { Facts } from '../fs/facts.js'
 import { Mount, prepareMountpoint } from '../fs/mount.js'
+import { startMemoryGuard } from '../fs/memory-guard.js'
 import { createOps, type OpsStats } from '../fs/ops.js'
 import { Tree } from '../fs/tree.js'
-import type { BuildProgress } from '../fs/tree-build.js'
+import { ROOT_ID, type BuildProgress } from '../fs/tree-build.js'
+
+/** Resident memory above which the kernel is asked to forget cached names (see fs/memory-guard.ts). */
+const MEMORY_LIMIT = 250e6
 
 export interface DaemonEvents {
   onProgress?: (p: BuildProgress) => void
@@ -44,6 +49,8 @@ export class Daemon {
   store!: BlockStore
   fetcher!: Fetcher
   mount!: Mount
+  reloader: TreeReloader | undefined
+  private stopMemoryGuard: (() => void) | undefined
   opsStats!: OpsStats
   sql: SqlEngine | undefined
   /** Run by POST /reload after the token and the DB file were re-checked. */
@@ -85,16 +92,45 @@ export class Daemon {
       deadlineMs: c.readTimeoutMs,
       locate: (rel) => this.sources.locate(rel),
       mountTime: this.startedAt,
+      released: (rel) => this.forgetIfRemoved(rel),
     })
     this.opsStats = stats
     this.mount = new Mount(c.mountpoint)
     await this.mount.mount(ops, { allowOther: c.allowOther, deadlineMs: c.readTimeoutMs })
+    this.reloader = new TreeReloader({ dbPath: c.db, stateDir: c.stateDir, treeQuery: c.treeQuery, retireMs: 2 * c.readTimeoutMs, swapIn: (next) => this.swapTree(next) }, this.catalog)
+    await this.reloader.start()
+    void this.reloader.check() // the DB may have been replaced while the mount came up
+    this.stopMemoryGuard = startMemoryGuard({
+      limitBytes: MEMORY_LIMIT,
+      intervalMs: 5000,
+      minGapMs: 30_000,
+      forget: () => this.mount.invalidate(this.tree.current.list(ROOT_ID).map((e) => e.name)),
+      paused: () => this.reloader?.status.state === 'building',
+    })
     log.info('mounted', {
       mountpoint: c.mountpoint,
       archive: c.archive,
       files: this.catalog.index.result.files,
       cache: `${c.cacheDir} (${formatSize(this.store.bytes)} of ${formatSize(this.cacheSize)})`,
     })
+  }
+
+  /** Puts a rebuilt tree in service and makes the kernel forget names it cached from the old one. */
+  private async swapTree(next: Catalog): Promise<void> {
+    const roots = new Set(this.tree.current.list(ROOT_ID).map((e) => e.name))
+    this.tree.swap(next.index)
+    this.catalog = next
+    for (const e of next.index.list(ROOT_ID)) roots.add(e.name)
+    await this.mount.invalidate(roots)
+  }
+
+  /**
+   * A file removed from the tree by a swap but open at the time keeps its kernel entry (the kernel
+   * cannot drop names in use); once closed, the kernel is told again, so stat stops finding it.
+   */
+  private forgetIfRemoved(rel: string): void {
+    if (this.tree.current.lookup(rel)?.dir === null) return
+    void this.mount.invalidate(this.tree.current.list(ROOT_ID).map((e) => e.name).concat(rel.split('/')[0]!))
   }
 
   private registerRoutes(): void {
@@ -119,7 +155,7 @@ export class Daemon {
       ready: !!this.opsStats,
       db: this.config.db,
       archive: this.config.archive,
-      tree: this.catalog ? { index: this.catalog.index.file, table: this.catalog.source.description, ...this.catalog.index.result } : null,
+      tree: this.catalog ? { index: this.catalog.file, table: this.catalog.table, ...this.catalog.result, reload: this.reloader?.status } : null,
       token: tok ? { source: tok.source, subject: tok.subject, scopes: tok.scopes, expires: tok.exp ? new Date(tok.exp * 1000).toISOString() : undefined, problem: tok.problem } : null,
       cache: this.store ? this.store.summary() : null,
       sources: this.sources ? this.sources.sources.map((s) => ({ name: s.name, down: this.sources.isDown(s) })) : null,
@@ -137,6 +173,8 @@ export class Daemon {
       this.stopping = (async () => {
         if (!quiet) log.info('stopping', { reason })
         await this.mount?.unmount().catch((err) => log.warn('unmount failed', { error: (err as Error).message }))
+        await this.reloader?.close()
+        this.stopMemoryGuard?.()
         await this.control?.close().catch(() => undefined)
         await this.tokenRefresher?.close().catch(() => undefined)
         await this.sql?.close()

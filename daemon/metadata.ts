@@ -2,12 +2,40 @@
 // file tree lives in it (Y6A2_FILE_ARCHIVE_INFO: PATH/FILENAME+COMPRESSION) and turns every way the
 // file can be wrong (missing, not SQLite, corrupt, no such table) into one line naming the fix.
 import Database from 'better-sqlite3'
-import { statSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs'
 import { UserError, EXIT } from './errors.js'
 
 export type SqliteDb = Database.Database
 
 const FIX_DB = 'download it with `desfs db download` (or des-archive-access-download-metadata) or point DES_ARCHIVE_ACCESS_DB / --db at it'
+
+const FIX_REDOWNLOAD = FIX_DB.replace('download it', 're-download it').replace('db download', 'db download --force')
+
+/**
+ * What is wrong with a file that should be a SQLite database, judged from its 100-byte header: not
+ * SQLite at all, or shorter than the page count its header records (a download cut short). SQLite
+ * itself would only notice a truncation when a query reached the missing pages, possibly mid-build.
+ */
+export function sqliteFileProblem(path: string, size: number): string | undefined {
+  const head = Buffer.alloc(100)
+  const fd = openSync(path, 'r')
+  let n: number
+  try {
+    n = readSync(fd, head, 0, 100, 0)
+  } finally {
+    closeSync(fd)
+  }
+  if (n < 100 || head.toString('latin1', 0, 16) !== 'SQLite format 3\0') return 'the file does not start with the SQLite header'
+  const raw = head.readUInt16BE(16)
+  const pageSize = raw === 1 ? 65536 : raw
+  const pages = head.readUInt32BE(28)
+  // The header's page count is valid only when its change counter matches "version-valid-for";
+  // with a WAL file beside it, pages may live in the WAL instead.
+  const valid = head.readUInt32BE(24) === head.readUInt32BE(92) && pages > 0
+  if (valid && !existsSync(`${path}-wal`) && size < pages * pageSize) return `truncated: ${size} bytes, its header says ${pages * pageSize}`
+  if (size % pageSize !== 0 && !existsSync(`${path}-wal`)) return `truncated: ${size} bytes is not a whole number of ${pageSize}-byte pages`
+  return undefined
+}
 
 /** Opens the metadata DB read-only and checks that it really is a SQLite database. */
 export function openMetadataDb(path: string): SqliteDb {
@@ -20,6 +48,8 @@ export function openMetadataDb(path: string): SqliteDb {
     throw new UserError(`cannot read metadata DB ${path} (${code}): check its permissions`)
   }
   if (!st.isFile()) throw new UserError(`metadata DB ${path} is not a file: ${FIX_DB}`)
+  const bad = sqliteFileProblem(path, st.size)
+  if (bad) throw new UserError(`metadata DB ${path} is not a readable SQLite database (${bad}): ${FIX_REDOWNLOAD}`)
   let db: SqliteDb
   try {
     db = new Database(path, { readonly: true, fileMustExist: true })
@@ -27,7 +57,7 @@ export function openMetadataDb(path: string): SqliteDb {
     // Touch the schema now: a non-SQLite or truncated file fails here rather than mid-build.
     db.prepare('SELECT count(*) FROM sqlite_master').get()
   } catch (err) {
-    throw new UserError(`metadata DB ${path} is not a readable SQLite database (${(err as Error).message}): ${FIX_DB.replace('download it', 're-download it').replace('db download', 'db download --force')}`)
+    throw new UserError(`metadata DB ${path} is not a readable SQLite database (${(err as Error).message}): ${FIX_REDOWNLOAD}`)
   }
   return db
 }
@@ -80,7 +110,12 @@ export function findTreeSource(db: SqliteDb, dbPath: string, treeQuery?: string)
 }
 
 /** Identity of the DB file: changes when des-archive-access replaces it (new inode, size or mtime). */
-export function dbIdentity(path: string): { dev: number; ino: number; size: number; mtimeMs: number } {
-  const st = statSync(path)
+export function dbIdentity(path: string): DbIdentity {
+  return identityOf(statSync(path))
+}
+
+export type DbIdentity = { dev: number; ino: number; size: number; mtimeMs: number }
+
+export function identityOf(st: { dev: number; ino: number; size: number; mtimeMs: number }): DbIdentity {
   return { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: Math.floor(st.mtimeMs) }
 }

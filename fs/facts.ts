@@ -20,14 +20,18 @@ export class Facts {
   private getFile: Database.Statement
   private putFile: Database.Statement
   private setAdler: Database.Statement
+  private inDir: Database.Statement
   private getDir: Database.Statement
   private putDir: Database.Statement
-  private cache = new LRUCache<string, FileFacts>({ max: 200_000 })
+  // Bounded: a readdir looks up every file of the directory, and a find visits millions. The kernel
+  // caches attributes itself, so this only needs to cover the files in play right now.
+  private cache = new LRUCache<string, FileFacts>({ max: 20_000 })
 
   constructor(file: string) {
     this.db = new Database(file)
     this.db.pragma('journal_mode = WAL')
     this.db.pragma('synchronous = NORMAL')
+    this.db.pragma('cache_size = -8000') // KiB; better-sqlite3's default is 16 MB a connection
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS file_facts(path TEXT PRIMARY KEY, size INTEGER NOT NULL, adler32 TEXT, mtime INTEGER) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS dir_listed(path TEXT PRIMARY KEY, listed_at INTEGER NOT NULL) WITHOUT ROWID;
@@ -37,6 +41,7 @@ export class Facts {
       'INSERT INTO file_facts(path, size, adler32, mtime) VALUES (?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET size = excluded.size, adler32 = coalesce(excluded.adler32, file_facts.adler32), mtime = coalesce(excluded.mtime, file_facts.mtime)',
     )
     this.setAdler = this.db.prepare('UPDATE file_facts SET adler32 = ? WHERE path = ?')
+    this.inDir = this.db.prepare('SELECT path, size, adler32, mtime FROM file_facts WHERE path > ? AND path < ?').raw(true)
     this.getDir = this.db.prepare('SELECT listed_at FROM dir_listed WHERE path = ?').pluck()
     this.putDir = this.db.prepare('INSERT OR REPLACE INTO dir_listed(path, listed_at) VALUES (?, ?)')
   }
@@ -47,6 +52,21 @@ export class Facts {
     const row = this.getFile.get(path) as FileFacts | undefined
     if (row) this.cache.set(path, { size: row.size, adler32: row.adler32, mtime: row.mtime })
     return row
+  }
+
+  /**
+   * Facts of the files directly in a directory, by name, with one range scan instead of a lookup per
+   * file. Meant for leaf directories (where DES keeps its files): the scan also walks any subtree.
+   */
+  filesIn(dir: string): Map<string, FileFacts> {
+    const out = new Map<string, FileFacts>()
+    const prefix = `${dir}/`
+    // '0' follows '/' in byte order: [dir/, dir0) is everything below dir.
+    for (const [path, size, adler32, mtime] of this.inDir.all(prefix, `${dir}0`) as [string, number, string | null, number | null][]) {
+      const name = path.slice(prefix.length)
+      if (!name.includes('/')) out.set(name, { size, adler32, mtime })
+    }
+    return out
   }
 
   dirListed(path: string): boolean {

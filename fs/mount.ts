@@ -8,6 +8,7 @@ import { readFile, stat } from 'node:fs/promises'
 import { promisify } from 'node:util'
 import { UserError } from '../daemon/errors.js'
 import { log } from '../daemon/log.js'
+import { fuseDeviceFds, invalidateRootEntries } from './kernel-notify.js'
 
 const exec = promisify(execFile)
 
@@ -80,6 +81,8 @@ export async function prepareMountpoint(dir: string): Promise<void> {
 export class Mount {
   readonly dir: string
   private fuse: Fuse | undefined
+  /** This mount's /dev/fuse descriptor (opened by libfuse), for invalidation messages. */
+  private deviceFd: number | undefined
 
   constructor(dir: string) {
     this.dir = dir
@@ -87,6 +90,7 @@ export class Mount {
 
   async mount(ops: Ops, opts: MountOptions): Promise<void> {
     await prepareMountpoint(this.dir)
+    const fdsBefore = await fuseDeviceFds()
     const backstop = opts.deadlineMs + 15_000
     const fuse = new Fuse(this.dir, ops, {
       // fuse-native passes unknown options through `subtype`; it maps neither `ro` nor the FUSE
@@ -108,12 +112,23 @@ export class Mount {
       })
     })
     this.fuse = fuse
+    const fds = [...(await fuseDeviceFds())].filter((fd) => !fdsBefore.has(fd))
+    this.deviceFd = fds.length === 1 ? fds[0] : undefined
+    if (this.deviceFd === undefined) log.warn('cannot find the mount\'s /dev/fuse descriptor; after a tree swap, stat may see removed files until the kernel forgets them', { found: fds.length })
+  }
+
+  /** Makes the kernel forget cached names under these root entries (after the tree changed). */
+  async invalidate(rootNames: Iterable<string>): Promise<void> {
+    if (this.deviceFd === undefined || !this.fuse) return
+    const r = await invalidateRootEntries(this.deviceFd, rootNames)
+    if (r.failed.length) log.warn('the kernel refused to forget some cached names', { failed: r.failed.slice(0, 5).join('; ') })
   }
 
   async unmount(): Promise<void> {
     const fuse = this.fuse
     if (!fuse) return
     this.fuse = undefined
+    this.deviceFd = undefined
     await new Promise<void>((resolve) => {
       fuse.unmount((err) => {
         if (err) log.warn('unmount failed; trying a lazy unmount', { mountpoint: this.dir, error: err.message })

@@ -18,13 +18,6 @@ export type RefusalReason =
   | 'duplicate'
   | 'file/directory clash'
 
-export interface CheckedRow {
-  /** Directory segments, never empty strings, never '.' or '..'. */
-  dir: string[]
-  /** FILENAME + COMPRESSION. */
-  name: string
-}
-
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\x00-\x1f\x7f]/
 
@@ -36,29 +29,44 @@ function checkSegment(seg: string): RefusalReason | undefined {
   return undefined
 }
 
+/** A checked PATH: its directory segments and its length in bytes (for the whole-path limit). */
+export interface CheckedPath {
+  dir: string[]
+  bytes: number
+}
+
 /**
- * Checks one (PATH, FILENAME, COMPRESSION) row. COMPRESSION may be NULL, '' or an extension such as
- * '.fz'/'.gz'. A single trailing '/' on PATH is tolerated; an empty PATH puts the file at the root.
+ * Checks a PATH value. A single trailing '/' is tolerated; an empty PATH puts files at the root.
+ * Kept apart from the name check because thousands of rows share one PATH: the build checks each
+ * distinct PATH once.
  */
-export function checkRow(path: unknown, filename: unknown, compression: unknown): CheckedRow | RefusalReason {
+export function checkPath(path: unknown): CheckedPath | RefusalReason {
   const p = path == null ? '' : String(path)
-  const f = filename == null ? '' : String(filename)
-  const c = compression == null ? '' : String(compression)
-  if (f === '') return 'empty filename'
-  if (c !== '' && !/^\.[A-Za-z0-9]{1,8}$/.test(c)) return 'bad compression'
   if (p.startsWith('/')) return 'absolute path'
-  if (f.includes('/')) return f.startsWith('/') ? 'absolute path' : 'empty segment'
-  const name = f + c
   const trimmed = p.endsWith('/') ? p.slice(0, -1) : p
   const dir = trimmed === '' ? [] : trimmed.split('/')
   for (const seg of dir) {
     const bad = checkSegment(seg)
     if (bad) return bad
   }
+  return { dir, bytes: Buffer.byteLength(trimmed) }
+}
+
+/** Checks FILENAME and COMPRESSION (NULL, '' or an extension such as '.fz'/'.gz'); returns the file's name. */
+export function checkName(filename: unknown, compression: unknown): string | { refused: RefusalReason } {
+  const f = filename == null ? '' : String(filename)
+  const c = compression == null ? '' : String(compression)
+  if (f === '') return { refused: 'empty filename' }
+  if (c !== '' && !/^\.[A-Za-z0-9]{1,8}$/.test(c)) return { refused: 'bad compression' }
+  if (f.includes('/')) return { refused: f.startsWith('/') ? 'absolute path' : 'empty segment' }
+  const name = f + c
   const bad = checkSegment(name)
-  if (bad) return bad
-  if (Buffer.byteLength(trimmed) + 1 + Buffer.byteLength(name) > MAX_PATH_BYTES) return 'path too long'
-  return { dir, name }
+  return bad ? { refused: bad } : name
+}
+
+/** The whole-path limit, for a checked PATH and name. */
+export function pathTooLong(path: CheckedPath, name: string): boolean {
+  return path.bytes + 1 + Buffer.byteLength(name) > MAX_PATH_BYTES
 }
 
 /** Counts refusals by reason, keeping the first few examples of each, for one summary log line. */
@@ -87,7 +95,8 @@ export class RefusalTally {
 
   /** e.g. "skipped 4 rows: 2 '.' or '..' segment (e.g. \"a/../b.fits\"), 1 absolute path (...)" */
   summary(): string {
-    const parts = [...this.counts].map(([r, c]) => `${c} ${r} (e.g. ${JSON.stringify(this.examples.get(r)?.[0] ?? '')})`)
+    // Examples are already printable (describeRow), so they are quoted, not JSON-escaped again.
+    const parts = [...this.counts].map(([r, c]) => `${c} ${r} (e.g. "${this.examples.get(r)?.[0] ?? ''}")`)
     return `skipped ${this.total} rows: ${parts.join(', ')}`
   }
 }

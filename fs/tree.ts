@@ -2,30 +2,39 @@
 // sizes and checksums from the archive. The first visit to a directory learns all its files' sizes
 // with one PROPFIND Depth:1 (concurrent first visits share it); HEAD per file is the fallback when a
 // listing is unsupported or looks wrong. After that the directory never touches the network again.
+import { LRUCache } from 'lru-cache'
 import { MISSING, type Facts, type FileFacts } from './facts.js'
 import type { TreeIndex } from './tree-index.js'
 import type { Source } from '../cache/sources/source.js'
 import { SourceError } from '../cache/sources/source.js'
 import { log } from '../daemon/log.js'
 
+/** An answer for the kernel (ENOENT, ENOTDIR...), not a fault: thrown often, so it carries no stack. */
 export class FsError extends Error {
   readonly errno: number
   constructor(errno: number, message: string) {
+    const limit = Error.stackTraceLimit
+    Error.stackTraceLimit = 0
     super(message)
+    Error.stackTraceLimit = limit
     this.errno = errno
   }
 }
 
 /** Linux errno values (negated when handed to FUSE). */
-export const ERRNO = { ENOENT: 2, EIO: 5, EBADF: 9, EACCES: 13, ENOTDIR: 20, EISDIR: 21, EINVAL: 22, EROFS: 30, ERANGE: 34, ENODATA: 61, ETIMEDOUT: 110 } as const
+export const ERRNO = { ENOENT: 2, EIO: 5, EBADF: 9, EACCES: 13, ENOTDIR: 20, EISDIR: 21, EINVAL: 22, EROFS: 30, ERANGE: 34, ENODATA: 61, EOPNOTSUPP: 95, ETIMEDOUT: 110 } as const
+
+const ENOENT_ERROR = new FsError(ERRNO.ENOENT, 'no such file')
 
 export type Node =
   | { kind: 'dir'; rel: string; id: number }
   | { kind: 'file'; rel: string; facts: FileFacts }
 
-/** '/a/b/c' (as FUSE gives paths) -> ['a','b','c']. */
-export function segments(fusePath: string): string[] {
-  return fusePath.split('/').filter((s) => s !== '')
+/** A directory entry as readdir reports it; facts are absent when the archive could not be asked. */
+export interface Listed {
+  name: string
+  dir: boolean
+  facts?: FileFacts
 }
 
 export function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -43,6 +52,10 @@ export interface TreeOptions {
   headConcurrency?: number
 }
 
+/** Directories whose listing is kept in memory, so the getattr per entry that follows a readdir
+ * (`ls -l`, `find -size`) is a Map hit. A few suffice: the kernel asks right after the readdir. */
+const RECENT_LISTINGS = 4
+
 export class Tree {
   private index: TreeIndex
   private facts: Facts
@@ -52,6 +65,10 @@ export class Tree {
   private heads = new Map<string, Promise<FileFacts | null>>()
   /** Directories whose listing was empty or unsupported: their files are learned one HEAD at a time. */
   private headOnly = new Set<string>()
+  /** Listed directories asked again since the index changed (a new DB can add files to them). */
+  private relisted = new Set<string>()
+  /** Recently listed directories: name -> directory id (null for a file) and the file's facts. */
+  private recent = new LRUCache<string, Map<string, { dir: number | null; facts?: FileFacts }>>({ max: RECENT_LISTINGS })
   readonly stats = { propfinds: 0, heads: 0 }
 
   constructor(index: TreeIndex, facts: Facts, source: Source, opts: TreeOptions) {
@@ -69,18 +86,46 @@ export class Tree {
   swap(index: TreeIndex): TreeIndex {
     const old = this.index
     this.index = index
+    this.recent.clear()
+    this.relisted.clear()
     return old
   }
 
-  /** Resolves a FUSE path to a directory or a file with known facts; throws FsError. */
-  async resolve(fusePath: string): Promise<Node> {
-    const segs = segments(fusePath)
-    const entry = this.index.lookup(segs)
-    if (!entry) throw new FsError(ERRNO.ENOENT, 'no such file')
-    const rel = segs.join('/')
+  /**
+   * Resolves a FUSE path ('/a/b') without waiting: a directory, a file whose facts are known, or
+   * undefined when the archive must be asked first. Throws FsError(ENOENT) for a path the tree lacks.
+   */
+  resolveNow(fusePath: string): Node | undefined {
+    const rel = fusePath.slice(1)
+    const entry = this.index.lookup(rel)
+    if (!entry) throw ENOENT_ERROR
     if (entry.dir !== null) return { kind: 'dir', rel, id: entry.dir }
+    const facts = this.facts.file(rel)
+    if (!facts) return undefined
+    if (facts.size === MISSING) throw ENOENT_ERROR
+    return { kind: 'file', rel, facts }
+  }
+
+  /** resolveNow for getattr: answered from the last listings first (sizes and times never change). */
+  statNow(fusePath: string): Node | undefined {
+    const slash = fusePath.lastIndexOf('/')
+    const listing = fusePath.length > 1 ? this.recent.get(fusePath.slice(1, Math.max(slash, 1))) : undefined
+    if (listing) {
+      const e = listing.get(fusePath.slice(slash + 1))
+      if (!e) throw ENOENT_ERROR
+      if (e.dir !== null) return { kind: 'dir', rel: fusePath.slice(1), id: e.dir }
+      if (e.facts) return { kind: 'file', rel: fusePath.slice(1), facts: e.facts }
+    }
+    return this.resolveNow(fusePath)
+  }
+
+  /** Resolves a FUSE path to a directory or a file with known facts, asking the archive if needed; throws FsError. */
+  async resolve(fusePath: string): Promise<Node> {
+    const now = this.resolveNow(fusePath)
+    if (now) return now
+    const rel = fusePath.slice(1)
     const facts = await this.fileFacts(rel)
-    if (facts.size === MISSING) throw new FsError(ERRNO.ENOENT, 'not in the archive')
+    if (facts.size === MISSING) throw ENOENT_ERROR
     return { kind: 'file', rel, facts }
   }
 
@@ -91,7 +136,7 @@ export class Tree {
     const slash = rel.lastIndexOf('/')
     const dir = slash < 0 ? '' : rel.slice(0, slash)
     if (!this.headOnly.has(dir)) {
-      await this.learnDir(dir)
+      await this.learnDir(dir, this.mayRelist(dir))
       f = this.facts.file(rel)
       if (f) return f
     }
@@ -99,30 +144,78 @@ export class Tree {
     return f
   }
 
-  /** Children of a directory, without files the archive does not have. */
-  async list(node: Extract<Node, { kind: 'dir' }>): Promise<{ name: string; dir: boolean; facts?: FileFacts }[]> {
-    try {
-      await this.learnDir(node.rel)
-    } catch (err) {
-      // Names are still right without sizes; getattr will try again per file.
-      log.warn('could not list directory in the archive; listing names only', { dir: node.rel || '/', error: (err as Error).message })
-    }
-    const out: { name: string; dir: boolean; facts?: FileFacts }[] = []
-    for (const e of this.index.list(node.id)) {
-      if (e.dir !== null) {
-        out.push({ name: e.name, dir: true })
-        continue
-      }
-      const f = this.facts.file(node.rel ? `${node.rel}/${e.name}` : e.name)
-      if (f?.size === MISSING) continue
-      out.push(f ? { name: e.name, dir: false, facts: f } : { name: e.name, dir: false })
+  /**
+   * A directory listed before may have gained files with a new metadata DB: it is listed once more
+   * (one PROPFIND for all of them, rather than a HEAD each), once per index.
+   */
+  private mayRelist(dir: string): boolean {
+    if (this.relisted.has(dir) || !this.facts.dirListed(dir)) return false
+    this.relisted.add(dir)
+    return true
+  }
+
+  /**
+   * Children of the directory at a FUSE path, without files the archive does not have. The whole
+   * listing comes from one index, the one current when it was asked for, even if a new one is swapped
+   * in while the archive is being asked.
+   */
+  async list(fusePath: string): Promise<Listed[]> {
+    const index = this.index
+    const rel = fusePath.slice(1)
+    const e = index.lookup(rel)
+    if (!e) throw ENOENT_ERROR
+    if (e.dir === null) throw new FsError(ERRNO.ENOTDIR, 'not a directory')
+    await this.learnQuietly(rel, false)
+    let { out, unknown } = this.entries(index, rel, e.dir)
+    if (unknown && this.mayRelist(rel)) {
+      await this.learnQuietly(rel, true)
+      ;({ out, unknown } = this.entries(index, rel, e.dir))
     }
     return out
   }
 
+  private async learnQuietly(rel: string, force: boolean): Promise<void> {
+    try {
+      await this.learnDir(rel, force)
+    } catch (err) {
+      // Names are still right without sizes; getattr will try again per file.
+      log.warn('could not list directory in the archive; listing names only', { dir: rel || '/', error: (err as Error).message })
+    }
+  }
+
+  /** The directory's entries with the facts known now; remembered for the getattr storm that follows. */
+  private entries(index: TreeIndex, rel: string, id: number): { out: Listed[]; unknown: boolean } {
+    const out: Listed[] = []
+    const byName = new Map<string, { dir: number | null; facts?: FileFacts }>()
+    const prefix = rel ? `${rel}/` : ''
+    let unknown = false
+    const list = index.list(id)
+    // A directory of files only (DES's leaves) gets its facts in one range scan.
+    const known = rel !== '' && list.every((e) => e.dir === null) ? this.facts.filesIn(rel) : undefined
+    for (const e of list) {
+      if (e.dir !== null) {
+        out.push({ name: e.name, dir: true })
+        byName.set(e.name, { dir: e.dir })
+        continue
+      }
+      const f = known ? known.get(e.name) : this.facts.file(prefix + e.name)
+      if (f?.size === MISSING) continue
+      if (f) {
+        out.push({ name: e.name, dir: false, facts: f })
+        byName.set(e.name, { dir: null, facts: f })
+      } else {
+        unknown = true
+        out.push({ name: e.name, dir: false })
+        byName.set(e.name, { dir: null })
+      }
+    }
+    if (index === this.index) this.recent.set(rel, byName)
+    return { out, unknown }
+  }
+
   /** Learns the facts of every file in a directory with one listing (single-flight). */
-  learnDir(rel: string): Promise<void> {
-    if (this.headOnly.has(rel) || this.facts.dirListed(rel)) return Promise.resolve()
+  learnDir(rel: string, force = false): Promise<void> {
+    if (!force && (this.headOnly.has(rel) || this.facts.dirListed(rel))) return Promise.resolve()
     let p = this.learning.get(rel)
     if (!p) {
       p = withDeadline(this.doLearnDir(rel), this.opts.deadlineMs, `listing ${rel || '/'}`).finally(() => this.learning.delete(rel))
@@ -132,7 +225,7 @@ export class Tree {
   }
 
   private async doLearnDir(rel: string): Promise<void> {
-    const id = this.index.dirId(rel === '' ? [] : rel.split('/'))
+    const id = this.index.dirId(rel)
     if (id === undefined) return
     const files = this.index.list(id).filter((e) => e.dir === null).map((e) => (rel ? `${rel}/${e.name}` : e.name))
     if (files.length === 0) return

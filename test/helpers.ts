@@ -165,7 +165,7 @@ export async function startDaemon(t: Test, o: DaemonOptions): Promise<DaemonFixt
   void exited.then((c) => (exitCode = c))
   const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
     if (exitCode === undefined) child.kill(signal)
-    const code = await Promise.race([exited, new Promise<null>((r) => setTimeout(() => r(null), 20_000))])
+    const code = await Promise.race([exited, new Promise<null>((r) => setTimeout(() => r(null), 20_000).unref())])
     if (exitCode === undefined) child.kill('SIGKILL')
     if ((await mountedType(mnt))?.startsWith('fuse')) await run('fusermount', ['-uz', mnt], { timeoutMs: 10_000 })
     return code
