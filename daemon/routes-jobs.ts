@@ -1,0 +1,78 @@
+// Control-socket routes for sync jobs:
+//   POST /sync            {recipe, params, list, query, pin, dryRun} -> {id} or the dry-run plan
+//   GET  /jobs            -> [progress...]
+//   GET  /jobs/show?id=   -> the job record (its manifest)
+//   GET  /jobs/watch?id=  -> NDJSON progress lines until the job ends, then {"job": record}
+//   POST /jobs/cancel     {id}
+//   GET  /recipes         -> [{name, description, params, file}]
+import type { ServerResponse } from 'node:http'
+import { HttpError, type ControlServer } from './control.js'
+import type { JobManager, JobRecord } from './jobs.js'
+import { loadRecipes } from './recipes.js'
+import { planFiles, selectPaths, type SyncDeps, type SyncSpec } from './sync.js'
+
+interface SyncRequest {
+  recipe?: string
+  params?: Record<string, string>
+  list?: string[]
+  query?: string
+  pin?: boolean
+  dryRun?: boolean
+}
+
+function jobOr404(jobs: JobManager, id: string | null): JobRecord {
+  const job = id ? jobs.get(id) : undefined
+  if (!job) throw new HttpError(404, `no job ${id ?? ''} (see desfs jobs)`)
+  return job
+}
+
+export function registerJobRoutes(control: ControlServer, jobs: JobManager, deps: SyncDeps): void {
+  control.route('POST', '/sync', async (_req, _res, body) => {
+    const b = (body ?? {}) as SyncRequest
+    const spec: SyncSpec = { pin: b.pin !== false }
+    if (b.recipe !== undefined) spec.recipe = b.recipe
+    if (b.params) spec.params = b.params
+    if (b.list) spec.list = b.list
+    if (b.query !== undefined) spec.query = b.query
+    const { paths, refused } = await selectPaths(spec, deps)
+    const files = await planFiles(paths, deps)
+    const bytes = files.reduce((a, f) => a + (f.size ?? 0), 0)
+    if (b.dryRun) return { files, bytes, refused }
+    if (files.length === 0) throw new HttpError(400, `nothing to sync: the selection matched no files${refused.length ? ` (${refused.length} rows refused, e.g. ${refused[0]})` : ''}`)
+    if (spec.pin) deps.checkPinRoom(bytes, files.map((f) => f.path))
+    const job = jobs.submit('sync', spec, files)
+    return { id: job.id, files: files.length, bytes, refused }
+  })
+
+  control.route('GET', '/jobs', () => jobs.list().map((j) => ({ ...jobs.progress(j.id), kind: j.kind, createdAt: j.createdAt, spec: j.spec })))
+
+  control.route('GET', '/jobs/show', (_req, _res, _body, url) => jobOr404(jobs, url.searchParams.get('id')))
+
+  control.route('POST', '/jobs/cancel', (_req, _res, body) => {
+    const job = jobOr404(jobs, (body as { id?: string })?.id ?? null)
+    if (!jobs.cancel(job.id)) throw new HttpError(409, `job ${job.id} is ${job.state}, not running`)
+    return { ok: true, id: job.id }
+  })
+
+  control.route('GET', '/jobs/watch', (req, res: ServerResponse, _body, url) => {
+    const job = jobOr404(jobs, url.searchParams.get('id'))
+    res.writeHead(200, { 'content-type': 'application/x-ndjson' })
+    const send = () => res.write(JSON.stringify({ progress: jobs.progress(job.id) }) + '\n')
+    const finish = (done: JobRecord) => {
+      if (done.id !== job.id) return
+      cleanup()
+      res.end(JSON.stringify({ job: done }) + '\n')
+    }
+    const timer = setInterval(send, 500)
+    const cleanup = () => {
+      clearInterval(timer)
+      jobs.off('done', finish)
+    }
+    send()
+    if (job.state !== 'running' && job.state !== 'queued') return finish(job)
+    jobs.on('done', finish)
+    req.on('close', cleanup)
+  })
+
+  control.route('GET', '/recipes', () => [...loadRecipes().values()].map(({ name, description, params, file }) => ({ name, description, params, file })))
+}
