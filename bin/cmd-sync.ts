@@ -34,16 +34,17 @@ export function writeManifest(path: string, files: JobFile[]): void {
 
 function progressText(p: JobProgress): string {
   const eta = p.rate > 0 && p.bytes > p.bytesDone ? `, ETA ${formatDuration(((p.bytes - p.bytesDone) / p.rate) * 1000)}` : ''
-  return `${p.filesDone + p.filesFailed}/${p.files} files, ${formatSize(p.bytesDone)} of ${formatSize(p.bytes)}, ${formatSize(p.rate)}/s${eta}${p.filesFailed ? `, ${p.filesFailed} failed` : ''}`
+  const rate = p.rate > 0 ? `, ${formatSize(p.rate)}/s` : ''
+  return `${p.filesDone + p.filesFailed}/${p.files} files, ${formatSize(p.bytesDone)} of ${formatSize(p.bytes)}${rate}${eta}${p.filesFailed ? `, ${p.filesFailed} failed` : ''}`
 }
 
 /**
  * Follows a job until it ends: a bar on a TTY, a line every 10 s otherwise. Ctrl-C detaches (the job
  * goes on in the daemon). Resolves with the final record, or undefined when detached.
  */
-function attach(socket: string, id: string): Promise<JobRecord | undefined> {
+export function attach(socket: string, id: string, label = 'sync'): Promise<JobRecord | undefined> {
   return new Promise((done, fail) => {
-    const bar = new ProgressBar(`sync ${id}`)
+    const bar = new ProgressBar(`${label} ${id}`)
     let lastLine = 0
     let final: JobRecord | undefined
     const req = request({ socketPath: socket, method: 'GET', path: `/jobs/watch?id=${encodeURIComponent(id)}` }, (res) => {
@@ -62,7 +63,7 @@ function attach(socket: string, id: string): Promise<JobRecord | undefined> {
           bar.update(p.bytesDone, p.bytes, ' bytes')
           if (!process.stderr.isTTY && Date.now() - lastLine > 10_000) {
             lastLine = Date.now()
-            process.stderr.write(`sync ${id}: ${progressText(p)}\n`)
+            process.stderr.write(`${label} ${id}: ${progressText(p)}\n`)
           }
         }
       })
@@ -74,7 +75,7 @@ function attach(socket: string, id: string): Promise<JobRecord | undefined> {
     req.on('error', (err: NodeJS.ErrnoException) => fail(err.code === 'ENOENT' || err.code === 'ECONNREFUSED' ? new UserError('no desfs daemon is running: start one with desfs mount', EXIT.UNAVAILABLE) : err))
     process.once('SIGINT', () => {
       bar.done()
-      process.stderr.write(`detached; the job goes on in the daemon: desfs sync --attach ${id} to follow it, desfs jobs cancel ${id} to stop it\n`)
+      process.stderr.write(`detached; the job goes on in the daemon: desfs jobs show ${id} for its result, desfs jobs cancel ${id} to stop it\n`)
       req.destroy()
       done(undefined)
     })
@@ -83,15 +84,15 @@ function attach(socket: string, id: string): Promise<JobRecord | undefined> {
 }
 
 /** Prints the outcome and writes the manifest; returns the exit code. */
-function report(job: JobRecord, manifest: string | undefined): number {
+export function report(job: JobRecord, manifest: string | undefined, out: NodeJS.WritableStream = process.stdout): number {
   if (manifest) writeManifest(manifest, job.files)
   const ok = job.files.filter((f) => f.status === 'ok')
   const failed = job.files.filter((f) => f.status === 'failed')
   const bytes = ok.reduce((a, f) => a + (f.size ?? 0), 0)
   const fetched = ok.reduce((a, f) => a + (f.fetched ?? 0), 0)
-  process.stdout.write(`sync ${job.id} ${job.state}: ${ok.length} of ${job.files.length} files (${formatSize(bytes)}, ${formatSize(fetched)} transferred)${failed.length ? `, ${failed.length} failed` : ''}\n`)
-  for (const f of failed.slice(0, 20)) process.stdout.write(`  failed ${f.path}: ${f.message}\n`)
-  if (failed.length > 20) process.stdout.write(`  ... and ${failed.length - 20} more (see the manifest: --manifest FILE.tsv)\n`)
+  out.write(`${job.kind} ${job.id} ${job.state}: ${ok.length} of ${job.files.length} files (${formatSize(bytes)}, ${formatSize(fetched)} transferred)${failed.length ? `, ${failed.length} failed` : ''}\n`)
+  for (const f of failed.slice(0, 20)) out.write(`  failed ${f.path}: ${f.message}\n`)
+  if (failed.length > 20) out.write(`  ... and ${failed.length - 20} more (see the manifest: --manifest FILE.tsv)\n`)
   return job.state === 'done' ? EXIT.OK : EXIT.FAILURE
 }
 

@@ -80,6 +80,9 @@ function deferred(): Deferred {
   return { promise, resolve, reject }
 }
 
+/** Runs of blocks a whole-file fetch keeps in flight for one file. */
+const WHOLE_FILE_RUNS = 4
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 export interface FetchStats {
@@ -97,6 +100,8 @@ export class Fetcher {
   private store: BlockStore
   private opts: FetcherOptions
   private inflight = new Map<string, Promise<Buffer>>()
+  /** Blocks handed out and being written to the cache. */
+  private storing = new Map<string, Promise<void>>()
   private inflightBytes = 0
   private inflightRequests = 0
   private recent: LRUCache<string, Buffer>
@@ -400,6 +405,51 @@ export class Fetcher {
     return g
   }
 
+  /**
+   * Makes a whole file present in the cache (sync, get): fetches the blocks not cached yet in runs, a
+   * few runs at a time, waits until every block is stored, and checks the file against the archive's
+   * Adler-32. Blocks already cached are not fetched again, so an interrupted sync resumes where it
+   * stopped. Resolves with the bytes that had to be transferred; rejects when a block cannot be
+   * fetched or stored, or on abort.
+   */
+  async fetchWhole(file: CachedFile, signal?: AbortSignal, onBytes?: (n: number) => void): Promise<number> {
+    const runBlocks = Math.max(1, Math.floor(this.opts.runBytes / file.blockSize))
+    const step = runBlocks * WHOLE_FILE_RUNS
+    let transferred = 0
+    this.store.hold(file)
+    try {
+      for (let from = 0; from < file.blocks; from += step) {
+        if (signal?.aborted) throw new SourceError('timeout', `${file.relPath}: cancelled`)
+        const to = Math.min(file.blocks, from + step)
+        const missing: number[] = []
+        for (let i = from; i < to; i++) if (!file.has(i)) missing.push(i)
+        if (missing.length === 0) continue
+        this.fetchMissing(file, from, to, true)
+        await Promise.all(missing.map(async (i) => {
+          await (this.inflight.get(`${file.key}:${i}`) ?? this.block(file, i))
+          transferred += file.blockLength(i)
+          onBytes?.(file.blockLength(i))
+        }))
+        // A run's promise settles once its blocks are handed out; wait until they are stored too.
+        await Promise.all(missing.map((i) => this.stored(file, i)))
+      }
+    } finally {
+      this.store.release(file)
+    }
+    if (!file.complete) throw new SourceError('local', `${file.relPath}: could not be stored in the cache (cache full of pinned or open files, or the disk is full)`)
+    if (file.adler32 && !file.checkWhole()) throw new SourceError('protocol', `${file.relPath}: does not match the archive's adler32 ${file.adler32}; dropped, try again`)
+    return transferred
+  }
+
+  /** Resolves when block idx is on disk or no longer being fetched. */
+  private async stored(file: CachedFile, idx: number): Promise<void> {
+    for (let i = 0; i < 10_000 && !file.has(idx); i++) {
+      const p = this.storing.get(`${file.key}:${idx}`)
+      if (!p) return
+      await p
+    }
+  }
+
   /** Checks a whole small file against the archive checksum, then serves and stores its blocks. */
   private async deliverWhole(file: CachedFile, held: { idx: number; buf: Buffer; adler: number }[], first: number, defs: Deferred[]): Promise<void> {
     held.sort((a, b) => a.idx - b.idx)
@@ -426,11 +476,15 @@ export class Fetcher {
   }
 
   /** Stores a block in the cache; resolves once it is stored (or could not be). */
-  private async storeBlock(file: CachedFile, idx: number, buf: Buffer, adler: number): Promise<void> {
-    try {
-      await file.writeBlock(idx, buf, adler)
-    } catch (err) {
-      log.error('storing a block failed', { path: file.relPath, block: idx, error: (err as Error).message })
-    }
+  private storeBlock(file: CachedFile, idx: number, buf: Buffer, adler: number): Promise<void> {
+    const k = `${file.key}:${idx}`
+    const p = file.writeBlock(idx, buf, adler).then(
+      () => undefined,
+      (err: Error) => log.error('storing a block failed', { path: file.relPath, block: idx, error: err.message }),
+    ).finally(() => {
+      if (this.storing.get(k) === p) this.storing.delete(k)
+    })
+    this.storing.set(k, p)
+    return p
   }
 }

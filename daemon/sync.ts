@@ -6,7 +6,8 @@ import { EXIT, UserError } from './errors.js'
 import type { JobFile, JobRunner } from './jobs.js'
 import { recipeWithParams } from './recipes.js'
 import { checkRow, describeRow } from '../fs/tree-rules.js'
-import { MISSING, type FileFacts } from '../fs/facts.js'
+import type { FileFacts } from '../fs/facts.js'
+import { isPlaced, place, type PlaceMode } from './materialize.js'
 import type { Tree } from '../fs/tree.js'
 
 export interface SyncSpec {
@@ -19,18 +20,32 @@ export interface SyncSpec {
   pin: boolean
 }
 
-export interface SyncDeps {
-  tree: Tree
+export interface GetSpec {
+  /** Destination: a real DESDATA directory, never the mount. */
+  desdata: string
+  mode: PlaceMode
+  force: boolean
+}
+
+/** What runs a file of a sync or get job: facts from the archive, and the cache's whole-file fetch. */
+export interface FetchDeps {
+  /** The file's size and checksum; rejects when the archive does not have it. */
+  facts(rel: string): Promise<FileFacts>
+  /** Makes the whole file present and checked in the cache; resolves with bytes transferred and the cache file. */
+  fetchWhole(rel: string, facts: FileFacts, signal: AbortSignal, onBytes: (n: number) => void): Promise<{ fetched: number; cacheFile: string }>
+  /** Drops a file's cached copy (get --force). */
+  evict(rel: string): Promise<void>
+  locate(rel: string): string
+  /** The file under the mount, for symlinks (undefined without a mount). */
+  mounted?: (rel: string) => string
+}
+
+/** What choosing and planning a sync needs. */
+export interface SelectDeps {
   /** Runs a read-only SELECT off the event loop; rows as arrays. */
   select(sql: string, params: Record<string, string>): Promise<unknown[][]>
-  /** Fetches every block of a file not yet cached and checks the whole file; resolves with bytes transferred. */
-  fetchWhole(rel: string, facts: FileFacts, signal: AbortSignal, onBytes: (n: number) => void): Promise<number>
-  pin(rel: string, facts: FileFacts): void
-  /** Throws a UserError when pinning this many more bytes would exceed the pin cap. */
-  checkPinRoom(bytes: number, paths: string[]): void
+  tree: Tree
   locate(rel: string): string
-  /** Files fetched at once. */
-  parallelism: number
 }
 
 /** Normalises a path given by a person: strips a leading '/', './' or the mountpoint. */
@@ -73,7 +88,7 @@ export function rowsToPaths(rows: unknown[][]): { paths: string[]; refused: stri
 }
 
 /** The archive paths a sync spec names, without learning anything from the archive yet. */
-export async function selectPaths(spec: SyncSpec, deps: Pick<SyncDeps, 'select'>): Promise<{ paths: string[]; refused: string[] }> {
+export async function selectPaths(spec: Pick<SyncSpec, 'recipe' | 'params' | 'list' | 'query'>, deps: Pick<SelectDeps, 'select'>): Promise<{ paths: string[]; refused: string[] }> {
   const given = [spec.recipe !== undefined, spec.list !== undefined, spec.query !== undefined].filter(Boolean).length
   if (given !== 1) throw new UserError('say what to sync: --tilename/--band (or --recipe NAME), --list FILE, or --query SQL (exactly one)', EXIT.USAGE)
   if (spec.list) return rowsToPaths(spec.list.filter((l) => l.trim() && !l.trim().startsWith('#')).map((l) => [archivePath(l)]))
@@ -86,7 +101,7 @@ export async function selectPaths(spec: SyncSpec, deps: Pick<SyncDeps, 'select'>
 }
 
 /** Learns every file's facts (one listing per directory) with bounded concurrency. */
-export async function planFiles(paths: string[], deps: Pick<SyncDeps, 'tree' | 'locate'>, concurrency = 8): Promise<JobFile[]> {
+export async function planFiles(paths: string[], deps: Pick<SelectDeps, 'tree' | 'locate'>, concurrency = 8): Promise<JobFile[]> {
   const files: JobFile[] = paths.map((path) => ({ path, size: null, status: 'pending', url: deps.locate(path) }))
   let next = 0
   const worker = async () => {
@@ -106,16 +121,44 @@ export async function planFiles(paths: string[], deps: Pick<SyncDeps, 'tree' | '
   return files
 }
 
-export function syncRunner(deps: SyncDeps): JobRunner<SyncSpec> {
+async function fetchFile(deps: FetchDeps, file: JobFile, signal: AbortSignal, onBytes: (n: number) => void) {
+  const facts = await deps.facts(file.path)
+  const got = await deps.fetchWhole(file.path, facts, signal, onBytes)
+  return { facts, ...got }
+}
+
+/** Sync: fetch whole (the job's files were pinned when it was submitted). */
+export function syncRunner(deps: FetchDeps, parallelism: number): JobRunner<SyncSpec> {
   return {
     kind: 'sync',
-    parallelism: deps.parallelism,
-    async runFile(job, file, signal, onBytes) {
-      const facts = await deps.tree.fileFacts(file.path)
-      if (facts.size === MISSING) throw new Error('not in the archive (HTTP 404)')
-      if (job.spec.pin) deps.pin(file.path, facts)
-      const fetched = await deps.fetchWhole(file.path, facts, signal, onBytes)
+    parallelism,
+    async runFile(_job, file, signal, onBytes) {
+      const { facts, fetched } = await fetchFile(deps, file, signal, onBytes)
       return { size: facts.size, fetched, url: deps.locate(file.path) }
+    },
+  }
+}
+
+/** Get: fetch whole into the cache, then place under DESDATA (copy, hardlink or symlink). */
+export function getRunner(deps: FetchDeps, parallelism: number): JobRunner<GetSpec> {
+  return {
+    kind: 'get',
+    parallelism,
+    async runFile(job, file, signal, onBytes) {
+      const { desdata, mode, force } = job.spec
+      const facts = await deps.facts(file.path)
+      const url = deps.locate(file.path)
+      const mounted = deps.mounted?.(file.path)
+      if (mode === 'symlink' && !mounted) throw new Error('--mode symlink needs a running mount (desfs mount)')
+      if (!force && (await isPlaced(desdata, file.path, facts.size, facts.adler32, mode, mounted))) return { size: facts.size, fetched: 0, url, message: 'already there' }
+      if (mode === 'symlink') {
+        await place(desdata, { rel: file.path, size: facts.size, adler32: facts.adler32, cacheFile: '', mounted, mode })
+        return { size: facts.size, fetched: 0, url, message: 'symlinked' }
+      }
+      if (force) await deps.evict(file.path)
+      const { fetched, cacheFile } = await deps.fetchWhole(file.path, facts, signal, onBytes)
+      const how = await place(desdata, { rel: file.path, size: facts.size, adler32: facts.adler32, cacheFile, mode })
+      return { size: facts.size, fetched, url, message: how === mode ? (how === 'copy' ? 'copied' : 'hardlinked') : 'copied (the cache is on another file system)' }
     },
   }
 }

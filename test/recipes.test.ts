@@ -6,25 +6,7 @@ import { join } from 'node:path'
 import { makeArchive, tmp } from './helpers.js'
 import { loadRecipes, parseRecipe, recipeWithParams } from '../daemon/recipes.js'
 import { rowsToPaths } from '../daemon/sync.js'
-import type { Manifest } from './archive/generate.js'
-
-/** What the tile recipe must select, computed from what the generator made (not from SQL). */
-export function expectedTileFiles(m: Manifest, tile: string, band: string): string[] {
-  const out: string[] = []
-  for (const f of m.files) {
-    const name = f.rel.split('/').pop()!
-    const coaddStem = `${tile}_r4575p01_${band}`
-    if (['coadd', 'coadd_cat', 'coadd_segmap', 'coadd_psfex_model'].includes(f.kind)) {
-      if (f.rel.includes(`/${tile}/`) && (name === `${coaddStem}.fits.fz` || name.startsWith(`${coaddStem}_`))) out.push(f.rel)
-      continue
-    }
-    if (['red_immask', 'red_bkg', 'red_segmap', 'psfex_model'].includes(f.kind)) {
-      const m2 = /^D0*(\d+)_(\w)_c\d+_/.exec(name)
-      if (m2 && m2[2] === band && m.tileExposures[tile]!.includes(Number(m2[1]))) out.push(f.rel)
-    }
-  }
-  return out.sort()
-}
+import { expectedTileFiles } from './archive/expect.js'
 
 t.test('the tile recipe selects exactly the expected files', async (t) => {
   const a = makeArchive(t, { exposures: 9, ccds: 3, tiles: ['DES2041-5248', 'DES2041-5331', 'DES2045-5248'] })
