@@ -100,8 +100,8 @@ export class Fetcher {
   private store: BlockStore
   private opts: FetcherOptions
   private inflight = new Map<string, Promise<Buffer>>()
-  /** Blocks handed out and being written to the cache. */
-  private storing = new Map<string, Promise<void>>()
+  /** For each block being fetched, its run: settles once every block of the run is stored (or failed). */
+  private runs = new Map<string, Promise<void>>()
   private inflightBytes = 0
   private inflightRequests = 0
   private recent: LRUCache<string, Buffer>
@@ -258,15 +258,17 @@ export class Fetcher {
     this.inflightBytes += bytes
     fetchMetrics.inflightBytes.set(this.inflightBytes)
     this.store.hold(file)
-    void this.runFetch(file, first, end, defs).finally(() => {
+    const run = this.runFetch(file, first, end, defs).finally(() => {
       this.inflightBytes -= bytes
       fetchMetrics.inflightBytes.set(this.inflightBytes)
       for (let i = first; i < end; i++) {
         const k = `${file.key}:${i}`
         if (this.inflight.get(k) === defs[i - first]!.promise) this.inflight.delete(k)
+        if (this.runs.get(k) === run) this.runs.delete(k)
       }
       this.store.release(file)
     })
+    for (let i = first; i < end; i++) this.runs.set(`${file.key}:${i}`, run)
   }
 
   /** Delay before retry number `attempt` (1-based): exponential with jitter, or what the server asked. */
@@ -425,13 +427,13 @@ export class Fetcher {
         for (let i = from; i < to; i++) if (!file.has(i)) missing.push(i)
         if (missing.length === 0) continue
         this.fetchMissing(file, from, to, true)
+        // Wait for the blocks (errors surface here), then for their runs, which end once stored.
         await Promise.all(missing.map(async (i) => {
           await (this.inflight.get(`${file.key}:${i}`) ?? this.block(file, i))
           transferred += file.blockLength(i)
           onBytes?.(file.blockLength(i))
         }))
-        // A run's promise settles once its blocks are handed out; wait until they are stored too.
-        await Promise.all(missing.map((i) => this.stored(file, i)))
+        await Promise.all(new Set(missing.map((i) => this.runs.get(`${file.key}:${i}`)).filter((p) => p !== undefined)))
       }
     } finally {
       this.store.release(file)
@@ -439,15 +441,6 @@ export class Fetcher {
     if (!file.complete) throw new SourceError('local', `${file.relPath}: could not be stored in the cache (cache full of pinned or open files, or the disk is full)`)
     if (file.adler32 && !file.checkWhole()) throw new SourceError('protocol', `${file.relPath}: does not match the archive's adler32 ${file.adler32}; dropped, try again`)
     return transferred
-  }
-
-  /** Resolves when block idx is on disk or no longer being fetched. */
-  private async stored(file: CachedFile, idx: number): Promise<void> {
-    for (let i = 0; i < 10_000 && !file.has(idx); i++) {
-      const p = this.storing.get(`${file.key}:${idx}`)
-      if (!p) return
-      await p
-    }
   }
 
   /** Checks a whole small file against the archive checksum, then serves and stores its blocks. */
@@ -476,15 +469,11 @@ export class Fetcher {
   }
 
   /** Stores a block in the cache; resolves once it is stored (or could not be). */
-  private storeBlock(file: CachedFile, idx: number, buf: Buffer, adler: number): Promise<void> {
-    const k = `${file.key}:${idx}`
-    const p = file.writeBlock(idx, buf, adler).then(
-      () => undefined,
-      (err: Error) => log.error('storing a block failed', { path: file.relPath, block: idx, error: err.message }),
-    ).finally(() => {
-      if (this.storing.get(k) === p) this.storing.delete(k)
-    })
-    this.storing.set(k, p)
-    return p
+  private async storeBlock(file: CachedFile, idx: number, buf: Buffer, adler: number): Promise<void> {
+    try {
+      await file.writeBlock(idx, buf, adler)
+    } catch (err) {
+      log.error('storing a block failed', { path: file.relPath, block: idx, error: (err as Error).message })
+    }
   }
 }
