@@ -13,9 +13,11 @@ import { doctorCommand } from './cmd-doctor.js'
 import { sqlCommand } from './cmd-sql.js'
 import { metricsCommand } from './cmd-metrics.js'
 import { reloadCommand } from './cmd-reload.js'
+import { syncCommand, jobsCommand } from './cmd-sync.js'
+import { getCommand, uriCommand } from './cmd-get.js'
 import { EXIT, UserError, oneLine } from '../daemon/errors.js'
 
-const COMMANDS: Command[] = [mountCommand, umountCommand, statusCommand, sqlCommand, cacheCommand, metricsCommand, reloadCommand, tokenCommand, dbCommand, doctorCommand, demoCommand]
+const COMMANDS: Command[] = [mountCommand, umountCommand, statusCommand, sqlCommand, syncCommand, jobsCommand, getCommand, uriCommand, cacheCommand, metricsCommand, reloadCommand, tokenCommand, dbCommand, doctorCommand, demoCommand]
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
@@ -56,6 +58,11 @@ async function main(argv: string[]): Promise<number> {
   }
   return cmd.run(args)
 }
+
+// `desfs ... | head` closes stdout early: that is not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0)
+})
 
 main(process.argv.slice(2)).then(
   (code) => {

@@ -80,6 +80,9 @@ function deferred(): Deferred {
   return { promise, resolve, reject }
 }
 
+/** Runs of blocks a whole-file fetch keeps in flight for one file. */
+const WHOLE_FILE_RUNS = 4
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 export interface FetchStats {
@@ -97,6 +100,8 @@ export class Fetcher {
   private store: BlockStore
   private opts: FetcherOptions
   private inflight = new Map<string, Promise<Buffer>>()
+  /** For each block being fetched, its run: settles once every block of the run is stored (or failed). */
+  private runs = new Map<string, Promise<void>>()
   private inflightBytes = 0
   private inflightRequests = 0
   private recent: LRUCache<string, Buffer>
@@ -253,15 +258,17 @@ export class Fetcher {
     this.inflightBytes += bytes
     fetchMetrics.inflightBytes.set(this.inflightBytes)
     this.store.hold(file)
-    void this.runFetch(file, first, end, defs).finally(() => {
+    const run = this.runFetch(file, first, end, defs).finally(() => {
       this.inflightBytes -= bytes
       fetchMetrics.inflightBytes.set(this.inflightBytes)
       for (let i = first; i < end; i++) {
         const k = `${file.key}:${i}`
         if (this.inflight.get(k) === defs[i - first]!.promise) this.inflight.delete(k)
+        if (this.runs.get(k) === run) this.runs.delete(k)
       }
       this.store.release(file)
     })
+    for (let i = first; i < end; i++) this.runs.set(`${file.key}:${i}`, run)
   }
 
   /** Delay before retry number `attempt` (1-based): exponential with jitter, or what the server asked. */
@@ -398,6 +405,42 @@ export class Fetcher {
       atWindowStart = received
     }, windowMs)
     return g
+  }
+
+  /**
+   * Makes a whole file present in the cache (sync, get): fetches the blocks not cached yet in runs, a
+   * few runs at a time, waits until every block is stored, and checks the file against the archive's
+   * Adler-32. Blocks already cached are not fetched again, so an interrupted sync resumes where it
+   * stopped. Resolves with the bytes that had to be transferred; rejects when a block cannot be
+   * fetched or stored, or on abort.
+   */
+  async fetchWhole(file: CachedFile, signal?: AbortSignal, onBytes?: (n: number) => void): Promise<number> {
+    const runBlocks = Math.max(1, Math.floor(this.opts.runBytes / file.blockSize))
+    const step = runBlocks * WHOLE_FILE_RUNS
+    let transferred = 0
+    this.store.hold(file)
+    try {
+      for (let from = 0; from < file.blocks; from += step) {
+        if (signal?.aborted) throw new SourceError('timeout', `${file.relPath}: cancelled`)
+        const to = Math.min(file.blocks, from + step)
+        const missing: number[] = []
+        for (let i = from; i < to; i++) if (!file.has(i)) missing.push(i)
+        if (missing.length === 0) continue
+        this.fetchMissing(file, from, to, true)
+        // Wait for the blocks (errors surface here), then for their runs, which end once stored.
+        await Promise.all(missing.map(async (i) => {
+          await (this.inflight.get(`${file.key}:${i}`) ?? this.block(file, i))
+          transferred += file.blockLength(i)
+          onBytes?.(file.blockLength(i))
+        }))
+        await Promise.all(new Set(missing.map((i) => this.runs.get(`${file.key}:${i}`)).filter((p) => p !== undefined)))
+      }
+    } finally {
+      this.store.release(file)
+    }
+    if (!file.complete) throw new SourceError('local', `${file.relPath}: could not be stored in the cache (cache full of pinned or open files, or the disk is full)`)
+    if (file.adler32 && !file.checkWhole()) throw new SourceError('protocol', `${file.relPath}: does not match the archive's adler32 ${file.adler32}; dropped, try again`)
+    return transferred
   }
 
   /** Checks a whole small file against the archive checksum, then serves and stores its blocks. */

@@ -166,9 +166,10 @@ export function parseBool(v: string): boolean {
 }
 
 /** Turns resolved settings into a validated daemon configuration. The mountpoint is required. */
-export function daemonConfig(settings: Map<string, Setting>): DaemonConfig {
+export function daemonConfig(settings: Map<string, Setting>, opts: { needMountpoint?: boolean } = {}): DaemonConfig {
   const mnt = settings.get('mountpoint')!
-  if (!mnt.value) throw new UserError('no mountpoint: give one (desfs mount DIR) or set DESDATA', EXIT.USAGE)
+  // Commands that fetch without mounting (desfs get with no daemon) have no mountpoint.
+  if (!mnt.value && opts.needMountpoint !== false) throw new UserError('no mountpoint: give one (desfs mount DIR) or set DESDATA', EXIT.USAGE)
   const archive = settings.get('archive')!.value!
   try {
     const u = new URL(archive)
@@ -180,7 +181,7 @@ export function daemonConfig(settings: Map<string, Setting>): DaemonConfig {
   if (!['debug', 'info', 'warn', 'error'].includes(level)) throw new UserError(`log_level: '${level}' is not one of debug, info, warn, error`, EXIT.USAGE)
   const cacheSize = settings.get('cache_size')!.value!
   return {
-    mountpoint: resolve(mnt.value),
+    mountpoint: mnt.value ? resolve(mnt.value) : '',
     db: resolve(settings.get('db')!.value!),
     archive: archive.replace(/\/+$/, ''),
     cacheDir: resolve(settings.get('cache_dir')!.value!),

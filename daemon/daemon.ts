@@ -17,6 +17,9 @@ import { registerCacheRoutes } from './routes-cache.js'
 import { registerSqlRoutes } from './routes-sql.js'
 import { registerMetricsRoutes } from './routes-metrics.js'
 import { registerReloadRoutes, type ReloadHook } from './routes-reload.js'
+import { registerJobRoutes, type JobRouteDeps } from './routes-jobs.js'
+import { startJobs } from './jobs-setup.js'
+import type { JobManager } from './jobs.js'
 import type { SqlEngine } from './sql-engine.js'
 import type { BlockStore } from '../cache/block-store.js'
 import type { Fetcher } from '../cache/fetcher.js'
@@ -53,6 +56,8 @@ export class Daemon {
   private stopMemoryGuard: (() => void) | undefined
   opsStats!: OpsStats
   sql: SqlEngine | undefined
+  jobs: JobManager | undefined
+  jobDeps: JobRouteDeps | undefined
   /** Run by POST /reload after the token and the DB file were re-checked. */
   readonly reloadHooks: ReloadHook[] = []
   cacheSize = 0
@@ -107,6 +112,7 @@ export class Daemon {
       forget: () => this.mount.invalidate(this.tree.current.list(ROOT_ID).map((e) => e.name)),
       paused: () => this.reloader?.status.state === 'building',
     })
+    ;({ jobs: this.jobs, deps: this.jobDeps } = startJobs({ stateDir: c.stateDir, mountpoint: c.mountpoint, tree: this.tree, store: this.store, fetcher: this.fetcher, sources: this.sources, sql: this.sql! }))
     log.info('mounted', {
       mountpoint: c.mountpoint,
       archive: c.archive,
@@ -138,6 +144,7 @@ export class Daemon {
     this.sql = registerSqlRoutes(this.control, this.config)
     registerMetricsRoutes(this.control, this)
     registerReloadRoutes(this.control, this)
+    registerJobRoutes(this.control, this)
     this.control.route('POST', '/shutdown', () => {
       setImmediate(() => void this.stop('shutdown requested'))
       return { ok: true }
@@ -172,6 +179,7 @@ export class Daemon {
     if (!this.stopping) {
       this.stopping = (async () => {
         if (!quiet) log.info('stopping', { reason })
+        await this.jobs?.close()
         await this.mount?.unmount().catch((err) => log.warn('unmount failed', { error: (err as Error).message }))
         await this.reloader?.close()
         this.stopMemoryGuard?.()

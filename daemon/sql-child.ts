@@ -61,7 +61,7 @@ function prepare(db: Database, sql: string): Statement | ChildLine {
 }
 
 /** Runs one query and writes its result (NDJSON or TSV) to stdout. */
-async function runQuery(db: Database, sql: string, format: ResultFormat): Promise<void> {
+async function runQuery(db: Database, sql: string, format: ResultFormat, params?: Record<string, string>): Promise<void> {
   const line = (v: ChildLine) => controlLine(format, v)
   const t0 = performance.now()
   const prepared = prepare(db, sql)
@@ -73,7 +73,7 @@ async function runQuery(db: Database, sql: string, format: ResultFormat): Promis
   let rows = 0
   let buf = ''
   try {
-    for (const row of stmt.iterate() as IterableIterator<Value[]>) {
+    for (const row of (params ? stmt.iterate(params) : stmt.iterate()) as IterableIterator<Value[]>) {
       if (rows === 0) buf += header
       rows++
       if (format === 'tsv') {
@@ -108,9 +108,9 @@ async function main(): Promise<void> {
   }
   // One request per line; the answer to each ends with its done or error line. Ends with stdin.
   for await (const req of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
-    const { sql, format = 'ndjson' } = JSON.parse(req) as { sql: string; format?: ResultFormat }
+    const { sql, format = 'ndjson', params } = JSON.parse(req) as { sql: string; format?: ResultFormat; params?: Record<string, string> }
     if (!db) await write(controlLine(format, { error: openError!, kind: 'db' } satisfies ChildLine))
-    else await runQuery(db, sql, format)
+    else await runQuery(db, sql, format, params)
   }
   db?.close()
 }

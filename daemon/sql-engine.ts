@@ -95,7 +95,7 @@ export class SqlQuery {
   private format: ResultFormat
   private framer: Framer
 
-  constructor(proc: QueryProcess, sql: string, timeoutMs: number, format: ResultFormat) {
+  constructor(proc: QueryProcess, sql: string, timeoutMs: number, format: ResultFormat, params?: Record<string, string>) {
     this.proc = proc
     this.timeoutMs = timeoutMs
     this.format = format
@@ -109,7 +109,7 @@ export class SqlQuery {
     })
     proc.current = this
     if (timeoutMs > 0) this.timer = setTimeout(() => this.kill('timeout'), timeoutMs)
-    if (proc.alive) proc.child.stdin!.write(JSON.stringify({ sql, format }) + '\n')
+    if (proc.alive) proc.child.stdin!.write(JSON.stringify({ sql, format, params }) + '\n')
     else setImmediate(() => this.onClose(proc.child.exitCode, proc.child.signalCode))
   }
 
@@ -207,6 +207,8 @@ export interface QueryOptions {
   timeoutMs?: number
   /** NDJSON rows (the default), or TSV formatted by the query process. */
   format?: ResultFormat
+  /** Named parameters (:name in the SQL), for recipes. */
+  params?: Record<string, string>
 }
 
 /** Idle query processes kept for the next queries. */
@@ -259,7 +261,7 @@ export class SqlEngine {
     if (this.running.size >= this.opts.maxRunning) throw new UserError(`${this.running.size} SQL queries are already running (the limit); wait for one to finish or cancel it`, EXIT.UNAVAILABLE)
     const t0 = performance.now()
     const proc = await this.take()
-    const q = new SqlQuery(proc, sql, opts.timeoutMs ?? this.opts.timeoutMs, opts.format ?? 'ndjson')
+    const q = new SqlQuery(proc, sql, opts.timeoutMs ?? this.opts.timeoutMs, opts.format ?? 'ndjson', opts.params)
     this.running.add(q)
     runningGauge.set(this.running.size)
     setImmediate(() => void this.refill())
@@ -275,6 +277,22 @@ export class SqlEngine {
       if ('done' in end) rowsTotal.inc(undefined, end.rows)
     })
     return q
+  }
+
+  /** Runs a query to the end and returns its rows (for small results: recipes, lists). */
+  async all(sql: string, opts: QueryOptions = {}): Promise<unknown[][]> {
+    const q = await this.query(sql, { ...opts, format: 'ndjson' })
+    const rows: unknown[][] = []
+    let rest = ''
+    for await (const chunk of q.output as AsyncIterable<Buffer>) {
+      const lines = (rest + chunk.toString('utf8')).split('\n')
+      rest = lines.pop()!
+      // Data rows are arrays; control lines (columns, done, error) are objects (see sql-framing.ts).
+      for (const l of lines) if (l.startsWith('[')) rows.push(JSON.parse(l) as unknown[])
+    }
+    const end = await q.finished
+    if ('error' in end) throw new UserError(end.error, end.kind === 'timeout' ? EXIT.UNAVAILABLE : EXIT.USAGE)
+    return rows
   }
 
   /** Drops the idle processes, so the next query opens the DB file afresh (after a reload). */

@@ -69,6 +69,15 @@ export function pathTooLong(path: CheckedPath, name: string): boolean {
   return path.bytes + 1 + Buffer.byteLength(name) > MAX_PATH_BYTES
 }
 
+/** Checks a whole (PATH, FILENAME, COMPRESSION) row: the archive path's segments, or why it is refused. */
+export function checkRow(path: unknown, filename: unknown, compression: unknown): { dir: string[]; name: string } | RefusalReason {
+  const p = checkPath(path)
+  if (typeof p === 'string') return p
+  const name = checkName(filename, compression)
+  if (typeof name !== 'string') return name.refused
+  return pathTooLong(p, name) ? 'path too long' : { dir: p.dir, name }
+}
+
 /** Counts refusals by reason, keeping the first few examples of each, for one summary log line. */
 export class RefusalTally {
   readonly counts = new Map<RefusalReason, number>()

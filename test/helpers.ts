@@ -152,7 +152,8 @@ export async function startDaemon(t: Test, o: DaemonOptions): Promise<DaemonFixt
   try {
     mkdirSync(mnt, { recursive: true })
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOTCONN') throw err // a stale mount the daemon must recover
+    // A stale mount the daemon must recover answers ENOTCONN, or ECONNABORTED right after the kill.
+    if (!['ENOTCONN', 'ECONNABORTED'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err
   }
   const args = [DESFS, 'mount', mnt, '--foreground', '--db', o.db, '--archive', o.archive, '--state-dir', stateDir, '--cache-dir', cacheDir, ...(o.tokenFile ? ['--token-file', o.tokenFile] : []), ...(o.flags ?? [])]
   const env = { ...process.env, DESFS_CONFIG: join(base, 'no-config'), ...(o.env ?? {}) }

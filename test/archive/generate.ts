@@ -47,6 +47,8 @@ export interface Manifest {
   bands: string[]
   exposures: { expnum: number; band: string; nite: string; reqnum: number; attempt: number }[]
   ccds: number
+  /** Exposure numbers each tile's coadd was made from (all bands). */
+  tileExposures: Record<string, number[]>
   largeFile?: string
   usedFpack: boolean
 }
@@ -176,6 +178,12 @@ export function generateArchive(opts: GenerateOptions): Manifest {
   const rand = prng(seed)
 
   const planned: PlannedFile[] = []
+  // With several tiles, exposure e covers tiles e mod n and e+1 mod n (neighbouring tiles share
+  // exposures, as on the sky); with one tile every exposure covers it.
+  const overlaps = (e: number, tile: string) => {
+    const t = tiles.indexOf(tile)
+    return tiles.length === 1 || e % tiles.length === t || (e + 1) % tiles.length === t
+  }
   const rng = (key: string) => prng(hashString(key, seed))
   const exposures: Manifest['exposures'] = []
   let attempt = 2_730_000 + Math.floor(rand() * 1000)
@@ -203,7 +211,7 @@ export function generateArchive(opts: GenerateOptions): Manifest {
       db.image.push([`${stem}_bkg.fits`, 'red_bkg', att, band, null, expnum, c, nite])
       db.misc.push([`${stem}_segmap.fits`, 'red_segmap', att, band, expnum, c, nite, null])
       db.misc.push([`${stem}_psfexcat.psf`, 'psfex_model', att, band, expnum, c, nite, null])
-      for (const t of tiles) db.i2t.push([`${stem}_immasked.fits`, t])
+      for (const t of tiles) if (overlaps(e, t)) db.i2t.push([`${stem}_immasked.fits`, t])
     }
   }
 
@@ -226,7 +234,7 @@ export function generateArchive(opts: GenerateOptions): Manifest {
       db.misc.push([`${stem}_segmap.fits`, 'coadd_segmap', att, band, null, null, null, tile])
       db.misc.push([`${stem}_psfcat.psf`, 'coadd_psfex_model', att, band, null, null, null, tile])
       // The null-weight single-epoch images the coadd was made from (coadd_nwgint), per input CCD.
-      for (const x of exposures.filter((x) => x.band === band)) {
+      for (const x of exposures.filter((x, e) => x.band === band && overlaps(e, tile))) {
         for (let c = 1; c <= nCcd; c++) {
           const se = `D${String(x.expnum).padStart(8, '0')}_${band}_c${String(c).padStart(2, '0')}`
           const fn = `${tile}_r${coaddReq}p01_${se}_nwgint.fits`
@@ -327,7 +335,8 @@ export function generateArchive(opts: GenerateOptions): Manifest {
     const rel = `${f.path}/${f.filename}${f.compression ?? ''}`
     return { rel, size: statSync(join(root, rel)).size, kind: f.kind }
   })
-  const manifest: Manifest = { files, hostile, missing, tiles, bands, exposures, ccds: nCcd, usedFpack: useFpack, ...(largeFile ? { largeFile } : {}) }
+  const tileExposures = Object.fromEntries(tiles.map((t) => [t, exposures.filter((_, e) => overlaps(e, t)).map((x) => x.expnum)]))
+  const manifest: Manifest = { files, hostile, missing, tiles, bands, exposures, ccds: nCcd, tileExposures, usedFpack: useFpack, ...(largeFile ? { largeFile } : {}) }
   writeFileSync(join(opts.out, 'manifest.json'), JSON.stringify(manifest, null, 1))
   return manifest
 }

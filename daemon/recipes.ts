@@ -1,0 +1,72 @@
+// Sync recipes: named SQL over the metadata DB that selects files (path, filename, compression) from
+// parameters such as :tilename and :band. Recipes are data: the built-in ones live in
+// daemon/recipes/*.sql, and a site or user adds its own as .sql files in ~/.config/desfs/recipes
+// (or $DESFS_RECIPES). A recipe file starts with comment lines `-- name:`, `-- description:` and
+// `-- params:` (space-separated), followed by one SELECT statement.
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { EXIT, UserError } from './errors.js'
+import { xdgConfigHome } from './paths.js'
+
+export interface Recipe {
+  name: string
+  description: string
+  params: string[]
+  sql: string
+  /** The file it came from. */
+  file: string
+}
+
+export const BUILTIN_RECIPES_DIR = fileURLToPath(new URL('../../daemon/recipes/', import.meta.url))
+
+export function userRecipesDir(): string {
+  return process.env.DESFS_RECIPES || join(xdgConfigHome(), 'desfs', 'recipes')
+}
+
+/** Parses one recipe file's text. */
+export function parseRecipe(text: string, file: string): Recipe {
+  const header = new Map<string, string>()
+  for (const line of text.split('\n')) {
+    const m = /^--\s*(name|description|params)\s*:\s*(.*)$/.exec(line.trim())
+    if (m) header.set(m[1]!, m[2]!.trim())
+  }
+  const name = header.get('name') ?? file.replace(/^.*\//, '').replace(/\.sql$/, '')
+  if (!/^[a-z0-9][a-z0-9_-]*$/i.test(name)) throw new UserError(`recipe ${file}: name '${name}' must be letters, digits, - and _`)
+  const params = (header.get('params') ?? '').split(/[\s,]+/).filter(Boolean)
+  const sql = text.replace(/^\s*--.*$/gm, '').trim().replace(/;\s*$/, '')
+  if (!/^(WITH|SELECT)\b/i.test(sql)) throw new UserError(`recipe ${file}: must be one SELECT (or WITH ... SELECT) statement`)
+  for (const p of params) if (!new RegExp(`[:@$]${p}\\b`).test(sql)) throw new UserError(`recipe ${file}: declares parameter ${p} but the SQL does not use :${p}`)
+  return { name, description: header.get('description') ?? '', params, sql, file }
+}
+
+function loadDir(dir: string): Recipe[] {
+  if (!existsSync(dir)) return []
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.sql'))
+    .sort()
+    .map((f) => parseRecipe(readFileSync(join(dir, f), 'utf8'), join(dir, f)))
+}
+
+/** All recipes; a user recipe with a built-in's name replaces it. */
+export function loadRecipes(): Map<string, Recipe> {
+  const out = new Map<string, Recipe>()
+  for (const r of [...loadDir(BUILTIN_RECIPES_DIR), ...loadDir(userRecipesDir())]) out.set(r.name, r)
+  return out
+}
+
+/** Finds a recipe and checks that every parameter it needs was given. */
+export function recipeWithParams(name: string, params: Record<string, string | undefined>): { recipe: Recipe; values: Record<string, string> } {
+  const recipes = loadRecipes()
+  const recipe = recipes.get(name)
+  if (!recipe) throw new UserError(`no recipe named '${name}' (known: ${[...recipes.keys()].join(', ')}; add your own in ${userRecipesDir()})`, EXIT.USAGE)
+  const values: Record<string, string> = {}
+  const missing: string[] = []
+  for (const p of recipe.params) {
+    const v = params[p]
+    if (v === undefined || v === '') missing.push(p)
+    else values[p] = v
+  }
+  if (missing.length) throw new UserError(`recipe '${name}' needs ${missing.map((p) => `--${p}`).join(' and ')}`, EXIT.USAGE)
+  return { recipe, values }
+}
