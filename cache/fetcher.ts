@@ -8,7 +8,7 @@
 // their own deadline; a fetch that outlives it still fills the cache for the next reader.
 import { LRUCache } from 'lru-cache'
 import type { BlockStore, CachedFile } from './block-store.js'
-import { adler32Async, adler32Combine, adler32Hex } from './adler32.js'
+import { adler32Combine, adler32Fast, adler32Hex } from './adler32.js'
 import { fetchMetrics } from './metrics.js'
 import { SourceError, type Source } from './sources/source.js'
 import type { SourceSet } from './sources/source-set.js'
@@ -291,14 +291,13 @@ export class Fetcher {
     let fill = 0
     const pending: Promise<unknown>[] = []
     const completeBlock = (i: number, b: Buffer) => {
-      // A block of a file fetched whole waits for the whole-file check; any other is served at once
-      // (its checksum is only for the cache record, computed off the event loop meanwhile).
-      const verifyFirst = wholeFile && !!file.adler32
-      if (!verifyFirst) this.serve(file, i, b, defs[i - first]!)
-      pending.push(adler32Async(b).then((adler) => {
-        if (verifyFirst) held.push({ idx: i, buf: b, adler })
-        else pending.push(this.storeBlock(file, i, b, adler))
-      }))
+      // A block of a file fetched whole waits for the whole-file check; any other is served at once.
+      const adler = adler32Fast(b)
+      if (wholeFile && file.adler32) held.push({ idx: i, buf: b, adler })
+      else {
+        this.serve(file, i, b, defs[i - first]!)
+        pending.push(this.storeBlock(file, i, b, adler))
+      }
     }
     let lastErr: SourceError | undefined
     let candidates: Source[]

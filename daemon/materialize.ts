@@ -6,9 +6,8 @@
 // with the right size and checksum is left alone.
 import { createReadStream, constants } from 'node:fs'
 import { chmod, copyFile, link, mkdir, rename, rm, stat, symlink, lstat, readlink } from 'node:fs/promises'
-import { createDeflate } from 'node:zlib'
 import { dirname, join } from 'node:path'
-import { adler32Hex } from '../cache/adler32.js'
+import { adler32Fast, adler32Hex } from '../cache/adler32.js'
 
 export type PlaceMode = 'copy' | 'hardlink' | 'symlink'
 
@@ -25,18 +24,11 @@ export interface PlaceRequest {
   mode: PlaceMode
 }
 
-/** Adler-32 of a file on disk, computed by zlib off the event loop (see adler32Async). */
-export function adler32File(path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const deflate = createDeflate({ level: 0 })
-    let tail: Buffer = Buffer.alloc(0)
-    deflate.on('data', (c: Buffer) => { tail = c.length >= 4 ? c : Buffer.concat([tail, c]).subarray(-4) })
-    deflate.on('end', () => resolve(adler32Hex(tail.readUInt32BE(tail.length - 4))))
-    deflate.on('error', reject)
-    const input = createReadStream(path, { highWaterMark: 1 << 20 })
-    input.on('error', (err) => { deflate.destroy(); reject(err) })
-    input.pipe(deflate)
-  })
+/** Adler-32 of a file on disk, read a MiB at a time. */
+export async function adler32File(path: string): Promise<string> {
+  let a = 1
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) a = adler32Fast(chunk as Buffer, a)
+  return adler32Hex(a)
 }
 
 /**

@@ -17,7 +17,7 @@ import { createReadStream } from 'node:fs'
 import type { AddressInfo, Socket } from 'node:net'
 import { randomUUID } from 'node:crypto'
 import { join } from 'node:path'
-import { adler32 } from '../../cache/adler32.js'
+import { adler32Fast } from '../../cache/adler32.js'
 import { jwtClaims } from '../../daemon/token.js'
 
 export const ARCHIVE_BASE = '/des/persistent/DESDM_ARCHIVE'
@@ -161,7 +161,7 @@ export class ArchiveServer {
     let d = this.digests.get(rel)
     if (!d) {
       let a = 1
-      for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) a = adler32(chunk as Buffer, a)
+      for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) a = adler32Fast(chunk as Buffer, a)
       d = a.toString(16).padStart(8, '0')
       this.digests.set(rel, d)
     }
