@@ -9,6 +9,7 @@ import type { AddressInfo, Socket } from 'node:net'
 import { join } from 'node:path'
 import { canonicalRequest, type AwsCredentials } from '../../cache/sources/sigv4.js'
 import { createHash, createHmac } from 'node:crypto'
+import { drained } from './server.js'
 
 export interface S3ServerOptions {
   root: string
@@ -148,12 +149,8 @@ export class S3Server {
         if (bytesRead === 0) break
         pos += bytesRead
         rec.bytes += bytesRead
-        if (!res.write(Buffer.from(buf.subarray(0, bytesRead)))) {
-          await new Promise<void>((r) => {
-            const done = () => { res.off('drain', done); res.off('close', done); r() }
-            res.on('drain', done).on('close', done)
-          })
-        }
+        res.write(Buffer.from(buf.subarray(0, bytesRead)))
+        await drained(res)
       }
       res.end()
     } finally {

@@ -79,6 +79,15 @@ export interface ArchiveServerOptions {
   host?: string
 }
 
+/** Resolves when a response can take more data (at once if it can now, or when it closes). */
+export function drained(res: ServerResponse): Promise<void> {
+  if (!res.writableNeedDrain) return Promise.resolve()
+  return new Promise<void>((r) => {
+    const done = () => { res.off('drain', done); res.off('close', done); r() }
+    res.on('drain', done).on('close', done)
+  })
+}
+
 function xmlEscape(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
 }
@@ -315,12 +324,7 @@ export class ArchiveServer {
           if (wait > 0) await new Promise((r) => setTimeout(r, wait))
         }
         // Asked now rather than from write()'s answer: a 'drain' during the rate wait is not missed.
-        if (res.writableNeedDrain) {
-          await new Promise<void>((r) => {
-            const done = () => { res.off('drain', done); res.off('close', done); r() }
-            res.on('drain', done).on('close', done)
-          })
-        }
+        await drained(res)
       }
       res.end()
     } finally {
