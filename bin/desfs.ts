@@ -3,36 +3,47 @@
 // socket, and prints one clear line on errors, with exit codes scripts can trust.
 import { readFileSync } from 'node:fs'
 import { helpText, parse, type Command } from './command.js'
-import { mountCommand, umountCommand } from './cmd-mount.js'
-import { statusCommand } from './cmd-status.js'
-import { demoCommand } from './cmd-demo.js'
-import { cacheCommand } from './cmd-cache.js'
-import { tokenCommand } from './cmd-token.js'
-import { dbCommand } from './cmd-db.js'
-import { doctorCommand } from './cmd-doctor.js'
-import { sqlCommand } from './cmd-sql.js'
-import { metricsCommand } from './cmd-metrics.js'
-import { reloadCommand } from './cmd-reload.js'
-import { syncCommand, jobsCommand } from './cmd-sync.js'
-import { getCommand, uriCommand } from './cmd-get.js'
 import { EXIT, UserError, oneLine } from '../daemon/errors.js'
 
-const COMMANDS: Command[] = [mountCommand, umountCommand, statusCommand, sqlCommand, syncCommand, jobsCommand, getCommand, uriCommand, cacheCommand, metricsCommand, reloadCommand, tokenCommand, dbCommand, doctorCommand, demoCommand]
+// Each command's module is loaded only when that command runs (all of them for the overview), so
+// `desfs sql -c ...` does not pay for loading the daemon, the FUSE binding or the OIDC client.
+const COMMANDS: [string, () => Promise<Command>][] = [
+  ['mount', async () => (await import('./cmd-mount.js')).mountCommand],
+  ['umount', async () => (await import('./cmd-mount.js')).umountCommand],
+  ['status', async () => (await import('./cmd-status.js')).statusCommand],
+  ['sql', async () => (await import('./cmd-sql.js')).sqlCommand],
+  ['sync', async () => (await import('./cmd-sync.js')).syncCommand],
+  ['jobs', async () => (await import('./cmd-sync.js')).jobsCommand],
+  ['get', async () => (await import('./cmd-get.js')).getCommand],
+  ['uri', async () => (await import('./cmd-get.js')).uriCommand],
+  ['cache', async () => (await import('./cmd-cache.js')).cacheCommand],
+  ['metrics', async () => (await import('./cmd-metrics.js')).metricsCommand],
+  ['reload', async () => (await import('./cmd-reload.js')).reloadCommand],
+  ['token', async () => (await import('./cmd-token.js')).tokenCommand],
+  ['db', async () => (await import('./cmd-db.js')).dbCommand],
+  ['doctor', async () => (await import('./cmd-doctor.js')).doctorCommand],
+  ['demo', async () => (await import('./cmd-demo.js')).demoCommand],
+]
+
+function command(name: string | undefined): Promise<Command> | undefined {
+  return COMMANDS.find(([n]) => n === name)?.[1]()
+}
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
   return pkg.version
 }
 
-function mainHelp(): string {
-  const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 4
+async function mainHelp(): Promise<string> {
+  const all = await Promise.all(COMMANDS.map(([, load]) => load()))
+  const width = Math.max(...all.map((c) => c.name.length)) + 4
   return [
     'usage: desfs COMMAND [options]',
     '',
     'Mounts the Dark Energy Survey archive as a read-only DESDATA tree, fetching only the bytes you read.',
     '',
     'commands:',
-    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}${c.summary.split('. ')[0]!.replace(/\.$/, '')}`),
+    ...all.map((c) => `  ${c.name.padEnd(width)}${c.summary.split('. ')[0]!.replace(/\.$/, '')}`),
     '',
     'Run `desfs COMMAND --help` for a command\'s options.',
   ].join('\n') + '\n'
@@ -41,15 +52,15 @@ function mainHelp(): string {
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv
   if (!name || name === '--help' || name === '-h' || name === 'help') {
-    const cmd = COMMANDS.find((c) => c.name === rest[0])
-    process.stdout.write(cmd ? helpText(cmd) : mainHelp())
+    const cmd = await command(rest[0])
+    process.stdout.write(cmd ? helpText(cmd) : await mainHelp())
     return EXIT.OK
   }
   if (name === '--version' || name === '-V') {
     process.stdout.write(`desfs ${version()}\n`)
     return EXIT.OK
   }
-  const cmd = COMMANDS.find((c) => c.name === name)
+  const cmd = await command(name)
   if (!cmd) throw new UserError(`desfs: unknown command '${name}' (see desfs --help)`, EXIT.USAGE)
   const args = parse(cmd, rest)
   if (args.flags.help) {
