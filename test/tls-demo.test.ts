@@ -1,0 +1,60 @@
+// The archive over TLS (a certificate made here, given with --ca-file), and `desfs demo` from start to
+// Ctrl-C, as a newcomer runs it.
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { DESFS, makeArchive, needTool, run, sourceBytes, startDaemon, startServer, tmp, until } from './helpers.js'
+import { mountedType } from '../fs/mount.js'
+
+t.jobs = 1
+
+t.test('an https archive with its own CA: reads work with --ca-file, and fail clearly without', async (t) => {
+  if (!needTool(t, 'openssl', 'openssl')) return
+  const dir = tmp(t)
+  const key = join(dir, 'key.pem')
+  const cert = join(dir, 'cert.pem')
+  const r = await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'])
+  t.equal(r.code, 0, 'openssl made a certificate for 127.0.0.1')
+  const a = makeArchive(t, { hostile: false })
+  const { server, tokenFile } = await startServer(t, a.root, { tls: { key: readFileSync(key), cert: readFileSync(cert) } })
+  t.match(server.archiveUrl, /^https:\/\/127\.0\.0\.1:\d+\//)
+  const file = a.manifest.files.find((f) => f.kind === 'red_immask')!.rel
+
+  const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: ['--ca-file', cert] })
+  const md5 = await run('md5sum', [join(d.mnt, file)])
+  t.equal(md5.stdout.slice(0, 32), createHash('md5').update(sourceBytes(a, file)).digest('hex'), 'read over TLS (door and pool) with the right bytes')
+  t.ok(server.log.some((x) => x.port === 'pool' && x.method === 'GET'), 'through the pool redirect')
+  await d.stop()
+
+  const bad = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: ['--read-timeout', '5s'] })
+  const s = await run('stat', [join(bad.mnt, file)], { timeoutMs: 30_000 })
+  t.not(s.code, 0, 'without the CA the archive is not trusted')
+  t.match(s.stderr, /Input\/output error/)
+  t.match(bad.log(), /TLS error .*--ca-file/, 'the log names the fix')
+})
+
+t.test('desfs demo: mounts a generated archive, reads work, Ctrl-C cleans up', async (t) => {
+  const child = spawn(process.execPath, [DESFS, 'demo'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DESFS_CONFIG: '/nonexistent' } })
+  let out = ''
+  child.stdout!.on('data', (c: Buffer) => (out += c))
+  child.stderr!.on('data', (c: Buffer) => (out += c))
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)))
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  t.ok(await until(() => /Press Ctrl-C to stop/.test(out), 60_000), 'the demo says it is ready')
+  const dir = /generating a DES-like archive in (\S+) \.\.\./.exec(out)?.[1]
+  const mnt = /Mounted \d+ files at (\S+)/.exec(out)?.[1]
+  t.ok(dir && mnt, 'it names its directory and mountpoint')
+  const fitsverify = /fitsverify (\S+)/.exec(out)?.[1]
+  const ls = /ls -l (\S+)/.exec(out)?.[1]
+  t.equal((await run('ls', ['-l', ls!])).code, 0, 'the suggested ls works')
+  if (needTool(t, 'fitsverify', 'fitsverify')) {
+    const v = await run('fitsverify', ['-q', fitsverify!])
+    t.match(v.stdout, /verification OK/, 'the suggested fitsverify passes')
+  }
+  child.kill('SIGINT')
+  t.equal(await Promise.race([exited, new Promise<null>((r) => setTimeout(() => r(null), 30_000).unref())]), 0, 'Ctrl-C ends it with status 0')
+  t.notOk(await mountedType(mnt!), 'unmounted')
+  t.notOk(existsSync(dir!), 'its generated directory is removed')
+})
