@@ -190,31 +190,41 @@ export class CachedFile {
    * Stores a block fetched from a source. Returns false when it was not stored (no room within the
    * bound, disk full, I/O error): the caller still has the bytes and serves them from memory.
    */
-  async writeBlock(idx: number, data: Buffer, adler: number): Promise<boolean> {
+  async writeBlock(idx: number, block: Buffer | Buffer[], adler: number): Promise<boolean> {
+    const parts = Array.isArray(block) ? block : [block]
+    const length = parts.reduce((n, p) => n + p.length, 0)
     if (this.present.has(idx)) return true
-    if (data.length !== this.blockLength(idx)) throw new Error(`block ${idx} of ${this.relPath} has ${data.length} bytes, expected ${this.blockLength(idx)}`)
+    if (length !== this.blockLength(idx)) throw new Error(`block ${idx} of ${this.relPath} has ${length} bytes, expected ${this.blockLength(idx)}`)
     this.store.hold(this)
     try {
-      if (!(await this.store.reserve(this, data.length))) return false
+      if (!(await this.store.reserve(this, length))) return false
       try {
         const fh = await this.handle()
-        let off = 0
-        while (off < data.length) {
-          const { bytesWritten } = await fh.write(data, off, data.length - off, idx * this.blockSize + off)
-          off += bytesWritten
+        // One writev for the block's parts; a short write continues with what is left.
+        let rest = parts
+        let pos = idx * this.blockSize
+        while (rest.length) {
+          const { bytesWritten } = await fh.writev(rest, pos)
+          pos += bytesWritten
+          let skip = bytesWritten
+          while (rest.length && skip >= rest[0]!.length) {
+            skip -= rest[0]!.length
+            rest = rest.slice(1)
+          }
+          if (skip > 0) rest = [rest[0]!.subarray(skip), ...rest.slice(1)]
         }
       } catch (err) {
-        this.store.unreserve(data.length)
+        this.store.unreserve(length)
         this.store.noteWriteError(this, err as NodeJS.ErrnoException)
         return false
       }
       if (this.present.has(idx)) {
-        this.store.unreserve(data.length)
+        this.store.unreserve(length)
         return true
       }
-      this.present.set(idx, { adler, len: data.length })
+      this.present.set(idx, { adler, len: length })
       this.verified.add(idx)
-      this.store.recordBlock(this, idx, adler, data.length)
+      this.store.recordBlock(this, idx, adler, length)
       if (this.complete && !this.wholeVerified) this.checkWhole()
       return true
     } finally {
@@ -349,6 +359,7 @@ export class BlockStore {
       this.index.set(r.key, { key: r.key, path: r.path, size: r.size, bytes: r.bytes, pinned: r.pinned === 1, atime: r.atime })
       this.used += r.bytes
       if (r.pinned) this.pinnedSize += r.size
+      this.lastAtime = Math.max(this.lastAtime, r.atime)
     }
     cacheMetrics.bind(this)
     void this.refreshDiskFree()
@@ -415,11 +426,19 @@ export class BlockStore {
     }
   }
 
+  /** Access times strictly increase, so two uses in the same millisecond keep their order across a restart. */
+  private lastAtime = 0
+  private clock(): number {
+    this.lastAtime = Math.max(Date.now(), this.lastAtime + 1)
+    return this.lastAtime
+  }
+
   /** Marks a file as used now (for the LRU order); persisted with the next flush. */
   touch(f: CachedFile): void {
     const e = this.index.get(f.key)
     if (!e) return
-    e.atime = Date.now()
+    if (e.atime === this.lastAtime) return // already the most recent
+    e.atime = this.clock()
     this.touched.add(f.key)
     this.scheduleFlush()
   }
@@ -533,7 +552,7 @@ export class BlockStore {
     this.stats.blocksWritten++
     let e = this.index.get(f.key)
     if (!e) {
-      e = { key: f.key, path: f.relPath, size: f.size, bytes: 0, pinned: false, atime: Date.now() }
+      e = { key: f.key, path: f.relPath, size: f.size, bytes: 0, pinned: false, atime: this.clock() }
       this.index.set(f.key, e)
     }
     e.bytes += len
@@ -680,7 +699,7 @@ export class BlockStore {
     if (this.pinnedSize + extra > this.pinLimit) {
       throw new UserError(`cannot pin ${unique.size} files (${formatSize(extra)}): pinned files would take ${formatSize(this.pinnedSize + extra)}, over the pin cap of ${formatSize(this.pinLimit)} (${formatSize(this.pinnedSize)} pinned now); unpin some or raise --pin-size`)
     }
-    const now = Date.now()
+    const now = this.clock()
     this.flush()
     this.db.transaction(() => {
       for (const f of unique.values()) {

@@ -15,6 +15,38 @@ import type { SourceSet } from './sources/source-set.js'
 import { log } from '../daemon/log.js'
 import { formatSize } from '../daemon/units.js'
 
+/**
+ * A block's bytes as the source delivered them: the body chunks in order, kept as they came (views
+ * into the socket's buffers, never copied into a block-sized buffer, never reused), so receiving a
+ * block allocates nothing and copies nothing until a reader copies its part out.
+ */
+export type Block = Buffer[]
+
+/** Copies bytes [from, to) of a block into `dest` at `at`; returns the bytes copied. */
+export function copyFromBlock(block: Block, from: number, to: number, dest: Buffer, at: number): number {
+  let off = 0
+  let n = 0
+  for (const part of block) {
+    const end = off + part.length
+    if (end > from) n += part.copy(dest, at + n, Math.max(from, off) - off, Math.min(to, end) - off)
+    off = end
+    if (off >= to) break
+  }
+  return n
+}
+
+function blockAdler32(block: Block): number {
+  let a = 1
+  for (const part of block) a = adler32Fast(part, a)
+  return a
+}
+
+const blockBytes = (block: Block) => block.reduce((n, p) => n + p.length, 0)
+
+/** Buffers for reads served from the cache file: one request owns one until it has copied out. */
+const scratch: Buffer[] = []
+const SCRATCH_BYTES = 128 << 10
+
 export interface FetcherOptions {
   /** Tries per source before moving on to the next one. */
   attemptsPerSource: number
@@ -67,15 +99,15 @@ export function newReadPattern(): ReadPattern {
 }
 
 interface Deferred {
-  promise: Promise<Buffer>
-  resolve: (b: Buffer) => void
+  promise: Promise<Block>
+  resolve: (b: Block) => void
   reject: (e: Error) => void
 }
 
 function deferred(): Deferred {
-  let resolve!: (b: Buffer) => void
+  let resolve!: (b: Block) => void
   let reject!: (e: Error) => void
-  const promise = new Promise<Buffer>((res, rej) => { resolve = res; reject = rej })
+  const promise = new Promise<Block>((res, rej) => { resolve = res; reject = rej })
   promise.catch(() => undefined) // a block nobody waits for must not become an unhandled rejection
   return { promise, resolve, reject }
 }
@@ -99,69 +131,75 @@ export class Fetcher {
   private sources: SourceSet
   private store: BlockStore
   private opts: FetcherOptions
-  private inflight = new Map<string, Promise<Buffer>>()
+  private inflight = new Map<string, Promise<Block>>()
   /** For each block being fetched, its run: settles once every block of the run is stored (or failed). */
   private runs = new Map<string, Promise<void>>()
   private inflightBytes = 0
   private inflightRequests = 0
-  private recent: LRUCache<string, Buffer>
+  private recent: LRUCache<string, Block>
   readonly stats: FetchStats = { requests: 0, bytesFetched: 0, retries: 0, failures: 0, memoryHits: 0, diskHits: 0, networkReads: 0 }
 
   constructor(sources: SourceSet, store: BlockStore, opts: Partial<FetcherOptions> = {}) {
     this.sources = sources
     this.store = store
     this.opts = { ...DEFAULT_FETCHER_OPTIONS, ...opts }
-    this.recent = new LRUCache<string, Buffer>({ maxSize: this.opts.recentBytes, sizeCalculation: (b) => Math.max(1, b.length) })
+    this.recent = new LRUCache<string, Block>({ maxSize: this.opts.recentBytes, sizeCalculation: (b) => Math.max(1, blockBytes(b)) })
     store.onEvict = (key) => {
       for (const k of [...this.recent.keys()]) if (k.startsWith(key + ':')) this.recent.delete(k)
     }
   }
 
-  /** Reads [pos, pos+len) of a file (shorter at end of file). */
-  async read(file: CachedFile, pos: number, len: number, pattern?: ReadPattern): Promise<Buffer> {
-    if (pos >= file.size || len <= 0) return Buffer.alloc(0)
-    len = Math.min(len, file.size - pos)
+  /**
+   * Reads [pos, pos+len) of a file into `dest` (the kernel's buffer for the request), copying only
+   * while `open()` says the request is still waiting for its answer: once its deadline has answered,
+   * the kernel's buffer is gone. Resolves with the bytes copied (fewer at the end of the file).
+   */
+  async readInto(file: CachedFile, pos: number, len: number, dest: Buffer, open: () => boolean, pattern?: ReadPattern): Promise<number> {
+    if (pos >= file.size || len <= 0) return 0
+    len = Math.min(len, file.size - pos, dest.length)
     const bs = file.blockSize
     const first = Math.floor(pos / bs)
     const last = Math.floor((pos + len - 1) / bs)
     if (file.size <= this.opts.smallFileBytes) this.fetchMissing(file, 0, file.blocks)
     else if (pattern) this.readAhead(file, pos, len, pattern)
+    fetchMetrics.bytesServed.inc(undefined, len)
 
-    // Fastest: a read within one block that was fetched lately (no thread-pool round trip).
-    if (first === last) {
-      const mem = this.recent.get(`${file.key}:${first}`)
-      if (mem) {
-        this.stats.memoryHits++
-        fetchMetrics.hits.inc({ tier: 'memory' })
-        fetchMetrics.bytesServed.inc(undefined, len)
-        return mem.subarray(pos - first * bs, pos - first * bs + len)
-      }
+    // Fastest: blocks fetched lately, copied out now (no thread-pool round trip).
+    let inMemory = true
+    for (let i = first; i <= last && inMemory; i++) inMemory = this.recent.has(`${file.key}:${i}`)
+    if (inMemory) {
+      this.stats.memoryHits++
+      fetchMetrics.hits.inc({ tier: 'memory' })
+      let at = 0
+      for (let i = first; i <= last; i++) at += copyFromBlock(this.recent.get(`${file.key}:${i}`)!, i === first ? pos - i * bs : 0, i === last ? pos + len - i * bs : bs, dest, at)
+      return at
     }
-    // Fast path: every block on disk and checked already.
+    // Fast path: every block on disk and checked already: read into a buffer of our own, then copy.
     let onDisk = true
     for (let i = first; i <= last && onDisk; i++) onDisk = file.has(i) && file.verified.has(i)
     if (onDisk) {
-      const out = Buffer.allocUnsafe(len)
-      if (await file.readInto(out, pos, len)) {
-        this.stats.diskHits++
-        fetchMetrics.hits.inc({ tier: 'disk' })
-        fetchMetrics.bytesServed.inc(undefined, len)
-        return out
+      const buf = (len <= SCRATCH_BYTES && scratch.pop()) || Buffer.allocUnsafe(Math.max(len, SCRATCH_BYTES))
+      try {
+        if (await file.readInto(buf, pos, len)) {
+          this.stats.diskHits++
+          fetchMetrics.hits.inc({ tier: 'disk' })
+          return open() ? buf.copy(dest, 0, 0, len) : 0
+        }
+      } finally {
+        if (buf.length === SCRATCH_BYTES && scratch.length < 32) scratch.push(buf)
       }
     }
-    const parts: Buffer[] = []
+    let at = 0
     for (let i = first; i <= last; i++) {
       const blk = await this.block(file, i)
-      const from = i === first ? pos - i * bs : 0
-      const to = i === last ? pos + len - i * bs : blk.length
-      parts.push(blk.subarray(from, to))
+      if (!open()) return 0
+      at += copyFromBlock(blk, i === first ? pos - i * bs : 0, i === last ? pos + len - i * bs : bs, dest, at)
     }
-    fetchMetrics.bytesServed.inc(undefined, len)
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts)
+    return at
   }
 
   /** One whole block: from memory, from disk (checked), or fetched (single-flight). */
-  async block(file: CachedFile, idx: number): Promise<Buffer> {
+  async block(file: CachedFile, idx: number): Promise<Block> {
     const k = `${file.key}:${idx}`
     const mem = this.recent.get(k)
     if (mem) {
@@ -174,7 +212,7 @@ export class Fetcher {
       if (await file.readInto(buf, idx * file.blockSize, buf.length)) {
         this.stats.diskHits++
         fetchMetrics.hits.inc({ tier: 'disk' })
-        return buf
+        return [buf]
       }
     }
     let p = this.inflight.get(k)
@@ -285,15 +323,16 @@ export class Fetcher {
    */
   private async runFetch(file: CachedFile, first: number, end: number, defs: Deferred[]): Promise<void> {
     const wholeFile = first === 0 && end === file.blocks
-    const held: { idx: number; buf: Buffer; adler: number }[] = []
+    const held: { idx: number; block: Block; adler: number }[] = []
     let idx = first
-    let buf = Buffer.allocUnsafe(file.blockLength(idx))
+    let parts: Block = []
+    let need = file.blockLength(idx)
     let fill = 0
     const pending: Promise<unknown>[] = []
-    const completeBlock = (i: number, b: Buffer) => {
+    const completeBlock = (i: number, b: Block) => {
       // A block of a file fetched whole waits for the whole-file check; any other is served at once.
-      const adler = adler32Fast(b)
-      if (wholeFile && file.adler32) held.push({ idx: i, buf: b, adler })
+      const adler = blockAdler32(b)
+      if (wholeFile && file.adler32) held.push({ idx: i, block: b, adler })
       else {
         this.serve(file, i, b, defs[i - first]!)
         pending.push(this.storeBlock(file, i, b, adler))
@@ -333,15 +372,16 @@ export class Fetcher {
               fetchMetrics.bytesFetched.inc({ source: source.name }, chunk.length)
               let off = 0
               while (off < chunk.length) {
-                const n = Math.min(chunk.length - off, buf.length - fill)
-                chunk.copy(buf, fill, off, off + n)
+                const n = Math.min(chunk.length - off, need - fill)
+                parts.push(off === 0 && n === chunk.length ? chunk : chunk.subarray(off, off + n))
                 fill += n
                 off += n
-                if (fill === buf.length) {
-                  completeBlock(idx, buf)
+                if (fill === need) {
+                  completeBlock(idx, parts)
                   idx++
+                  parts = []
                   fill = 0
-                  if (idx < end) buf = Buffer.allocUnsafe(file.blockLength(idx))
+                  if (idx < end) need = file.blockLength(idx)
                 }
               }
             },
@@ -443,10 +483,10 @@ export class Fetcher {
   }
 
   /** Checks a whole small file against the archive checksum, then serves and stores its blocks. */
-  private async deliverWhole(file: CachedFile, held: { idx: number; buf: Buffer; adler: number }[], first: number, defs: Deferred[]): Promise<void> {
+  private async deliverWhole(file: CachedFile, held: { idx: number; block: Block; adler: number }[], first: number, defs: Deferred[]): Promise<void> {
     held.sort((a, b) => a.idx - b.idx)
     let combined = held[0]!.adler
-    for (let i = 1; i < held.length; i++) combined = adler32Combine(combined, held[i]!.adler, held[i]!.buf.length)
+    for (let i = 1; i < held.length; i++) combined = adler32Combine(combined, held[i]!.adler, file.blockLength(held[i]!.idx))
     const got = adler32Hex(combined)
     if (got !== file.adler32) {
       this.stats.failures++
@@ -457,20 +497,20 @@ export class Fetcher {
       for (const h of held) defs[h.idx - first]!.reject(err)
       return
     }
-    for (const h of held) this.serve(file, h.idx, h.buf, defs[h.idx - first]!)
-    await Promise.all(held.map((h) => this.storeBlock(file, h.idx, h.buf, h.adler)))
+    for (const h of held) this.serve(file, h.idx, h.block, defs[h.idx - first]!)
+    await Promise.all(held.map((h) => this.storeBlock(file, h.idx, h.block, h.adler)))
   }
 
   /** Hands a block to its waiters (and to later readers, from memory). */
-  private serve(file: CachedFile, idx: number, buf: Buffer, d: Deferred): void {
-    this.recent.set(`${file.key}:${idx}`, buf)
-    d.resolve(buf)
+  private serve(file: CachedFile, idx: number, block: Block, d: Deferred): void {
+    this.recent.set(`${file.key}:${idx}`, block)
+    d.resolve(block)
   }
 
   /** Stores a block in the cache; resolves once it is stored (or could not be). */
-  private async storeBlock(file: CachedFile, idx: number, buf: Buffer, adler: number): Promise<void> {
+  private async storeBlock(file: CachedFile, idx: number, block: Block, adler: number): Promise<void> {
     try {
-      await file.writeBlock(idx, buf, adler)
+      await file.writeBlock(idx, block, adler)
     } catch (err) {
       log.error('storing a block failed', { path: file.relPath, block: idx, error: (err as Error).message })
     }

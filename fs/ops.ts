@@ -68,13 +68,13 @@ export function createOps(ctx: OpsContext): { ops: Ops; stats: OpsStats; openFil
     return ERRNO.EIO
   }
 
-  /**
-   * Runs an operation under a deadline. `deliver` is called with the result only if the deadline has
-   * not answered first; it returns the value handed to the callback.
-   */
   const count = (op: string) => (stats.ops[op] = (stats.ops[op] ?? 0) + 1)
 
-  function run<T>(op: string, path: string, work: () => Promise<T>, reply: (err: number, value?: T) => void, late?: (value: T) => void): void {
+  /**
+   * Runs an operation under a deadline: `reply` gets the result, or EIO once the deadline passes
+   * first (a result that comes later goes to `late`, to release what it holds).
+   */
+  function run<T>(op: string, path: string, work: (open: () => boolean) => Promise<T>, reply: (err: number, value?: T) => void, late?: (value: T) => void): void {
     count(op)
     let done = false
     const timer = setTimeout(() => {
@@ -84,7 +84,9 @@ export function createOps(ctx: OpsContext): { ops: Ops; stats: OpsStats; openFil
       log.error(`${op} timed out: EIO`, { path, after: `${ctx.deadlineMs / 1000}s` })
       reply(-ERRNO.EIO)
     }, ctx.deadlineMs)
-    work().then(
+    // `open` tells the work whether its request still waits for an answer (a read copies into the
+    // kernel's buffer only then).
+    work(() => !done).then(
       (value) => {
         if (done) return late?.(value)
         done = true
@@ -194,12 +196,11 @@ export function createOps(ctx: OpsContext): { ops: Ops; stats: OpsStats; openFil
       run(
         'read',
         path,
-        () => ctx.fetcher.read(h.file, pos, len, h.pattern),
-        (err, data) => {
-          if (err || !data) return cb(err || -ERRNO.EIO)
-          data.copy(buf, 0, 0, Math.min(len, data.length))
-          stats.bytesServed += data.length
-          cb(data.length)
+        (open) => ctx.fetcher.readInto(h.file, pos, len, buf, open, h.pattern),
+        (err, n) => {
+          if (err || n === undefined) return cb(err || -ERRNO.EIO)
+          stats.bytesServed += n
+          cb(n)
         },
       )
     },
