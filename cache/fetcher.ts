@@ -115,7 +115,24 @@ function deferred(): Deferred {
 /** Runs of blocks a whole-file fetch keeps in flight for one file. */
 const WHOLE_FILE_RUNS = 4
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+/** Waits `ms`, or less if `signal` aborts first. */
+const sleep = (ms: number, signal: AbortSignal) => new Promise<void>((resolve) => {
+  const done = () => { clearTimeout(timer); signal.removeEventListener('abort', done); resolve() }
+  const timer = setTimeout(done, ms)
+  signal.addEventListener('abort', done, { once: true })
+})
+
+/**
+ * Who waits for a run of blocks. A run started for sync jobs can be called off once every job that
+ * wants it was cancelled; as soon as a reader or read-ahead wants it (`signals` undefined) it runs to
+ * the end, since a reader must never see a cancelled fetch.
+ */
+interface RunWant {
+  signals: AbortSignal[] | undefined
+  stop: AbortController
+  /** Called when a job's signal aborts; removed from every signal once the run ends or a reader joins. */
+  check: () => void
+}
 
 export interface FetchStats {
   requests: number
@@ -134,6 +151,8 @@ export class Fetcher {
   private inflight = new Map<string, Promise<Block>>()
   /** For each block being fetched, its run: settles once every block of the run is stored (or failed). */
   private runs = new Map<string, Promise<void>>()
+  /** For each block being fetched, who wants its run (see RunWant). */
+  private wants = new Map<string, RunWant>()
   private inflightBytes = 0
   private inflightRequests = 0
   private recent: LRUCache<string, Block>
@@ -216,14 +235,22 @@ export class Fetcher {
       }
     }
     let p = this.inflight.get(k)
-    if (p) fetchMetrics.hits.inc({ tier: 'memory' })
-    else {
+    if (p) {
+      fetchMetrics.hits.inc({ tier: 'memory' })
+      this.join(k, undefined)
+    } else {
       this.stats.networkReads++
       fetchMetrics.hits.inc({ tier: 'network' })
       this.fetchMissing(file, idx, idx + 1, true)
       p = this.inflight.get(k)!
     }
-    return p
+    try {
+      return await p
+    } catch (err) {
+      // Called off just before this reader joined: fetch it again, for the reader this time.
+      if ((err as SourceError).kind === 'cancelled') return this.block(file, idx)
+      throw err
+    }
   }
 
   /**
@@ -258,7 +285,7 @@ export class Fetcher {
    * leaves a gap shorter than `minRun` blocks at the window's edge for a later call, so that requests
    * stay large (a GET per block would cost a round trip, and dCache a redirect, per MiB).
    */
-  private fetchMissing(file: CachedFile, from: number, to: number, demand = false, minRun = 1): void {
+  private fetchMissing(file: CachedFile, from: number, to: number, demand = false, minRun = 1, signal?: AbortSignal): void {
     const runBlocks = Math.max(1, Math.floor(this.opts.runBytes / file.blockSize))
     let runStart = -1
     let stop = false
@@ -273,7 +300,7 @@ export class Fetcher {
           stop = true
           break
         }
-        this.startRun(file, s, e)
+        this.startRun(file, s, e, signal)
       }
       runStart = -1
     }
@@ -285,7 +312,30 @@ export class Fetcher {
     flush(to)
   }
 
-  private startRun(file: CachedFile, first: number, end: number): void {
+  /** Adds a party to the run fetching block `k`: a job's signal, or undefined for a reader (then it cannot be called off). */
+  private join(k: string, signal: AbortSignal | undefined): void {
+    const want = this.wants.get(k)
+    if (!want?.signals || (signal && want.signals.includes(signal))) return
+    if (signal) {
+      want.signals.push(signal)
+      signal.addEventListener('abort', want.check, { once: true })
+    } else this.mustFinish(want)
+  }
+
+  /** From now on the run cannot be called off (a reader or read-ahead wants it, or it ended). */
+  private mustFinish(want: RunWant): void {
+    for (const s of want.signals ?? []) s.removeEventListener('abort', want.check)
+    want.signals = undefined
+  }
+
+  private startRun(file: CachedFile, first: number, end: number, signal?: AbortSignal): void {
+    const want: RunWant = {
+      signals: signal ? [signal] : undefined,
+      stop: new AbortController(),
+      check: () => { if (want.signals?.every((s) => s.aborted)) want.stop.abort() },
+    }
+    if (signal?.aborted) want.stop.abort()
+    else signal?.addEventListener('abort', want.check, { once: true })
     const defs: Deferred[] = []
     for (let i = first; i < end; i++) {
       const d = deferred()
@@ -296,17 +346,22 @@ export class Fetcher {
     this.inflightBytes += bytes
     fetchMetrics.inflightBytes.set(this.inflightBytes)
     this.store.hold(file)
-    const run = this.runFetch(file, first, end, defs).finally(() => {
+    const run = this.runFetch(file, first, end, defs, want.stop.signal).finally(() => {
       this.inflightBytes -= bytes
       fetchMetrics.inflightBytes.set(this.inflightBytes)
       for (let i = first; i < end; i++) {
         const k = `${file.key}:${i}`
         if (this.inflight.get(k) === defs[i - first]!.promise) this.inflight.delete(k)
         if (this.runs.get(k) === run) this.runs.delete(k)
+        if (this.wants.get(k) === want) this.wants.delete(k)
       }
+      this.mustFinish(want)
       this.store.release(file)
     })
-    for (let i = first; i < end; i++) this.runs.set(`${file.key}:${i}`, run)
+    for (let i = first; i < end; i++) {
+      this.runs.set(`${file.key}:${i}`, run)
+      this.wants.set(`${file.key}:${i}`, want)
+    }
   }
 
   /** Delay before retry number `attempt` (1-based): exponential with jitter, or what the server asked. */
@@ -321,7 +376,7 @@ export class Fetcher {
    * Adler-32 before any of it is served. Resolves once every block was delivered and written (or
    * failed), so the memory budget covers blocks waiting for the disk too.
    */
-  private async runFetch(file: CachedFile, first: number, end: number, defs: Deferred[]): Promise<void> {
+  private async runFetch(file: CachedFile, first: number, end: number, defs: Deferred[], calledOff: AbortSignal): Promise<void> {
     const wholeFile = first === 0 && end === file.blocks
     const held: { idx: number; block: Block; adler: number }[] = []
     let idx = first
@@ -351,8 +406,9 @@ export class Fetcher {
         if (attempt > 0) {
           this.stats.retries++
           fetchMetrics.retries.inc()
-          await sleep(this.backoff(attempt, lastErr))
+          await sleep(this.backoff(attempt, lastErr), calledOff)
         }
+        if (calledOff.aborted) break outer
         if (this.sources.isDown(source)) continue outer
         const start = idx * file.blockSize + fill
         const stop = Math.min(end * file.blockSize, file.size)
@@ -365,7 +421,7 @@ export class Fetcher {
         const t0 = performance.now()
         try {
           await source.read(file.relPath, start, stop, {
-            signal: guard.signal,
+            signal: AbortSignal.any([guard.signal, calledOff]),
             onData: (chunk) => {
               guard.got(chunk.length)
               this.stats.bytesFetched += chunk.length
@@ -391,6 +447,10 @@ export class Fetcher {
         } catch (err) {
           lastErr = err instanceof SourceError ? err : new SourceError('protocol', (err as Error).message)
           if (guard.reason) lastErr = new SourceError('timeout', `${what}: ${guard.reason}`)
+          if (calledOff.aborted) {
+            lastErr = new SourceError('cancelled', `${file.relPath}: fetch called off (every sync that wanted it was cancelled)`)
+            break outer
+          }
           fetchMetrics.errors.inc({ source: source.name, kind: lastErr.kind })
           this.sources.noteFailure(source, lastErr)
           log.warn('fetch failed', { source: source.name, path: file.relPath, bytes: `${start}-${stop - 1}`, attempt: attempt + 1, error: lastErr.message })
@@ -405,6 +465,17 @@ export class Fetcher {
       if (idx >= end) break
     }
     await Promise.all(pending)
+    if (idx < end && calledOff.aborted) {
+      // Forget these blocks at once, so that whoever asks next starts a fetch of their own.
+      const err = new SourceError('cancelled', `${file.relPath}: fetch called off (every sync that wanted it was cancelled)`)
+      const undelivered = [...held.map((h) => h.idx), ...Array.from({ length: end - idx }, (_, j) => idx + j)]
+      for (const i of undelivered) {
+        const k = `${file.key}:${i}`
+        if (this.inflight.get(k) === defs[i - first]!.promise) this.inflight.delete(k)
+        defs[i - first]!.reject(err)
+      }
+      return
+    }
     if (idx < end) {
       this.stats.failures++
       fetchMetrics.failures.inc()
@@ -460,15 +531,15 @@ export class Fetcher {
     this.store.hold(file)
     try {
       for (let from = 0; from < file.blocks; from += step) {
-        if (signal?.aborted) throw new SourceError('timeout', `${file.relPath}: cancelled`)
+        if (signal?.aborted) throw new SourceError('cancelled', `${file.relPath}: cancelled`)
         const to = Math.min(file.blocks, from + step)
         const missing: number[] = []
         for (let i = from; i < to; i++) if (!file.has(i)) missing.push(i)
         if (missing.length === 0) continue
-        this.fetchMissing(file, from, to, true)
+        this.fetchMissing(file, from, to, true, 1, signal)
         // Wait for the blocks (errors surface here), then for their runs, which end once stored.
         await Promise.all(missing.map(async (i) => {
-          await (this.inflight.get(`${file.key}:${i}`) ?? this.block(file, i))
+          await this.blockForJob(file, i, signal)
           transferred += file.blockLength(i)
           onBytes?.(file.blockLength(i))
         }))
@@ -480,6 +551,29 @@ export class Fetcher {
     if (!file.complete) throw new SourceError('local', `${file.relPath}: could not be stored in the cache (cache full of pinned or open files, or the disk is full)`)
     if (file.adler32 && !file.checkWhole()) throw new SourceError('protocol', `${file.relPath}: does not match the archive's adler32 ${file.adler32}; dropped, try again`)
     return transferred
+  }
+
+  /**
+   * Waits for a block a job wants. If the run bringing it was called off (its other jobs were
+   * cancelled) before this job joined it, the block is asked for again, now on this job's behalf.
+   */
+  private async blockForJob(file: CachedFile, i: number, signal: AbortSignal | undefined): Promise<void> {
+    const k = `${file.key}:${i}`
+    for (let attempt = 1; ; attempt++) {
+      if (!this.inflight.has(k)) this.fetchMissing(file, i, i + 1, true, 1, signal)
+      const p = this.inflight.get(k)
+      if (!p) {
+        await this.block(file, i) // cached meanwhile
+        return
+      }
+      this.join(k, signal)
+      try {
+        await p
+        return
+      } catch (err) {
+        if ((err as SourceError).kind !== 'cancelled' || signal?.aborted || attempt >= 3) throw err
+      }
+    }
   }
 
   /** Checks a whole small file against the archive checksum, then serves and stores its blocks. */

@@ -14,6 +14,7 @@ export type SourceErrorKind =
   | 'timeout' // connect, headers, stalled or too-slow body
   | 'protocol' // a response we cannot use (short body, bad XML, unexpected status)
   | 'local' // the source's local side failed (mirror directory unreadable)
+  | 'cancelled' // everyone who wanted the bytes gave up (a cancelled sync): not an error of the source
 
 export class SourceError extends Error {
   readonly kind: SourceErrorKind

@@ -81,10 +81,14 @@ export interface ArchiveServerOptions {
 
 /** Resolves when a response can take more data (at once if it can now, or when it closes). */
 export function drained(res: ServerResponse): Promise<void> {
-  if (!res.writableNeedDrain) return Promise.resolve()
+  // A response queued behind another on a kept-alive connection has no socket of its own yet and is
+  // not told when the client goes away: watch the request's socket too.
+  const sock = res.req.socket
+  if (!res.writableNeedDrain || sock.destroyed) return Promise.resolve()
   return new Promise<void>((r) => {
-    const done = () => { res.off('drain', done); res.off('close', done); r() }
+    const done = () => { res.off('drain', done); res.off('close', done); sock.off('close', done); r() }
     res.on('drain', done).on('close', done)
+    sock.on('close', done)
   })
 }
 
@@ -102,6 +106,8 @@ export class ArchiveServer {
   faults: Faults
   tokens: Set<string> | undefined
   readonly log: RequestRecord[] = []
+  /** Bodies being sent now (the log holds a request once it has ended). */
+  readonly sending = new Set<RequestRecord>()
   private door: Server | undefined
   private pool: Server | undefined
   private sockets = new Set<Socket>()
@@ -300,12 +306,13 @@ export class ArchiveServer {
     else if (f.stallCount && f.stallCount > 0) { f.stallCount--; mode = 'stall'; cutAt = f.stallAfterBytes ?? 1000 }
 
     const fh = await open(file, 'r')
+    this.sending.add(rec)
     try {
       let pos = start
       const chunk = Buffer.allocUnsafe(256 * 1024)
       const t0 = Date.now()
       while (pos <= end) {
-        if (res.destroyed) return
+        if (res.destroyed || req.socket.destroyed) return
         const sent = pos - start
         if (sent >= cutAt) {
           if (mode === 'reset') return void res.socket?.destroy()
@@ -328,6 +335,7 @@ export class ArchiveServer {
       }
       res.end()
     } finally {
+      this.sending.delete(rec)
       await fh.close()
     }
   }
