@@ -261,7 +261,9 @@ export class Fetcher {
    */
   private readAhead(file: CachedFile, pos: number, len: number, pattern: ReadPattern): void {
     const bs = file.blockSize
-    const sequential = pos >= pattern.nextPos - bs / 4 && pos <= pattern.nextPos + bs
+    // The kernel sends a sequential reader's reads several at a time (its own read-ahead), and they
+    // arrive out of order: a read up to two blocks behind the furthest one seen is still sequential.
+    const sequential = pos >= pattern.nextPos - 2 * bs && pos <= pattern.nextPos + bs
     const lastBlock = Math.floor((pos + len - 1) / bs)
     const maxWindow = Math.max(1, Math.floor(this.opts.maxWindowBytes / bs))
     if (!sequential) {
@@ -273,7 +275,7 @@ export class Fetcher {
       if (pos > 0) pattern.window = Math.min(pattern.window * 2, maxWindow)
     }
     pattern.seqBytes += len
-    pattern.nextPos = pos + len
+    pattern.nextPos = sequential ? Math.max(pattern.nextPos, pos + len) : pos + len
     if (sequential && pattern.seqBytes >= bs / 2) {
       const runBlocks = Math.max(1, Math.floor(this.opts.runBytes / bs))
       this.fetchMissing(file, lastBlock + 1, Math.min(file.blocks, lastBlock + 1 + pattern.window), false, Math.min(runBlocks, pattern.window))

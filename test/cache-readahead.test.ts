@@ -1,0 +1,37 @@
+// Read-ahead as the archive sees it: a header read fetches one block and nothing more; a sequential
+// reader's file comes in a few large ranged requests, each byte once, although the kernel delivers
+// the reader's requests several at a time and, while they wait for the network, out of order.
+import t from 'tap'
+import { createHash } from 'node:crypto'
+import { join } from 'node:path'
+import { PYTHON, makeArchive, run, sourceBytes, startDaemon, startServer } from './helpers.js'
+
+const MiB = 1 << 20
+const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex')
+
+t.test('header reads fetch one block; sequential reads fetch in large runs, each byte once', async (t) => {
+  const a = makeArchive(t, { largeFileBytes: 96 * MiB, hostile: false })
+  const { server, tokenFile } = await startServer(t, a.root)
+  const big = a.manifest.largeFile!
+  const size = a.manifest.files.find((f) => f.rel === big)!.size
+  const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile })
+  const gets = () => server.log.filter((r) => r.method === 'GET' && r.port === 'pool' && r.path === big)
+
+  // What astropy's getheader does first: the primary header, 2880 bytes.
+  const head = await run(PYTHON, ['-c', 'import sys\nwith open(sys.argv[1], "rb") as f: sys.stdout.write(str(len(f.read(2880))))', join(d.mnt, big)])
+  t.equal(head.stdout, '2880', head.stderr)
+  t.same(gets().map((r) => r.bytes), [MiB], 'a header read fetches exactly one block')
+
+  // Over a slower link (20 ms per request, 20 MB/s per stream) the reader waits, and the kernel's
+  // requests for it pile up and arrive out of order.
+  server.clearLog()
+  server.faults = { latencyMs: 20, rateBytesPerSec: 20e6 }
+  const cat = await run('md5sum', [join(d.mnt, big)], { timeoutMs: 120_000 })
+  t.equal(cat.stdout.slice(0, 32), md5(sourceBytes(a, big)), 'the whole file reads right')
+  const sizes = gets().map((r) => r.bytes)
+  t.equal(sizes.reduce((n, b) => n + b, 0), size - MiB, `every byte after the first block fetched once (${sizes.length} requests)`)
+  // Read-ahead doubles its window per block up to 8 MiB runs: about 14 requests for 96 MiB. A
+  // detector confused by reads arriving out of order keeps restarting at one or two blocks.
+  t.ok(sizes.length <= Math.ceil(size / (8 * MiB)) + 6, `a few large requests, not one per block or two: ${sizes.map((b) => (b / MiB).toFixed(1)).join(', ')} MiB`)
+  t.ok(sizes.filter((b) => b >= 4 * MiB).reduce((n, b) => n + b, 0) >= (size - MiB) / 2, 'most bytes come in requests of 4 MiB or more')
+})
