@@ -12,7 +12,7 @@ import { MISSING } from '../fs/facts.js'
 import type { Tree } from '../fs/tree.js'
 
 /** Files a job fetches at once (each in a few parallel ranged requests). */
-export const JOB_PARALLELISM = 4
+export const JOB_PARALLELISM = 8
 
 export interface JobParts {
   stateDir: string
