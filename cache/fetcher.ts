@@ -123,11 +123,13 @@ const sleep = (ms: number, signal: AbortSignal) => new Promise<void>((resolve) =
 })
 
 /**
- * Who waits for a run of blocks. A run started for sync jobs can be called off once every job that
- * wants it was cancelled; as soon as a reader or read-ahead wants it (`signals` undefined) it runs to
- * the end, since a reader must never see a cancelled fetch.
+ * A run of blocks being fetched, and who waits for it. A run started for sync jobs can be called off
+ * once every job that wants it was cancelled; as soon as a reader or read-ahead wants it (`signals`
+ * undefined) it runs to the end, since a reader must never see a cancelled fetch.
  */
-interface RunWant {
+interface Run {
+  /** Settles once every block of the run is stored (or failed). */
+  done: Promise<void>
   signals: AbortSignal[] | undefined
   stop: AbortController
   /** Called when a job's signal aborts; removed from every signal once the run ends or a reader joins. */
@@ -149,10 +151,8 @@ export class Fetcher {
   private store: BlockStore
   private opts: FetcherOptions
   private inflight = new Map<string, Promise<Block>>()
-  /** For each block being fetched, its run: settles once every block of the run is stored (or failed). */
-  private runs = new Map<string, Promise<void>>()
-  /** For each block being fetched, who wants its run (see RunWant). */
-  private wants = new Map<string, RunWant>()
+  /** For each block being fetched, its run. */
+  private runs = new Map<string, Run>()
   private inflightBytes = 0
   private inflightRequests = 0
   private recent: LRUCache<string, Block>
@@ -316,28 +316,29 @@ export class Fetcher {
 
   /** Adds a party to the run fetching block `k`: a job's signal, or undefined for a reader (then it cannot be called off). */
   private join(k: string, signal: AbortSignal | undefined): void {
-    const want = this.wants.get(k)
-    if (!want?.signals || (signal && want.signals.includes(signal))) return
+    const run = this.runs.get(k)
+    if (!run?.signals || (signal && run.signals.includes(signal))) return
     if (signal) {
-      want.signals.push(signal)
-      signal.addEventListener('abort', want.check, { once: true })
-    } else this.mustFinish(want)
+      run.signals.push(signal)
+      signal.addEventListener('abort', run.check, { once: true })
+    } else this.mustFinish(run)
   }
 
   /** From now on the run cannot be called off (a reader or read-ahead wants it, or it ended). */
-  private mustFinish(want: RunWant): void {
-    for (const s of want.signals ?? []) s.removeEventListener('abort', want.check)
-    want.signals = undefined
+  private mustFinish(run: Run): void {
+    for (const s of run.signals ?? []) s.removeEventListener('abort', run.check)
+    run.signals = undefined
   }
 
   private startRun(file: CachedFile, first: number, end: number, signal?: AbortSignal): void {
-    const want: RunWant = {
+    const run: Run = {
+      done: Promise.resolve(),
       signals: signal ? [signal] : undefined,
       stop: new AbortController(),
-      check: () => { if (want.signals?.every((s) => s.aborted)) want.stop.abort() },
+      check: () => { if (run.signals?.every((s) => s.aborted)) run.stop.abort() },
     }
-    if (signal?.aborted) want.stop.abort()
-    else signal?.addEventListener('abort', want.check, { once: true })
+    if (signal?.aborted) run.stop.abort()
+    else signal?.addEventListener('abort', run.check, { once: true })
     const defs: Deferred[] = []
     for (let i = first; i < end; i++) {
       const d = deferred()
@@ -348,22 +349,18 @@ export class Fetcher {
     this.inflightBytes += bytes
     fetchMetrics.inflightBytes.set(this.inflightBytes)
     this.store.hold(file)
-    const run = this.runFetch(file, first, end, defs, want.stop.signal).finally(() => {
+    run.done = this.runFetch(file, first, end, defs, run.stop.signal).finally(() => {
       this.inflightBytes -= bytes
       fetchMetrics.inflightBytes.set(this.inflightBytes)
       for (let i = first; i < end; i++) {
         const k = `${file.key}:${i}`
         if (this.inflight.get(k) === defs[i - first]!.promise) this.inflight.delete(k)
         if (this.runs.get(k) === run) this.runs.delete(k)
-        if (this.wants.get(k) === want) this.wants.delete(k)
       }
-      this.mustFinish(want)
+      this.mustFinish(run)
       this.store.release(file)
     })
-    for (let i = first; i < end; i++) {
-      this.runs.set(`${file.key}:${i}`, run)
-      this.wants.set(`${file.key}:${i}`, want)
-    }
+    for (let i = first; i < end; i++) this.runs.set(`${file.key}:${i}`, run)
   }
 
   /** Delay before retry number `attempt` (1-based): exponential with jitter, or what the server asked. */
@@ -545,7 +542,7 @@ export class Fetcher {
           transferred += file.blockLength(i)
           onBytes?.(file.blockLength(i))
         }))
-        await Promise.all(new Set(missing.map((i) => this.runs.get(`${file.key}:${i}`)).filter((p) => p !== undefined)))
+        await Promise.all(new Set(missing.map((i) => this.runs.get(`${file.key}:${i}`)?.done).filter((p) => p !== undefined)))
       }
     } finally {
       this.store.release(file)
