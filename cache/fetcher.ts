@@ -6,6 +6,7 @@
 // Failures are retried with exponential backoff and jitter (or after the server's Retry-After),
 // resuming from the first byte not yet received, then the next source is tried. Readers wait with
 // their own deadline; a fetch that outlives it still fills the cache for the next reader.
+import { setTimeout as delay } from 'node:timers/promises'
 import { LRUCache } from 'lru-cache'
 import type { BlockStore, CachedFile } from './block-store.js'
 import { adler32Combine, adler32Fast, adler32Hex } from './adler32.js'
@@ -115,12 +116,6 @@ function deferred(): Deferred {
 /** Runs of blocks a whole-file fetch keeps in flight for one file. */
 const WHOLE_FILE_RUNS = 4
 
-/** Waits `ms`, or less if `signal` aborts first. */
-const sleep = (ms: number, signal: AbortSignal) => new Promise<void>((resolve) => {
-  const done = () => { clearTimeout(timer); signal.removeEventListener('abort', done); resolve() }
-  const timer = setTimeout(done, ms)
-  signal.addEventListener('abort', done, { once: true })
-})
 
 /**
  * A run of blocks being fetched, and who waits for it. A run started for sync jobs can be called off
@@ -405,7 +400,8 @@ export class Fetcher {
         if (attempt > 0) {
           this.stats.retries++
           fetchMetrics.retries.inc()
-          await sleep(this.backoff(attempt, lastErr), calledOff)
+          // A run called off stops waiting at once (the rejection is the abort; the check below ends it).
+          await delay(this.backoff(attempt, lastErr), undefined, { signal: calledOff }).catch(() => undefined)
         }
         if (calledOff.aborted) break outer
         if (this.sources.isDown(source)) continue outer
