@@ -2,22 +2,20 @@
 // SIGKILL during heavy reads is followed by one that recovers the mount, keeps the cache within its
 // bound, and reads every file correctly.
 import t, { type Test } from 'tap'
-import { createHash } from 'node:crypto'
 import { closeSync, openSync, readSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { cacheKey } from '../cache/block-store.js'
 import { bigArchive, diskUsage, randomReads, readSet } from './cache-helpers.js'
-import { desfs, run, sourceBytes, startDaemon, startServer, until } from './helpers.js'
+import { desfs, run, sourceBytes, startDaemon, startServer, until, md5, parseMd5sum } from './helpers.js'
 import { mountedType } from '../fs/mount.js'
 
 t.jobs = 1
-const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex')
 const MiB = 1 << 20
 
 async function md5sAll(t: Test, mnt: string, a: ReturnType<typeof bigArchive>, files: string[]) {
   const r = await run('md5sum', files, { cwd: mnt, timeoutMs: 120_000 })
   t.equal(r.code, 0, `md5sum exits 0 ${r.stderr}`)
-  const got = new Map(r.stdout.trim().split('\n').map((l) => [l.slice(34), l.slice(0, 32)]))
+  const got = parseMd5sum(r.stdout)
   const bad = files.filter((f) => got.get(f) !== md5(sourceBytes(a, f)))
   t.same(bad, [], `all ${files.length} files have the source's md5`)
 }

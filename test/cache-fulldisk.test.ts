@@ -2,14 +2,12 @@
 // bytes (served from memory) or EIO, the log says the disk is full, and nothing corrupt is recorded:
 // after a restart every cached block passes its check and every file reads right.
 import t from 'tap'
-import { createHash } from 'node:crypto'
 import { mkdirSync, statfsSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { bigArchive } from './cache-helpers.js'
-import { run, sourceBytes, startDaemon, startServer, tmp } from './helpers.js'
+import { run, sourceBytes, startDaemon, startServer, tmp, md5, parseMd5sum } from './helpers.js'
 
 t.jobs = 1
-const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex')
 
 t.test('a full cache disk: right bytes or EIO, nothing corrupt recorded', async (t) => {
   if (process.getuid?.() !== 0) {
@@ -36,7 +34,7 @@ t.test('a full cache disk: right bytes or EIO, nothing corrupt recorded', async 
   const files = [...a.manifest.files].sort((x, y) => y.size - x.size).map((f) => f.rel)
   const check = async (what: string) => {
     const r = await run('md5sum', files, { cwd: d.mnt, timeoutMs: 120_000 })
-    const got = new Map(r.stdout.trim().split('\n').filter(Boolean).map((l) => [l.slice(34), l.slice(0, 32)]))
+    const got = parseMd5sum(r.stdout)
     const wrong = files.filter((f) => got.has(f) && got.get(f) !== md5(sourceBytes(a, f)))
     const failed = files.filter((f) => !got.has(f))
     t.same(wrong, [], `${what}: no file read wrong`)

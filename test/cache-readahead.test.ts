@@ -2,12 +2,10 @@
 // reader's file comes in a few large ranged requests, each byte once, although the kernel delivers
 // the reader's requests several at a time and, while they wait for the network, out of order.
 import t from 'tap'
-import { createHash } from 'node:crypto'
 import { join } from 'node:path'
-import { PYTHON, makeArchive, run, sourceBytes, startDaemon, startServer } from './helpers.js'
+import { PYTHON, makeArchive, run, sourceBytes, startDaemon, startServer, md5 } from './helpers.js'
 
 const MiB = 1 << 20
-const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex')
 
 t.test('header reads fetch one block; sequential reads fetch in large runs, each byte once', async (t) => {
   const a = makeArchive(t, { largeFileBytes: 96 * MiB, hostile: false })

@@ -2,15 +2,13 @@
 // local mirror serve the same bytes as the archive; with the archive dead, reads fail over to the
 // next source; a partial mirror serves what it has and the archive the rest.
 import t, { type Test } from 'tap'
-import { createHash } from 'node:crypto'
 import { cpSync, mkdirSync } from 'node:fs'
 import { join, dirname } from 'node:path'
 import { S3Server } from './archive/s3-server.js'
 import { bigArchive } from './cache-helpers.js'
-import { run, sourceBytes, startDaemon, startServer, tmp, type ArchiveFixture } from './helpers.js'
+import { run, sourceBytes, startDaemon, startServer, tmp, type ArchiveFixture, md5, parseMd5sum } from './helpers.js'
 
 t.jobs = 1
-const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex')
 const CREDS = { accessKeyId: 'AKIDDESFSTEST', secretAccessKey: 'desfs-test-secret/0123456789' }
 const AWS_ENV = { AWS_ACCESS_KEY_ID: CREDS.accessKeyId, AWS_SECRET_ACCESS_KEY: CREDS.secretAccessKey, AWS_SHARED_CREDENTIALS_FILE: '/nonexistent' }
 
@@ -18,7 +16,7 @@ async function allMd5Match(t: Test, mnt: string, a: ArchiveFixture): Promise<voi
   const list = a.manifest.files.map((f) => f.rel)
   const r = await run('md5sum', list, { cwd: mnt, timeoutMs: 120_000 })
   t.equal(r.code, 0, `md5sum exits 0 ${r.stderr.slice(0, 500)}`)
-  const got = new Map(r.stdout.trim().split('\n').map((l) => [l.slice(34), l.slice(0, 32)]))
+  const got = parseMd5sum(r.stdout)
   t.same(list.filter((f) => got.get(f) !== md5(sourceBytes(a, f))), [], `all ${list.length} files have the archive's bytes`)
 }
 

@@ -2,6 +2,7 @@
 // process, and commands run against the mount from child processes (the test process itself never
 // touches a mountpoint). Every wait is bounded; everything started is stopped at teardown.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { mkdtempSync, rmSync, mkdirSync, existsSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -186,4 +187,11 @@ export async function startDaemon(t: Test, o: DaemonOptions): Promise<DaemonFixt
 /** The generated file's bytes, for comparisons. */
 export function sourceBytes(a: ArchiveFixture, rel: string): Buffer {
   return readFileSync(join(a.root, rel))
+}
+
+export const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex')
+
+/** md5sum's output as path -> md5. */
+export function parseMd5sum(stdout: string): Map<string, string> {
+  return new Map(stdout.trim().split('\n').filter(Boolean).map((l) => [l.slice(34), l.slice(0, 32)]))
 }

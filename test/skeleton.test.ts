@@ -1,14 +1,11 @@
 // The walking skeleton, end to end: a generated DES archive behind a dCache-like server, mounted by a
 // real daemon, read by real tools in child processes.
 import t from 'tap'
-import { createHash } from 'node:crypto'
 import { readdirSync, statSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { makeArchive, startServer, startDaemon, run, needTool, needPythonModule, PYTHON, sourceBytes } from './helpers.js'
+import { makeArchive, startServer, startDaemon, run, needTool, needPythonModule, PYTHON, sourceBytes, md5, parseMd5sum } from './helpers.js'
 
 t.jobs = 1
-
-const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex')
 
 t.test('a mounted archive reads like the real thing', async (t) => {
   // Images large enough that some files span several 1 MiB cache blocks.
@@ -46,7 +43,7 @@ t.test('a mounted archive reads like the real thing', async (t) => {
     const list = files.map((f) => f.rel)
     const r = await run('md5sum', list, { cwd: d.mnt, timeoutMs: 120_000 })
     t.equal(r.code, 0, `md5sum exits 0 ${r.stderr}`)
-    const got = new Map(r.stdout.trim().split('\n').map((l) => [l.slice(34), l.slice(0, 32)]))
+    const got = parseMd5sum(r.stdout)
     let bad = 0
     for (const f of list) if (got.get(f) !== md5(sourceBytes(a, f))) bad++
     t.equal(bad, 0, `all ${list.length} files match`)

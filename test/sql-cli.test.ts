@@ -4,12 +4,11 @@
 import t, { type Test } from 'tap'
 import Database from 'better-sqlite3'
 import { spawn } from 'node:child_process'
-import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { join } from 'node:path'
 import { gunzipSync } from 'node:zlib'
-import { makeArchive, startServer, startDaemon, desfs, run, tmp, until, needTool, needPythonModule, PYTHON, DESFS, type RunResult } from './helpers.js'
+import { makeArchive, startServer, startDaemon, desfs, run, tmp, until, needTool, needPythonModule, PYTHON, DESFS, type RunResult, md5, parseMd5sum } from './helpers.js'
 import { SOCKET_NAME } from '../daemon/paths.js'
 
 t.jobs = 1
@@ -69,7 +68,6 @@ function oneLine(t: Test, stderr: string, pattern: RegExp) {
   t.match(lines[0], pattern)
 }
 
-const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex')
 // A query that never ends on its own and runs as one long native step (no rows until the end).
 const ENDLESS = 'WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c'
 
@@ -296,7 +294,7 @@ t.test('reads of the mount go on while a long query runs', async (t) => {
   for (let round = 0; round < 3; round++) {
     const r = await run('md5sum', files, { cwd: d.mnt, timeoutMs: 60_000 })
     t.equal(r.code, 0, `round ${round}: md5sum through the mount succeeds during the query`)
-    const got = new Map(r.stdout.trim().split('\n').map((l) => [l.slice(34), l.slice(0, 32)]))
+    const got = parseMd5sum(r.stdout)
     t.ok(files.every((f) => got.get(f) === md5(readFileSync(join(a.root, f)))), 'with the right bytes')
   }
   t.equal((await status()).sql.running, 1, 'the query was running all along')

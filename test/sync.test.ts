@@ -2,17 +2,15 @@
 // pinned, cancel, kill -9 and resume with only the missing bytes fetched again, a missing file in the
 // manifest, and `desfs get` into a real DESDATA (copy, hardlink, symlink, standalone).
 import t, { type Test } from 'tap'
-import { createHash } from 'node:crypto'
 import { readFileSync, readdirSync, statSync, lstatSync, readlinkSync } from 'node:fs'
 import { join } from 'node:path'
-import { makeArchive, startServer, startDaemon, desfs, run, tmp, until, sourceBytes, type ArchiveFixture, type DaemonFixture } from './helpers.js'
+import { makeArchive, startServer, startDaemon, desfs, run, tmp, until, sourceBytes, type ArchiveFixture, type DaemonFixture, md5, parseMd5sum } from './helpers.js'
 import { expectedTileFiles } from './archive/expect.js'
 import { cacheKey } from '../cache/block-store.js'
 
 t.jobs = 1
 
 const TILE = 'DES2041-5248'
-const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex')
 const envFor = (d: DaemonFixture) => ({ ...process.env, DESFS_STATE_DIR: d.stateDir, DESFS_CACHE_DIR: d.cacheDir, DESFS_CONFIG: '/nonexistent' })
 
 interface JobShow {
@@ -75,7 +73,7 @@ t.test('sync a tile and band: everything selected, fetched, verified and pinned'
 
   server.clearLog()
   const check = await run('md5sum', expected.slice(0, 40), { cwd: d.mnt, timeoutMs: 60_000 })
-  const got = new Map(check.stdout.trim().split('\n').map((l) => [l.slice(34), l.slice(0, 32)]))
+  const got = parseMd5sum(check.stdout)
   t.ok(expected.slice(0, 40).every((p) => got.get(p) === md5(sourceBytes(a, p))), 'reads through the mount have the source bytes')
   t.equal(server.count('GET'), 0, 'and come from the cache')
 
@@ -115,7 +113,7 @@ t.test('cancel, kill -9 and resume, a missing file, the pin cap', async (t) => {
     server.faults = {}
     const some = expected.slice(0, 20)
     const check = await run('md5sum', some, { cwd: d.mnt, timeoutMs: 60_000 })
-    const got = new Map(check.stdout.trim().split('\n').map((l) => [l.slice(34), l.slice(0, 32)]))
+    const got = parseMd5sum(check.stdout)
     t.ok(some.every((p) => got.get(p) === md5(sourceBytes(a, p))), 'files the job was fetching read right through the mount afterwards')
     const r = await desfs(['jobs', 'cancel', id], { env: envFor(d) })
     t.equal(r.code, 1, 'cancelling a finished job is refused')

@@ -5,11 +5,10 @@
 import t, { type Test } from 'tap'
 import Database from 'better-sqlite3'
 import { spawn } from 'node:child_process'
-import { createHash } from 'node:crypto'
 import { copyFileSync, existsSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync, closeSync, statSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
-import { makeArchive, startServer, startDaemon, run, desfs, tmp, until, PYTHON, type DaemonFixture } from './helpers.js'
+import { makeArchive, startServer, startDaemon, run, desfs, tmp, until, PYTHON, type DaemonFixture, md5 } from './helpers.js'
 import { findAll } from './tree-fixtures.js'
 
 t.jobs = 1
@@ -40,8 +39,6 @@ async function logAfter(t: Test, d: DaemonFixture, re: RegExp, action: () => voi
   t.ok(ok, `the log says ${re.source}`)
   return d.log().match(new RegExp(re.source, 'g'))?.[before] ?? ''
 }
-
-const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex')
 
 t.test('the DB replaced while mounted', async (t) => {
   const a = makeArchive(t, { exposures: 3, ccds: 4, hostile: false, fpack: 'never', largeFileBytes: 8 << 20 })
