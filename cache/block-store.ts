@@ -78,6 +78,15 @@ export interface PinRequest {
   size: number
 }
 
+/**
+ * Where presence maps shared with the FUSE plane come from: `newFile` returns the map's id and its
+ * bytes (one per block, 1 = on disk and verified), `retireFile` stops the plane serving from it.
+ */
+export interface PresenceMaps {
+  newFile(dataPath: string, size: number, blockSize: number): [number, Uint8Array]
+  retireFile(id: number): void
+}
+
 /** A cached archive file: its presence map, its sparse data file, and the verification state. */
 export class CachedFile {
   readonly key: string
@@ -95,6 +104,11 @@ export class CachedFile {
   adler32: string | null
   /** Open handles plus fetches in flight: a file in use is never evicted. */
   users = 0
+  /**
+   * The native plane's presence map of this file, once it was opened through the plane: byte i is 1
+   * while block i is on disk and verified, so the plane's threads serve those reads without us.
+   */
+  private shared: { id: number; bits: Uint8Array; retire: () => void } | undefined
   private fd: Promise<FileHandle> | undefined
   private store: BlockStore
 
@@ -119,6 +133,53 @@ export class CachedFile {
   has(idx: number): boolean {
     return this.present.has(idx)
   }
+
+  /** The plane's id for this file's presence map, made (and filled from what is verified) on first use. */
+  sharedMap(maps: PresenceMaps): number {
+    if (!this.shared) {
+      const [id, bits] = maps.newFile(this.dataPath, this.size, this.blockSize)
+      for (const idx of this.verified) bits[idx] = 1
+      this.shared = { id, bits, retire: () => maps.retireFile(id) }
+    }
+    return this.shared.id
+  }
+
+  /** A block was dropped: not served from the cache again until refetched. */
+  unverify(idx: number): void {
+    this.mark(idx, false)
+  }
+
+  /** A block became verified (on disk and checked), or was dropped. */
+  private mark(idx: number, verified: boolean): void {
+    if (verified) this.verified.add(idx)
+    else this.verified.delete(idx)
+    if (this.shared) this.shared.bits[idx] = verified ? 1 : 0
+  }
+
+  /** The plane must no longer serve from this object's map (the file was forgotten or unloaded). */
+  retireShared(): void {
+    this.shared?.retire()
+    this.shared = undefined
+  }
+
+  /** Every block present and checked since this daemon started. */
+  get allVerified(): boolean {
+    return this.complete && this.verified.size === this.blocks
+  }
+
+  /** Checks every present block not yet checked since start (one at a time, in the background). */
+  async verifyAll(): Promise<void> {
+    if (this.verifying) return
+    this.verifying = true
+    this.store.hold(this)
+    try {
+      for (let idx = 0; idx < this.blocks; idx++) if (this.present.has(idx) && !this.verified.has(idx)) await this.verifyBlock(idx)
+    } finally {
+      this.verifying = false
+      this.store.release(this)
+    }
+  }
+  private verifying = false
 
   get complete(): boolean {
     return this.present.size === this.blocks
@@ -177,7 +238,7 @@ export class CachedFile {
     } catch {
       ok = false
     }
-    if (ok) this.verified.add(idx)
+    if (ok) this.mark(idx, true)
     else if (this.present.get(idx) === rec) {
       log.warn('cache block failed its checksum; dropped and will be refetched', { path: this.relPath, block: idx })
       cacheMetrics.corruptBlocks.inc()
@@ -223,7 +284,7 @@ export class CachedFile {
         return true
       }
       this.present.set(idx, { adler, len: length })
-      this.verified.add(idx)
+      this.mark(idx, true)
       this.store.recordBlock(this, idx, adler, length)
       if (this.complete && !this.wholeVerified) this.checkWhole()
       return true
@@ -260,6 +321,7 @@ export class CachedFile {
 
   /** Forgets every block (the data file is being removed). */
   forget(): Promise<void> {
+    this.retireShared()
     this.present.clear()
     this.verified.clear()
     this.wholeVerified = false
@@ -288,7 +350,15 @@ export class BlockStore {
   private index = new LRUCache<string, CacheEntry>({ maxSize: Number.MAX_SAFE_INTEGER, sizeCalculation: () => 1 })
   /** Loaded files in use (users > 0), and recently used ones kept loaded for their verified state. */
   private live = new Map<string, CachedFile>()
-  private idle = new LRUCache<string, CachedFile>({ max: 2048, dispose: (f) => void f.closeFd() })
+  // A file leaving the idle set for good is unloaded: a later use loads its record into a new object
+  // (and a new presence map); one leaving it for the live set keeps its map.
+  private idle = new LRUCache<string, CachedFile>({
+    max: 2048,
+    dispose: (f, _key, reason) => {
+      if (reason === 'evict') f.retireShared()
+      void f.closeFd()
+    },
+  })
   private pending: { key: string; idx: number; adler: number; len: number }[] = []
   private touched = new Set<string>()
   private flushTimer: NodeJS.Timeout | undefined
@@ -624,7 +694,7 @@ export class BlockStore {
       const rec = f.present.get(idx)
       if (!rec) continue
       f.present.delete(idx)
-      f.verified.delete(idx)
+      f.unverify(idx)
       this.used -= rec.len
       if (e) e.bytes -= rec.len
       this.stats.blocksDropped++

@@ -90,7 +90,7 @@ export class Daemon {
     ;({ store: this.store, fetcher: this.fetcher } = await openReadPath(c, this.sources))
     this.cacheSize = this.store.limit
 
-    const { ops, stats } = createOps({
+    const ops = createOps({
       tree: this.tree,
       store: this.store,
       fetcher: this.fetcher,
@@ -99,9 +99,10 @@ export class Daemon {
       mountTime: this.startedAt,
       released: (rel) => this.forgetIfRemoved(rel),
     })
-    this.opsStats = stats
     this.mount = new Mount(c.mountpoint)
-    await this.mount.mount(ops, { allowOther: c.allowOther, deadlineMs: c.readTimeoutMs })
+    const { addon, plane } = await this.mount.mount(ops.dispatch, { allowOther: c.allowOther, deadlineMs: c.readTimeoutMs, mountTimeMs: this.startedAt })
+    ops.bind(addon, plane)
+    this.opsStats = ops.stats
     this.reloader = new TreeReloader({ dbPath: c.db, stateDir: c.stateDir, treeQuery: c.treeQuery, retireMs: 2 * c.readTimeoutMs, swapIn: (next) => this.swapTree(next) }, this.catalog)
     await this.reloader.start()
     void this.reloader.check() // the DB may have been replaced while the mount came up
@@ -125,6 +126,7 @@ export class Daemon {
   private async swapTree(next: Catalog): Promise<void> {
     const roots = new Set(this.tree.current.list(ROOT_ID).map((e) => e.name))
     this.tree.swap(next.index)
+    this.mount.forgetTree()
     this.catalog = next
     for (const e of next.index.list(ROOT_ID)) roots.add(e.name)
     await this.mount.invalidate(roots)
@@ -169,6 +171,7 @@ export class Daemon {
       fetch: this.fetcher?.stats ?? null,
       archiveRequests: this.tree?.stats ?? null,
       ops: this.opsStats ?? null,
+      plane: this.mount?.stats() ?? null,
       sql: this.sql?.status() ?? null,
       settings,
     }

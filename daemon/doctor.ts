@@ -40,15 +40,18 @@ async function checkFuseDevice(): Promise<CheckResult> {
 }
 
 function checkFusermount(): CheckResult {
-  return onPath('fusermount') ? ok('fusermount', 'on PATH') : fail('fusermount', 'not on PATH', 'apt-get install fuse (FUSE 2, which fuse-native uses)')
+  if (process.getuid?.() === 0) return ok('fusermount', 'not needed (root mounts with mount(2))')
+  return onPath('fusermount3') ? ok('fusermount', 'fusermount3 on PATH') : fail('fusermount', 'fusermount3 not on PATH', 'apt-get install fuse3')
 }
 
 async function checkLibfuse(): Promise<CheckResult> {
   try {
-    await import('fuse-native')
-    return ok('libfuse', 'fuse-native and libfuse load')
+    const { native } = await import('../fs/native.js')
+    native()
+    const pt = process.getuid?.() === 0 ? 'passthrough of complete cache files where the kernel offers it (Linux 6.9+)' : 'cached reads by pread in the plane (passthrough needs root)'
+    return ok('libfuse', `desfs's native FUSE plane loads; ${pt}`)
   } catch (err) {
-    return fail('libfuse', `fuse-native does not load (${oneLine(err)})`, 'apt-get install libfuse2, then npm rebuild fuse-native')
+    return fail('libfuse', oneLine(err), 'run npm ci in the desfs checkout (it builds the addon with g++ and make)')
   }
 }
 

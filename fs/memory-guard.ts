@@ -1,9 +1,10 @@
 // Keeps the daemon's memory bounded when millions of names are looked up. desfs's own caches are
-// bounded, but libfuse 2's path-based API keeps a node for every name the kernel has cached, and
-// the kernel keeps names (with long entry timeouts, as desfs wants) until memory is short: after a
-// `find -size` or `ls -lR` over millions of files that is hundreds of MB in this process. When the
-// process grows past a limit, the kernel is asked to forget the names it cached under the root (as
-// after a tree swap); it then evicts the unused ones, tells libfuse, and libfuse frees its nodes.
+// bounded, but the plane keeps a node for every name the kernel has cached (the kernel holds node
+// ids until it sends FORGET), and the kernel keeps names (with long entry timeouts, as desfs wants)
+// until memory is short: after a `find -size` or `ls -lR` over millions of files that is hundreds of
+// MB in this process. When the process grows past a limit, the kernel is asked to forget the names
+// it cached under the root (as after a tree swap); it then evicts the unused ones and sends FORGETs,
+// and the plane frees their nodes.
 // The price is that the next stat of each forgotten name asks the daemon again (tens of µs).
 import { log } from '../daemon/log.js'
 

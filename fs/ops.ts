@@ -1,11 +1,14 @@
-// The FUSE operations. Every operation runs as a promise with its own deadline (shorter than
-// fuse-native's), so the kernel always gets an answer: the result, ENOENT/EROFS, or EIO with a log
-// line saying why. A read copies into the kernel's buffer only while its request is still open:
-// once the deadline has answered, fuse-native frees that buffer.
-import type { Ops, Stat, StatFs } from 'fuse-native'
+// The operations JavaScript answers for the native plane (fs/native/): what the plane's worker
+// threads could not answer alone. Lookups, listings and opens of files not yet known, reads of blocks
+// not yet cached, user.desfs.* attributes and statfs. Each runs as a promise with its own deadline,
+// so the kernel always gets an answer: the result, ENOENT/EROFS, or EIO with a log line saying why
+// (and the plane's backstop answers EIO should the event loop itself be stuck). Replies name their
+// request by number; a reply to a request already answered is dropped by the plane, so a late
+// answer can never write into a buffer the kernel has let go.
 import { statfs as statfsAsync } from 'node:fs/promises'
-import { FsError, ERRNO, type Node, type Tree } from './tree.js'
-import type { BlockStore, CachedFile } from '../cache/block-store.js'
+import { FsError, ERRNO, type Node, type Tree, type Listed } from './tree.js'
+import { FLAG_ADLER, JOB, KIND, type Dispatch, type NativeAddon, type Plane } from './native.js'
+import type { BlockStore, CachedFile, PresenceMaps } from '../cache/block-store.js'
 import { newReadPattern, type Fetcher, type ReadPattern } from '../cache/fetcher.js'
 import { SourceError } from '../cache/sources/source.js'
 import { log } from '../daemon/log.js'
@@ -30,34 +33,38 @@ interface Handle {
   pattern: ReadPattern
 }
 
-const O_ACCMODE = 3
-const O_TRUNC = 0o1000
-
-const DIR_ENTRY: Stat = { mode: 0o40555, uid: 0, gid: 0, size: 0, mtime: 0, atime: 0, ctime: 0 }
-const FILE_ENTRY: Stat = { mode: 0o100444, uid: 0, gid: 0, size: 0, mtime: 0, atime: 0, ctime: 0 }
-
 export const XATTRS = ['user.desfs.url', 'user.desfs.adler32', 'user.desfs.cached'] as const
 
-/** Counters for status and metrics. */
+/** Counters for status and metrics: operations that reached JavaScript, and their failures. */
 export interface OpsStats {
   ops: Record<string, number>
   errors: Record<string, number>
   bytesServed: number
 }
 
-export function createOps(ctx: OpsContext): { ops: Ops; stats: OpsStats; openFiles: () => Set<string> } {
-  const uid = process.getuid?.() ?? 0
-  const gid = process.getgid?.() ?? 0
-  const handles = new Map<number, Handle>()
-  let nextFh = 1
-  const stats: OpsStats = { ops: {}, errors: {}, bytesServed: 0 }
+const JOB_NAMES: Record<number, string> = { [JOB.LOOKUP]: 'lookup', [JOB.READDIR]: 'readdir', [JOB.OPEN]: 'open', [JOB.READ]: 'read', [JOB.GETXATTR]: 'getxattr', [JOB.STATFS]: 'statfs', [JOB.READLINK]: 'readlink' }
 
-  const dirStat = (): Stat => ({ mode: 0o40555, uid, gid, size: 4096, nlink: 2, mtime: ctx.mountTime, atime: ctx.mountTime, ctime: ctx.mountTime, blksize: 4096, blocks: 8 })
-  const fileStat = (size: number, mtime: number | null): Stat => {
-    const t = mtime ?? ctx.mountTime
-    return { mode: 0o100444, uid, gid, size, nlink: 1, mtime: t, atime: t, ctime: t, blksize: 131072, blocks: Math.ceil(size / 512) }
+/** Names of the kernel's opcodes that reach JavaScript (linux/fuse.h), for the backstop's log line. */
+const FUSE_OPCODES: Record<number, string> = { 1: 'lookup', 5: 'readlink', 14: 'open', 15: 'read', 17: 'statfs', 22: 'getxattr', 28: 'readdir', 44: 'readdirplus' }
+
+export interface Ops {
+  dispatch: Dispatch
+  /** Connects the replies to the plane (right after mounting, before any job is delivered). */
+  bind(addon: NativeAddon, plane: Plane): void
+  stats: OpsStats
+  openFiles: () => Set<string>
+}
+
+export function createOps(ctx: OpsContext): Ops {
+  const handles = new Map<number, Handle>()
+  const stats: OpsStats = { ops: {}, errors: {}, bytesServed: 0 }
+  let addon: NativeAddon | undefined
+  let plane: Plane | undefined
+  /** The plane's presence maps, for the block store's files. */
+  const maps: PresenceMaps = {
+    newFile: (path, size, blockSize) => addon!.newFile(plane!, path, size, blockSize),
+    retireFile: (id) => addon?.retireFile(plane!, id),
   }
-  const nodeStat = (n: Node): Stat => (n.kind === 'dir' ? dirStat() : fileStat(n.facts.size, n.facts.mtime))
 
   /** Maps a failure to an errno, logging the ones a person needs to hear about. */
   const errnoOf = (op: string, path: string, err: unknown): number => {
@@ -69,12 +76,13 @@ export function createOps(ctx: OpsContext): { ops: Ops; stats: OpsStats; openFil
   }
 
   const count = (op: string) => (stats.ops[op] = (stats.ops[op] ?? 0) + 1)
+  const fail = (req: number, errno: number) => addon!.replyErr(plane!, req, errno)
 
   /**
-   * Runs an operation under a deadline: `reply` gets the result, or EIO once the deadline passes
-   * first (a result that comes later goes to `late`, to release what it holds).
+   * Runs an operation under a deadline: `reply` gets the result, or the request gets EIO once the
+   * deadline passes first (a result that comes later goes to `late`, to release what it holds).
    */
-  function run<T>(op: string, path: string, work: (open: () => boolean) => Promise<T>, reply: (err: number, value?: T) => void, late?: (value: T) => void): void {
+  function run<T>(op: string, req: number, path: string, work: (open: () => boolean) => Promise<T>, reply: (value: T) => void, late?: (value: T) => void): void {
     count(op)
     let done = false
     const timer = setTimeout(() => {
@@ -82,197 +90,211 @@ export function createOps(ctx: OpsContext): { ops: Ops; stats: OpsStats; openFil
       done = true
       stats.errors[op] = (stats.errors[op] ?? 0) + 1
       log.error(`${op} timed out: EIO`, { path, after: `${ctx.deadlineMs / 1000}s` })
-      reply(-ERRNO.EIO)
+      fail(req, ERRNO.EIO)
     }, ctx.deadlineMs)
-    // `open` tells the work whether its request still waits for an answer (a read copies into the
-    // kernel's buffer only then).
     work(() => !done).then(
       (value) => {
         if (done) return late?.(value)
         done = true
         clearTimeout(timer)
-        reply(0, value)
+        try {
+          reply(value)
+        } catch (err) {
+          fail(req, errnoOf(op, path, err))
+        }
       },
       (err) => {
         if (done) return
         done = true
         clearTimeout(timer)
-        reply(-errnoOf(op, path, err))
+        fail(req, errnoOf(op, path, err))
       },
     )
   }
 
-  const readOnly = (cb: (err: number) => void) => cb(-ERRNO.EROFS)
+  const replyNode = (req: number, n: Node) => {
+    if (n.kind === 'dir') addon!.replyEntry(plane!, req, KIND.DIR, 0, ctx.mountTime, 0)
+    else addon!.replyEntry(plane!, req, KIND.FILE, n.facts.size, n.facts.mtime ?? ctx.mountTime, n.facts.adler32 ? FLAG_ADLER : 0)
+  }
 
-  const ops: Ops = {
-    init(cb) {
-      cb(0)
-    },
-
-    statfs(_path, cb) {
-      run(
-        'statfs',
-        '/',
-        async (): Promise<StatFs> => {
-          const r = ctx.tree.current.result
-          const disk = await statfsAsync(ctx.store.dir)
-          const bsize = 4096
-          // Capacity: the cache disk's; used: what the cache holds; files: the tree's.
-          return {
-            bsize, frsize: bsize,
-            blocks: Math.min(0xffffffff, Math.floor((disk.blocks * disk.bsize) / bsize)),
-            bfree: Math.min(0xffffffff, Math.floor((disk.bavail * disk.bsize) / bsize)),
-            bavail: Math.min(0xffffffff, Math.floor((disk.bavail * disk.bsize) / bsize)),
-            files: Math.min(0xffffffff, (r.files ?? 0) + (r.dirs ?? 0)), ffree: 0, favail: 0,
-            fsid: 0x64657366, flag: 1 /* ST_RDONLY */, namemax: 255,
-          }
-        },
-        (err, v) => cb(err, v),
-      )
-    },
-
-    getattr(path, cb) {
-      // Most getattrs are answered at once from the index and known facts, without a promise or a
-      // timer: at tens of thousands per second (ls -l, find, stat storms) that overhead counts.
-      let node: Node | undefined
-      try {
-        node = ctx.tree.statNow(path)
-      } catch (err) {
-        count('getattr')
-        return cb(-errnoOf('getattr', path, err))
+  function lookup(req: number, path: string): void {
+    // Most are answered from the index and known facts at once, without a promise or a timer.
+    try {
+      const now = ctx.tree.statNow(path)
+      if (now) {
+        count('lookup')
+        return replyNode(req, now)
       }
-      if (!node) return run('getattr', path, async () => nodeStat(await ctx.tree.resolve(path)), (err, v) => cb(err, v))
-      count('getattr')
-      cb(0, nodeStat(node))
-    },
+    } catch (err) {
+      count('lookup')
+      return void fail(req, errnoOf('lookup', path, err))
+    }
+    run('lookup', req, path, () => ctx.tree.resolve(path), (n) => replyNode(req, n))
+  }
 
-    readdir(path, cb) {
-      run(
-        'readdir',
-        path,
-        async () => {
-          const entries = await ctx.tree.list(path)
-          // libfuse 2 uses an entry's stat only for its type (no readdirplus): one shared object each.
-          const names = ['.', '..']
-          const st: Stat[] = [DIR_ENTRY, DIR_ENTRY]
-          for (const e of entries) {
-            names.push(e.name)
-            st.push(e.dir ? DIR_ENTRY : FILE_ENTRY)
-          }
-          return { names, st }
-        },
-        (err, v) => (v ? cb(0, v.names, v.st) : cb(err)),
-      )
-    },
-
-    open(path, flags, cb) {
-      if ((flags & O_ACCMODE) !== 0 || flags & O_TRUNC) return cb(-ERRNO.EROFS)
-      run(
-        'open',
-        path,
-        async () => {
-          const node = await ctx.tree.resolve(path)
-          if (node.kind !== 'file') throw new FsError(ERRNO.EISDIR, 'is a directory')
-          const file = ctx.store.file(node.rel, node.facts.size, node.facts.adler32)
-          ctx.store.hold(file)
-          ctx.store.touch(file)
-          const fh = nextFh++
-          handles.set(fh, { rel: node.rel, file, pattern: newReadPattern() })
-          return fh
-        },
-        (err, fh) => cb(err, fh),
-        // Opened after the deadline answered EIO: the kernel never got this handle, so let it go.
-        (fh) => {
-          const h = handles.get(fh)
-          handles.delete(fh)
-          if (h) ctx.store.release(h.file)
-        },
-      )
-    },
-
-    read(path, fd, buf, len, pos, cb) {
-      const h = handles.get(fd)
-      if (!h) return cb(-ERRNO.EBADF)
-      run(
-        'read',
-        path,
-        (open) => ctx.fetcher.readInto(h.file, pos, len, buf, open, h.pattern),
-        (err, n) => {
-          if (err || n === undefined) return cb(err || -ERRNO.EIO)
-          stats.bytesServed += n
-          cb(n)
-        },
-      )
-    },
-
-    release(_path, fd, cb) {
-      const h = handles.get(fd)
-      if (h) {
-        handles.delete(fd)
-        ctx.store.release(h.file)
-        if (!ctx.store.inUse(h.rel)) ctx.released?.(h.rel)
+  function readdir(req: number, path: string): void {
+    run('readdir', req, path, () => ctx.tree.list(path), (entries: Listed[]) => {
+      const n = entries.length
+      const names = new Array<string>(n)
+      const kinds = new Uint8Array(n)
+      const sizes = new Float64Array(n)
+      const mtimes = new Float64Array(n)
+      const flags = new Uint8Array(n)
+      for (let i = 0; i < n; i++) {
+        const e = entries[i]!
+        names[i] = e.name
+        if (e.dir) {
+          kinds[i] = KIND.DIR
+          mtimes[i] = ctx.mountTime
+        } else if (e.facts) {
+          kinds[i] = KIND.FILE
+          sizes[i] = e.facts.size
+          mtimes[i] = e.facts.mtime ?? ctx.mountTime
+          flags[i] = e.facts.adler32 ? FLAG_ADLER : 0
+        } else kinds[i] = KIND.UNKNOWN
       }
-      cb(0)
-    },
+      addon!.replyListing(plane!, req, names, kinds, sizes, mtimes, flags)
+    })
+  }
 
-    getxattr(path, name, _position, cb) {
-      // ls -l asks every file for its ACL and SELinux label; "not supported" makes it stop asking
-      // for the whole mount after the first file (ENODATA would not).
-      if (!name.startsWith('user.')) return cb(-ERRNO.EOPNOTSUPP)
-      run(
-        'getxattr',
-        path,
-        async () => {
-          const node = await ctx.tree.resolve(path)
-          if (node.kind !== 'file') throw new FsError(ERRNO.ENODATA, 'no such attribute')
-          switch (name) {
-            case 'user.desfs.url':
-              return Buffer.from(ctx.locate(node.rel))
-            case 'user.desfs.adler32':
-              if (!node.facts.adler32) throw new FsError(ERRNO.ENODATA, 'checksum not known yet')
-              return Buffer.from(node.facts.adler32)
-            case 'user.desfs.cached':
-              return Buffer.from(`${ctx.store.cachedBytes(node.rel)}/${node.facts.size}`)
-            default:
-              throw new FsError(ERRNO.ENODATA, 'no such attribute')
-          }
-        },
-        (err, v) => cb(err, v),
-      )
-    },
+  /** Starts using a cached file for a handle: in use (never evicted), most recently used. */
+  const adopt = (fh: number, rel: string, file: CachedFile) => {
+    ctx.store.hold(file)
+    ctx.store.touch(file)
+    handles.set(fh, { rel, file, pattern: newReadPattern() })
+  }
 
-    listxattr(path, cb) {
-      run(
-        'listxattr',
-        path,
-        async () => {
-          const node = await ctx.tree.resolve(path)
-          if (node.kind !== 'file') return []
-          return node.facts.adler32 ? [...XATTRS] : XATTRS.filter((x) => x !== 'user.desfs.adler32')
-        },
-        (err, v) => cb(err, v),
-      )
-    },
+  function open(req: number, path: string): void {
+    run(
+      'open',
+      req,
+      path,
+      async () => {
+        const node = await ctx.tree.resolve(path)
+        if (node.kind !== 'file') throw new FsError(ERRNO.EISDIR, 'is a directory')
+        const file = ctx.store.file(node.rel, node.facts.size, node.facts.adler32)
+        return { rel: node.rel, file }
+      },
+      ({ rel, file }) => {
+        const fh = addon!.replyOpen(plane!, req, file.sharedMap(maps))
+        if (fh) adopt(fh, rel, file)
+        // A complete file not yet checked since this start: check it now, so the next open can be
+        // answered natively (and in passthrough) without waiting for a reader to go through it.
+        if (file.complete && !file.allVerified) void file.verifyAll()
+      },
+    )
+  }
 
-    // A read-only file system: everything that would change it is refused.
-    write: (_p, _fd, _b, _l, _pos, cb) => cb(-ERRNO.EROFS),
-    create: (_p, _m, cb) => readOnly(cb),
-    truncate: (_p, _s, cb) => readOnly(cb),
-    ftruncate: (_p, _fd, _s, cb) => readOnly(cb),
-    unlink: (_p, cb) => readOnly(cb),
-    rename: (_s, _d, cb) => readOnly(cb),
-    link: (_s, _d, cb) => readOnly(cb),
-    symlink: (_s, _d, cb) => readOnly(cb),
-    mkdir: (_p, _m, cb) => readOnly(cb),
-    rmdir: (_p, cb) => readOnly(cb),
-    chmod: (_p, _m, cb) => readOnly(cb),
-    chown: (_p, _u, _g, cb) => readOnly(cb),
-    utimens: (_p, _a, _m, cb) => readOnly(cb),
-    mknod: (_p, _m, _d, cb) => readOnly(cb),
-    setxattr: (_p, _n, _v, _pos, _f, cb) => readOnly(cb),
-    removexattr: (_p, _n, cb) => readOnly(cb),
+  /** An open the plane answered itself (a complete, verified file): count the file as in use. */
+  function opened(fh: number, path: string): void {
+    count('opened')
+    try {
+      const node = ctx.tree.resolveNow(path)
+      if (node?.kind === 'file') adopt(fh, node.rel, ctx.store.file(node.rel, node.facts.size, node.facts.adler32))
+    } catch {
+      // Gone from the tree since (a reload): the handle lives on in the plane until released.
+    }
+  }
+
+  function read(req: number, fh: number, offset: number, size: number): void {
+    const h = handles.get(fh)
+    if (!h) return void fail(req, ERRNO.EBADF)
+    const buf = Buffer.allocUnsafe(size)
+    run(
+      'read',
+      req,
+      '/' + h.rel,
+      (open) => ctx.fetcher.readInto(h.file, offset, size, buf, open, h.pattern),
+      (n) => {
+        stats.bytesServed += n
+        addon!.replyData(plane!, req, buf, n)
+      },
+    )
+  }
+
+  function released(fh: number): void {
+    const h = handles.get(fh)
+    if (!h) return
+    handles.delete(fh)
+    ctx.store.release(h.file)
+    if (!ctx.store.inUse(h.rel)) ctx.released?.(h.rel)
+  }
+
+  function getxattr(req: number, path: string, name: string): void {
+    run(
+      'getxattr',
+      req,
+      path,
+      async () => {
+        const node = await ctx.tree.resolve(path)
+        if (node.kind !== 'file') throw new FsError(ERRNO.ENODATA, 'no such attribute')
+        switch (name) {
+          case 'user.desfs.url':
+            return Buffer.from(ctx.locate(node.rel))
+          case 'user.desfs.adler32':
+            if (!node.facts.adler32) throw new FsError(ERRNO.ENODATA, 'checksum not known yet')
+            return Buffer.from(node.facts.adler32)
+          case 'user.desfs.cached':
+            return Buffer.from(`${ctx.store.cachedBytes(node.rel)}/${node.facts.size}`)
+          default:
+            throw new FsError(ERRNO.ENODATA, 'no such attribute')
+        }
+      },
+      (v) => addon!.replyData(plane!, req, v, v.length),
+    )
+  }
+
+  function statfs(req: number): void {
+    run(
+      'statfs',
+      req,
+      '/',
+      async () => {
+        const r = ctx.tree.current.result
+        const disk = await statfsAsync(ctx.store.dir)
+        const bsize = 4096
+        // Capacity: the cache disk's; files: the tree's.
+        const bavail = Math.floor((disk.bavail * disk.bsize) / bsize)
+        return [Math.floor((disk.blocks * disk.bsize) / bsize), bavail, bavail, (r.files ?? 0) + (r.dirs ?? 0), 0, bsize, 255, bsize]
+      },
+      (v) => addon!.replyStatfs(plane!, req, v),
+    )
+  }
+
+  const dispatch: Dispatch = (op, req, path, fh, offset, size, name) => {
+    // Called by the plane through a thread-safe function: nothing may throw out of here.
+    try {
+      switch (op) {
+        case JOB.LOOKUP: return lookup(req, path!)
+        case JOB.READDIR: return readdir(req, path!)
+        case JOB.OPEN: return open(req, path!)
+        case JOB.OPENED: return opened(fh, path!)
+        case JOB.READ: return read(req, fh, offset, size)
+        case JOB.RELEASED: return released(fh)
+        case JOB.GETXATTR: return getxattr(req, path!, name!)
+        case JOB.STATFS: return statfs(req)
+        case JOB.READLINK: count('readlink'); return void fail(req, ERRNO.EINVAL)
+        case JOB.BACKSTOP: {
+          const what = FUSE_OPCODES[size] ?? `FUSE opcode ${size}`
+          log.error('a request got no answer from the event loop in time; the plane answered EIO', { request: what })
+          return
+        }
+        default:
+          if (req) fail(req, ERRNO.ENOSYS)
+      }
+    } catch (err) {
+      if (req) fail(req, errnoOf(JOB_NAMES[op] ?? 'op', path ?? '', err))
+    }
   }
 
   const openFiles = () => new Set([...handles.values()].map((h) => h.file.key))
-  return { ops, stats, openFiles }
+  return {
+    dispatch,
+    bind(a, p) {
+      addon = a
+      plane = p
+    },
+    stats,
+    openFiles,
+  }
 }
