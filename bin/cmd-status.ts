@@ -21,6 +21,7 @@ interface Status {
   cache: { dir: string; bytes: number; limit: number; pinnedBytes?: number } | null
   sources?: { name: string; down?: boolean }[] | null
   fetch: { requests: number; bytesFetched: number; failures: number } | null
+  plane?: { passthrough: boolean; passthroughNote: string; workers: number; maxRead: number; nativeReadBytes: number; nativeReads: number; passthroughOpens: number; toJavaScript: number; rootMount: boolean } | null
   sql?: { running: number; served: number; timeoutMs: number } | null
   settings: Record<string, { value?: string; source: string }>
 }
@@ -46,6 +47,12 @@ function humanStatus(s: Status, now = Date.now()): string {
   }
   if (s.cache) lines.push(`cache       ${formatSize(s.cache.bytes)} of ${formatSize(s.cache.limit)} in ${s.cache.dir}${s.cache.pinnedBytes ? ` (${formatSize(s.cache.pinnedBytes)} pinned)` : ''}`)
   if (s.fetch) lines.push(`fetched     ${formatSize(s.fetch.bytesFetched)} in ${s.fetch.requests} requests, ${s.fetch.failures} failed`)
+  if (s.plane) {
+    const p = s.plane
+    const how = p.passthrough ? 'passthrough for complete cached files, pread for cached blocks' : `pread for cached blocks (${p.passthroughNote.replace(/: reads use pread from the cache$/, '')})`
+    lines.push(`fuse        native plane, ${p.workers} threads, ${formatSize(p.maxRead)} requests, ${p.rootMount ? 'mount(2)' : 'fusermount3'}; ${how}`)
+    lines.push(`            served natively ${formatSize(p.nativeReadBytes)} in ${p.nativeReads} reads, ${p.passthroughOpens} passthrough opens; ${p.toJavaScript} requests went to JavaScript`)
+  }
   if (s.sql) lines.push(`sql         ${s.sql.running} running, ${s.sql.served} served, timeout ${s.sql.timeoutMs ? formatDuration(s.sql.timeoutMs) : 'none'}`)
   lines.push('settings:')
   const width = Math.max(...Object.values(s.settings).map((v) => (v.value ?? '(unset)').length), 8)

@@ -44,6 +44,7 @@ export const SETTINGS: SettingDef[] = [
   { key: 'ca_file', flag: 'ca-file', env: ['DESFS_CA_FILE'], help: 'extra CA certificates (PEM) for the archive' },
   { key: 'sql_timeout', flag: 'sql-timeout', env: ['DESFS_SQL_TIMEOUT'], help: 'default time limit for one SQL query (e.g. 60s, 10m; 0 for none)', default: () => '60s' },
   { key: 'tree_query', flag: 'tree-query', env: ['DESFS_TREE_QUERY'], help: 'SQL returning (path, filename, compression) for non-DESDM layouts' },
+  { key: 'passthrough', flag: 'passthrough', env: ['DESFS_PASSTHROUGH'], help: 'let the kernel read complete cached files directly (FUSE passthrough; root, Linux 6.9+); false serves them by pread in the plane', default: () => 'true' },
   { key: 'allow_other', flag: 'allow-other', env: ['DESFS_ALLOW_OTHER'], help: 'let other users read the mount (needs user_allow_other in /etc/fuse.conf)', default: () => 'false' },
   { key: 'db_url', flag: 'url', env: ['DESFS_DB_URL'], help: 'where `desfs db download` gets the metadata DB (.zst is decompressed)', default: () => DEFAULT_DB_URL },
   { key: 'oidc_issuer', flag: 'issuer', env: ['DESFS_OIDC_ISSUER'], help: 'OpenID Connect issuer for `desfs token login` (the iss of your tokens)' },
@@ -145,6 +146,7 @@ export interface DaemonConfig {
   tokenFile: string | undefined
   treeQuery: string | undefined
   allowOther: boolean
+  passthrough: boolean
   logLevel: 'debug' | 'info' | 'warn' | 'error'
   /** Every setting with its source, for status. */
   settings: Map<string, Setting>
@@ -202,6 +204,7 @@ export function daemonConfig(settings: Map<string, Setting>, opts: { needMountpo
     tokenFile: settings.get('token_file')!.value ? resolve(settings.get('token_file')!.value!) : undefined,
     treeQuery: settings.get('tree_query')!.value,
     allowOther: parseWith(settings, 'allow_other', parseBool),
+    passthrough: parseWith(settings, 'passthrough', parseBool),
     logLevel: level as DaemonConfig['logLevel'],
     settings,
   }

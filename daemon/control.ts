@@ -2,10 +2,11 @@
 // Handlers are registered by path; errors come back as {"error": "..."} with a status code.
 // A stale socket left by a crash is removed; a live one means another daemon owns this state dir.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import { connect } from 'node:net'
+import { connect, type Socket } from 'node:net'
 import { chmod, unlink } from 'node:fs/promises'
 import { UserError } from './errors.js'
 import { log } from './log.js'
+import { native } from '../fs/native.js'
 
 export type Handler = (req: IncomingMessage, res: ServerResponse, body: unknown, url: URL) => Promise<unknown> | unknown
 
@@ -24,6 +25,25 @@ export function socketAlive(path: string): Promise<boolean> {
     s.once('connect', () => { s.destroy(); resolve(true) })
     s.once('error', () => resolve(false))
   })
+}
+
+/**
+ * The socket's mode keeps other users out; the peer's credentials (SO_PEERCRED) make sure of it even
+ * if the mode or the state dir's was loosened: only our own uid and root may talk to the daemon.
+ */
+function peerAllowed(socket: Socket): boolean {
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd
+  if (fd === undefined || fd < 0) return true
+  let uid: number
+  try {
+    uid = native().peerCredentials(fd).uid
+  } catch (err) {
+    log.warn('cannot check the control client\'s credentials; relying on the socket\'s mode', { error: (err as Error).message })
+    return true
+  }
+  if (uid === process.getuid?.() || uid === 0) return true
+  log.warn('refused a control connection from another user', { uid })
+  return false
 }
 
 export function sendJson(res: ServerResponse, status: number, value: unknown): void {
@@ -66,6 +86,9 @@ export class ControlServer {
     if (await socketAlive(this.path)) throw new UserError(`another desfs daemon is running with this state dir (socket ${this.path}): stop it with desfs umount, or use another --state-dir`)
     await unlink(this.path).catch(() => undefined)
     const server = createServer((req, res) => void this.dispatch(req, res))
+    server.on('connection', (socket) => {
+      if (!peerAllowed(socket)) socket.destroy()
+    })
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
       server.listen(this.path, () => resolve())

@@ -30,6 +30,7 @@ import { Mount, prepareMountpoint } from '../fs/mount.js'
 import { startMemoryGuard } from '../fs/memory-guard.js'
 import { createOps, type OpsStats } from '../fs/ops.js'
 import { Tree } from '../fs/tree.js'
+import * as testHooks from './test-hooks.js'
 import { ROOT_ID, type BuildProgress } from '../fs/tree-build.js'
 
 /** Resident memory above which the kernel is asked to forget cached names (see fs/memory-guard.ts). */
@@ -100,7 +101,7 @@ export class Daemon {
       released: (rel) => this.forgetIfRemoved(rel),
     })
     this.mount = new Mount(c.mountpoint)
-    const { addon, plane } = await this.mount.mount(ops.dispatch, { allowOther: c.allowOther, deadlineMs: c.readTimeoutMs, mountTimeMs: this.startedAt })
+    const { addon, plane } = await this.mount.mount(ops.dispatch, { allowOther: c.allowOther, deadlineMs: c.readTimeoutMs, mountTimeMs: this.startedAt, passthrough: c.passthrough, ...testHooks.planeOptions() })
     ops.bind(addon, plane)
     this.opsStats = ops.stats
     this.reloader = new TreeReloader({ dbPath: c.db, stateDir: c.stateDir, treeQuery: c.treeQuery, retireMs: 2 * c.readTimeoutMs, swapIn: (next) => this.swapTree(next) }, this.catalog)
@@ -147,6 +148,7 @@ export class Daemon {
     registerMetricsRoutes(this.control, this)
     registerReloadRoutes(this.control, this)
     registerJobRoutes(this.control, this)
+    testHooks.register(this.control)
     this.control.route('POST', '/shutdown', () => {
       setImmediate(() => void this.stop('shutdown requested'))
       return { ok: true }

@@ -77,7 +77,9 @@ export interface NativeAddon {
   peerCredentials(fd: number): { pid: number; uid: number; gid: number }
 }
 
-const ADDON = fileURLToPath(new URL('../../fs/build/Release/desfs_fuse.node', import.meta.url))
+// DESFS_NATIVE_ADDON names another build of the same sources (the tests load one built with
+// AddressSanitizer this way).
+const ADDON = process.env.DESFS_NATIVE_ADDON || fileURLToPath(new URL('../../fs/build/Release/desfs_fuse.node', import.meta.url))
 
 let loaded: NativeAddon | undefined
 let loadError: Error | undefined

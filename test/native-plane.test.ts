@@ -1,0 +1,206 @@
+// The native FUSE plane (fs/native/): cached bytes served without the event loop (pread in the
+// plane's threads, or the kernel itself in passthrough), passthrough files safe across eviction, cache
+// clear and a DB reload, kill -9 under concurrent readers leaving no hung mount, and a mount by a
+// user who is not root (fusermount3, pread path).
+import t, { type Test } from 'tap'
+import { spawn } from 'node:child_process'
+import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import Database from 'better-sqlite3'
+import { createInterface } from 'node:readline'
+import { randomReads } from './cache-helpers.js'
+import { makeArchive, startServer, startDaemon, run, tmp, until, md5, sourceBytes, hasTool, PYTHON, DESFS, type DaemonFixture } from './helpers.js'
+import { call, socketPath } from '../bin/client.js'
+import { mountedType } from '../fs/mount.js'
+import type { PlaneStats } from '../fs/native.js'
+import { fileURLToPath } from 'node:url'
+
+t.jobs = 1
+
+const HOLD_READ = fileURLToPath(new URL('../../test/readers/hold_read.py', import.meta.url))
+const HOOKS = { DESFS_TEST_HOOKS: '1' }
+
+const plane = async (d: DaemonFixture) => (await call<{ plane: PlaneStats }>(socketPath(d.stateDir), 'GET', '/status')).plane
+
+/** Reads a file through the mount with O_DIRECT, so the request reaches the plane whatever the page cache holds. */
+const directRead = (path: string, timeoutMs: number) => run('dd', [`if=${path}`, 'of=/dev/null', 'bs=1M', 'iflag=direct', 'status=none'], { timeoutMs })
+
+t.test('cached reads are served while the event loop is blocked; an uncached one waits and succeeds', async (t) => {
+  const a = makeArchive(t, { exposures: 1, ccds: 2, hostile: false, fpack: 'never', largeFileBytes: 8 << 20 })
+  const { server, tokenFile } = await startServer(t, a.root)
+  const big = a.manifest.largeFile!
+  const other = a.manifest.files.find((f) => f.kind === 'red_immask')!.rel
+  for (const passthrough of ['false', 'true']) {
+    await t.test(`passthrough ${passthrough}`, async (t) => {
+      const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: ['--passthrough', passthrough], env: HOOKS })
+      t.equal((await run('cat', [join(d.mnt, big)], { binary: true })).stdout.length, readFileSync(join(a.root, big)).length, 'the big file is read once (now cached)')
+      await until(async () => (await plane(d)).openHandles === 0, 10_000)
+      const before = await plane(d)
+      await call(socketPath(d.stateDir), 'POST', '/test/block-loop', { ms: 6000 })
+      const cached = await directRead(join(d.mnt, big), 4500)
+      t.equal(cached.code, 0, `a cached read completes while the loop is blocked (${cached.stderr.trim() || 'ok'})`)
+      const uncached = await directRead(join(d.mnt, other), 60_000)
+      t.equal(uncached.code, 0, 'an uncached read waits for the loop, then succeeds')
+      const after = await plane(d)
+      if (passthrough === 'true') t.ok(after.passthroughOpens > before.passthroughOpens, 'the cached file was opened in passthrough')
+      else t.ok(after.nativeReadBytes - before.nativeReadBytes >= 8 << 20, 'the cached file was read by the plane (pread)')
+      t.ok(after.toJavaScript > before.toJavaScript, 'the uncached file went through JavaScript')
+      t.equal((await run('md5sum', [join(d.mnt, other)])).stdout.slice(0, 32), md5(sourceBytes(a, other)), 'its bytes are right')
+    })
+  }
+})
+
+/** A copy of the DB without one file's row. */
+function dbWithout(src: string, out: string, rel: string): void {
+  copyFileSync(src, out)
+  const db = new Database(out)
+  db.prepare("DELETE FROM Y6A2_FILE_ARCHIVE_INFO WHERE PATH || '/' || FILENAME || coalesce(COMPRESSION, '') = ?").run(rel)
+  db.close()
+}
+
+t.test('a file open in passthrough reads right through eviction, cache clear and a DB reload', async (t) => {
+  const a = makeArchive(t, { exposures: 1, ccds: 2, hostile: false, fpack: 'never', largeFileBytes: 16 << 20 })
+  const { server, tokenFile } = await startServer(t, a.root)
+  const big = a.manifest.largeFile!
+  const dir = tmp(t, 'desfs-pt-')
+  const db = join(dir, 'metadata.db')
+  copyFileSync(a.db, db)
+  const d = await startDaemon(t, { db, archive: server.archiveUrl, tokenFile })
+  t.equal((await run('md5sum', [join(d.mnt, big)])).stdout.slice(0, 32), md5(sourceBytes(a, big)), 'first read: right bytes, now cached whole')
+  const before = await plane(d)
+  t.ok(before.passthrough, `passthrough is in use (${before.passthroughNote || 'root, kernel offers it'})`)
+  const reader = spawn(PYTHON, [HOLD_READ, join(d.mnt, big)], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const lines = createInterface({ input: reader.stdout! })[Symbol.asyncIterator]()
+  t.equal((await lines.next()).value, 'half', 'the reader has read half')
+  const during = await plane(d)
+  t.equal(during.passthroughOpens, before.passthroughOpens + 1, 'the open file has a backing file (passthrough)')
+  const gets = server.count('GET')
+  // Everything that could pull the file from under the reader:
+  await run(process.execPath, [DESFS, 'cache', 'evict', big, '--state-dir', d.stateDir])
+  await run(process.execPath, [DESFS, 'cache', 'clear', '--yes', '--state-dir', d.stateDir])
+  const other = join(dir, 'other.db')
+  dbWithout(a.db, other, big)
+  renameSync(other, db)
+  await run(process.execPath, [DESFS, 'reload', '--state-dir', d.stateDir])
+  t.ok(await until(() => / info new tree in service /.test(d.log()), 60_000), 'the new tree (without the file) is in service')
+  reader.stdin!.write('go\n')
+  t.equal((await lines.next()).value, md5(sourceBytes(a, big)), 'the reader read every byte right')
+  t.equal(server.count('GET'), gets, 'without fetching anything again')
+  const gone = await run('stat', [join(d.mnt, big)])
+  t.not(gone.code, 0, 'the file is gone from the mount once closed')
+})
+
+t.test('kill -9 with 16 readers: no hung mount, and a restart serves the right bytes', async (t) => {
+  const a = makeArchive(t, { exposures: 2, ccds: 4, hostile: false, fpack: 'never', largeFileBytes: 32 << 20 })
+  const { server, tokenFile } = await startServer(t, a.root, { faults: { rateBytesPerSec: 20 << 20 } })
+  const base = tmp(t, 'desfs-kill-')
+  const opts = { db: a.db, archive: server.archiveUrl, tokenFile, mnt: join(base, 'DESDATA'), stateDir: join(base, 'state'), cacheDir: join(base, 'cache') }
+  const d = await startDaemon(t, opts)
+  const files = a.manifest.files.map((f) => f.rel)
+  // Half the files cached before, so readers are on both paths when the daemon dies.
+  await run('cat', files.slice(0, files.length / 2).map((f) => join(d.mnt, f)), { binary: true })
+  const readers = Array.from({ length: 16 }, (_, i) => {
+    const mine = files.filter((_f, k) => k % 16 === i).map((f) => join(d.mnt, f))
+    return run('sh', ['-c', 'for i in 1 2 3 4 5 6 7 8; do cat "$@" > /dev/null || exit 1; done', 'reader', ...mine], { timeoutMs: 60_000 })
+  })
+  await new Promise((r) => setTimeout(r, 1500))
+  d.child.kill('SIGKILL')
+  const results = await Promise.all(readers)
+  t.ok(results.every((r) => r.signal === null), 'every reader ended on its own (none hung until its timeout)')
+  const st = await run('stat', [opts.mnt], { timeoutMs: 10_000 })
+  t.equal(st.signal, null, 'stat of the mountpoint answers (no hung mount)')
+  t.ok(await until(async () => !(await mountedType(opts.mnt)), 10_000), 'the dead mount was removed (watchdog)')
+  const d2 = await startDaemon(t, opts)
+  const sums = await run('md5sum', files.map((f) => join(d2.mnt, f)))
+  const bad = files.filter((f, i) => sums.stdout.split('\n')[i]?.slice(0, 32) !== md5(sourceBytes(a, f)))
+  t.same(bad, [], 'after the restart every file reads right')
+})
+
+t.test('a user who is not root mounts through fusermount3; cached reads use the plane\'s pread', async (t) => {
+  if (process.getuid?.() !== 0) return t.plan(0, 'needs root to switch to the nobody user')
+  if (!hasTool('setpriv') || !hasTool('fusermount3')) return t.fail('setpriv (util-linux) and fusermount3 (fuse3) are needed')
+  const a = makeArchive(t, { exposures: 1, ccds: 2, hostile: false, fpack: 'never', largeFileBytes: 4 << 20 })
+  const { server, token } = await startServer(t, a.root)
+  const base = tmp(t, 'desfs-user-')
+  chmodSync(base, 0o755)
+  for (const p of [a.dir]) chmodSync(p, 0o755)
+  const home = join(base, 'home')
+  mkdirSync(join(home, 'DESDATA'), { recursive: true })
+  writeFileSync(join(home, 'token'), token, { mode: 0o600 })
+  for (const p of [home, join(home, 'DESDATA'), join(home, 'token')]) chownSync(p, 65534, 65534)
+  const asNobody = ['--reuid=65534', '--regid=65534', '--clear-groups', '--']
+  const env = { ...process.env, HOME: home, DESFS_CONFIG: join(home, 'none') }
+  const args = [DESFS, 'mount', join(home, 'DESDATA'), '--foreground', '--db', a.db, '--archive', server.archiveUrl, '--state-dir', join(home, 'state'), '--cache-dir', join(home, 'cache'), '--token-file', join(home, 'token')]
+  const daemon = spawn('setpriv', [...asNobody, process.execPath, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  daemon.stdout!.on('data', (b: Buffer) => (out += b))
+  daemon.stderr!.on('data', (b: Buffer) => (out += b))
+  t.teardown(async () => {
+    daemon.kill('SIGTERM')
+    await until(() => daemon.exitCode !== null, 15_000)
+    if (await mountedType(join(home, 'DESDATA'))) await run('umount', ['-l', join(home, 'DESDATA')])
+  })
+  t.ok(await until(() => / info mounted /.test(out) || daemon.exitCode !== null, 60_000), `the daemon mounted as nobody:\n${out}`)
+  t.equal(await mountedType(join(home, 'DESDATA')), 'fuse.desfs', 'mounted by fusermount3')
+  const big = join(home, 'DESDATA', a.manifest.largeFile!)
+  const first = await run('setpriv', [...asNobody, 'md5sum', big])
+  t.equal(first.stdout.slice(0, 32), md5(sourceBytes(a, a.manifest.largeFile!)), 'nobody reads the right bytes')
+  const again = await run('setpriv', [...asNobody, 'dd', `if=${big}`, 'of=/dev/null', 'bs=1M', 'iflag=direct', 'status=none'])
+  t.equal(again.code, 0, 'a cached read again, straight to the plane')
+  const st = (await call<{ plane: PlaneStats }>(socketPath(join(home, 'state')), 'GET', '/status')).plane
+  t.equal(st.rootMount, false, 'fusermount3 did the mount')
+  t.equal(st.passthrough, false, `no passthrough without privileges (${st.passthroughNote})`)
+  t.ok(st.nativeReadBytes >= 4 << 20, 'the cached read was served by pread in the plane')
+})
+
+/** The addon built again with AddressSanitizer (the same sources, in a temporary directory). */
+async function asanAddon(t: Test): Promise<{ addon: string; preload: string } | undefined> {
+  const preload = (await run('gcc', ['-print-file-name=libasan.so'])).stdout.trim()
+  if (!preload.startsWith('/')) return undefined
+  const out = join(tmp(t, 'desfs-asan-'), 'desfs_fuse.node')
+  const src = fileURLToPath(new URL('../../fs/native/', import.meta.url))
+  const sources = ['binding.c', 'plane.c', 'nodes.c', 'mount.c'].map((f) => join(src, f))
+  const cc = await run('gcc', ['-shared', '-fPIC', '-g', '-O1', '-fsanitize=address', '-fno-omit-frame-pointer', '-std=gnu11', '-Wall', '-Wextra', '-Wno-unused-parameter', '-Werror', '-I/usr/include/node', '-DNAPI_VERSION=8', '-DNODE_GYP_MODULE_NAME=desfs_fuse', '-pthread', ...sources, '-o', out], { timeoutMs: 120_000 })
+  if (cc.code !== 0) throw new Error(`the AddressSanitizer build failed:\n${cc.stderr}`)
+  return { addon: out, preload }
+}
+
+t.test('requests racing their deadline never touch freed memory (AddressSanitizer build, stress)', async (t) => {
+  const asan = await asanAddon(t)
+  if (!asan) return t.fail('gcc has no libasan (Debian: libgcc-12-dev brings it)')
+  const a = makeArchive(t, { exposures: 1, ccds: 4, hostile: false, fpack: 'never', largeFileBytes: 8 << 20 })
+  // Answers come at about the deadline: some in time, some just after it, some after the backstop.
+  const { server, tokenFile } = await startServer(t, a.root, { faults: { latencyMs: 900 } })
+  const env = {
+    ...HOOKS,
+    DESFS_TEST_BACKSTOP_MS: '1000',
+    DESFS_NATIVE_ADDON: asan.addon,
+    LD_PRELOAD: asan.preload,
+    ASAN_OPTIONS: 'detect_leaks=0:halt_on_error=1:abort_on_error=1',
+  }
+  const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: ['--read-timeout', '1s', '--cache-size', '4M'], env })
+  const files = a.manifest.files.map((f) => f.rel)
+  const r = await randomReads(d.mnt, a.root, files, { seed: 5, count: 150, readers: 8, maxLen: 400_000, timeoutMs: 300_000 })
+  t.equal(r.wrong, 0, `no wrong bytes (${r.ok} right, ${r.eio} EIO at the deadline)`)
+  t.ok(r.eio > 0 && r.ok > 0, 'reads both made their deadline and missed it (the race was on)')
+  t.equal(d.child.exitCode, null, 'the daemon is alive')
+  t.notMatch(d.log(), /AddressSanitizer|ERROR: /, 'AddressSanitizer found nothing')
+  t.equal(await d.stop(), 0, 'and it stops cleanly')
+  t.notMatch(d.log(), /AddressSanitizer/, 'nothing at exit either')
+})
+
+t.test('the control socket refuses another user even when its mode is loosened (SO_PEERCRED)', async (t) => {
+  if (process.getuid?.() !== 0) return t.plan(0, 'needs root to switch to the nobody user')
+  const a = makeArchive(t, { exposures: 1, ccds: 1, hostile: false, fpack: 'never' })
+  const { server, tokenFile } = await startServer(t, a.root)
+  const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile })
+  // As if an admin or a bad umask had opened the way: everyone may reach and open the socket.
+  for (let p = d.stateDir; p !== '/' && p.length > 1; p = join(p, '..')) chmodSync(p, 0o755)
+  chmodSync(socketPath(d.stateDir), 0o777)
+  const probe = `require('http').get({ socketPath: ${JSON.stringify(socketPath(d.stateDir))}, path: '/status' }, (r) => { console.log('status', r.statusCode); process.exit(0) }).on('error', (e) => { console.log('refused', e.code); process.exit(0) })`
+  const other = await run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--', process.execPath, '-e', probe])
+  t.match(other.stdout, /refused/, `another user is refused (${other.stdout.trim()})`)
+  t.match(d.log(), /refused a control connection from another user .*uid=65534/, 'and the daemon says so')
+  const own = await call<{ pid: number }>(socketPath(d.stateDir), 'GET', '/status')
+  t.equal(own.pid, d.child.pid, 'the owner (root) still gets answers')
+})
