@@ -6,7 +6,7 @@ import { closeSync, openSync, readSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { cacheKey } from '../cache/block-store.js'
 import { bigArchive, diskUsage, randomReads, readSet } from './cache-helpers.js'
-import { desfs, run, sourceBytes, startDaemon, startServer, until, md5, parseMd5sum } from './helpers.js'
+import { desfs, killLeavingStaleMount, run, sourceBytes, startDaemon, startServer, until, md5, parseMd5sum } from './helpers.js'
 import { mountedType } from '../fs/mount.js'
 
 t.jobs = 1
@@ -60,11 +60,9 @@ t.test('kill -9 during heavy reads, then restart: mount recovered, cache bounded
   const cats = Promise.all(files.slice(0, 3).map((f) => run('cat', [join(d.mnt, f)], { timeoutMs: 60_000, binary: true })))
   // Kill while reads are under way (however long the readers take to get going on a loaded machine).
   t.ok(await until(() => server.count('GET') > 10, 30_000), 'reads were under way')
-  // The unmount watchdog dies too (as when the OOM killer takes both), so the dead mount stays
-  // behind and the restart has to recover it; the watchdog's own work is tested in native-plane.
-  await run('pkill', ['-KILL', '-P', String(d.child.pid), '-f', 'umount -l'])
-  d.child.kill('SIGKILL')
-  await d.exited
+  // The unmount watchdog dies too, so the restart has to recover the dead mount; the watchdog's
+  // own work is tested in native-plane.
+  await killLeavingStaleMount(d)
   const dead = await readers
   await cats
   t.equal(dead.wrong, 0, `no wrong bytes before or after the crash (${dead.ok} ok reads)`)

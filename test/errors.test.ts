@@ -5,7 +5,7 @@ import Database from 'better-sqlite3'
 import { createServer, type Socket } from 'node:net'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { makeArchive, startServer, startDaemon, run, desfs, tmp, until } from './helpers.js'
+import { makeArchive, startServer, startDaemon, run, desfs, tmp, until, killLeavingStaleMount } from './helpers.js'
 import { makeToken, writeTokenFile } from './archive/token.js'
 import { mountedType } from '../fs/mount.js'
 
@@ -156,8 +156,7 @@ t.test('lifecycle: signals unmount, a stale mount is recovered, mount/status/umo
 
   await t.test('a daemon killed with SIGKILL leaves a stale mount the next start recovers', async (t) => {
     const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile })
-    d.child.kill('SIGKILL')
-    await d.exited
+    await killLeavingStaleMount(d)
     const stale = await run('ls', [d.mnt])
     t.match(stale.stderr, /Transport endpoint is not connected/, 'the old mount is stale')
     const d2 = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, mnt: d.mnt, stateDir: d.stateDir, cacheDir: d.cacheDir })

@@ -184,6 +184,16 @@ export async function startDaemon(t: Test, o: DaemonOptions): Promise<DaemonFixt
   return fixture
 }
 
+/**
+ * kill -9 of the daemon and of its unmount watchdog (as when the OOM killer takes both): the dead
+ * mount stays behind, for the tests of stale-mount recovery.
+ */
+export async function killLeavingStaleMount(d: DaemonFixture): Promise<void> {
+  await run('pkill', ['-KILL', '-P', String(d.child.pid), '-f', 'umount -l'])
+  d.child.kill('SIGKILL')
+  await d.exited
+}
+
 /** The generated file's bytes, for comparisons. */
 export function sourceBytes(a: ArchiveFixture, rel: string): Buffer {
   return readFileSync(join(a.root, rel))
