@@ -360,6 +360,11 @@ export class BlockStore {
     },
   })
   private pending: { key: string; idx: number; adler: number; len: number }[] = []
+  /**
+   * Evicted files whose record could not be deleted (disk full): their old block rows must never be
+   * believed again. Deleted with the next write that succeeds; ignored when a file is loaded.
+   */
+  private unrecordedEvictions = new Set<string>()
   private touched = new Set<string>()
   private flushTimer: NodeJS.Timeout | undefined
   private stmt: Record<'loadFile' | 'loadBlocks' | 'upsertFile' | 'insertBlock' | 'deleteBlock' | 'deleteBlocks' | 'deleteFile' | 'setVerified' | 'touch' | 'setPinned', Database.Statement>
@@ -467,7 +472,8 @@ export class BlockStore {
       else {
         // Blocks recorded by an earlier object for this key may still be waiting for the flush.
         if (this.pending.some((p) => p.key === key)) this.flush()
-        for (const row of this.stmt.loadBlocks.all(key) as { idx: number; adler: number; len: number }[]) {
+        const rows = this.unrecordedEvictions.has(key) ? [] : (this.stmt.loadBlocks.all(key) as { idx: number; adler: number; len: number }[])
+        for (const row of rows) {
           if (row.idx < f.blocks && row.len === f.blockLength(row.idx)) f.present.set(row.idx, { adler: row.adler, len: row.len })
         }
         f.wholeVerified = this.stmt.loadFile.get(key) === 1 && f.complete
@@ -577,12 +583,14 @@ export class BlockStore {
     const f = this.live.get(key) ?? this.idle.peek(key)
     this.pending = this.pending.filter((p) => p.key !== key)
     this.touched.delete(key)
-    this.dbWrite('evict', () => {
+    const recorded = this.dbWrite('evict', () => {
       this.db.transaction(() => {
         this.stmt.deleteBlocks.run(key)
         this.stmt.deleteFile.run(key)
       })()
     })
+    if (!recorded) this.unrecordedEvictions.add(key)
+    else this.unrecordedEvictions.delete(key)
     if (e) {
       this.index.delete(key)
       this.used -= e.bytes
@@ -650,13 +658,19 @@ export class BlockStore {
   flush(): void {
     clearTimeout(this.flushTimer)
     this.flushTimer = undefined
-    if (this.pending.length === 0 && this.touched.size === 0) return
+    if (this.pending.length === 0 && this.touched.size === 0 && this.unrecordedEvictions.size === 0) return
     const batch = this.pending
+    const evicted = [...this.unrecordedEvictions]
     const touched = this.touched
     this.pending = []
     this.touched = new Set()
     const ok = this.dbWrite('blocks', () => {
       this.db.transaction(() => {
+        // Old rows of files evicted while the disk was full go first, before new blocks are recorded.
+        for (const key of evicted) {
+          this.stmt.deleteBlocks.run(key)
+          this.stmt.deleteFile.run(key)
+        }
         const seen = new Set<string>()
         for (const b of batch) {
           if (!seen.has(b.key)) {
@@ -672,7 +686,8 @@ export class BlockStore {
         }
       })()
     })
-    if (!ok) {
+    if (ok) for (const k of evicted) this.unrecordedEvictions.delete(k)
+    else {
       // Not on record: not in the cache either (the bytes stay on disk until the file is evicted).
       for (const b of batch) {
         const f = this.live.get(b.key) ?? this.idle.peek(b.key)
