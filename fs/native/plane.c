@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -465,6 +466,7 @@ static void *worker_main(void *arg) {
   for (;;) {
     ssize_t n = read(w->fd, w->in, IN_BUF_SIZE);
     if (n < 0) {
+      if (p->stopping) break;
       if (errno == EINTR || errno == EAGAIN || errno == ENOENT) continue;
       break; /* ENODEV: unmounted or aborted */
     }
@@ -586,13 +588,26 @@ int plane_start(plane *p, int nworkers, char *err, size_t errlen) {
   return 0;
 }
 
-/* Workers end when the connection goes away (unmount or abort); the caller unmounts first. */
+static void wake(int sig) { (void)sig; }
+
+/* Workers end when the connection goes away (unmount, or the last open file of a lazily unmounted
+ * mount closed). One still waiting for a request is woken by a signal whose handler does nothing
+ * (installed without SA_RESTART, so its read returns EINTR and it sees `stopping`). */
 void plane_stop(plane *p) {
   p->stopping = 1;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = wake;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGRTMIN + 3, &sa, NULL);
   for (int i = 0; i < p->nworkers; i++) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 5;
+    ts.tv_sec += 1;
+    if (pthread_timedjoin_np(p->workers[i], NULL, &ts) == 0) continue;
+    pthread_kill(p->workers[i], SIGRTMIN + 3);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 1;
     if (pthread_timedjoin_np(p->workers[i], NULL, &ts) != 0) pthread_detach(p->workers[i]);
   }
   if (p->reaper_started) pthread_join(p->reaper, NULL);
