@@ -54,10 +54,10 @@ function parseArgs(argv: string[]): Args {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** Runs a command to completion; returns wall time (ms, including the process start) and output. */
-export function timedOutput(cmd: string, args: string[], input?: string): Promise<{ ms: number; stdout: string; code: number | null }> {
+export function timedOutput(cmd: string, args: string[], input?: string, env?: NodeJS.ProcessEnv): Promise<{ ms: number; stdout: string; code: number | null }> {
   return new Promise((resolve) => {
     const t0 = now()
-    const c = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'inherit'] })
+    const c = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'inherit'], env: env ?? process.env })
     let stdout = ''
     c.stdout!.on('data', (d: Buffer) => (stdout += d.toString()))
     c.on('exit', (code) => resolve({ ms: now() - t0, stdout, code }))

@@ -52,11 +52,15 @@ export function option(args: string[], name: string, def: string): string {
 
 export const isRoot = process.getuid?.() === 0
 
-/** Drops the kernel's page cache, dentries and inodes (echo 3 > /proc/sys/vm/drop_caches); false when not root. */
-export function dropCaches(): boolean {
+/**
+ * Drops the kernel's caches (echo LEVEL > /proc/sys/vm/drop_caches): 3 the page cache, dentries and
+ * inodes; 2 dentries and inodes only (file data and the disk's metadata blocks stay cached). False when
+ * not root.
+ */
+export function dropCaches(level: 2 | 3 = 3): boolean {
   if (!isRoot) return false
   execFileSync('sync')
-  writeFileSync('/proc/sys/vm/drop_caches', '3')
+  writeFileSync('/proc/sys/vm/drop_caches', String(level))
   return true
 }
 
