@@ -29,12 +29,12 @@ import { mountedType } from '../../fs/mount.js'
 import { DESFS } from '../helpers.js'
 import { curlParallel, desfsSync, relPath, writeFileTable, writeRandomFiles, type FileRow } from './sync.js'
 import { samplePaths, spawnCost, statTimes, timedOutput } from './tree.js'
-import { dropCaches, isRoot, mbps, median, now, option, startBenchDaemon, table, timedRun, type BenchDaemon } from './util.js'
+import { dropCaches, isRoot, mbps, median, now, option, startBenchDaemon, table, timedRun, waitIdle, type BenchDaemon } from './util.js'
 
 const MEASURES = ['cached', 'readers', 'ls', 'stat', 'find', 'cold', 'sync'] as const
 type Measure = (typeof MEASURES)[number]
 
-const USAGE = `npm run bench -- plane [${MEASURES.join('|')} ...] [--reps 3] [--size-mb 256] [--readers 4] [--entries 10000] [--stat-files 5000] [--rows 200000 | --million] [--sync-files 100] [--sync-mb 10] [--parallel 50] [--servers node,nginx] [--settle-ms 1000]`
+const USAGE = `npm run bench -- plane [${MEASURES.join('|')} ...] [--reps 3] [--size-mb 256] [--readers 4] [--entries 10000] [--stat-files 5000] [--rows 200000 | --million] [--sync-files 100] [--sync-mb 10] [--parallel 50] [--servers node,nginx] [--settle-ms 300]`
 
 interface Args {
   measures: Set<Measure>
@@ -90,7 +90,7 @@ function parseArgs(argv: string[]): Args {
     syncFiles: num('sync-files', 100, 1),
     syncMb: num('sync-mb', 10, 1),
     parallel: num('parallel', 50, 1),
-    settleMs: num('settle-ms', 1000, 0),
+    settleMs: num('settle-ms', 300, 0),
     servers,
   }
 }
@@ -348,12 +348,16 @@ async function measureTree(a: Args, base: string, out: Result[]): Promise<void> 
     // but keeps cached file data and metadata blocks, as on a machine where both have been used.
     const levels = [3, 2] as const
     const what = { 3: 'all caches dropped (echo 3)', 2: 'dentries+inodes dropped (echo 2)' }
-    // Dropping dentries makes the kernel send the daemon a FORGET for each; give them a moment so the
-    // timing that follows measures the lookups, not the tail of that burst.
+    // Dropping dentries makes the kernel send the daemon a FORGET for each: wait until the daemon is
+    // idle again, so the timing that follows measures the lookups, not the tail of that burst.
+    const settled: number[] = []
     const settle = async (level: 2 | 3) => {
-      if (dropCaches(level)) await sleep(a.settleMs)
+      if (dropCaches(level)) settled.push(await waitIdle(d.child.pid!, a.settleMs))
     }
-    const how = (l: 2 | 3) => `kernel caches dropped before each (echo ${l} > /proc/sys/vm/drop_caches${l === 2 ? ': dentries and inodes, page cache kept' : ': page cache, dentries, inodes'}, then ${a.settleMs} ms for the FORGETs)${cacheNote()}`
+    const how = (l: 2 | 3) => {
+      const waited = settled.length ? f0(median(settled.splice(0))) : '-'
+      return `kernel caches dropped before each (echo ${l} > /proc/sys/vm/drop_caches${l === 2 ? ': dentries and inodes, page cache kept' : ': page cache, dentries, inodes'}, then until the daemon had used no CPU for ${a.settleMs} ms: ${waited} ms median)${cacheNote()}`
+    }
 
     if (a.measures.has('ls')) {
       const dirs = [join(d.mnt, gen.bigDirs[0]!), join(local.tree, lgen.bigDirs[0]!)]

@@ -1,7 +1,7 @@
 // Small helpers shared by the benchmarks: wall-clock timing, percentiles, printing a table, dropping
 // the kernel's caches, timing a command in a child process, and a desfs daemon to measure.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { DESFS } from '../helpers.js'
 
@@ -131,4 +131,34 @@ export async function startBenchDaemon(base: string, o: { db: string; archive: s
       rmSync(dir, { recursive: true, force: true })
     },
   }
+}
+
+/** CPU time (user + system, clock ticks) a process has used so far, from /proc; NaN once it is gone. */
+export function cpuTicks(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ') // fields from the 3rd (state) on
+    return Number(f[11]) + Number(f[12]) // utime, stime: fields 14 and 15
+  } catch {
+    return NaN
+  }
+}
+
+/**
+ * Waits until a process has used no CPU for `quietMs` (it has worked off what it was sent, e.g. a
+ * burst of FORGETs after the kernel dropped its dentries), at most `maxMs`. Returns the ms waited.
+ */
+export async function waitIdle(pid: number, quietMs = 300, maxMs = 15_000): Promise<number> {
+  const t0 = now()
+  let last = cpuTicks(pid)
+  let quietSince = now()
+  while (now() - t0 < maxMs && !Number.isNaN(last)) {
+    await new Promise((r) => setTimeout(r, 50))
+    const t = cpuTicks(pid)
+    if (t !== last) {
+      last = t
+      quietSince = now()
+    } else if (now() - quietSince >= quietMs) break
+  }
+  return now() - t0
 }
