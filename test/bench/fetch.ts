@@ -7,7 +7,6 @@
 // files); 32 concurrent readers over overlapping ranges (requests, each block fetched once); daemon
 // RSS while streaming many GB through. Repeated for each block size. Dropping the page cache needs
 // root (echo 3 > /proc/sys/vm/drop_caches); without it those rows say so.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -19,64 +18,9 @@ import { emptyPrimary, imageHdu } from '../../daemon/fits.js'
 import { adler32Fast } from '../../cache/adler32.js'
 import { parseSize, formatSize } from '../../daemon/units.js'
 import { DESFS, PYTHON, run } from '../helpers.js'
-import { mbps, now, rssMb, table } from './util.js'
+import { dropCaches, mbps, now, option, rssMb, startBenchDaemon, table, timedRun, type BenchDaemon } from './util.js'
 
-function arg(args: string[], name: string, def: string): string {
-  const i = args.indexOf(`--${name}`)
-  return i >= 0 && args[i + 1] ? args[i + 1]! : def
-}
-
-const isRoot = process.getuid?.() === 0
-function dropCaches(): boolean {
-  if (!isRoot) return false
-  execFileSync('sync')
-  writeFileSync('/proc/sys/vm/drop_caches', '3')
-  return true
-}
-
-/** Runs a command with its output thrown away (not piped through node), returning milliseconds. */
-async function timedRun(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<number> {
-  const t0 = now()
-  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env: opts.env ?? process.env })
-  let err = ''
-  child.stderr!.on('data', (d: Buffer) => (err += d))
-  const code = await new Promise<number | null>((r) => child.once('exit', r))
-  if (code !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${code}): ${err.slice(0, 500)}`)
-  return now() - t0
-}
-
-interface BenchDaemon {
-  mnt: string
-  child: ChildProcess
-  env: NodeJS.ProcessEnv
-  stop: () => Promise<void>
-}
-
-async function startDaemon(base: string, db: string, archive: string, tokenFile: string, blockSize: string, extra: string[] = []): Promise<BenchDaemon> {
-  const dir = mkdtempSync(join(base, 'd-'))
-  const mnt = join(dir, 'mnt')
-  mkdirSync(mnt)
-  const env = { ...process.env, DESFS_BLOCK_SIZE: blockSize, DESFS_CONFIG: join(dir, 'none'), DESFS_STATE_DIR: join(dir, 'state') }
-  const child = spawn(process.execPath, [DESFS, 'mount', mnt, '--foreground', '--db', db, '--archive', archive, '--token-file', tokenFile, '--state-dir', join(dir, 'state'), '--cache-dir', join(dir, 'cache'), '--cache-size', '2G', '--log-level', 'warn', ...extra], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  child.stdout!.on('data', (d: Buffer) => (out += d))
-  child.stderr!.on('data', (d: Buffer) => (out += d))
-  const t0 = Date.now()
-  const { mountedType } = await import('../../fs/mount.js')
-  while ((await mountedType(mnt)) !== 'fuse.desfs') {
-    if (Date.now() - t0 > 60_000 || child.exitCode !== null) throw new Error(`daemon did not mount:\n${out}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
-  await new Promise((r) => setTimeout(r, 300))
-  return {
-    mnt, child, env,
-    stop: async () => {
-      child.kill('SIGTERM')
-      await new Promise((r) => child.once('exit', r))
-      rmSync(dir, { recursive: true, force: true })
-    },
-  }
-}
+const startDaemon = (base: string, db: string, archive: string, tokenFile: string, blockSize: string, extra: string[] = []): Promise<BenchDaemon> => startBenchDaemon(base, { db, archive, tokenFile, blockSize, flags: extra })
 
 /** Adds N files of S bytes (a FITS header and an image) to the archive and its metadata DB. */
 function addScanFiles(root: string, db: string, n: number, bytes: number): string[] {
@@ -102,11 +46,11 @@ function addScanFiles(root: string, db: string, n: number, bytes: number): strin
 }
 
 export async function run_(args: string[]): Promise<void> {
-  const sizeMb = Number(arg(args, 'size-mb', '256'))
-  const scanFiles = Number(arg(args, 'scan-files', '200'))
-  const scanMb = Number(arg(args, 'scan-mb', '16'))
-  const streamGb = Number(arg(args, 'stream-gb', '10'))
-  const blockSizes = arg(args, 'block-sizes', '1M,4M').split(',')
+  const sizeMb = Number(option(args, 'size-mb', '256'))
+  const scanFiles = Number(option(args, 'scan-files', '200'))
+  const scanMb = Number(option(args, 'scan-mb', '16'))
+  const streamGb = Number(option(args, 'stream-gb', '10'))
+  const blockSizes = option(args, 'block-sizes', '1M,4M').split(',')
   const base = mkdtempSync(join(tmpdir(), 'desfs-bench-fetch-'))
   const results: (string | number)[][] = [['measure', 'block', 'desfs', 'baseline', 'ratio']]
   const log = (s: string) => process.stderr.write(s + '\n')

@@ -14,4 +14,4 @@ if (!name || !available.includes(name)) {
 }
 const mod = (await import(`./${name}.js`)) as { run: (args: string[]) => Promise<void> }
 await mod.run(args)
-process.exit(0)
+process.exit(process.exitCode ?? 0)

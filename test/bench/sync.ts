@@ -2,17 +2,17 @@
 // Sync throughput against the project's archive server on 127.0.0.1: `desfs sync --list` of N files
 // of M MB (cold cache, fetched, checked against the archive's Adler-32, stored and pinned) vs
 // `curl --parallel` of the same URLs from the same server (to files on the same disk, and to
-// /dev/null), in the same run.
-import { spawn } from 'node:child_process'
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+// /dev/null), in the same run. The pieces (the archive of random files, one curl run, one sync run)
+// are exported for the plane benchmark, which repeats them against nginx too.
+import { randomFillSync } from 'node:crypto'
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { ArchiveServer } from '../archive/server.js'
 import { makeToken, writeTokenFile } from '../archive/token.js'
-import { prng } from '../archive/generate.js'
 import { DESFS } from '../helpers.js'
-import { mbps, now, table } from './util.js'
+import { mbps, table, timedRun } from './util.js'
 import { formatSize } from '../../daemon/units.js'
 
 function arg(args: string[], name: string, def: number): number {
@@ -20,14 +20,71 @@ function arg(args: string[], name: string, def: number): number {
   return i >= 0 && args[i + 1] ? Number(args[i + 1]) : def
 }
 
-function exec(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
-    child.stdout!.on('data', (d: Buffer) => (err += d))
-    let err = ''
-    child.stderr!.on('data', (d: Buffer) => (err += d))
-    child.on('exit', (code) => (code === 0 ? resolve(0) : reject(new Error(`${cmd} failed (${code}): ${err.slice(0, 400)}`))))
-  })
+/** A file table row: PATH, FILENAME, COMPRESSION. */
+export type FileRow = [string, string, string]
+
+/**
+ * Writes N files of `bytes` random bytes in DES-like exposure directories (60 to a directory) under
+ * `root`, starting at exposure `firstExposure`; returns their rows.
+ */
+export function writeRandomFiles(root: string, nFiles: number, bytes: number, opts: { firstExposure?: number } = {}): FileRow[] {
+  const rows: FileRow[] = []
+  const chunk = Buffer.alloc(Math.min(bytes, 8 << 20))
+  for (let i = 0; i < nFiles; i++) {
+    const exp = String((opts.firstExposure ?? 300000) + Math.floor(i / 60)).padStart(8, '0')
+    const dir = `OPS/finalcut/Y6A1/20131001-r5000/D${exp}/p01/red/immask`
+    const name = `D${exp}_r_c${String(i % 60).padStart(2, '0')}_r5000p01_immasked.fits`
+    mkdirSync(join(root, dir), { recursive: true })
+    const fd = openSync(join(root, dir, name + '.fz'), 'w')
+    try {
+      for (let done = 0; done < bytes; ) {
+        const n = Math.min(chunk.length, bytes - done)
+        randomFillSync(chunk, 0, n) // OpenSSL's generator: GB/s, where a JavaScript one made 1 GB in a minute
+        done += writeSync(fd, chunk, 0, n)
+      }
+    } finally {
+      closeSync(fd)
+    }
+    rows.push([dir, name, '.fz'])
+  }
+  return rows
+}
+
+/** Creates the metadata DB's file table with these rows. */
+export function writeFileTable(db: string, rows: FileRow[]): void {
+  const sql = new Database(db)
+  sql.exec('CREATE TABLE Y6A2_FILE_ARCHIVE_INFO (FILENAME TEXT, PATH TEXT, COMPRESSION TEXT, DESFILE_ID INTEGER)')
+  const ins = sql.prepare('INSERT INTO Y6A2_FILE_ARCHIVE_INFO VALUES (?, ?, ?, ?)')
+  sql.transaction(() => rows.forEach(([p, f, c], i) => ins.run(f, p, c, i)))()
+  sql.close()
+}
+
+export const relPath = ([p, f, c]: FileRow): string => `${p}/${f}${c}`
+
+/** Times one `curl --parallel` of these files, to files in `outDir` (created) or to /dev/null. */
+export async function curlParallel(o: { archiveUrl: string; token: string; rels: string[]; parallel: number; config: string; outDir?: string }): Promise<number> {
+  if (o.outDir) mkdirSync(o.outDir, { recursive: true })
+  const lines = o.rels.map((r, i) => `url = "${o.archiveUrl}/${r}"\noutput = "${o.outDir ? join(o.outDir, String(i)) : '/dev/null'}"`)
+  writeFileSync(o.config, `header = "Authorization: Bearer ${o.token}"\nlocation\nsilent\nfail\n${lines.join('\n')}\n`)
+  return timedRun('curl', ['--parallel', '--parallel-max', String(o.parallel), '--config', o.config])
+}
+
+/**
+ * Mounts desfs (a daemon of its own, state and cache under `dir`, cold), times `desfs sync --list`
+ * of these files, and unmounts.
+ */
+export async function desfsSync(o: { dir: string; db: string; archiveUrl: string; tokenFile: string; rels: string[]; totalBytes: number }): Promise<number> {
+  const d = o.dir
+  mkdirSync(join(d, 'mnt'), { recursive: true })
+  const env = { ...process.env, DESFS_STATE_DIR: join(d, 'state'), DESFS_CACHE_DIR: join(d, 'cache'), DESFS_CONFIG: join(d, 'none'), DES_ARCHIVE_ACCESS_DB: o.db, DES_ARCHIVE_ACCESS_ARCHIVE: o.archiveUrl, DESFS_TOKEN_FILE: o.tokenFile, DESFS_CACHE_SIZE: `${Math.ceil((o.totalBytes * 1.5) / 1e9)}G`, DESFS_PIN_SIZE: `${Math.ceil((o.totalBytes * 1.2) / 1e9)}G` }
+  await timedRun(process.execPath, [DESFS, 'mount', join(d, 'mnt')], { env })
+  try {
+    const list = join(d, 'list.txt')
+    writeFileSync(list, o.rels.join('\n') + '\n')
+    return await timedRun(process.execPath, [DESFS, 'sync', '--list', list], { env })
+  } finally {
+    await timedRun(process.execPath, [DESFS, 'umount', join(d, 'mnt')], { env }).catch(() => timedRun('fusermount', ['-uz', join(d, 'mnt')]).catch(() => undefined))
+  }
 }
 
 export async function run(args: string[]): Promise<void> {
@@ -38,61 +95,26 @@ export async function run(args: string[]): Promise<void> {
   try {
     // The archive: N files of random bytes in DES-like exposure directories, and their DB rows.
     const root = join(base, 'archive')
-    const rows: [string, string, string][] = []
-    const rand = prng(7)
-    const chunk = Buffer.alloc(mb * 1_000_000)
-    for (let i = 0; i < nFiles; i++) {
-      const dir = `OPS/finalcut/Y6A1/20131001-r5000/D${String(300000 + Math.floor(i / 60)).padStart(8, '0')}/p01/red/immask`
-      const name = `D${String(300000 + Math.floor(i / 60)).padStart(8, '0')}_r_c${String(i % 60).padStart(2, '0')}_r5000p01_immasked.fits`
-      mkdirSync(join(root, dir), { recursive: true })
-      for (let k = 0; k < chunk.length; k += 4) chunk.writeUInt32LE((rand() * 0xffffffff) >>> 0, k)
-      writeFileSync(join(root, dir, name + '.fz'), chunk)
-      rows.push([dir, name, '.fz'])
-    }
+    const rows = writeRandomFiles(root, nFiles, mb * 1_000_000)
     const db = join(base, 'metadata.db')
-    const sql = new Database(db)
-    sql.exec('CREATE TABLE Y6A2_FILE_ARCHIVE_INFO (FILENAME TEXT, PATH TEXT, COMPRESSION TEXT, DESFILE_ID INTEGER)')
-    const ins = sql.prepare('INSERT INTO Y6A2_FILE_ARCHIVE_INFO VALUES (?, ?, ?, ?)')
-    sql.transaction(() => rows.forEach(([p, f, c], i) => ins.run(f, p, c, i)))()
-    sql.close()
+    writeFileTable(db, rows)
     const token = makeToken({}, 86400)
     const tokenFile = join(base, 'tok', 'bearer_token')
     writeTokenFile(tokenFile, token)
     const server = await new ArchiveServer({ root, tokens: [token], redirect: true }).start()
-    const rels = rows.map(([p, f, c]) => `${p}/${f}${c}`)
-    const total = nFiles * chunk.length
-    console.log(`sync benchmark: ${nFiles} files of ${formatSize(chunk.length)} (${formatSize(total)}), archive server on 127.0.0.1 with a redirect to a pool port`)
+    const rels = rows.map(relPath)
+    const total = nFiles * mb * 1_000_000
+    console.log(`sync benchmark: ${nFiles} files of ${formatSize(mb * 1_000_000)} (${formatSize(total)}), archive server on 127.0.0.1 with a redirect to a pool port`)
 
     // curl --parallel, to files and to /dev/null.
-    const curlConfig = (toDisk: boolean) => {
-      const out = join(base, toDisk ? 'curl-out' : 'null')
-      if (toDisk) mkdirSync(out, { recursive: true })
-      const lines = rels.map((r, i) => `url = "${server.archiveUrl}/${r}"\noutput = "${toDisk ? join(out, String(i)) : '/dev/null'}"`)
-      const file = join(base, `curl-${toDisk ? 'disk' : 'null'}.conf`)
-      writeFileSync(file, `header = "Authorization: Bearer ${token}"\nlocation\nsilent\nfail\n${lines.join('\n')}\n`)
-      return file
-    }
     const results: (string | number)[][] = [['method', 'seconds', 'MB/s', 'vs curl to disk']]
-    const t1 = now()
-    await exec('curl', ['--parallel', '--parallel-max', String(parallel), '--config', curlConfig(true)])
-    const curlDisk = now() - t1
-    const t2 = now()
-    await exec('curl', ['--parallel', '--parallel-max', String(parallel), '--config', curlConfig(false)])
-    const curlNull = now() - t2
+    const curlDisk = await curlParallel({ archiveUrl: server.archiveUrl, token, rels, parallel, config: join(base, 'curl-disk.conf'), outDir: join(base, 'curl-out') })
+    const curlNull = await curlParallel({ archiveUrl: server.archiveUrl, token, rels, parallel, config: join(base, 'curl-null.conf') })
 
     // desfs sync --list, cold cache.
-    const d = join(base, 'desfs')
-    mkdirSync(join(d, 'mnt'), { recursive: true })
-    const env = { ...process.env, DESFS_STATE_DIR: join(d, 'state'), DESFS_CACHE_DIR: join(d, 'cache'), DESFS_CONFIG: join(d, 'none'), DES_ARCHIVE_ACCESS_DB: db, DES_ARCHIVE_ACCESS_ARCHIVE: server.archiveUrl, DESFS_TOKEN_FILE: tokenFile, DESFS_CACHE_SIZE: `${Math.ceil((total * 1.5) / 1e9)}G`, DESFS_PIN_SIZE: `${Math.ceil((total * 1.2) / 1e9)}G` }
-    await exec(process.execPath, [DESFS, 'mount', join(d, 'mnt')], env)
-    const list = join(base, 'list.txt')
-    writeFileSync(list, rels.join('\n') + '\n')
     server.clearLog()
-    const t3 = now()
-    await exec(process.execPath, [DESFS, 'sync', '--list', list], env)
-    const sync = now() - t3
+    const sync = await desfsSync({ dir: join(base, 'desfs'), db, archiveUrl: server.archiveUrl, tokenFile, rels, totalBytes: total })
     const fetched = server.bytesSent()
-    await exec(process.execPath, [DESFS, 'umount', join(d, 'mnt')], env)
     await server.stop()
 
     results.push(['curl --parallel to files', curlDisk / 1000, mbps(total, curlDisk), 1])
@@ -102,7 +124,7 @@ export async function run(args: string[]): Promise<void> {
     console.log(`desfs sync transferred ${formatSize(fetched)} for ${formatSize(total)} of files`)
   } finally {
     // A failed run may leave its mount behind: take it down before removing the directory.
-    await exec('fusermount', ['-uz', join(base, 'desfs', 'mnt')]).catch(() => undefined)
+    await timedRun('fusermount', ['-uz', join(base, 'desfs', 'mnt')]).catch(() => undefined)
     rmSync(base, { recursive: true, force: true })
   }
 }

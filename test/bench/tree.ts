@@ -54,10 +54,10 @@ function parseArgs(argv: string[]): Args {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** Runs a command to completion; returns wall time (ms, including the process start) and output. */
-function timedRun(cmd: string, args: string[], input?: string): Promise<{ ms: number; stdout: string; code: number | null }> {
+export function timedOutput(cmd: string, args: string[], input?: string, env?: NodeJS.ProcessEnv): Promise<{ ms: number; stdout: string; code: number | null }> {
   return new Promise((resolve) => {
     const t0 = now()
-    const c = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'inherit'] })
+    const c = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'inherit'], env: env ?? process.env })
     let stdout = ''
     c.stdout!.on('data', (d: Buffer) => (stdout += d.toString()))
     c.on('exit', (code) => resolve({ ms: now() - t0, stdout, code }))
@@ -67,9 +67,9 @@ function timedRun(cmd: string, args: string[], input?: string): Promise<{ ms: nu
 }
 
 /** Time of a no-op process start, subtracted from command timings. */
-async function spawnCost(): Promise<number> {
+export async function spawnCost(): Promise<number> {
   const t: number[] = []
-  for (let i = 0; i < 5; i++) t.push((await timedRun('true', [])).ms)
+  for (let i = 0; i < 5; i++) t.push((await timedOutput('true', [])).ms)
   return percentile(t, 50)
 }
 
@@ -86,13 +86,13 @@ def run():
 print(json.dumps({'cold': run(), 'cached': run(), 'n': len(paths)}))
 `
 
-async function statTimes(paths: string[]): Promise<{ cold: number[]; cached: number[]; n: number }> {
-  const r = await timedRun(PYTHON, ['-c', STAT_SCRIPT], paths.map((p) => p + '\0').join(''))
+export async function statTimes(paths: string[]): Promise<{ cold: number[]; cached: number[]; n: number }> {
+  const r = await timedOutput(PYTHON, ['-c', STAT_SCRIPT], paths.map((p) => p + '\0').join(''))
   return JSON.parse(r.stdout) as { cold: number[]; cached: number[]; n: number }
 }
 
 /** Every `step`-th valid file of a synthetic DB, as archive-relative paths. */
-function samplePaths(db: string, files: number, count: number): string[] {
+export function samplePaths(db: string, files: number, count: number): string[] {
   const d = new Database(db, { readonly: true })
   try {
     const step = Math.max(1, Math.floor(files / count))
@@ -125,7 +125,7 @@ async function startDaemon(mnt: string, db: string, stateDir: string, cacheDir: 
   while (Date.now() < deadline && !exited) {
     if (Number.isNaN(mountedMs) && / info mounted /.test(out)) mountedMs = now() - t0
     if (!Number.isNaN(mountedMs)) {
-      const r = await timedRun('stat', ['-c', '%F', join(mnt, 'OPS')])
+      const r = await timedOutput('stat', ['-c', '%F', join(mnt, 'OPS')])
       if (r.code === 0) {
         answerMs = now() - t0
         break
@@ -138,17 +138,17 @@ async function startDaemon(mnt: string, db: string, stateDir: string, cacheDir: 
     if (!exited) child.kill('SIGTERM')
     for (let i = 0; i < 300 && !exited; i++) await sleep(100)
     if (!exited) child.kill('SIGKILL')
-    if ((await mountedType(mnt))?.startsWith('fuse')) await timedRun('fusermount', ['-uz', mnt])
+    if ((await mountedType(mnt))?.startsWith('fuse')) await timedOutput('fusermount', ['-uz', mnt])
   }
   return { child, log: () => out, stop, mountedMs, answerMs }
 }
 
 /** A C FUSE file system (Debian's bindfs, read-only) over the local tree: the per-operation floor. */
 async function floorMount(src: string, mnt: string): Promise<{ stop: () => Promise<void> }> {
-  await timedRun('bindfs', ['-r', '-o', 'attr_timeout=86400,entry_timeout=3600', src, mnt])
+  await timedOutput('bindfs', ['-r', '-o', 'attr_timeout=86400,entry_timeout=3600', src, mnt])
   return {
     stop: async () => {
-      if ((await mountedType(mnt))?.startsWith('fuse')) await timedRun('umount', ['-l', mnt])
+      if ((await mountedType(mnt))?.startsWith('fuse')) await timedOutput('umount', ['-l', mnt])
     },
   }
 }
@@ -212,10 +212,10 @@ export async function run(argv: string[]): Promise<void> {
       const again: number[] = []
       let lines = 0
       for (const dir of dirs) {
-        const a = await timedRun('ls', ['-l', dir])
+        const a = await timedOutput('ls', ['-l', dir])
         lines = a.stdout.split('\n').length - 2
         cold.push(a.ms - base)
-        again.push((await timedRun('ls', ['-l', dir])).ms - base)
+        again.push((await timedOutput('ls', ['-l', dir])).ms - base)
       }
       return { cold: percentile(cold, 50), again: percentile(again, 50), all: cold.map((x) => x.toFixed(0)).join('/'), lines }
     }
@@ -236,7 +236,7 @@ export async function run(argv: string[]): Promise<void> {
 
     // 5. find -name over the whole tree; RSS after.
     const findName = async (dir: string) => {
-      const r = await timedRun('find', [dir, '-name', '*_r_c27_*'])
+      const r = await timedOutput('find', [dir, '-name', '*_r_c27_*'])
       return { ms: r.ms - base, found: r.stdout.split('\n').filter(Boolean).length }
     }
     const fMount = await findName(m.mnt)
@@ -247,11 +247,11 @@ export async function run(argv: string[]): Promise<void> {
     say(`  find: desfs ${ms(fMount.ms)} (${fMount.found} found, ${(entries / (fMount.ms / 1000)).toFixed(0)} entries/s); local ${ms(fLocal.ms)}; RSS after ${rssFind.toFixed(0)} MB`)
     let statAll: { ms: number; rss: number; later: number } | undefined
     if (args.statAll) {
-      const r = await timedRun('find', [m.mnt, '-printf', '%s\\n'])
+      const r = await timedOutput('find', [m.mnt, '-printf', '%s\\n'])
       statAll = { ms: r.ms - base, rss: await rssMb(d.child.pid!), later: NaN }
       // The memory guard asks the kernel to forget cached names; they go once the walk has ended
       // and the next lookup from the root has come (see fs/memory-guard.ts).
-      await timedRun('stat', [join(m.mnt, 'OPS')])
+      await timedOutput('stat', [join(m.mnt, 'OPS')])
       await sleep(40_000)
       statAll.later = await rssMb(d.child.pid!)
       say(`  find -printf %s (a getattr per entry): ${ms(statAll.ms)}; RSS after ${statAll.rss.toFixed(0)} MB, 40 s later ${statAll.later.toFixed(0)} MB`)

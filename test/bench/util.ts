@@ -1,4 +1,9 @@
-// Small helpers shared by the benchmarks: wall-clock timing, percentiles, and printing a table.
+// Small helpers shared by the benchmarks: wall-clock timing, percentiles, printing a table, dropping
+// the kernel's caches, timing a command in a child process, and a desfs daemon to measure.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { DESFS } from '../helpers.js'
 
 export function now(): number {
   return Number(process.hrtime.bigint()) / 1e6
@@ -33,4 +38,127 @@ export async function rssMb(pid: number): Promise<number> {
   const text = await readFile(`/proc/${pid}/status`, 'utf8')
   const m = /VmRSS:\s+(\d+) kB/.exec(text)
   return m ? Number(m[1]) / 1024 : NaN
+}
+
+export function median(values: number[]): number {
+  return percentile(values, 50)
+}
+
+/** The value of `--name VALUE` in a bench's arguments, or def. */
+export function option(args: string[], name: string, def: string): string {
+  const i = args.indexOf(`--${name}`)
+  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : def
+}
+
+export const isRoot = process.getuid?.() === 0
+
+/**
+ * Drops the kernel's caches (echo LEVEL > /proc/sys/vm/drop_caches): 3 the page cache, dentries and
+ * inodes; 2 dentries and inodes only (file data and the disk's metadata blocks stay cached). False when
+ * not root.
+ */
+export function dropCaches(level: 2 | 3 = 3): boolean {
+  if (!isRoot) return false
+  execFileSync('sync')
+  writeFileSync('/proc/sys/vm/drop_caches', String(level))
+  return true
+}
+
+/**
+ * Runs a command in a child process with its output thrown away (never piped through node: `cat F`
+ * is `cat F > /dev/null`), returning wall milliseconds including the process start. Throws with the
+ * command's stderr when it fails.
+ */
+export async function timedRun(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<number> {
+  const t0 = now()
+  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env: opts.env ?? process.env })
+  let err = ''
+  child.stderr!.on('data', (d: Buffer) => (err += d))
+  const code = await new Promise<number | null>((r) => child.once('exit', r))
+  if (code !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${code}): ${err.slice(0, 500)}`)
+  return now() - t0
+}
+
+export interface BenchDaemon {
+  mnt: string
+  dir: string
+  stateDir: string
+  cacheDir: string
+  child: ChildProcess
+  /** Environment that points desfs commands (status, cache, sync) at this daemon. */
+  env: NodeJS.ProcessEnv
+  log: () => string
+  stop: () => Promise<void>
+}
+
+/**
+ * Starts `desfs mount --foreground` in a child process in a new directory under `base` (mnt, state,
+ * cache), waits until the mount is up, and returns how to stop it (SIGTERM, then SIGKILL and a lazy
+ * unmount if it hangs; the directory is removed).
+ */
+export async function startBenchDaemon(base: string, o: { db: string; archive: string; tokenFile?: string; blockSize?: string; flags?: string[]; env?: NodeJS.ProcessEnv; stateDir?: string; cacheDir?: string }): Promise<BenchDaemon> {
+  const dir = mkdtempSync(join(base, 'd-'))
+  const mnt = join(dir, 'mnt')
+  mkdirSync(mnt)
+  const stateDir = o.stateDir ?? join(dir, 'state')
+  const cacheDir = o.cacheDir ?? join(dir, 'cache')
+  const env: NodeJS.ProcessEnv = { ...process.env, DESFS_CONFIG: join(dir, 'none'), DESFS_STATE_DIR: stateDir, DESFS_CACHE_DIR: cacheDir, ...(o.blockSize ? { DESFS_BLOCK_SIZE: o.blockSize } : {}), ...(o.tokenFile ? {} : { DESFS_TOKEN_FILE: join(dir, 'no-token') }), ...(o.env ?? {}) }
+  const args = [DESFS, 'mount', mnt, '--foreground', '--db', o.db, '--archive', o.archive, ...(o.tokenFile ? ['--token-file', o.tokenFile] : []), '--state-dir', stateDir, '--cache-dir', cacheDir, '--cache-size', '2G', '--log-level', 'warn', ...(o.flags ?? [])]
+  const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  child.stdout!.on('data', (d: Buffer) => (out += d))
+  child.stderr!.on('data', (d: Buffer) => (out += d))
+  const t0 = Date.now()
+  const { mountedType } = await import('../../fs/mount.js')
+  while (!(await mountedType(mnt))?.startsWith('fuse')) {
+    if (Date.now() - t0 > 600_000 || child.exitCode !== null) throw new Error(`daemon did not mount:\n${out}`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  await new Promise((r) => setTimeout(r, 300))
+  return {
+    mnt, dir, stateDir, cacheDir, child, env,
+    log: () => out,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((r) => child.once('exit', r))
+        child.kill('SIGTERM')
+        if (!(await Promise.race([exited.then(() => true), new Promise((r) => setTimeout(() => r(false), 30_000))]))) {
+          child.kill('SIGKILL')
+          await exited
+        }
+      }
+      if ((await mountedType(mnt))?.startsWith('fuse')) await timedRun('fusermount', ['-uz', mnt]).catch(() => undefined)
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
+}
+
+/** CPU time (user + system, clock ticks) a process has used so far, from /proc; NaN once it is gone. */
+export function cpuTicks(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ') // fields from the 3rd (state) on
+    return Number(f[11]) + Number(f[12]) // utime, stime: fields 14 and 15
+  } catch {
+    return NaN
+  }
+}
+
+/**
+ * Waits until a process has used no CPU for `quietMs` (it has worked off what it was sent, e.g. a
+ * burst of FORGETs after the kernel dropped its dentries), at most `maxMs`. Returns the ms waited.
+ */
+export async function waitIdle(pid: number, quietMs = 300, maxMs = 15_000): Promise<number> {
+  const t0 = now()
+  let last = cpuTicks(pid)
+  let quietSince = now()
+  while (now() - t0 < maxMs && !Number.isNaN(last)) {
+    await new Promise((r) => setTimeout(r, 50))
+    const t = cpuTicks(pid)
+    if (t !== last) {
+      last = t
+      quietSince = now()
+    } else if (now() - quietSince >= quietMs) break
+  }
+  return now() - t0
 }
