@@ -1,6 +1,6 @@
 // desfs mount / desfs umount.
 import { spawn } from 'node:child_process'
-import { openSync, closeSync } from 'node:fs'
+import { constants, openSync, closeSync } from 'node:fs'
 import { resolve, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
@@ -39,7 +39,13 @@ export const mountCommand: Command = {
     }
     ensurePrivateDir(config.stateDir, 'state dir')
     const logPath = join(config.stateDir, LOG_NAME)
-    const logFd = openSync(logPath, 'a', 0o600)
+    // Appended to without following a link (nothing in the state dir is reached through one).
+    let logFd: number
+    try {
+      logFd = openSync(logPath, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o600)
+    } catch (err) {
+      throw new UserError(`cannot open the log ${logPath} (${(err as NodeJS.ErrnoException).code === 'ELOOP' ? 'it is a symbolic link: remove it' : (err as Error).message})`)
+    }
     const daemonScript = fileURLToPath(new URL('../daemon/main.js', import.meta.url))
     const child = spawn(process.execPath, [daemonScript, JSON.stringify(sflags)], { detached: true, stdio: ['ignore', 'pipe', logFd] })
     closeSync(logFd)
