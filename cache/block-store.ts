@@ -38,7 +38,7 @@ export function cacheKey(relPath: string): string {
 
 /** Why a data file opened by openCacheFile cannot be used as it is. */
 export class CacheFileProblem extends Error {
-  /** 'link': a symbolic link or other odd entry was in its place (removed); 'elsewhere': the file is not where its path says (a directory on the way is a link). */
+  /** 'replaced': a link or other odd entry is in its place; 'elsewhere': the open file is not where its path says (a directory on the way is a link). */
   constructor(readonly kind: 'replaced' | 'elsewhere', message: string) {
     super(message)
   }

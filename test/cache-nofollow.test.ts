@@ -9,7 +9,7 @@ import { BlockStore, cacheKey } from '../cache/block-store.js'
 import { adler32 } from '../cache/adler32.js'
 import { ensurePrivateDir } from '../daemon/state-dir.js'
 import { JobManager } from '../daemon/jobs.js'
-import { tmp } from './helpers.js'
+import { desfs, tmp } from './helpers.js'
 
 const BS = 64 * 1024
 
@@ -126,4 +126,19 @@ t.test('a state dir that is a link made by another user is refused', async (t) =
   const own = join(base, 'own-link')
   symlinkSync(mine, own)
   t.doesNotThrow(() => ensurePrivateDir(own, 'state dir'), 'a link of our own (~/.cache -> /scratch) is fine')
+})
+
+t.test('desfs mount does not append its log through a link in the state dir', async (t) => {
+  const base = tmp(t)
+  const v = victim(base)
+  const state = join(base, 'state')
+  mkdirSync(state, { mode: 0o700 })
+  mkdirSync(join(base, 'mnt'))
+  symlinkSync(v.file, join(state, 'desfs.log'))
+  const env = { ...process.env, DESFS_CONFIG: join(base, 'no-config'), HOME: base }
+  // No DB and no archive are needed: the log is opened before the daemon starts.
+  const r = await desfs(['mount', join(base, 'mnt'), '--state-dir', state, '--cache-dir', join(base, 'cache'), '--db', join(base, 'none.db'), '--archive', 'http://127.0.0.1:9/x'], { env, timeoutMs: 30_000 })
+  t.not(r.code, 0, 'the mount is refused')
+  t.match(r.stderr, /^desfs: cannot open the log .*desfs\.log \(it is a symbolic link: remove it\)\n$/, 'with one line that says why')
+  t.equal(readFileSync(v.file, 'utf8'), 'precious\n', 'the victim is untouched')
 })
