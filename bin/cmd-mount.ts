@@ -1,6 +1,6 @@
 // desfs mount / desfs umount.
 import { spawn } from 'node:child_process'
-import { constants, openSync, closeSync } from 'node:fs'
+import { openSync, closeSync } from 'node:fs'
 import { resolve, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
@@ -11,6 +11,7 @@ import { daemonConfig, resolveSettings } from '../daemon/config.js'
 import { EXIT, UserError } from '../daemon/errors.js'
 import { LOG_NAME } from '../daemon/paths.js'
 import { ensurePrivateDir } from '../daemon/state-dir.js'
+import { APPEND_FLAGS } from '../daemon/safe-write.js'
 // The daemon and FUSE modules load only when needed: every other command starts faster without them.
 import type { Notice } from '../daemon/main.js'
 const daemonMain = () => import('../daemon/main.js')
@@ -42,7 +43,7 @@ export const mountCommand: Command = {
     // Appended to without following a link (nothing in the state dir is reached through one).
     let logFd: number
     try {
-      logFd = openSync(logPath, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o600)
+      logFd = openSync(logPath, APPEND_FLAGS, 0o600)
     } catch (err) {
       throw new UserError(`cannot open the log ${logPath} (${(err as NodeJS.ErrnoException).code === 'ELOOP' ? 'it is a symbolic link: remove it' : (err as Error).message})`)
     }

@@ -13,12 +13,14 @@ import { open, rename, unlink, type FileHandle } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { UserError } from './errors.js'
 
-const { O_WRONLY, O_RDWR, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = constants
+const { O_WRONLY, O_RDWR, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_APPEND } = constants
 
 /** Flags that create a file that did not exist under any form (a dangling link counts as existing). */
 const CREATE_NEW = O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW
-/** The same, write-only: for createWriteStream(tempNameFor(final), { flags: NEW_FILE_FLAGS }). */
+/** The same, write-only: openSync(tempNameFor(final), NEW_FILE_FLAGS, mode), then a stream on the fd. */
 export const NEW_FILE_FLAGS = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW
+/** For a file appended to under a fixed name (a log, a history): created when missing, never through a link (ELOOP). */
+export const APPEND_FLAGS = O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW
 
 const TEMP_SUFFIX = '.tmp'
 
@@ -150,6 +152,16 @@ export function writeFileAtomicSync(final: string, data: string | Buffer, opts: 
     if (fd >= 0) closeSync(fd)
     try { unlinkSync(path) } catch { /* already gone */ }
     throw err
+  }
+}
+
+/** Appends text to a file (created 0600 when missing), never through a link. */
+export async function appendNoFollow(path: string, text: string): Promise<void> {
+  const fh = await open(path, APPEND_FLAGS, 0o600)
+  try {
+    await fh.writeFile(text)
+  } finally {
+    await fh.close()
   }
 }
 
