@@ -8,7 +8,7 @@ import { attach, report } from './cmd-sync.js'
 import { daemonConfig, resolveSettings } from '../daemon/config.js'
 import { EXIT, UserError } from '../daemon/errors.js'
 import type { JobFile, JobRecord } from '../daemon/jobs.js'
-import type { PlaceMode } from '../daemon/materialize.js'
+import { placeModeProblem, type PlaceMode } from '../daemon/materialize.js'
 import { archivePath, getRunner, type GetSpec } from '../daemon/sync.js'
 import { withStandaloneEngine } from '../daemon/standalone.js'
 import { buildSources } from '../cache/setup.js'
@@ -54,11 +54,11 @@ async function getStandalone(flags: Record<string, unknown>, paths: string[], sp
 export const getCommand: Command = {
   name: 'get',
   summary: 'Place archive files into a real DESDATA directory (DESDATA/<archive path>), like des-archive-access-download: through the daemon\'s cache when one runs, standalone otherwise.',
-  usage: 'desfs get PATH... | --list FILE [--desdata DIR] [--mode copy|hardlink|symlink] [--force] [--manifest FILE]',
+  usage: 'desfs get PATH... | --list FILE [--desdata DIR] [--mode copy|symlink] [--force] [--manifest FILE]',
   options: {
     list: { type: 'string', short: 'l', value: 'FILE', help: 'archive paths, one per line (- for stdin)' },
     desdata: { type: 'string', short: 'd', value: 'DIR', help: 'destination DESDATA directory [env DESDATA, when it is not the mount]' },
-    mode: { type: 'string', value: 'MODE', help: 'copy (default), hardlink (shares the cache file: no extra disk) or symlink (into the mount)' },
+    mode: { type: 'string', value: 'MODE', help: 'copy (default; a reflink, sharing disk blocks with the cache, where the file system offers one) or symlink (into the mount)' },
     force: { type: 'boolean', short: 'f', help: 'fetch and place again even when a correct file is there' },
     manifest: { type: 'string', value: 'FILE', help: 'write the manifest (path, size, status, message, url) as .json or .tsv' },
     ...settingOptions(['state_dir', 'cache_dir', 'archive', 'token_file']),
@@ -66,7 +66,8 @@ export const getCommand: Command = {
   details: 'Existing files with the right size and Adler-32 are skipped. Files are written under a temporary name,\nchecked, then renamed. Prints each file\'s local path; exit code 1 when any file failed.',
   async run({ flags, positionals }) {
     const mode = ((flags.mode as string | undefined) ?? 'copy') as PlaceMode
-    if (!['copy', 'hardlink', 'symlink'].includes(mode)) throw new UserError(`--mode ${mode}: use copy, hardlink or symlink`, EXIT.USAGE)
+    const problem = placeModeProblem(mode)
+    if (problem) throw new UserError(problem, EXIT.USAGE)
     const paths = readPaths(positionals, flags.list)
     const settings = resolveSettings(settingFlags(flags))
     const sock = socketPath(resolve(settings.get('state_dir')!.value!))

@@ -11,6 +11,7 @@ import { daemonConfig, resolveSettings } from '../daemon/config.js'
 import { EXIT, UserError } from '../daemon/errors.js'
 import { LOG_NAME } from '../daemon/paths.js'
 import { ensurePrivateDir } from '../daemon/state-dir.js'
+import { APPEND_FLAGS } from '../daemon/safe-write.js'
 // The daemon and FUSE modules load only when needed: every other command starts faster without them.
 import type { Notice } from '../daemon/main.js'
 const daemonMain = () => import('../daemon/main.js')
@@ -39,7 +40,13 @@ export const mountCommand: Command = {
     }
     ensurePrivateDir(config.stateDir, 'state dir')
     const logPath = join(config.stateDir, LOG_NAME)
-    const logFd = openSync(logPath, 'a', 0o600)
+    // Appended to without following a link (nothing in the state dir is reached through one).
+    let logFd: number
+    try {
+      logFd = openSync(logPath, APPEND_FLAGS, 0o600)
+    } catch (err) {
+      throw new UserError(`cannot open the log ${logPath} (${(err as NodeJS.ErrnoException).code === 'ELOOP' ? 'it is a symbolic link: remove it' : (err as Error).message})`)
+    }
     const daemonScript = fileURLToPath(new URL('../daemon/main.js', import.meta.url))
     const child = spawn(process.execPath, [daemonScript, JSON.stringify(sflags)], { detached: true, stdio: ['ignore', 'pipe', logFd] })
     closeSync(logFd)

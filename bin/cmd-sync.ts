@@ -1,5 +1,5 @@
 // desfs sync / desfs jobs: prefetch and pin sets of files through the daemon, and follow the jobs.
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { resolve } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -10,6 +10,7 @@ import { resolveSettings } from '../daemon/config.js'
 import { EXIT, UserError } from '../daemon/errors.js'
 import type { JobFile, JobProgress, JobRecord } from '../daemon/jobs.js'
 import { formatDuration, formatSize } from '../daemon/units.js'
+import { writeFileAtomicSync } from '../daemon/safe-write.js'
 
 function sock(flags: Record<string, unknown>): string {
   return socketPath(resolve(resolveSettings(settingFlags(flags)).get('state_dir')!.value!))
@@ -21,14 +22,14 @@ function manifestFormat(path: string): 'json' | 'tsv' {
   throw new UserError(`--manifest ${path}: use a .json or .tsv file name`, EXIT.USAGE)
 }
 
-/** Writes a manifest as JSON or TSV (by extension). */
+/** Writes a manifest as JSON or TSV (by extension): a new file renamed into place, never through a link. */
 export function writeManifest(path: string, files: JobFile[]): void {
   if (manifestFormat(path) === 'tsv') {
     const clean = (s: unknown) => String(s ?? '').replace(/[\t\n]/g, ' ')
     const lines = ['path\tsize\tstatus\tmessage\turl', ...files.map((f) => [f.path, f.size ?? '', f.status, f.message ?? '', f.url ?? ''].map(clean).join('\t'))]
-    writeFileSync(path, lines.join('\n') + '\n')
+    writeFileAtomicSync(path, lines.join('\n') + '\n', { mode: 0o644 })
   } else {
-    writeFileSync(path, JSON.stringify(files.map(({ path: p, size, status, message, url }) => ({ path: p, size, status, message: message ?? '', url: url ?? '' })), null, 1) + '\n')
+    writeFileAtomicSync(path, JSON.stringify(files.map(({ path: p, size, status, message, url }) => ({ path: p, size, status, message: message ?? '', url: url ?? '' })), null, 1) + '\n', { mode: 0o644 })
   }
 }
 

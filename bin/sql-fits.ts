@@ -13,14 +13,14 @@
 //   NULLs only (or no rows)               -> by declared type: INTEGER K, TEXT 1A, anything else D
 // NULLs: K columns get TNULLn = -9223372036854775808 (fitsio returns that value; astropy masks it),
 // D columns NaN, strings the empty string.
-import { createReadStream, createWriteStream } from 'node:fs'
-import { rm } from 'node:fs/promises'
-import { basename, dirname, join } from 'node:path'
+import { closeSync, createReadStream, createWriteStream } from 'node:fs'
 import { createInterface } from 'node:readline'
 import type { Writable } from 'node:stream'
+import { finished } from 'node:stream/promises'
 import { emptyPrimary, encodeRows, RECORD, tableHeader, type CellValue, type Column } from '../daemon/fits.js'
 import type { ColumnInfo } from '../daemon/sql-child.js'
 import type { Value } from '../daemon/sql-framing.js'
+import { anonymousTempSync } from '../daemon/safe-write.js'
 import { drained, TextOut, uniqueNames, type RowSink } from './sql-output.js'
 
 export const FITS_INT_NULL = -(2n ** 63n)
@@ -59,8 +59,15 @@ export function fitsColumn(name: string, declared: string | null, t: Tally): Col
 }
 
 export function fitsSink(stream: Writable, path: string): Omit<RowSink, 'abort'> & { abort: () => Promise<void> } {
-  const spoolPath = join(dirname(path), `.${basename(path)}.spool`)
-  const spool = createWriteStream(spoolPath, { mode: 0o600 })
+  // The spool has no name (created and unlinked at once): nothing planted beside the output can
+  // redirect it, and it vanishes with this process however the query ends.
+  const spoolFd = anonymousTempSync(path)
+  let spoolOpen = true
+  const closeSpool = () => {
+    if (spoolOpen) closeSync(spoolFd)
+    spoolOpen = false
+  }
+  const spool = createWriteStream('', { fd: spoolFd, autoClose: false })
   let spoolError: Error | undefined
   spool.on('error', (err) => (spoolError = err))
   const spoolOut = new TextOut(spool)
@@ -97,7 +104,7 @@ export function fitsSink(stream: Writable, path: string): Omit<RowSink, 'abort'>
     async end(rows) {
       await spoolOut.flush()
       spool.end()
-      await new Promise<void>((resolve) => spool.once('close', () => resolve()))
+      await finished(spool).catch((err: Error) => (spoolError ??= err))
       if (spoolError) throw spoolError
       const names = uniqueNames(columns)
       const fitsCols = columns.map((c, i) => fitsColumn(names[i]!, c.type, tallies[i]!))
@@ -105,7 +112,7 @@ export function fitsSink(stream: Writable, path: string): Omit<RowSink, 'abort'>
       await write(tableHeader({ columns: fitsCols, rows }))
       let batch: CellValue[][] = []
       let bytes = 0
-      const lines = createInterface({ input: createReadStream(spoolPath), crlfDelay: Infinity })
+      const lines = createInterface({ input: createReadStream('', { fd: spoolFd, start: 0, autoClose: false }), crlfDelay: Infinity })
       for await (const l of lines) {
         batch.push(JSON.parse(l) as Value[])
         if (batch.length >= BATCH) {
@@ -119,11 +126,11 @@ export function fitsSink(stream: Writable, path: string): Omit<RowSink, 'abort'>
       bytes += data.length
       await write(data)
       if (bytes % RECORD) await write(Buffer.alloc(RECORD - (bytes % RECORD)))
-      await rm(spoolPath, { force: true })
+      closeSpool()
     },
     async abort() {
       spool.destroy()
-      await rm(spoolPath, { force: true })
+      closeSpool()
     },
   }
 }

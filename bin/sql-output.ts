@@ -2,9 +2,11 @@
 // an aligned table on a terminal, TSV into a pipe, and files by extension after `; > FILE`
 // (.fits/.fit, .csv, .tsv/.tab, .json, each optionally .gz). TSV is formatted by the query process
 // and only copied here (the bulk path: no parsing in the CLI); the other formats get parsed rows.
-// Files are written beside their final name and renamed into place at the end, so a failed or
-// cancelled query leaves no half file and never clobbers an older result.
-import { createWriteStream } from 'node:fs'
+// Files are written beside their final name (a new file with a random name: daemon/safe-write.ts)
+// and renamed into place at the end, so a failed or cancelled query leaves no half file and never
+// clobbers an older result, and nothing planted beside the output is ever written through.
+import { createWriteStream, openSync } from 'node:fs'
+import { NEW_FILE_FLAGS, tempNameFor } from '../daemon/safe-write.js'
 import { rename, rm } from 'node:fs/promises'
 import { pipeline, type Writable } from 'node:stream'
 import { createGzip } from 'node:zlib'
@@ -209,8 +211,14 @@ export function stdoutSink(format: 'table' | 'tsv'): Sink {
 /** A sink writing the file `path` (format by extension), atomically. */
 export function fileSink(path: string): Sink {
   const { format, gzip } = formatOf(path)
-  const partial = `${path}.partial`
-  const file = createWriteStream(partial, { mode: 0o644 })
+  const partial = tempNameFor(path)
+  let fd: number
+  try {
+    fd = openSync(partial, NEW_FILE_FLAGS, 0o644)
+  } catch (err) {
+    throw new UserError(`cannot write ${path}: ${(err as Error).message}`, EXIT.FAILURE)
+  }
+  const file = createWriteStream(partial, { fd })
   // Errors (ENOSPC, EACCES) surface on the next write or at the end as one line.
   let failure: Error | undefined
   file.on('error', (err) => (failure = err))

@@ -4,11 +4,12 @@
 // des-archive-access: `$DES_ARCHIVE_ACCESS_DIR/history`, in the prompt_toolkit FileHistory format it
 // uses, or the state dir when that directory does not exist. Also reads a script from a pipe.
 import { existsSync } from 'node:fs'
-import { appendFile, readFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { desArchiveAccessDir } from '../daemon/paths.js'
 import { ensurePrivateDir } from '../daemon/state-dir.js'
+import { appendNoFollow } from '../daemon/safe-write.js'
 import { EXIT, oneLine } from '../daemon/errors.js'
 import { isBlank, parseScript } from '../daemon/sql-text.js'
 import { runOne, type SqlSession } from './sql-run.js'
@@ -108,7 +109,7 @@ export async function runShell(session: SqlSession, stateDir: string): Promise<n
       }
       // The conveniences need no ';'.
       if (/^(describe_table|find_tables)\b/i.test(word) && !word.includes(';')) {
-        if (histPath) await appendFile(histPath, historyEntry(word), { mode: 0o600 }).catch(() => undefined)
+        if (histPath) await appendNoFollow(histPath, historyEntry(word)).catch(() => undefined)
         await runText(word + ';')
         return prompt(false)
       }
@@ -118,7 +119,7 @@ export async function runShell(session: SqlSession, stateDir: string): Promise<n
     if (parsed.statements.length > 0 && isBlank(parsed.rest)) {
       const text = buffer
       buffer = ''
-      if (histPath) await appendFile(histPath, historyEntry(text.trim()), { mode: 0o600 }).catch(() => undefined)
+      if (histPath) await appendNoFollow(histPath, historyEntry(text.trim())).catch(() => undefined)
       await runText(text)
     }
     prompt(!!buffer.trim())

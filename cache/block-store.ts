@@ -10,25 +10,86 @@
 // floor of the cache disk) would be crossed, whole files are evicted, least recently used first, down
 // to a low-water mark. Files in use (open handles, fetches in flight) and pinned files are never
 // evicted; when nothing can go, the block is served from memory and not stored. Whole files are the
-// unit because Node cannot punch holes, and a complete cached file stays one inode (hardlinkable).
+// unit because Node cannot punch holes.
 // Cache file names are hashes of the archive path, so no row of the metadata DB can name a file
-// outside the cache dir.
+// outside the cache dir; and nothing in the cache dir is reached through a link (openCacheFile): a
+// link planted at a data file or a data/xx directory is removed, never written through or cleaned
+// through. A data file must have no other name: one that gained a hardlink (`desfs get --mode
+// hardlink` of older versions made them) could be edited through it, so the cache lets go of it
+// (drops its blocks, unlinks its own name; the other name keeps the bytes) and fetches it again.
 import Database from 'better-sqlite3'
 import { LRUCache } from 'lru-cache'
 import { createHash } from 'node:crypto'
 import { constants, mkdirSync } from 'node:fs'
-import { mkdir, open, readdir, stat, statfs, unlink, type FileHandle } from 'node:fs/promises'
-import { join } from 'node:path'
+import { lstat, open, readdir, readlink, realpath, rm, statfs, unlink, type FileHandle } from 'node:fs/promises'
+import { dirname, join, relative } from 'node:path'
 import { adler32Combine, adler32Fast, adler32Hex } from './adler32.js'
 import { cacheMetrics } from './metrics.js'
 import { log } from '../daemon/log.js'
 import { UserError } from '../daemon/errors.js'
 import { formatSize } from '../daemon/units.js'
+import { ensureOwnDir, ensureOwnDirSync, refuseLinks, sqliteFiles } from '../daemon/state-dir.js'
 
 export const DEFAULT_BLOCK_SIZE = 1 << 20
 
 export function cacheKey(relPath: string): string {
   return createHash('sha256').update(relPath).digest('hex').slice(0, 32)
+}
+
+/** Why a data file opened by openCacheFile cannot be used as it is. */
+export class CacheFileProblem extends Error {
+  /** 'replaced': a link or other odd entry is in its place; 'elsewhere': the open file is not where its path says (a directory on the way is a link). */
+  constructor(readonly kind: 'replaced' | 'elsewhere', message: string) {
+    super(message)
+  }
+}
+
+/**
+ * Opens a data file (<cache dir>/data/xx/<key>) without following any link: the data directories are
+ * checked (a link in their place is removed), the file is opened O_NOFOLLOW (O_NONBLOCK, so a FIFO
+ * cannot hang it), must be a regular file, and the open file must really be at that path in the
+ * cache dir (/proc/self/fd tells, which also catches a directory swapped for a link meanwhile).
+ * With `create`, a link or odd entry at the file's name is removed and logged, and a new file made;
+ * the caller learns it (`replaced`) and must forget the blocks it had on record for it.
+ */
+export async function openCacheFile(path: string, create: boolean): Promise<{ fh: FileHandle; replaced: boolean }> {
+  const root = dirname(dirname(dirname(path)))
+  if (create) {
+    await ensureOwnDir(dirname(dirname(path)))
+    await ensureOwnDir(dirname(path))
+  }
+  const flags = (create ? constants.O_RDWR | constants.O_CREAT : constants.O_RDONLY) | constants.O_NOFOLLOW | constants.O_NONBLOCK
+  let replaced = false
+  for (let attempt = 0; ; attempt++) {
+    let fh: FileHandle
+    try {
+      fh = await open(path, flags, 0o600)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ELOOP' || !create || attempt > 0) {
+        if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new CacheFileProblem('replaced', `cache file ${path} is a symbolic link`)
+        throw err
+      }
+      log.warn('removed a symbolic link in place of a cache file (desfs never follows links in its cache dir)', { file: path })
+      await unlink(path)
+      replaced = true
+      continue
+    }
+    const st = await fh.stat()
+    const where = await readlink(`/proc/self/fd/${fh.fd}`).catch(() => undefined)
+    const expected = join(await realpath(root), relative(root, path))
+    if (where !== undefined && where !== expected) {
+      await fh.close()
+      throw new CacheFileProblem('elsewhere', `cache file ${path} opened as ${where}: a directory on the way is a link`)
+    }
+    const uid = process.getuid?.()
+    if (st.isFile() && (uid === undefined || st.uid === uid)) return { fh, replaced }
+    await fh.close()
+    const what = st.isFile() ? `a file of another user (uid ${st.uid})` : 'not a regular file'
+    if (!create || attempt > 0) throw new CacheFileProblem('replaced', `cache file ${path} is ${what}`)
+    log.warn('removed an entry that is not a desfs cache file from the cache dir', { file: path, was: what })
+    await rm(path, { force: true })
+    replaced = true
+  }
 }
 
 interface BlockRecord {
@@ -61,6 +122,8 @@ export interface StoreOptions {
   blockSize?: number
   /** Delay before the background check of data files against the record, ms. */
   cleanupDelayMs?: number
+  /** How often a file being read is checked for another name (a hard link), ms. */
+  linkCheckMs?: number
 }
 
 export interface StoreStats {
@@ -110,6 +173,8 @@ export class CachedFile {
    */
   private shared: { id: number; bits: Uint8Array; retire: () => void } | undefined
   private fd: Promise<FileHandle> | undefined
+  /** When the data file's link count was last looked at (ms): at most once per store.linkCheckMs. */
+  private linksCheckedAt = 0
   private store: BlockStore
 
   constructor(store: BlockStore, relPath: string, size: number, adler32: string | null) {
@@ -193,15 +258,60 @@ export class CachedFile {
 
   private handle(): Promise<FileHandle> {
     if (!this.fd) {
-      const p = this.dataPath
       // An eviction of this key may still be unlinking the old data file: open after it is gone.
       const gone = this.store.unlinking.get(this.key) ?? Promise.resolve()
-      this.fd = gone
-        .then(() => mkdir(join(p, '..'), { recursive: true, mode: 0o700 }))
-        .then(() => open(p, constants.O_RDWR | constants.O_CREAT, 0o600))
-      this.fd.catch(() => { this.fd = undefined })
+      const fd: Promise<FileHandle> = gone.then(() => this.openData())
+      this.fd = fd
+      fd.catch(() => { if (this.fd === fd) this.fd = undefined })
     }
     return this.fd
+  }
+
+  /**
+   * Opens the data file (openCacheFile: no link followed). Blocks on record that the file cannot
+   * hold are forgotten: all of them when something else was in its place, and those past its end
+   * when it is shorter (removed behind our back). A file with another name is let go of first.
+   */
+  private async openData(): Promise<FileHandle> {
+    let { fh, replaced } = await openCacheFile(this.dataPath, true)
+    let st = await fh.stat()
+    if (st.nlink > 1) {
+      await fh.close()
+      await this.letGo(st.nlink)
+      ;({ fh, replaced } = await openCacheFile(this.dataPath, true))
+      st = await fh.stat()
+    }
+    this.linksCheckedAt = Date.now()
+    const gone = [...this.present.entries()].filter(([idx, r]) => replaced || idx * this.blockSize + r.len > st.size).map(([idx]) => idx)
+    if (gone.length) {
+      log.warn('cache file lacks blocks on record; they will be fetched again', { path: this.relPath, blocks: gone.length })
+      this.store.dropBlocks(this, gone)
+    }
+    return fh
+  }
+
+  /**
+   * The data file has another name outside the cache (a hardlink), through which its bytes could be
+   * changed: forget every block and remove our name (the other keeps the bytes); fetched again.
+   */
+  private async letGo(nlink: number): Promise<void> {
+    log.warn('a cache file has another name (a hard link) through which it could be changed: the cache lets go of it and fetches it again', { path: this.relPath, links: nlink })
+    this.store.dropBlocks(this, [...this.present.keys()])
+    await unlink(this.dataPath).catch(() => undefined)
+  }
+
+  /** Now and then (store.linkCheckMs): has the open data file gained another name? Then let go of it. */
+  private async gainedLink(fh: FileHandle): Promise<boolean> {
+    const now = Date.now()
+    if (now - this.linksCheckedAt < this.store.linkCheckMs) return false
+    this.linksCheckedAt = now
+    const { nlink } = await fh.stat()
+    if (nlink <= 1) return false
+    const fd = this.fd
+    this.fd = undefined
+    await fd?.then((h) => h.close()).catch(() => undefined)
+    await this.letGo(nlink)
+    return true
   }
 
   /**
@@ -217,6 +327,9 @@ export class CachedFile {
     }
     try {
       const fh = await this.handle()
+      if (await this.gainedLink(fh)) return false
+      // Opening the data file may have found blocks missing from it (they are then off the record).
+      for (let idx = first; idx <= last; idx++) if (!this.present.has(idx)) return false
       const { bytesRead } = await fh.read(into, 0, len, pos)
       return bytesRead === len
     } catch (err) {
@@ -259,8 +372,9 @@ export class CachedFile {
     this.store.hold(this)
     try {
       if (!(await this.store.reserve(this, length))) return false
+      const fdp = this.handle()
       try {
-        const fh = await this.handle()
+        const fh = await fdp
         // One writev for the block's parts; a short write continues with what is left.
         let rest = parts
         let pos = idx * this.blockSize
@@ -282,6 +396,12 @@ export class CachedFile {
       if (this.present.has(idx)) {
         this.store.unreserve(length)
         return true
+      }
+      if (this.fd !== fdp) {
+        // The data file was let go of (evicted, or it gained another name) while this block was
+        // being written: the bytes went to a file the cache no longer has.
+        this.store.unreserve(length)
+        return false
       }
       this.present.set(idx, { adler, len: length })
       this.mark(idx, true)
@@ -342,6 +462,7 @@ export class BlockStore {
   readonly lowWater: number
   readonly pinLimit: number
   readonly minFree: number
+  readonly linkCheckMs: number
   /** Data files being removed, by key: a new data file for the key is opened only after. */
   readonly unlinking = new Map<string, Promise<void>>()
   readonly stats: StoreStats = { blocksWritten: 0, blocksDropped: 0, writeErrors: 0, filesEvicted: 0, bytesEvicted: 0, notStored: 0 }
@@ -382,7 +503,9 @@ export class BlockStore {
 
   constructor(dir: string, opts: StoreOptions) {
     this.dir = dir
-    mkdirSync(join(dir, 'data'), { recursive: true, mode: 0o700 })
+    mkdirSync(dir, { recursive: true, mode: 0o700 })
+    ensureOwnDirSync(join(dir, 'data'))
+    refuseLinks(sqliteFiles(join(dir, 'cache.sqlite')), 'cache record')
     this.db = new Database(join(dir, 'cache.sqlite'))
     let blockSize = opts.blockSize ?? DEFAULT_BLOCK_SIZE
     try {
@@ -415,6 +538,7 @@ export class BlockStore {
     this.lowWater = Math.floor(opts.limit * (opts.lowWater ?? 0.9))
     this.pinLimit = Math.min(opts.pinLimit ?? Math.floor(opts.limit / 2), opts.limit)
     this.minFree = opts.minFree ?? 0
+    this.linkCheckMs = opts.linkCheckMs ?? 1000
     this.stmt = {
       loadFile: this.db.prepare('SELECT verified FROM files WHERE key = ?').pluck(),
       loadBlocks: this.db.prepare('SELECT idx, adler, len FROM blocks WHERE key = ?'),
@@ -604,12 +728,24 @@ export class BlockStore {
     const prev = this.unlinking.get(key) ?? Promise.resolve()
     const p = prev
       .then(() => f?.forget())
-      .then(() => unlink(this.dataPath(key)))
+      .then(() => this.unlinkData(key))
       .then(() => { this.diskFree += e?.bytes ?? 0 })
       .catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') log.warn('cannot remove a cache file', { file: this.dataPath(key), error: err.message }) })
       .finally(() => { if (this.unlinking.get(key) === p) this.unlinking.delete(key) })
     this.unlinking.set(key, p)
     return p
+  }
+
+  /** Removes a data file, unless its directory is not a real one of ours (then nothing outside is touched). */
+  private async unlinkData(key: string): Promise<void> {
+    const path = this.dataPath(key)
+    const d = await lstat(dirname(path)).catch(() => undefined)
+    if (d && (d.isSymbolicLink() || !d.isDirectory())) {
+      log.warn('a cache data directory is not a directory of its own; nothing removed through it', { dir: dirname(path) })
+      await rm(dirname(path), { force: true })
+      return
+    }
+    await unlink(path)
   }
 
   private async refreshDiskFree(): Promise<void> {
@@ -878,6 +1014,15 @@ export class BlockStore {
     const scanStart = Date.now()
     for (const d of dirs) {
       if (this.closed) return res
+      // Never list (and clean) through a link: one at data/xx would make every file it points at an orphan.
+      const dst = await lstat(join(base, d)).catch(() => undefined)
+      if (!dst) continue
+      if (!dst.isDirectory()) {
+        log.warn('removed an entry that is not a desfs directory from the cache dir (desfs never follows links there)', { path: join(base, d), was: dst.isSymbolicLink() ? 'a symbolic link' : 'not a directory' })
+        await rm(join(base, d), { force: true }).catch(() => undefined)
+        res.orphans++
+        continue
+      }
       let names: string[]
       try {
         names = await readdir(join(base, d))
@@ -890,13 +1035,33 @@ export class BlockStore {
         if (this.unlinking.has(name) || this.live.has(name)) continue
         const e = this.index.peek(name)
         const path = join(base, d, name)
+        const st = await lstat(path).catch(() => undefined)
+        if (!st) continue
+        if (!st.isFile()) {
+          // A link or a device is no cache file: remove it (a link only, never its target); a
+          // directory is left alone (it is not ours to delete), and logged.
+          log.warn('an entry that is not a regular file is in the cache dir', { path, removed: !st.isDirectory() })
+          if (!st.isDirectory()) await rm(path, { force: true }).catch(() => undefined)
+          onDisk.delete(name)
+          res.orphans++
+          continue
+        }
         if (!e) {
           res.orphans++
           await unlink(path).catch(() => undefined)
           continue
         }
-        const st = await stat(path).catch(() => undefined)
-        if (st && !e.pinned && st.blocks * 512 > e.bytes + 2 * this.blockSize && !this.live.has(name) && this.index.peek(name) === e) {
+        if (st.nlink > 1 && !this.live.has(name) && this.index.peek(name) === e) {
+          // Its blocks are forgotten and our name removed (a pin stays); the other name keeps the bytes.
+          log.warn('a cache file has another name (a hard link) through which it could be changed: the cache lets go of it', { path: e.path, links: st.nlink })
+          const f = this.file(e.path, e.size, null)
+          this.dropBlocks(f, [...f.present.keys()])
+          await f.closeFd()
+          await this.unlinkData(name).catch(() => undefined)
+          res.evicted++
+          continue
+        }
+        if (!e.pinned && st.blocks * 512 > e.bytes + 2 * this.blockSize && !this.live.has(name) && this.index.peek(name) === e) {
           log.info('cache file holds unrecorded data (left by a crash); evicted', { path: e.path })
           res.evicted++
           await this.evictKey(name)
@@ -906,6 +1071,10 @@ export class BlockStore {
     for (const e of [...this.index.values()]) {
       // Files first written after the scan started may be missing from it: only older ones count.
       if (e.bytes > 0 && e.atime < scanStart && !onDisk.has(e.key) && !this.live.has(e.key) && !this.unlinking.has(e.key)) {
+        // A file pinned before the scan may have been written since, in a data directory made after
+        // the scan listed them: look again before calling it missing.
+        if (await lstat(this.dataPath(e.key)).then(() => true, () => false)) continue
+        if (this.index.peek(e.key) !== e || this.live.has(e.key)) continue
         log.warn('cache file missing; its record is dropped', { path: e.path })
         res.evicted++
         await this.evictKey(e.key)

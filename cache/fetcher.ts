@@ -151,6 +151,12 @@ export class Fetcher {
   private inflightBytes = 0
   private inflightRequests = 0
   private recent: LRUCache<string, Block>
+  /**
+   * The store refused the last block offered to it (cache full of pinned or open files, disk full):
+   * fetched blocks then live only in `recent`, so read-ahead must not run further than that holds.
+   * Cleared by the next block stored.
+   */
+  private storeRefusing = false
   readonly stats: FetchStats = { requests: 0, bytesFetched: 0, retries: 0, failures: 0, memoryHits: 0, diskHits: 0, networkReads: 0 }
 
   constructor(sources: SourceSet, store: BlockStore, opts: Partial<FetcherOptions> = {}) {
@@ -260,7 +266,12 @@ export class Fetcher {
     // arrive out of order: a read up to two blocks behind the furthest one seen is still sequential.
     const sequential = pos >= pattern.nextPos - 2 * bs && pos <= pattern.nextPos + bs
     const lastBlock = Math.floor((pos + len - 1) / bs)
-    const maxWindow = Math.max(1, Math.floor(this.opts.maxWindowBytes / bs))
+    // While blocks cannot be stored, what is read ahead waits in memory among the recent blocks of
+    // every reader, least recently used first out: a window beyond a quarter of that memory fetches
+    // blocks that are dropped before the reader gets to them, and then fetched again.
+    const maxBytes = this.storeRefusing ? Math.min(this.opts.maxWindowBytes, this.opts.recentBytes / 4) : this.opts.maxWindowBytes
+    const maxWindow = Math.max(1, Math.floor(maxBytes / bs))
+    pattern.window = Math.min(pattern.window, maxWindow)
     if (!sequential) {
       pattern.window = 1
       pattern.block = lastBlock
@@ -599,7 +610,7 @@ export class Fetcher {
   /** Stores a block in the cache; resolves once it is stored (or could not be). */
   private async storeBlock(file: CachedFile, idx: number, block: Block, adler: number): Promise<void> {
     try {
-      await file.writeBlock(idx, block, adler)
+      this.storeRefusing = !(await file.writeBlock(idx, block, adler))
     } catch (err) {
       log.error('storing a block failed', { path: file.relPath, block: idx, error: (err as Error).message })
     }

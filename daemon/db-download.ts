@@ -4,16 +4,19 @@
 //     synced length, URL and validator (ETag/Last-Modified) in <db>.download.json; a dropped
 //     connection is resumed with a Range request (If-Range guards against a changed file), inside
 //     the same run and across runs;
-//   - it is decompressed while it arrives into <db>.download-db; zstd decoder state cannot be saved,
+//   - it is decompressed while it arrives into a new temporary file beside the DB (a random name:
+//     daemon/safe-write.ts; leftovers of a crash are removed by the next run); zstd decoder state cannot be saved,
 //     so a resumed run first replays the local compressed bytes through a new decoder (local disk,
 //     fast) and then continues from the network: no byte is fetched twice;
 //   - the result must open as SQLite, be as long as its header says and have the file table; only
 //     then is it renamed over the DB (a running daemon sees a new inode). Anything wrong leaves the
 //     existing DB untouched.
 // Disk: the compressed partial (about a fifth of the DB) plus the growing DB; never the DB twice.
+// The partial keeps its fixed name (that is how a later run finds it), so it is opened without
+// following a link and used only when it is a regular file of our own (openOwnFile).
 import { once } from 'node:events'
-import { createReadStream, createWriteStream, existsSync, statSync } from 'node:fs'
-import { mkdir, open, readFile, rename, rm, truncate, utimes, writeFile } from 'node:fs/promises'
+import { existsSync, statSync } from 'node:fs'
+import { mkdir, open, readFile, rename, rm, utimes, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import type { Readable, Writable } from 'node:stream'
@@ -22,6 +25,7 @@ import { checkMetadataDb, type DbInfo } from './db-info.js'
 import { EXIT, UserError, oneLine } from './errors.js'
 import { withLock } from './lock-file.js'
 import { zstdDecoder, type ZstdDecoder } from './zstd.js'
+import { createTemp, openOwnFile, removeStaleTemps, writeFileAtomic } from './safe-write.js'
 
 export interface DownloadOptions {
   url: string
@@ -96,7 +100,10 @@ async function download(o: DownloadOptions): Promise<DownloadResult> {
   const compressed = /\.zst$/i.test(url.pathname)
   const partial = `${o.dest}.download`
   const metaPath = `${o.dest}.download.json`
-  const out = compressed ? `${o.dest}.download-db` : partial
+  // Decoded DBs an interrupted run left (random names, so nobody else's file is among them).
+  removeStaleTemps(o.dest)
+  let out = partial
+  let fh: FileHandle | undefined
   const agent = new Agent({ connect: { timeout: 15_000 }, headersTimeout: 30_000, bodyTimeout: o.stallMs ?? 60_000 })
   const get = (headers: Record<string, string>, method: 'GET' | 'HEAD' = 'GET') =>
     request(o.url, { method, headers, dispatcher: agent, maxRedirections: 5 }).catch((err: unknown) => {
@@ -114,15 +121,16 @@ async function download(o: DownloadOptions): Promise<DownloadResult> {
       say(`${o.url} (${new Date(lm).toISOString()}) is newer than ${o.dest} (${new Date(mine).toISOString()}): downloading`)
     }
 
+    fh = await openOwnFile(partial, 'partial download')
     let meta = await readMeta(metaPath)
     let offset = 0
-    if (meta && meta.url === o.url && existsSync(partial) && statSync(partial).size >= meta.synced) {
+    if (meta && meta.url === o.url && (await fh.stat()).size >= meta.synced) {
       offset = meta.synced
-      await truncate(partial, offset) // bytes after the last fsync are not trusted
+      await fh.truncate(offset) // bytes after the last fsync are not trusted
     } else {
       meta = { url: o.url, synced: 0 }
     }
-    const saveMeta = () => writeFile(metaPath, JSON.stringify(meta), { mode: 0o600 })
+    const saveMeta = () => writeFileAtomic(metaPath, JSON.stringify(meta), { mode: 0o600 })
 
     // First response decides whether the partial is still good (206 at our offset) or void (200).
     let res = await get(offset > 0 ? { range: `bytes=${offset}-`, ...(meta.validator ? { 'if-range': meta.validator } : {}) } : {})
@@ -132,17 +140,23 @@ async function download(o: DownloadOptions): Promise<DownloadResult> {
       if (res.statusCode === 200 && offset > 0) {
         say(`${o.url} changed or does not resume; starting over`)
         offset = 0
-        await truncate(partial, 0)
+        await fh.truncate(0)
       }
     } else {
       await res.body.dump()
+      if (offset === 0) await rm(partial, { force: true }) // made empty just now: nothing to resume
       throw new UserError(`GET ${o.url}: HTTP ${res.statusCode}${res.statusCode === 404 ? ' (not found: check --url / db_url)' : ''}`, EXIT.UNAVAILABLE)
     }
     const resumedFrom = offset
     if (offset > 0) say(`resuming at ${offset} bytes`)
 
     const decoder: ZstdDecoder | undefined = compressed ? zstdDecoder() : undefined
-    const outStream = decoder ? createWriteStream(out, { mode: 0o600 }) : undefined
+    let outStream: Writable | undefined
+    if (decoder) {
+      const t = await createTemp(o.dest)
+      out = t.path
+      outStream = t.fh.createWriteStream()
+    }
     // Decoder failures are the payload's fault (corrupt); file errors (disk full) are the disk's.
     const asDecodeError = (e: unknown) => (IO_ERRORS.has((e as NodeJS.ErrnoException).code ?? '') ? e : new DecodeError(oneLine(e)))
     const decodeEnd = decoder ? decoder.done.catch((e: unknown) => { throw asDecodeError(e) }) : Promise.resolve()
@@ -155,11 +169,11 @@ async function download(o: DownloadOptions): Promise<DownloadResult> {
     failed.catch(() => undefined)
     decodeEnd.catch(() => undefined)
     writeEnd.catch(() => undefined)
-    const fh = await open(partial, offset > 0 ? 'r+' : 'w', 0o600)
+    if (offset === 0) await fh.truncate(0)
     let current: Dispatcher.ResponseData | undefined = res
     try {
       if (decoder && offset > 0) {
-        for await (const chunk of createReadStream(partial, { start: 0, end: offset - 1 })) await feed(decoder.input, chunk as Buffer, failed)
+        for await (const chunk of fh.createReadStream({ start: 0, end: offset - 1, autoClose: false })) await feed(decoder.input, chunk as Buffer, failed)
       }
       for (let attempt = 1; ; attempt++) {
         try {
@@ -232,8 +246,6 @@ async function download(o: DownloadOptions): Promise<DownloadResult> {
       const code = (err as NodeJS.ErrnoException).code
       if (code === 'ENOSPC' || code === 'EDQUOT') throw new UserError(`disk full while writing next to ${o.dest}: free some space (the DB needs about 8 GB) or set DES_ARCHIVE_ACCESS_DB elsewhere; the partial download is kept for resuming`)
       throw err
-    } finally {
-      await fh.close()
     }
 
     let info: DbInfo
@@ -258,6 +270,7 @@ async function download(o: DownloadOptions): Promise<DownloadResult> {
     if (err instanceof NetworkError) throw new UserError(`${err.message}: check the network and --url`, EXIT.UNAVAILABLE)
     throw err
   } finally {
+    await fh?.close().catch(() => undefined)
     await agent.close().catch(() => undefined)
   }
 }

@@ -4,10 +4,11 @@
 // resumes it where it stopped (files already done are not touched again).
 import { EventEmitter } from 'node:events'
 import { randomBytes } from 'node:crypto'
-import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs'
-import { rename, writeFile } from 'node:fs/promises'
+import { readdirSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { log } from './log.js'
+import { writeFileAtomic } from './safe-write.js'
+import { ensureOwnDirSync } from './state-dir.js'
 
 export type JobState = 'queued' | 'running' | 'done' | 'failed' | 'cancelled'
 export type FileStatus = 'pending' | 'ok' | 'failed'
@@ -95,7 +96,7 @@ export class JobManager extends EventEmitter {
   constructor(stateDir: string) {
     super()
     this.dir = join(stateDir, 'jobs')
-    mkdirSync(this.dir, { recursive: true, mode: 0o700 })
+    ensureOwnDirSync(this.dir)
   }
 
   register<Spec>(runner: JobRunner<Spec>): void {
@@ -228,11 +229,9 @@ export class JobManager extends EventEmitter {
     clearTimeout(this.saveTimers.get(job.id))
     this.saveTimers.delete(job.id)
     const file = join(this.dir, `${job.id}.json`)
-    const tmp = `${file}.tmp`
     const text = JSON.stringify(job)
     const p = (this.writes.get(job.id) ?? Promise.resolve())
-      .then(() => writeFile(tmp, text, { mode: 0o600 }))
-      .then(() => rename(tmp, file))
+      .then(() => writeFileAtomic(file, text, { mode: 0o600 }))
       .catch((err: Error) => log.error('cannot write job record', { id: job.id, error: err.message }))
     this.writes.set(job.id, p)
     return p

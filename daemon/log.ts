@@ -1,7 +1,8 @@
 // The daemon's log: one line per event, `time level message key=value...`. Written to stderr in the
 // foreground and to the state dir's log file when detached. Anything shaped like a JWT is redacted
 // before it is written, so a token that slips into an error message never reaches the disk.
-import { createWriteStream, type WriteStream } from 'node:fs'
+import { createWriteStream, openSync, type WriteStream } from 'node:fs'
+import { APPEND_FLAGS } from './safe-write.js'
 
 export type Level = 'debug' | 'info' | 'warn' | 'error'
 const ORDER: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 }
@@ -47,7 +48,9 @@ export class Logger {
   }
 
   toFile(path: string): void {
-    this.file = createWriteStream(path, { flags: 'a', mode: 0o600 })
+    // Appended to without following a link (nothing in the state dir is reached through one).
+    const fd = openSync(path, APPEND_FLAGS, 0o600)
+    this.file = createWriteStream(path, { fd })
     this.out = this.file
     this.guard(this.file)
   }

@@ -12,7 +12,7 @@ import { HttpError, type ControlServer } from './control.js'
 import type { JobManager, JobRecord } from './jobs.js'
 import { loadRecipes } from './recipes.js'
 import { archivePath, planFiles, selectPaths, type GetSpec, type SelectDeps, type SyncSpec } from './sync.js'
-import type { PlaceMode } from './materialize.js'
+import { placeModeProblem, type PlaceMode } from './materialize.js'
 
 export interface JobRouteDeps extends SelectDeps {
   /** Pins files up front; throws a UserError with the numbers when over the pin cap. */
@@ -74,7 +74,8 @@ export function registerJobRoutes(control: ControlServer, d: JobsDaemon): void {
       throw new HttpError(400, `${desdata} is (or contains) the desfs mount ${deps.mountpoint}: give a real DESDATA directory with --desdata DIR`)
     }
     const mode = (b.mode ?? 'copy') as PlaceMode
-    if (!['copy', 'hardlink', 'symlink'].includes(mode)) throw new HttpError(400, `mode must be copy, hardlink or symlink, not ${String(mode)}`)
+    const problem = placeModeProblem(mode)
+    if (problem) throw new HttpError(400, problem)
     const { paths, refused } = await selectPaths({ list: (b.paths as string[]).map((p) => archivePath(p, deps.mountpoint)) }, deps)
     const files = await planFiles(paths, deps)
     const spec: GetSpec = { desdata, mode, force: b.force === true }

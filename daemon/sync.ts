@@ -139,13 +139,15 @@ export function syncRunner(deps: FetchDeps, parallelism: number): JobRunner<Sync
   }
 }
 
-/** Get: fetch whole into the cache, then place under DESDATA (copy, hardlink or symlink). */
+/** Get: fetch whole into the cache, then place under DESDATA (a copy, reflinked where possible, or a symlink). */
 export function getRunner(deps: FetchDeps, parallelism: number): JobRunner<GetSpec> {
   return {
     kind: 'get',
     parallelism,
     async runFile(job, file, signal, onBytes) {
-      const { desdata, mode, force } = job.spec
+      const { desdata, force } = job.spec
+      // A job recorded by an older desfs may say 'hardlink': it gets a copy (see materialize.ts).
+      const mode: PlaceMode = job.spec.mode === 'symlink' ? 'symlink' : 'copy'
       const facts = await deps.facts(file.path)
       const url = deps.locate(file.path)
       const mounted = deps.mounted?.(file.path)
@@ -158,7 +160,7 @@ export function getRunner(deps: FetchDeps, parallelism: number): JobRunner<GetSp
       if (force) await deps.evict(file.path)
       const { fetched, cacheFile } = await deps.fetchWhole(file.path, facts, signal, onBytes)
       const how = await place(desdata, { rel: file.path, size: facts.size, adler32: facts.adler32, cacheFile, mode })
-      return { size: facts.size, fetched, url, message: how === mode ? (how === 'copy' ? 'copied' : 'hardlinked') : 'copied (the cache is on another file system)' }
+      return { size: facts.size, fetched, url, message: how === 'reflink' ? 'copied (reflink: shares disk blocks with the cache)' : 'copied' }
     },
   }
 }

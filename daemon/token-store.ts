@@ -2,9 +2,10 @@
 // the daemon reads (by write-temp-then-rename, as htgettoken does, so a reader never sees half a
 // token); the refresh token and what is needed to use it go to desfs-oidc.json beside
 // des-archive-access's own files. Files are 0600 in a 0700 directory.
-import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises'
+import { mkdir, readFile, stat } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { UserError } from './errors.js'
+import { writeFileAtomic } from './safe-write.js'
 import { desArchiveAccessDir } from './paths.js'
 import { tokenDirProblem } from './token.js'
 
@@ -48,23 +49,10 @@ export async function ensureSecretDir(dir: string): Promise<void> {
   if (problem) throw new UserError(problem)
 }
 
-/** Writes a secret file atomically: 0600 temp file, fsync, rename over the target. */
+/** Writes a secret file atomically: a new 0600 temp file (random name), fsync, rename over the target. */
 export async function writeSecretFile(path: string, content: string): Promise<void> {
   await ensureSecretDir(dirname(path))
-  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`
-  const fh = await open(tmp, 'wx', 0o600)
-  try {
-    await fh.writeFile(content)
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
-  try {
-    await rename(tmp, path)
-  } catch (err) {
-    await unlink(tmp).catch(() => undefined)
-    throw err
-  }
+  await writeFileAtomic(path, content, { mode: 0o600, fsync: true })
 }
 
 export async function readOidcState(path: string): Promise<OidcState | undefined> {

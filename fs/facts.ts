@@ -3,6 +3,7 @@
 // is kept for good (it survives restarts and tree rebuilds, which is why it lives apart from the tree).
 import Database from 'better-sqlite3'
 import { LRUCache } from 'lru-cache'
+import { refuseLinks, sqliteFiles } from '../daemon/state-dir.js'
 
 export interface FileFacts {
   /** Bytes, or MISSING when the archive listing did not have the file. */
@@ -28,6 +29,7 @@ export class Facts {
   private cache = new LRUCache<string, FileFacts>({ max: 20_000 })
 
   constructor(file: string) {
+    refuseLinks(sqliteFiles(file), 'facts record')
     this.db = new Database(file)
     this.db.pragma('journal_mode = WAL')
     this.db.pragma('synchronous = NORMAL')

@@ -1,12 +1,12 @@
 // Sync jobs and materialising files, through the real daemon and CLI: a tile's files prefetched and
 // pinned, cancel, kill -9 and resume with only the missing bytes fetched again, a missing file in the
-// manifest, and `desfs get` into a real DESDATA (copy, hardlink, symlink, standalone).
+// manifest, and `desfs get` into a real DESDATA (copy, symlink, standalone; test/get-modes.test.ts
+// has why there is no hardlink mode).
 import t, { type Test } from 'tap'
 import { readFileSync, readdirSync, statSync, lstatSync, readlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import { makeArchive, startServer, startDaemon, desfs, run, tmp, until, sourceBytes, type ArchiveFixture, type DaemonFixture, md5, parseMd5sum } from './helpers.js'
 import { expectedTileFiles } from './archive/expect.js'
-import { cacheKey } from '../cache/block-store.js'
 
 t.jobs = 1
 
@@ -172,7 +172,7 @@ t.test('cancel, kill -9 and resume, a missing file, the pin cap', async (t) => {
   })
 })
 
-t.test('desfs get: into a real DESDATA, idempotent, hardlinks, symlinks, safe after eviction, standalone', async (t) => {
+t.test('desfs get: into a real DESDATA, idempotent, symlinks, safe after eviction, standalone', async (t) => {
   const a: ArchiveFixture = makeArchive(t, { exposures: 3, ccds: 2, hostile: false })
   const { server, tokenFile } = await startServer(t, a.root)
   const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile })
@@ -190,15 +190,7 @@ t.test('desfs get: into a real DESDATA, idempotent, hardlinks, symlinks, safe af
   t.equal(r2.code, 0)
   t.same(files.map((f) => statSync(join(copyDir, f)).mtimeMs), mtimes, 'a second get leaves correct files alone')
   t.equal(server.count('GET'), 0, 'and fetches nothing')
-  t.notOk(readdirSync(join(copyDir, files[0]!, '..')).some((n) => n.includes('.desfs-')), 'no temporary files left behind')
-
-  const linkDir = join(base, 'hardlink')
-  const r3 = await desfs(['get', '--desdata', linkDir, '--mode', 'hardlink', ...files], { env: envFor(d), timeoutMs: 60_000 })
-  t.equal(r3.code, 0, r3.stderr)
-  for (const f of files.slice(0, 3)) {
-    const cacheFile = join(d.cacheDir, 'data', cacheKey(f).slice(0, 2), cacheKey(f))
-    t.equal(statSync(join(linkDir, f)).ino, statSync(cacheFile).ino, `${f.split('/').pop()} shares its inode with the cache file`)
-  }
+  t.notOk(readdirSync(join(copyDir, files[0]!, '..')).some((n) => /^\..*\.[0-9a-f]{16}\.tmp$/.test(n)), 'no temporary files left behind')
 
   const symDir = join(base, 'symlink')
   const r4 = await desfs(['get', '--desdata', symDir, '--mode', 'symlink', files[0]!], { env: envFor(d), timeoutMs: 60_000 })
@@ -206,11 +198,10 @@ t.test('desfs get: into a real DESDATA, idempotent, hardlinks, symlinks, safe af
   t.ok(lstatSync(join(symDir, files[0]!)).isSymbolicLink())
   t.equal(readlinkSync(join(symDir, files[0]!)), join(d.mnt, files[0]!), 'a symlink into the mount')
 
-  // The cache lets go of everything: copies and hardlinks keep their bytes.
+  // The cache lets go of everything: copies keep their bytes.
   const clear = await desfs(['cache', 'clear', '--yes'], { env: envFor(d) })
   t.equal(clear.code, 0, clear.stderr)
   t.ok(files.every((f) => md5(readFileSync(join(copyDir, f))) === md5(sourceBytes(a, f))), 'copies are intact after the cache was cleared')
-  t.ok(files.every((f) => md5(readFileSync(join(linkDir, f))) === md5(sourceBytes(a, f))), 'hardlinked files too')
 
   const r5 = await desfs(['get', '--desdata', join(base, 'x'), 'OPS/no/such/file.fits'], { env: envFor(d), timeoutMs: 60_000 })
   t.equal(r5.code, 1, 'a path not in the archive: exit 1')
