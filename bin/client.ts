@@ -20,6 +20,8 @@ function connectError(sock: string, method: string, path: string, err: NodeJS.Er
   if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') return new UserError(`no desfs daemon is running (no socket at ${sock}): start one with desfs mount`, EXIT.UNAVAILABLE)
   if (err.code === 'EACCES') return new UserError(`permission denied on ${sock}: the daemon belongs to another user`, EXIT.UNAVAILABLE)
   if (err.name === 'AbortError') return err
+  // The connection was cut mid-answer: the daemon died or was stopped (kill -9, a crash, umount).
+  if (err.code === 'ECONNRESET' || err.code === 'EPIPE') return new UserError(`the daemon closed the connection during ${method} ${path} (did it stop? see desfs status)`, EXIT.UNAVAILABLE)
   return new UserError(`${method} ${path} on ${sock} failed: ${err.message}`, EXIT.UNAVAILABLE)
 }
 
@@ -75,7 +77,7 @@ export function call<T = unknown>(sock: string, method: string, path: string, bo
             reject(new UserError(`the daemon sent an answer that is not JSON: ${text.slice(0, 200)}`, EXIT.FAILURE))
           }
         })
-        res.on('error', reject)
+        res.on('error', (err: NodeJS.ErrnoException) => reject(connectError(sock, method, path, err)))
       },
     )
     req.on('timeout', () => req.destroy(new UserError(`the daemon did not answer ${method} ${path} in time`, EXIT.UNAVAILABLE)))
@@ -97,7 +99,7 @@ export function callStream(sock: string, method: string, path: string, body: unk
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
       res.on('end', () => reject(answerError(res.statusCode, Buffer.concat(chunks).toString('utf8'), opts.kinds)))
-      res.on('error', reject)
+      res.on('error', (err: NodeJS.ErrnoException) => reject(connectError(sock, method, path, err)))
     })
     req.on('error', (err: NodeJS.ErrnoException) => reject(connectError(sock, method, path, err)))
     req.end(payload)

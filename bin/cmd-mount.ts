@@ -17,7 +17,7 @@ import type { Notice } from '../daemon/main.js'
 const daemonMain = () => import('../daemon/main.js')
 const fuseMount = () => import('../fs/mount.js')
 
-const MOUNT_SETTINGS = ['db', 'archive', 'cache_dir', 'state_dir', 'cache_size', 'pin_size', 'cache_min_free', 'sources', 'mirror_dir', 's3_url', 's3_endpoint', 's3_region', 'read_timeout', 'connect_timeout', 'stall_timeout', 'min_rate', 'ca_file', 'token_file', 'tree_query', 'sql_timeout', 'passthrough', 'allow_other', 'log_level']
+const MOUNT_SETTINGS = ['db', 'archive', 'cache_dir', 'state_dir', 'cache_size', 'pin_size', 'cache_min_free', 'sources', 'mirror_dir', 's3_url', 's3_endpoint', 's3_region', 'read_timeout', 'connect_timeout', 'stall_timeout', 'min_rate', 'ca_file', 'token_file', 'tree_query', 'index_timeout', 'sql_timeout', 'passthrough', 'allow_other', 'log_level']
 
 export const mountCommand: Command = {
   name: 'mount',
@@ -48,11 +48,22 @@ export const mountCommand: Command = {
       throw new UserError(`cannot open the log ${logPath} (${(err as NodeJS.ErrnoException).code === 'ELOOP' ? 'it is a symbolic link: remove it' : (err as Error).message})`)
     }
     const daemonScript = fileURLToPath(new URL('../daemon/main.js', import.meta.url))
-    const child = spawn(process.execPath, [daemonScript, JSON.stringify(sflags)], { detached: true, stdio: ['ignore', 'pipe', logFd] })
+    // The daemon's stdin is a pipe it watches until it is mounted: when this process goes away
+    // (Ctrl-C, killed), the pipe ends and the daemon calls its start-up off.
+    const child = spawn(process.execPath, [daemonScript, JSON.stringify(sflags)], { detached: true, stdio: ['pipe', 'pipe', logFd] })
     closeSync(logFd)
     const bar = new ProgressBar('building the tree index')
+    let cancelled = false
     const result = await new Promise<Notice | undefined>((done) => {
       let last: Notice | undefined
+      process.once('SIGINT', () => {
+        cancelled = true
+        bar.done()
+        process.stderr.write('desfs: mount cancelled; the daemon stops its start-up\n')
+        child.stdin!.destroy()
+        // Normally it is gone within a second; the tree index builder is killed, not waited for.
+        setTimeout(() => done(undefined), 15_000).unref()
+      })
       const lines = createInterface({ input: child.stdout! })
       lines.on('line', (line) => {
         let n: Notice
@@ -68,8 +79,10 @@ export const mountCommand: Command = {
       child.on('exit', () => setTimeout(() => done(last), 50))
     })
     bar.done()
+    child.stdin?.destroy()
     child.stdout?.destroy()
     child.unref()
+    if (cancelled) return EXIT.INTERRUPTED
     if (result?.event === 'ready') {
       process.stdout.write(`desfs: mounted ${result.mountpoint} (${result.files} files; log ${result.log})\n`)
       return EXIT.OK

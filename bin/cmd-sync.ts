@@ -48,7 +48,14 @@ export function attach(socket: string, id: string, label = 'sync'): Promise<JobR
     const bar = new ProgressBar(`${label} ${id}`)
     let lastLine = 0
     let final: JobRecord | undefined
+    // The daemon died (kill -9, a crash) while we followed: the job is kept in its state dir and
+    // resumes when it starts again, so say that, once, rather than crash on the reset connection.
+    const gone = () => {
+      bar.done()
+      fail(new UserError(`the daemon stopped while following ${label} ${id} (connection lost); the job resumes when it starts again (desfs mount), then follow it with desfs sync --attach ${id}`, EXIT.UNAVAILABLE))
+    }
     const req = request({ socketPath: socket, method: 'GET', path: `/jobs/watch?id=${encodeURIComponent(id)}` }, (res) => {
+      res.on('error', gone)
       if ((res.statusCode ?? 500) >= 400) {
         let text = ''
         res.on('data', (c: Buffer) => (text += c))
@@ -56,6 +63,7 @@ export function attach(socket: string, id: string, label = 'sync'): Promise<JobR
         return
       }
       const lines = createInterface({ input: res })
+      lines.on('error', gone) // readline passes on the response's errors
       lines.on('line', (line) => {
         const m = JSON.parse(line) as { progress?: JobProgress; job?: JobRecord }
         if (m.job) final = m.job
@@ -69,11 +77,15 @@ export function attach(socket: string, id: string, label = 'sync'): Promise<JobR
         }
       })
       lines.on('close', () => {
+        if (!final && !res.complete) return gone()
         bar.done()
         done(final)
       })
     })
-    req.on('error', (err: NodeJS.ErrnoException) => fail(err.code === 'ENOENT' || err.code === 'ECONNREFUSED' ? new UserError('no desfs daemon is running: start one with desfs mount', EXIT.UNAVAILABLE) : err))
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') fail(new UserError('no desfs daemon is running: start one with desfs mount', EXIT.UNAVAILABLE))
+      else gone()
+    })
     process.once('SIGINT', () => {
       bar.done()
       process.stderr.write(`detached; the job goes on in the daemon: desfs jobs show ${id} for its result, desfs jobs cancel ${id} to stop it\n`)

@@ -69,6 +69,13 @@ export interface FetcherOptions {
   minRate: number
   /** Window over which the minimum rate is checked, ms; also the longest silence tolerated. */
   rateWindowMs: number
+  /**
+   * The reader's deadline (the mount's read timeout), ms; 0 for none. A reader waiting for the
+   * network gives up just before it, so the block is marked failed before the kernel asks again.
+   */
+  readerDeadlineMs: number
+  /** How long a block a reader could not get fails the next readers at once, ms. */
+  failFastMs: number
 }
 
 export const DEFAULT_FETCHER_OPTIONS: FetcherOptions = {
@@ -82,7 +89,15 @@ export const DEFAULT_FETCHER_OPTIONS: FetcherOptions = {
   recentBytes: 32 << 20,
   minRate: 64 << 10,
   rateWindowMs: 10_000,
+  readerDeadlineMs: 0,
+  failFastMs: 3000,
 }
+
+/** A reader gives up this long before its deadline, so the failure is on record when EIO is sent. */
+const READER_MARGIN_MS = 200
+
+/** Failed blocks remembered at most (expired ones are dropped first). */
+const MAX_FAILED = 10_000
 
 /** Per-handle read pattern: where the next sequential read would start, and the read-ahead window. */
 export interface ReadPattern {
@@ -157,6 +172,13 @@ export class Fetcher {
    * Cleared by the next block stored.
    */
   private storeRefusing = false
+  /**
+   * Blocks a reader could not get (the fetch failed, or the reader's deadline passed first), with the
+   * error and until when it is repeated at once. A failed read is asked again at once (the kernel
+   * retries a page its read-ahead could not read; tools retry): each would otherwise wait out the
+   * whole deadline again on the same stalled fetch.
+   */
+  private failed = new Map<string, { err: Error; until: number }>()
   readonly stats: FetchStats = { requests: 0, bytesFetched: 0, retries: 0, failures: 0, memoryHits: 0, diskHits: 0, networkReads: 0 }
 
   constructor(sources: SourceSet, store: BlockStore, opts: Partial<FetcherOptions> = {}) {
@@ -209,13 +231,50 @@ export class Fetcher {
         if (buf.length === SCRATCH_BYTES && scratch.length < 32) scratch.push(buf)
       }
     }
+    const giveUpAt = this.opts.readerDeadlineMs > 0 ? performance.now() + this.opts.readerDeadlineMs - READER_MARGIN_MS : Infinity
     let at = 0
     for (let i = first; i <= last; i++) {
-      const blk = await this.block(file, i)
+      const blk = await this.blockForReader(file, i, last, giveUpAt)
       if (!open()) return 0
       at += copyFromBlock(blk, i === first ? pos - i * bs : 0, i === last ? pos + len - i * bs : bs, dest, at)
     }
     return at
+  }
+
+  /**
+   * Block `i` for a reader that also wants the blocks up to `last`: fails at once when the block
+   * failed a moment ago; otherwise waits until `giveUpAt` at most, and records a failure (or the
+   * deadline passing) for the next readers.
+   */
+  private async blockForReader(file: CachedFile, i: number, last: number, giveUpAt: number): Promise<Block> {
+    const k = `${file.key}:${i}`
+    const known = this.failed.get(k)
+    if (known && known.until > performance.now() && !this.recent.has(k) && !file.has(i)) throw known.err
+    let timer: NodeJS.Timeout | undefined
+    const wait = giveUpAt === Infinity ? undefined : new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new SourceError('timeout', `${file.relPath}: block ${i} did not arrive within the read deadline (${this.opts.readerDeadlineMs / 1000}s); reads of it fail at once for ${this.opts.failFastMs / 1000}s`)), Math.max(0, giveUpAt - performance.now()))
+    })
+    try {
+      return await (wait ? Promise.race([this.block(file, i), wait]) : this.block(file, i))
+    } catch (err) {
+      // Only failures that took their time (retries, backoff, a deadline) are worth repeating at
+      // once: a 401 or a 404 is answered quickly anyway, and a replaced token must work at once.
+      // The rest of the read comes with the same fetch (or after it): it fails the same way.
+      if (err instanceof SourceError && err.retryable) this.noteFailed(file, i, last, err)
+      throw err
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  /** Remembers that blocks [from, to] failed a reader, for failFastMs. */
+  private noteFailed(file: CachedFile, from: number, to: number, err: Error): void {
+    const now = performance.now()
+    if (this.failed.size >= MAX_FAILED) {
+      for (const [k, f] of this.failed) if (f.until <= now) this.failed.delete(k)
+      if (this.failed.size >= MAX_FAILED) this.failed.clear()
+    }
+    for (let i = from; i <= to; i++) this.failed.set(`${file.key}:${i}`, { err, until: now + this.opts.failFastMs })
   }
 
   /** One whole block: from memory, from disk (checked), or fetched (single-flight). */
@@ -603,6 +662,7 @@ export class Fetcher {
 
   /** Hands a block to its waiters (and to later readers, from memory). */
   private serve(file: CachedFile, idx: number, block: Block, d: Deferred): void {
+    this.failed.delete(`${file.key}:${idx}`)
     this.recent.set(`${file.key}:${idx}`, block)
     d.resolve(block)
   }

@@ -67,6 +67,6 @@ export async function openReadPath(c: DaemonConfig, sources: SourceSet): Promise
     // Internal, for the block-size benchmark: a new cache dir's block size.
     blockSize: process.env.DESFS_BLOCK_SIZE ? parseSize(process.env.DESFS_BLOCK_SIZE) : undefined,
   })
-  const fetcher = new Fetcher(sources, store, { minRate: c.minRate, rateWindowMs: c.stallTimeoutMs })
+  const fetcher = new Fetcher(sources, store, { minRate: c.minRate, rateWindowMs: c.stallTimeoutMs, readerDeadlineMs: c.readTimeoutMs })
   return { store, fetcher }
 }

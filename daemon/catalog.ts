@@ -12,6 +12,8 @@ import { fork } from 'node:child_process'
 import { dbIdentity, findTreeSource, openMetadataDb, type DbIdentity } from './metadata.js'
 import { log } from './log.js'
 import { EXIT, UserError } from './errors.js'
+import { formatDuration } from './units.js'
+import { childEnv } from './parent-watch.js'
 import { buildTreeIndex, INDEX_FORMAT, type BuildProgress, type BuildResult } from '../fs/tree-build.js'
 import { TreeIndex } from '../fs/tree-index.js'
 
@@ -20,8 +22,10 @@ export interface CatalogOptions {
   stateDir: string
   treeQuery?: string | undefined
   onProgress?: (p: BuildProgress) => void
-  /** Stops a build in progress (the daemon is stopping). */
+  /** Stops a build in progress (the daemon is stopping, or `desfs mount` went away); its reason says why. */
   signal?: AbortSignal
+  /** Longest a build may take, ms (index_timeout); 0 for none. */
+  timeoutMs?: number
 }
 
 export interface Prepared {
@@ -45,6 +49,19 @@ export interface Catalog extends Prepared {
 }
 
 const INDEX_NAME = /^tree-[0-9a-f]{16}\.sqlite$/
+
+/** SQLite error codes that mean the DB file itself is damaged or unreadable. */
+const DB_DAMAGE = /^SQLITE_(CORRUPT|NOTADB|IOERR|CANTOPEN|FULL)/
+
+/** The name a build writes to until it is complete (fs/tree-build.ts), for the process `pid`. */
+const partialName = (pid: number) => new RegExp(`^tree-[0-9a-f]{16}\\.sqlite\\.tmp-${pid}$`)
+
+/** Removes what the build process `pid` left half-written in the state dir. */
+function removePartial(stateDir: string, pid: number | undefined): void {
+  if (pid === undefined) return
+  const re = partialName(pid)
+  for (const name of readdirSync(stateDir)) if (re.test(name)) rmSync(join(stateDir, name), { force: true })
+}
 
 /** The DB file's identity as a string, '' when it cannot be read (gone, or being replaced). */
 export function dbFileNow(dbPath: string): string {
@@ -97,6 +114,8 @@ export function prepareTreeIndex(opts: WorkerInput, onProgress?: (p: BuildProgre
       result = buildTreeIndex({ dbPath: opts.dbPath, sql: source.sql, outPath: file, identity, onProgress })
     } catch (err) {
       if (dbFileNow(opts.dbPath) !== base.dbFile && attempt < ATTEMPTS) continue
+      // A query of the user's own that fails while running is a problem with the query, not the DB.
+      if (opts.treeQuery && !DB_DAMAGE.test((err as { code?: string }).code ?? '')) throw new UserError(`--tree-query failed while the tree was built from ${opts.dbPath}: ${(err as Error).message}`, EXIT.USAGE)
       throw new UserError(`cannot build the tree from ${opts.dbPath} (${(err as Error).message}): the DB may be corrupt or truncated; re-download it with \`desfs db download --force\``)
     }
     if (dbFileNow(opts.dbPath) === base.dbFile) return { ...base, built: true, result }
@@ -106,36 +125,73 @@ export function prepareTreeIndex(opts: WorkerInput, onProgress?: (p: BuildProgre
   throw new UserError(`metadata DB ${opts.dbPath} keeps changing while its tree is built; wait until it is written completely`)
 }
 
-type WorkerInput = Omit<CatalogOptions, 'onProgress' | 'signal'>
+type WorkerInput = Omit<CatalogOptions, 'onProgress' | 'signal' | 'timeoutMs'>
 
 export type WorkerMsg =
   | { type: 'progress'; progress: BuildProgress }
   | { type: 'done'; prepared: Prepared }
   | { type: 'error'; message: string; exitCode: number | undefined }
 
-/** prepareTreeIndex in a child process; rejects with a UserError when the DB cannot give a tree. */
+/**
+ * prepareInWorker's answer when the build was stopped: it ran past index_timeout, or `signal` was
+ * aborted (the daemon is stopping, `desfs mount` went away).
+ */
+export class BuildStopped extends UserError {}
+
+/**
+ * prepareTreeIndex in a child process; rejects with a UserError when the DB cannot give a tree. A
+ * build that runs past `timeoutMs`, or whose `signal` aborts, is stopped: the process is killed, its
+ * half-written index removed, one line logged, and the promise rejects with BuildStopped.
+ */
 export function prepareInWorker(opts: CatalogOptions): Promise<Prepared> {
-  const { onProgress, signal, ...data } = opts
+  const { onProgress, signal, timeoutMs, ...data } = opts
   return new Promise((resolve, reject) => {
     // stdout is the detached daemon's channel to `desfs mount`: the child must not write there.
-    const child = fork(new URL('./catalog-worker.js', import.meta.url), [JSON.stringify(data satisfies WorkerInput)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'json' })
+    const child = fork(new URL('./catalog-worker.js', import.meta.url), [JSON.stringify(data satisfies WorkerInput)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'json', env: childEnv() })
     let settled = false
-    const abort = () => void child.kill('SIGKILL')
+    let stopped: BuildStopped | undefined
+    const stop = (why: BuildStopped) => {
+      if (settled || stopped) return
+      stopped = why
+      child.kill('SIGKILL')
+    }
+    const abort = () => {
+      const reason = signal?.reason instanceof Error ? signal.reason.message : String(signal?.reason ?? 'cancelled')
+      stop(new BuildStopped(`the tree index build was cancelled (${reason})`, EXIT.INTERRUPTED))
+    }
+    const limit = formatDuration(timeoutMs ?? 0)
+    const timer = timeoutMs ? setTimeout(() => stop(new BuildStopped(data.treeQuery
+      ? `--tree-query was still running after index_timeout (${limit}) and was stopped: check that it ends (a recursive CTE needs a limit), or allow more with --index-timeout`
+      : `building the tree index took longer than index_timeout (${limit}) and was stopped: allow more with --index-timeout`, data.treeQuery ? EXIT.USAGE : EXIT.FAILURE)), timeoutMs) : undefined
     signal?.addEventListener('abort', abort)
+    if (signal?.aborted) abort()
     const settle = (fn: () => void) => {
       signal?.removeEventListener('abort', abort)
+      clearTimeout(timer)
       if (settled) return
       settled = true
       fn()
     }
     child.on('message', (msg: WorkerMsg) => {
+      if (stopped) return
       if (msg.type === 'progress') onProgress?.(msg.progress)
       else if (msg.type === 'done') settle(() => resolve(msg.prepared))
       else settle(() => reject(msg.exitCode === undefined ? new Error(msg.message) : new UserError(msg.message, msg.exitCode)))
     })
     child.on('error', (err) => settle(() => reject(err)))
     // 'close' comes after the last message (unlike 'exit'), so a normal end has settled by then.
-    child.on('close', (code, sig) => settle(() => reject(new Error(`tree index process exited (${sig ?? `code ${code}`})`))))
+    child.on('close', (code, sig) => {
+      if (stopped && !settled) {
+        try {
+          removePartial(data.stateDir, child.pid)
+        } catch (err) {
+          log.warn('could not remove a partial tree index', { error: (err as Error).message })
+        }
+        log.warn(`${stopped.message}; its partial index was removed`)
+        return settle(() => reject(stopped))
+      }
+      settle(() => reject(new Error(`tree index process exited (${sig ?? `code ${code}`})`)))
+    })
   })
 }
 

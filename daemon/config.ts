@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { UserError, EXIT } from './errors.js'
 import { defaultMetadataDb, xdgCacheHome, xdgConfigHome, xdgStateHome } from './paths.js'
-import { parseDuration, parseSize } from './units.js'
+import { formatDuration, parseDuration, parseSize } from './units.js'
 import { parseS3Url } from '../cache/sources/s3-url.js'
 
 export const DEFAULT_ARCHIVE = 'https://fndcadoor.fnal.gov:2880/des/persistent/DESDM_ARCHIVE'
@@ -45,6 +45,7 @@ export const SETTINGS: SettingDef[] = [
   { key: 'sql_timeout', flag: 'sql-timeout', env: ['DESFS_SQL_TIMEOUT'], help: 'default time limit for one SQL query (e.g. 60s, 10m; 0 for none)', default: () => '60s' },
   { key: 'tree_query', flag: 'tree-query', env: ['DESFS_TREE_QUERY'], help: 'SQL returning (path, filename, compression) for non-DESDM layouts' },
   { key: 'passthrough', flag: 'passthrough', env: ['DESFS_PASSTHROUGH'], help: 'let the kernel read complete cached files directly (FUSE passthrough; root, Linux 6.9+); false serves them by pread in the plane', default: () => 'true' },
+  { key: 'index_timeout', flag: 'index-timeout', env: ['DESFS_INDEX_TIMEOUT'], help: 'longest a tree index build may take before it is stopped (1s to 24h; the DES DB takes minutes)', default: () => '30m' },
   { key: 'allow_other', flag: 'allow-other', env: ['DESFS_ALLOW_OTHER'], help: 'let other users read the mount (needs user_allow_other in /etc/fuse.conf)', default: () => 'false' },
   { key: 'db_url', flag: 'url', env: ['DESFS_DB_URL'], help: 'where `desfs db download` gets the metadata DB (.zst is decompressed)', default: () => DEFAULT_DB_URL },
   { key: 'oidc_issuer', flag: 'issuer', env: ['DESFS_OIDC_ISSUER'], help: 'OpenID Connect issuer for `desfs token login` (the iss of your tokens)' },
@@ -145,6 +146,8 @@ export interface DaemonConfig {
   caFile: string | undefined
   tokenFile: string | undefined
   treeQuery: string | undefined
+  /** Longest a tree index build may take, ms. */
+  indexTimeoutMs: number
   allowOther: boolean
   passthrough: boolean
   logLevel: 'debug' | 'info' | 'warn' | 'error'
@@ -159,6 +162,16 @@ function parseWith<T>(settings: Map<string, Setting>, key: string, parse: (v: st
   } catch (err) {
     throw new UserError(`${key} (from ${s.source}): ${(err as Error).message}`, EXIT.USAGE)
   }
+}
+
+/** What index_timeout may be: a build needs at least a moment, and one longer than a day is stuck. */
+const INDEX_TIMEOUT_RANGE: [number, number] = [1000, 24 * 3_600_000]
+
+/** A duration within [min, max] ms; outside it, an error naming the range. */
+function durationWithin(text: string, [min, max]: [number, number]): number {
+  const ms = parseDuration(text)
+  if (ms < min || ms > max) throw new Error(`'${text}' is out of range; use ${formatDuration(min)} to ${formatDuration(max)}`)
+  return ms
 }
 
 export function parseBool(v: string): boolean {
@@ -203,6 +216,7 @@ export function daemonConfig(settings: Map<string, Setting>, opts: { needMountpo
     caFile: settings.get('ca_file')!.value,
     tokenFile: settings.get('token_file')!.value ? resolve(settings.get('token_file')!.value!) : undefined,
     treeQuery: settings.get('tree_query')!.value,
+    indexTimeoutMs: parseWith(settings, 'index_timeout', (v) => durationWithin(v, INDEX_TIMEOUT_RANGE)),
     allowOther: parseWith(settings, 'allow_other', parseBool),
     passthrough: parseWith(settings, 'passthrough', parseBool),
     logLevel: level as DaemonConfig['logLevel'],

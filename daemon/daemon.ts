@@ -63,6 +63,10 @@ export class Daemon {
   readonly reloadHooks: ReloadHook[] = []
   cacheSize = 0
   private stopping: Promise<void> | undefined
+  /** Stops a start-up still under way (an index build) when the daemon is stopped meanwhile. */
+  private startAbort = new AbortController()
+  /** The catalog being opened at start: a stop waits until a build it called off has cleaned up. */
+  private opening: Promise<unknown> | undefined
 
   constructor(config: DaemonConfig) {
     this.config = config
@@ -79,7 +83,9 @@ export class Daemon {
     this.registerRoutes()
     registerCacheRoutes(this.control, this)
 
-    this.catalog = await openCatalog({ dbPath: c.db, stateDir: c.stateDir, treeQuery: c.treeQuery, onProgress: events.onProgress })
+    const opening = openCatalog({ dbPath: c.db, stateDir: c.stateDir, treeQuery: c.treeQuery, onProgress: events.onProgress, timeoutMs: c.indexTimeoutMs, signal: this.startAbort.signal })
+    this.opening = opening.catch(() => undefined)
+    this.catalog = await opening
     this.token = new TokenProvider(c.tokenFile ? { ...process.env, DESFS_TOKEN_FILE: c.tokenFile } : process.env)
     const tok = await this.token.start()
     if (tok.problem) log.warn('starting without a usable bearer token; reads will fail until one appears', { problem: tok.problem })
@@ -104,7 +110,7 @@ export class Daemon {
     const { addon, plane } = await this.mount.mount(ops.dispatch, { allowOther: c.allowOther, deadlineMs: c.readTimeoutMs, mountTimeMs: this.startedAt, passthrough: c.passthrough, ...testHooks.planeOptions() })
     ops.bind(addon, plane)
     this.opsStats = ops.stats
-    this.reloader = new TreeReloader({ dbPath: c.db, stateDir: c.stateDir, treeQuery: c.treeQuery, retireMs: 2 * c.readTimeoutMs, swapIn: (next) => this.swapTree(next) }, this.catalog)
+    this.reloader = new TreeReloader({ dbPath: c.db, stateDir: c.stateDir, treeQuery: c.treeQuery, timeoutMs: c.indexTimeoutMs, retireMs: 2 * c.readTimeoutMs, swapIn: (next) => this.swapTree(next) }, this.catalog)
     await this.reloader.start()
     void this.reloader.check() // the DB may have been replaced while the mount came up
     this.stopMemoryGuard = startMemoryGuard({
@@ -182,8 +188,10 @@ export class Daemon {
   /** Stops everything; safe to call more than once. `quiet` after a failed start (the error says it all). */
   stop(reason: string, quiet = false): Promise<void> {
     if (!this.stopping) {
+      this.startAbort.abort(new Error(reason))
       this.stopping = (async () => {
         if (!quiet) log.info('stopping', { reason })
+        await this.opening
         await this.jobs?.close()
         await this.mount?.unmount().catch((err) => log.warn('unmount failed', { error: (err as Error).message }))
         await this.reloader?.close()

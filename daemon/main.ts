@@ -2,6 +2,7 @@
 // the state dir and reports start-up on stdout as JSON lines (progress, ready or error) for the CLI to
 // show, and closes stdout once mounted. In the foreground (`desfs mount --foreground`, the demo) it
 // logs to stderr and runs until a signal.
+import { fstatSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { daemonConfig, resolveSettings, type DaemonConfig } from './config.js'
@@ -34,10 +35,24 @@ function watchMount(daemon: Daemon): NodeJS.Timeout {
   return t
 }
 
+/** True when stdin is a pipe: `desfs mount` gives its detached daemon one, to see it go away. */
+function stdinIsPipe(): boolean {
+  try {
+    return fstatSync(0).isFIFO()
+  } catch {
+    return false
+  }
+}
+
+/** Stops watching `desfs mount` once start-up is over (set by runDaemon in detached mode). */
+let cancelClientWatch = (): void => undefined
+
 /** Runs a daemon until it is stopped; resolves with the process exit code. */
 export async function runDaemon(config: DaemonConfig, opts: RunOptions): Promise<Daemon> {
+  // `desfs mount` reads our notices until the mount is up; it may go away first (Ctrl-C, killed).
+  let clientGone = false
   const notice = (n: Notice) => {
-    if (opts.notify) process.stdout.write(JSON.stringify(n) + '\n')
+    if (opts.notify && !clientGone) process.stdout.write(JSON.stringify(n) + '\n')
   }
   log.setLevel(config.logLevel)
   const logFile = join(config.stateDir, LOG_NAME)
@@ -55,6 +70,28 @@ export async function runDaemon(config: DaemonConfig, opts: RunOptions): Promise
   process.on('SIGINT', () => shutdown('SIGINT', 0))
   process.on('SIGTERM', () => shutdown('SIGTERM', 0))
   process.on('SIGHUP', () => log.info('SIGHUP ignored; use desfs umount to stop'))
+  let ready = false
+  if (opts.notify) {
+    // Start-up is for the `desfs mount` that asked for it: once it is gone, nobody will learn how it
+    // ended, so it is called off (an index build stopped, its partial output removed) rather than
+    // left running. Its stdin pipe ends when that client goes, and a notice written after that fails
+    // with EPIPE, which must not become an "internal error".
+    const gone = (how: string) => {
+      if (clientGone) return
+      clientGone = true
+      if (!ready) shutdown(`desfs mount went away during start-up (${how})`, EXIT.INTERRUPTED)
+    }
+    process.stdout.on('error', () => gone('its pipe closed'))
+    if (stdinIsPipe()) {
+      process.stdin.on('error', () => gone('its pipe closed'))
+      process.stdin.on('end', () => gone('Ctrl-C or killed'))
+      process.stdin.resume()
+    }
+    cancelClientWatch = () => {
+      ready = true
+      process.stdin.destroy()
+    }
+  }
   let failing = false
   process.on('uncaughtException', (err) => {
     // One internal error stops the daemon; errors raised while stopping must not start it again.
@@ -78,7 +115,10 @@ export async function runDaemon(config: DaemonConfig, opts: RunOptions): Promise
   }
   watchMount(daemon)
   notice({ event: 'ready', mountpoint: config.mountpoint, files: daemon.catalog.index.result.files, log: logFile })
-  if (opts.notify) process.stdout.end()
+  if (opts.notify) {
+    cancelClientWatch()
+    if (!clientGone) process.stdout.end()
+  }
   return daemon
 }
 
@@ -93,6 +133,7 @@ async function main(): Promise<void> {
   } catch (err) {
     const exitCode = err instanceof UserError ? err.exitCode : EXIT.FAILURE
     if (!(err instanceof UserError)) log.error('start-up failed', { error: (err as Error).stack })
+    process.stdout.on('error', () => undefined) // `desfs mount` may be gone already
     process.stdout.write(JSON.stringify({ event: 'error', message: oneLine(err), exitCode } satisfies Notice) + '\n')
     await log.close()
     process.exit(exitCode)

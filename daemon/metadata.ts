@@ -4,8 +4,10 @@
 import Database from 'better-sqlite3'
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs'
 import { UserError, EXIT } from './errors.js'
+import { blankLiterals, firstKeyword } from './sql-text.js'
 
 export type SqliteDb = Database.Database
+type Statement = Database.Statement
 
 const FIX_DB = 'download it with `desfs db download` (or des-archive-access-download-metadata) or point DES_ARCHIVE_ACCESS_DB / --db at it'
 
@@ -79,12 +81,20 @@ function quoteIdent(name: string): string {
  */
 export function findTreeSource(db: SqliteDb, dbPath: string, treeQuery?: string): TreeSource {
   if (treeQuery) {
-    let cols: number
+    const refused = (why: string) => new UserError(`--tree-query is refused: it ${why}; desfs only reads the metadata DB, give one SELECT returning (path, filename, compression)`, EXIT.USAGE)
+    if (/\bload_extension\b/i.test(blankLiterals(treeQuery))) throw refused('loads an extension (load_extension)')
+    let stmt: Statement
     try {
-      cols = db.prepare(treeQuery).columns().length
+      stmt = db.prepare(treeQuery)
     } catch (err) {
       throw new UserError(`--tree-query does not run on ${dbPath}: ${(err as Error).message}`, EXIT.USAGE)
     }
+    // The connection is read-only, so a write would only fail mid-build, looking like a damaged DB.
+    const kw = firstKeyword(treeQuery)
+    if (!stmt.readonly) throw refused(`writes to the DB (${kw || 'a write'})`)
+    if (kw === 'ATTACH' || kw === 'DETACH' || kw === 'PRAGMA') throw refused(`is a ${kw} statement`)
+    if (!stmt.reader) throw refused('returns no rows')
+    const cols = stmt.columns().length
     if (cols < 3) throw new UserError(`--tree-query must return three columns (path, filename, compression); it returns ${cols}`, EXIT.USAGE)
     return { sql: treeQuery, description: 'custom tree query' }
   }

@@ -24,6 +24,7 @@ import { createInterface } from 'node:readline'
 import type { Database, Statement } from 'better-sqlite3'
 import { openMetadataDb } from './metadata.js'
 import { oneLine } from './errors.js'
+import { exitWithParent } from './parent-watch.js'
 import { MULTIPLE_STATEMENTS, statementRefusal, textRefusal } from './sql-policy.js'
 import { controlLine, tsvField, type ResultFormat, type Value } from './sql-framing.js'
 
@@ -94,6 +95,8 @@ async function runQuery(db: Database, sql: string, format: ResultFormat, params?
 }
 
 async function main(): Promise<void> {
+  // A daemon killed with -9 closes our stdin, but a query in a long native step would never read it.
+  exitWithParent()
   // BLOBs go out as hex rather than as {"type":"Buffer","data":[...]}; this process does nothing else.
   Buffer.prototype.toJSON = function (this: Buffer) {
     return this.toString('hex') as unknown as { type: 'Buffer'; data: number[] }

@@ -16,6 +16,7 @@ import { EXIT, UserError } from './errors.js'
 import { log } from './log.js'
 import { metrics } from './metrics.js'
 import { formatDuration } from './units.js'
+import { childEnv } from './parent-watch.js'
 
 const CHILD = fileURLToPath(new URL('./sql-child.js', import.meta.url))
 const NL = 0x0a
@@ -46,7 +47,7 @@ class QueryProcess {
 
   constructor(dbPath: string, identity: string, nice: number) {
     this.identity = identity
-    this.child = spawn(process.execPath, [CHILD, dbPath], { stdio: ['pipe', 'pipe', 'pipe'] })
+    this.child = spawn(process.execPath, [CHILD, dbPath], { stdio: ['pipe', 'pipe', 'pipe'], env: childEnv() })
     this.child.on('error', (err) => log.warn('cannot start an SQL query process', { error: err.message }))
     this.child.stdin!.on('error', () => undefined) // a process that died; its exit says why
     this.child.stderr!.on('data', (d: Buffer) => (this.stderr = (this.stderr + d.toString()).slice(-2000)))

@@ -17,6 +17,8 @@ export interface ReloadOptions {
   dbPath: string
   stateDir: string
   treeQuery?: string | undefined
+  /** Longest a build may take, ms (index_timeout). */
+  timeoutMs?: number
   /** Quiet time after the last file event before checking (a copy in place produces many). */
   debounceMs?: number
   /** How long a replaced index stays open for operations that started with it. */
@@ -117,6 +119,7 @@ export class TreeReloader {
         stateDir,
         treeQuery: this.opts.treeQuery,
         signal: this.abort.signal,
+        timeoutMs: this.opts.timeoutMs,
         onProgress: (p) => {
           this.status.progress = p
           if (p.rows > 0 && Date.now() - lastLog > 5000) {
@@ -160,7 +163,7 @@ export class TreeReloader {
   async close(): Promise<void> {
     this.closed = true
     clearTimeout(this.timer)
-    this.abort.abort()
+    this.abort.abort(new Error('the daemon is stopping'))
     await this.watcher?.close()
     await this.running
     for (const c of this.retired) c.index.close()

@@ -56,6 +56,12 @@ export interface TreeOptions {
  * (`ls -l`, `find -size`) is a Map hit. A few suffice: the kernel asks right after the readdir. */
 const RECENT_LISTINGS = 4
 
+/** HEADs in flight for one readdir of a directory the archive would not list. */
+const HEAD_CONCURRENCY = 8
+
+/** Time kept back from the readdir's deadline for answering the kernel once HEADs are given up. */
+const LIST_MARGIN_MS = 500
+
 export class Tree {
   private index: TreeIndex
   private facts: Facts
@@ -165,13 +171,47 @@ export class Tree {
     const e = index.lookup(rel)
     if (!e) throw ENOENT_ERROR
     if (e.dir === null) throw new FsError(ERRNO.ENOTDIR, 'not a directory')
+    const t0 = Date.now()
     await this.learnQuietly(rel, false)
     let { out, unknown } = this.entries(index, rel, e.dir)
     if (unknown && this.mayRelist(rel)) {
       await this.learnQuietly(rel, true)
       ;({ out, unknown } = this.entries(index, rel, e.dir))
     }
+    if (unknown && (await this.headUnknown(rel, out, t0 + this.opts.deadlineMs - LIST_MARGIN_MS))) ({ out } = this.entries(index, rel, e.dir))
     return out
+  }
+
+  /**
+   * Files still without facts after the listing (a directory the archive would not list, or a
+   * listing that failed): asked one HEAD each, a few at a time, before the names go to the kernel.
+   * A name the readdir returned must stat: `ls -l` would otherwise print `?????????` for a DB row
+   * whose file the archive lacks. Stops waiting at `until` (the readdir's own deadline, less a
+   * margin); names still unknown then are listed as they are, and getattr asks again. True when
+   * anything was learned.
+   */
+  private async headUnknown(rel: string, listed: Listed[], until: number): Promise<boolean> {
+    const prefix = rel ? `${rel}/` : ''
+    const todo = listed.filter((l) => !l.dir && !l.facts).map((l) => prefix + l.name)
+    const left = until - Date.now()
+    if (todo.length === 0 || left <= 0) return false
+    let learned = 0
+    const worker = async () => {
+      for (let f = todo.shift(); f !== undefined; f = todo.shift()) {
+        try {
+          await this.head(f)
+          learned++
+        } catch {
+          // A HEAD that failed or timed out: the name stays, getattr will try again.
+        }
+      }
+    }
+    const workers = Array.from({ length: Math.min(todo.length, this.opts.headConcurrency ?? HEAD_CONCURRENCY) }, worker)
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([Promise.all(workers), new Promise((r) => (timer = setTimeout(r, left)))])
+    clearTimeout(timer)
+    todo.length = 0 // workers still running stop after their current HEAD
+    return learned > 0
   }
 
   private async learnQuietly(rel: string, force: boolean): Promise<void> {

@@ -5,7 +5,7 @@ import t from 'tap'
 import { makeToken, writeTokenFile } from './archive/token.js'
 import type { Faults } from './archive/server.js'
 import { bigArchive, randomReads, readSet } from './cache-helpers.js'
-import { desfs, needPythonModule, run, startDaemon, startServer, until } from './helpers.js'
+import { desfs, makeArchive, md5, needPythonModule, PYTHON, run, sourceBytes, startDaemon, startServer, until } from './helpers.js'
 import { join } from 'node:path'
 
 t.jobs = 1
@@ -72,3 +72,49 @@ t.test('random reads under injected faults: correct bytes or EIO, never wrong by
   t.ok(totalReads >= 4000, `${totalReads} random reads in all`)
 })
 
+
+t.test('a server that stalls after the headers: no read waits past the deadline + 1 s, and the file reads once it recovers', async (t) => {
+  if (!needPythonModule(t, 'json', 'python3')) return
+  const a = makeArchive(t, { exposures: 1, ccds: 2, hostile: false, largeFileBytes: 8 << 20 })
+  const { server, tokenFile } = await startServer(t, a.root)
+  const DEADLINE_S = 3
+  // A stall is noticed after 5 s, so the read deadline answers the reader first.
+  const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: ['--read-timeout', `${DEADLINE_S}s`, '--stall-timeout', '5s'] })
+  const small = [...a.manifest.files].sort((x, y) => x.size - y.size)[0]!.rel
+  const large = a.manifest.largeFile!
+  // Each syscall timed by the reader itself: the kernel's read-ahead and its retry of a failed page
+  // are both inside the one pread.
+  const timedPread = `
+import json, os, sys, time
+out = []
+for path, off in zip(sys.argv[1::2], sys.argv[2::2]):
+    fd = os.open(path, os.O_RDONLY)
+    t0 = time.monotonic()
+    try:
+        os.pread(fd, 4096, int(off))
+        err = 0
+    except OSError as e:
+        err = e.errno
+    out.append({"path": path, "errno": err, "seconds": time.monotonic() - t0})
+    os.close(fd)
+print(json.dumps(out))
+`
+  server.faults = { stallAfterBytes: 0, stallCount: 1000 }
+  const r = await run(PYTHON, ['-c', timedPread, join(d.mnt, small), '0', join(d.mnt, large), String(3 << 20)], { timeoutMs: 120_000 })
+  server.faults = {}
+  t.equal(r.code, 0, r.stderr)
+  const reads = JSON.parse(r.stdout) as { path: string; errno: number; seconds: number }[]
+  for (const x of reads) {
+    t.equal(x.errno, 5, `${x.path.split('/').pop()}: EIO`)
+    t.ok(x.seconds < DEADLINE_S + 1, `the pread returned after ${x.seconds.toFixed(2)} s, within the deadline (${DEADLINE_S} s) + 1 s`)
+  }
+  t.ok(server.log.some((x) => x.method === 'GET'), 'the stalled GETs were made')
+  // The failure is remembered only for a few seconds: the same bytes read right once the server is well.
+  let md5Now = ''
+  t.ok(await until(async () => {
+    const c = await run('md5sum', [join(d.mnt, small)], { timeoutMs: 30_000 })
+    md5Now = c.stdout.slice(0, 32)
+    return c.code === 0
+  }, 30_000, 500), 'the small file reads again once the server recovers')
+  t.equal(md5Now, md5(sourceBytes(a, small)), 'with the right bytes')
+})

@@ -3,7 +3,7 @@
 // touches a mountpoint). Every wait is bounded; everything started is stopped at teardown.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { mkdtempSync, rmSync, mkdirSync, existsSync, readFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, mkdirSync, existsSync, readFileSync, readdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -204,4 +204,28 @@ export const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex')
 /** md5sum's output as path -> md5. */
 export function parseMd5sum(stdout: string): Map<string, string> {
   return new Map(stdout.trim().split('\n').filter(Boolean).map((l) => [l.slice(34), l.slice(0, 32)]))
+}
+
+/** A process's command line, or undefined once it has ended (a zombie counts as ended). */
+function liveCmdline(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) return undefined
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ')
+  } catch {
+    return undefined
+  }
+}
+
+/** Pids of running processes whose command line contains every one of `parts`. */
+export function processesMatching(...parts: string[]): number[] {
+  return readdirSync('/proc').filter((n) => /^\d+$/.test(n)).map(Number).filter((pid) => {
+    const cmd = liveCmdline(pid)
+    return cmd !== undefined && parts.every((p) => cmd.includes(p))
+  })
+}
+
+/** True while the process runs (not ended, not a zombie). */
+export function processAlive(pid: number): boolean {
+  return liveCmdline(pid) !== undefined
 }

@@ -77,3 +77,27 @@ t.test('learning sizes from the archive', async (t) => {
     t.equal(server.count('HEAD'), 0, 'no HEAD')
   })
 })
+
+t.test('a DB row whose file the archive lacks is hidden from the first ls -la, also where the archive will not list', async (t) => {
+  const a = makeArchive(t, { exposures: 2, ccds: 4 })
+  const missing = a.manifest.missing[0]!
+  const dir = dirname(missing)
+  const present = a.manifest.files.filter((f) => dirname(f.rel) === dir).map((f) => f.rel.split('/').pop()!)
+  t.ok(present.length > 0, 'the directory has files the archive has too')
+  const { server, tokenFile } = await startServer(t, a.root)
+
+  for (const [name, faults] of [['listed with one PROPFIND', {}], ['learned one HEAD at a time (PROPFIND refused)', { noPropfind: true }]] as const) {
+    await t.test(name, async (t) => {
+      server.faults = { ...faults }
+      t.teardown(() => { server.faults = {} })
+      // A daemon with a fresh state dir: nothing about the directory is known before this ls.
+      const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile })
+      const r = await run('ls', ['-la', join(d.mnt, dir)])
+      t.equal(r.code, 0, `ls -la exits 0 (${r.stderr.trim()})`)
+      t.notMatch(r.stdout, /\?/, 'no entry shown without attributes')
+      t.notMatch(r.stdout, missing.split('/').pop()!, 'the missing file is not listed')
+      for (const p of present) t.match(r.stdout, p, `${p} is listed`)
+      await d.stop()
+    })
+  }
+})
