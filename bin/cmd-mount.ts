@@ -13,6 +13,7 @@ import { LOG_NAME } from '../daemon/paths.js'
 import { ensurePrivateDir } from '../daemon/state-dir.js'
 // The daemon and FUSE modules load only when needed: every other command starts faster without them.
 import type { Notice } from '../daemon/main.js'
+import { FLAGS_ON_STDIN } from '../daemon/daemon-args.js'
 const daemonMain = () => import('../daemon/main.js')
 const fuseMount = () => import('../fs/mount.js')
 
@@ -41,8 +42,11 @@ export const mountCommand: Command = {
     const logPath = join(config.stateDir, LOG_NAME)
     const logFd = openSync(logPath, 'a', 0o600)
     const daemonScript = fileURLToPath(new URL('../daemon/main.js', import.meta.url))
-    const child = spawn(process.execPath, [daemonScript, JSON.stringify(sflags)], { detached: true, stdio: ['ignore', 'pipe', logFd] })
+    // The settings go over a pipe, not the command line: /proc/PID/cmdline is readable by every user.
+    const child = spawn(process.execPath, [daemonScript, FLAGS_ON_STDIN], { detached: true, stdio: ['pipe', 'pipe', logFd] })
     closeSync(logFd)
+    child.stdin!.on('error', () => undefined) // a daemon that died at once: its exit is reported below
+    child.stdin!.end(JSON.stringify(sflags))
     const bar = new ProgressBar('building the tree index')
     const result = await new Promise<Notice | undefined>((done) => {
       let last: Notice | undefined

@@ -85,7 +85,8 @@ export class Daemon {
     this.tokenRefresher = await startTokenRefresher(this.control, this.token)
 
     this.sources = buildSources(c, this.token)
-    this.facts = new Facts(join(c.stateDir, 'facts.sqlite'))
+    this.facts = new Facts(join(c.stateDir, 'facts.sqlite'), this.sources.identity)
+    if (this.facts.discarded) log.info('facts from an older desfs discarded (their source is unknown); they are learned again', { files: this.facts.discarded })
     this.tree = new Tree(this.catalog.index, this.facts, this.sources, { deadlineMs: c.readTimeoutMs })
     ;({ store: this.store, fetcher: this.fetcher } = await openReadPath(c, this.sources))
     this.cacheSize = this.store.limit
