@@ -158,6 +158,7 @@ export class Daemon {
     const tok = this.token?.current
     return {
       pid: process.pid,
+      cwd: process.cwd(), // relative paths among the settings are relative to it
       mountpoint: this.config.mountpoint,
       startedAt: new Date(this.startedAt).toISOString(),
       ready: !!this.opsStats,
