@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { makeToken, writeTokenFile } from './archive/token.js'
 import { desfs, makeArchive, run, startServer, tmp, until } from './helpers.js'
 import { mountedType } from '../fs/mount.js'
+import { call, socketPath } from '../bin/client.js'
 
 t.jobs = 1
 
@@ -106,6 +107,9 @@ t.test('a detached daemon\'s command line holds none of its settings', async (t)
   t.equal(status.archive, server.archiveUrl, 'the daemon got its settings')
   const cmdline = readFileSync(`/proc/${status.pid}/cmdline`, 'utf8').split('\0').join(' ')
   for (const secretish of [server.archiveUrl, a.db, tokenFile, state]) t.notOk(cmdline.includes(secretish), `not on the command line: ${secretish}`)
+  // The daemon refuses a get outside the archive tree as well (the CLI checks first; this is for
+  // anything else that talks to the socket).
+  await t.rejects(call(socketPath(state), 'POST', '/get', { paths: ['OPS/../../etc/passwd'], desdata: join(d, 'copy') }, { timeoutMs: 30_000 }), /not a path inside the archive tree: OPS\/\.\.\/\.\.\/etc\/passwd/)
   await desfs(['umount', mnt, '--state-dir', state], { env, timeoutMs: 30_000 })
   t.ok(await until(async () => !(await mountedType(mnt)), 15_000), 'unmounted')
 })
