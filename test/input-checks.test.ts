@@ -13,6 +13,7 @@ import { UserError } from '../daemon/errors.js'
 import { sqlTimeoutMs } from '../daemon/routes-sql.js'
 import { discoverToken, TokenProvider } from '../daemon/token.js'
 import { log } from '../daemon/log.js'
+import { downloadMetadataDb } from '../daemon/db-download.js'
 import { parseMultistatus } from '../cache/sources/propfind.js'
 import { ArchiveSource } from '../cache/sources/archive.js'
 import { readRangeBody, type HttpClient, type HttpResponse } from '../cache/sources/http-client.js'
@@ -55,6 +56,7 @@ t.test('URL settings: http(s) only, never credentials, a query or a fragment', a
   t.match(refusal({ archive: 'not a url' }), /is not a URL/)
   t.match(refusal({ 's3-url': 's3://bucket/des', 's3-endpoint': 'http://k:secret@127.0.0.1:9000' }), /^s3_endpoint .*holds a user name or password/)
   t.match(refusal({ 's3-url': 's3://bucket/des', 's3-endpoint': 'http://127.0.0.1:9000/?x=1' }), /^s3_endpoint .*has a query string/)
+  await t.rejects(downloadMetadataDb({ url: 'https://bob:hunter2@127.0.0.1:9/db.zst', dest: join(tmp(t), 'm.db') }), { message: /^'https:\/\/\*\*\*@127\.0\.0\.1:9\/db\.zst' holds a user name or password/ }, 'db_url too')
   const ok = configFrom({ archive: 'https://dcache.example.org:2880/des/persistent/DESDM_ARCHIVE//', 's3-url': 's3://bucket/des', 's3-endpoint': 'http://127.0.0.1:9000' })
   t.equal(ok.archive, 'https://dcache.example.org:2880/des/persistent/DESDM_ARCHIVE', 'a good URL passes, trailing slashes dropped')
   t.equal(ok.s3Endpoint, 'http://127.0.0.1:9000')
