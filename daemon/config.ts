@@ -211,7 +211,8 @@ export function daemonConfig(settings: Map<string, Setting>, opts: { needMountpo
     sources: parseWith(settings, 'sources', (v) => parseSources(v, { mirror: !!settings.get('mirror_dir')!.value, s3: !!settings.get('s3_url')!.value })),
     mirrorDir: settings.get('mirror_dir')!.value ? resolve(settings.get('mirror_dir')!.value!) : undefined,
     s3Url: settings.get('s3_url')!.value ? parseWith(settings, 's3_url', (v) => (parseS3Url(v), v)) : undefined,
-    s3Endpoint: settings.get('s3_endpoint')!.value ? parseWith(settings, 's3_endpoint', (v) => checkHttpUrl(v, 'S3 endpoint')) : undefined,
+    // Checked only when S3 is configured: AWS_ENDPOINT_URL may be set for other tools.
+    s3Endpoint: settings.get('s3_endpoint')!.value ? (settings.get('s3_url')!.value ? parseWith(settings, 's3_endpoint', (v) => checkHttpUrl(v, 'S3 endpoint')) : settings.get('s3_endpoint')!.value) : undefined,
     s3Region: settings.get('s3_region')!.value!,
     stallTimeoutMs: durationSetting(settings, 'stall_timeout'),
     minRate: parseWith(settings, 'min_rate', parseSize),
