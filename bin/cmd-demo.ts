@@ -4,7 +4,9 @@
 import { mkdtempSync, rmSync, mkdirSync, existsSync, readdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import type { Command } from './command.js'
+import { desfsCommand, shellWord } from './how-to-run.js'
 import { daemonConfig, resolveSettings } from '../daemon/config.js'
 import { EXIT, UserError } from '../daemon/errors.js'
 import { log } from '../daemon/log.js'
@@ -43,7 +45,9 @@ export const demoCommand: Command = {
     const server = await new ArchiveServer({ root: join(gen, 'archive'), tokens: [token], redirect: true }).start()
     const mnt = join(dir, 'DESDATA')
     mkdirSync(mnt, { recursive: true })
-    if (!flags.verbose) log.setLevel('warn')
+    // Until mounted, only errors: the demo DB's deliberately broken rows would otherwise open the
+    // first screen with a long warning; they get one calm line below instead.
+    if (!flags.verbose) log.setLevel('error')
     const config = daemonConfig(resolveSettings({
       mountpoint: mnt,
       db: join(gen, 'metadata.db'),
@@ -52,7 +56,7 @@ export const demoCommand: Command = {
       'state-dir': join(dir, 'state'),
       'token-file': tokenFile,
       'cache-size': '1G',
-      'log-level': flags.verbose ? 'info' : 'warn',
+      'log-level': flags.verbose ? 'info' : 'error',
     }))
     let daemon
     try {
@@ -62,6 +66,7 @@ export const demoCommand: Command = {
       if (!given && !flags.keep) rmSync(dir, { recursive: true, force: true })
       throw err
     }
+    if (!flags.verbose) log.setLevel('warn')
     // runDaemon's own signal handlers unmount and exit; clean the demo files up on the way out.
     process.on('exit', () => {
       if (!given && !flags.keep) rmSync(dir, { recursive: true, force: true })
@@ -69,11 +74,14 @@ export const demoCommand: Command = {
     const immask = manifest.files.find((f) => f.kind === 'red_immask')!.rel
     const coadd = manifest.files.find((f) => f.kind === 'coadd')!.rel
     const cat = manifest.files.find((f) => f.kind === 'coadd_cat')!.rel
+    const desfs = desfsCommand({ script: fileURLToPath(new URL('./desfs.js', import.meta.url)), env: process.env, cwd: process.cwd() })
+    const refused = Object.values(daemon.catalog.index.result.skipped).reduce((n, r) => n + r.count, 0)
     process.stdout.write(
       [
         '',
         `Mounted ${manifest.files.length} files at ${mnt}`,
         `(archive served at ${server.archiveUrl} with a demo bearer token; metadata DB ${join(gen, 'metadata.db')})`,
+        ...(refused ? [`The demo DB also has ${refused} deliberately malformed rows; desfs leaves them out, as it would in a real DB (the status command below lists them).`] : []),
         '',
         'Try, in another terminal:',
         `  ls -l ${join(mnt, dirname(immask))}`,
@@ -82,7 +90,7 @@ export const demoCommand: Command = {
         `  python3 -c "import fitsio; print(fitsio.read('${join(mnt, immask)}', ext='SCI').shape)"`,
         `  python3 -c "from astropy.io import fits; print(fits.open('${join(mnt, cat)}')[1].data[:3])"`,
         `  getfattr -d ${join(mnt, immask)}`,
-        `  desfs status --state-dir ${join(dir, 'state')}`,
+        `  ${desfs} status --state-dir ${shellWord(join(dir, 'state'))}`,
         ...(manifest.largeFile ? [`  time cat ${join(mnt, manifest.largeFile)} > /dev/null   # twice: the second read comes from the cache`] : []),
         '',
         'Press Ctrl-C to stop (unmounts, stops the server' + (!given && !flags.keep ? ', removes the demo files).' : ').'),

@@ -9,7 +9,7 @@ import { daemonConfig, resolveSettings } from '../daemon/config.js'
 import { EXIT, UserError } from '../daemon/errors.js'
 import type { JobFile, JobRecord } from '../daemon/jobs.js'
 import { placeModeProblem, type PlaceMode } from '../daemon/materialize.js'
-import { archivePath, getRunner, type GetSpec } from '../daemon/sync.js'
+import { archivePath, getPaths, getRunner, type GetSpec } from '../daemon/sync.js'
 import { withStandaloneEngine } from '../daemon/standalone.js'
 import { buildSources } from '../cache/setup.js'
 import { TokenProvider } from '../daemon/token.js'
@@ -31,7 +31,7 @@ function readPaths(positionals: string[], list: unknown): string[] {
 async function getStandalone(flags: Record<string, unknown>, paths: string[], spec: GetSpec): Promise<JobRecord<GetSpec>> {
   if (spec.mode === 'symlink') throw new UserError('--mode symlink links into the mount: start one with desfs mount first', EXIT.UNAVAILABLE)
   const c = daemonConfig(resolveSettings(settingFlags(flags)), { needMountpoint: false })
-  const files: JobFile[] = [...new Set(paths.map((p) => archivePath(p, c.mountpoint || undefined)))].map((path) => ({ path, size: null, status: 'pending' }))
+  const files: JobFile[] = getPaths(paths, c.mountpoint || undefined).map((path) => ({ path, size: null, status: 'pending' }))
   const job: JobRecord<GetSpec> = { id: 'local', kind: 'get', spec, state: 'running', createdAt: new Date().toISOString(), updatedAt: '', files }
   await withStandaloneEngine(c, async (deps) => {
     const runner = getRunner(deps, 4)
@@ -69,6 +69,7 @@ export const getCommand: Command = {
     const problem = placeModeProblem(mode)
     if (problem) throw new UserError(problem, EXIT.USAGE)
     const paths = readPaths(positionals, flags.list)
+    getPaths(paths) // a path outside the archive tree fails here, before anything starts
     const settings = resolveSettings(settingFlags(flags))
     const sock = socketPath(resolve(settings.get('state_dir')!.value!))
     const desdataArg = (flags.desdata as string | undefined) ?? process.env.DESDATA

@@ -14,6 +14,7 @@ import { ensurePrivateDir } from '../daemon/state-dir.js'
 import { APPEND_FLAGS } from '../daemon/safe-write.js'
 // The daemon and FUSE modules load only when needed: every other command starts faster without them.
 import type { Notice } from '../daemon/main.js'
+import { FLAGS_ON_STDIN } from '../daemon/daemon-args.js'
 const daemonMain = () => import('../daemon/main.js')
 const fuseMount = () => import('../fs/mount.js')
 
@@ -48,10 +49,13 @@ export const mountCommand: Command = {
       throw new UserError(`cannot open the log ${logPath} (${(err as NodeJS.ErrnoException).code === 'ELOOP' ? 'it is a symbolic link: remove it' : (err as Error).message})`)
     }
     const daemonScript = fileURLToPath(new URL('../daemon/main.js', import.meta.url))
-    // The daemon's stdin is a pipe it watches until it is mounted: when this process goes away
-    // (Ctrl-C, killed), the pipe ends and the daemon calls its start-up off.
-    const child = spawn(process.execPath, [daemonScript, JSON.stringify(sflags)], { detached: true, stdio: ['pipe', 'pipe', logFd] })
+    // The settings go over the daemon's stdin, not the command line (/proc/PID/cmdline is readable by
+    // every user), as one line; the pipe then stays open: the daemon watches it until it is mounted,
+    // and when this process goes away (Ctrl-C, killed) the pipe ends and the daemon calls start-up off.
+    const child = spawn(process.execPath, [daemonScript, FLAGS_ON_STDIN], { detached: true, stdio: ['pipe', 'pipe', logFd] })
     closeSync(logFd)
+    child.stdin!.on('error', () => undefined) // a daemon that died at once: its exit is reported below
+    child.stdin!.write(JSON.stringify(sflags) + '\n')
     const bar = new ProgressBar('building the tree index')
     let cancelled = false
     const result = await new Promise<Notice | undefined>((done) => {

@@ -6,11 +6,11 @@ import { readFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { settingFlags, settingOptions, type Command } from './command.js'
 import { daemonRunning, socketPath } from './client.js'
-import { resolveSettings } from '../daemon/config.js'
+import { DURATION_RANGES, resolveSettings } from '../daemon/config.js'
 import { EXIT, UserError } from '../daemon/errors.js'
 import { parseScript, isBlank, type ScriptStatement } from '../daemon/sql-text.js'
 import { sqlTimeoutMs } from '../daemon/routes-sql.js'
-import { parseDuration } from '../daemon/units.js'
+import { parseDurationIn } from '../daemon/units.js'
 import { daemonTarget, directTarget, runOne, type SqlSession } from './sql-run.js'
 import { runShell } from './sql-shell.js'
 
@@ -55,7 +55,7 @@ export const sqlCommand: Command = {
     let timeoutMs: number | undefined
     if (typeof flags.timeout === 'string') {
       try {
-        timeoutMs = parseDuration(flags.timeout)
+        timeoutMs = parseDurationIn(flags.timeout, DURATION_RANGES.sql_timeout)
       } catch (err) {
         throw new UserError(`--timeout: ${(err as Error).message}`, EXIT.USAGE)
       }

@@ -14,6 +14,8 @@ import type { ColumnInfo } from '../daemon/sql-child.js'
 import { EXIT, UserError } from '../daemon/errors.js'
 import type { Value } from '../daemon/sql-framing.js'
 import { fitsSink } from './sql-fits.js'
+import { statSync } from 'node:fs'
+import { dirname, extname, join, resolve } from 'node:path'
 
 interface SinkEnds {
   begin(columns: ColumnInfo[]): Promise<void> | void
@@ -196,6 +198,19 @@ export function formatOf(file: string): { format: Format; gzip: boolean } {
   const format = m ? EXTENSIONS[m[1]!.toLowerCase()] : undefined
   if (!format) throw new UserError(`cannot tell the output format of '${file}': end the file name with .fits, .csv, .tsv, .tab or .json (optionally .gz)`, EXIT.USAGE)
   return { format, gzip: !!m![2] }
+}
+
+/**
+ * Checks the file of a `; > FILE` before its query runs: a name given, a known extension, not a
+ * directory, in a directory that exists. Throws a UserError with one line.
+ */
+export function checkOutputFile(file: string): void {
+  if (!file) throw new UserError("'>' after the statement needs a file name, e.g. SELECT ...; > out.fits", EXIT.USAGE)
+  formatOf(file)
+  const path = resolve(file)
+  if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) throw new UserError(`cannot write ${file}: it is a directory; name a file, e.g. ${join(file, `result${extname(file) || '.fits'}`)}`, EXIT.USAGE)
+  const parent = statSync(dirname(path), { throwIfNoEntry: false })
+  if (!parent?.isDirectory()) throw new UserError(`cannot write ${file}: ${dirname(path)} is not a directory (create it first)`, EXIT.USAGE)
 }
 
 function textSink(format: Exclude<Format, 'fits'>, out: TextOut): Inner {

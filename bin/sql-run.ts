@@ -9,7 +9,7 @@ import { SqlEngine } from '../daemon/sql-engine.js'
 import { callStream } from './client.js'
 import { resolve } from 'node:path'
 import type { ScriptStatement } from '../daemon/sql-text.js'
-import { fileSink, formatOf, stdoutSink, type RowSink, type Sink, type TsvSink } from './sql-output.js'
+import { checkOutputFile, fileSink, stdoutSink, type RowSink, type Sink, type TsvSink } from './sql-output.js'
 import { Framer, type ResultFormat, type Value } from '../daemon/sql-framing.js'
 
 /** Exit codes by the kind of failure the engine reports. */
@@ -217,7 +217,8 @@ export interface SqlSession {
  */
 export async function runOne(session: SqlSession, st: ScriptStatement, signal?: AbortSignal): Promise<void> {
   const { sql, emptyMessage } = expandConvenience(st.sql)
-  if (st.output) formatOf(st.output) // an unknown extension fails before the query runs
+  // A missing name, an unknown extension or a directory fails before the query runs.
+  if (st.output !== undefined) checkOutputFile(st.output)
   let sink = st.output ? fileSink(resolve(st.output)) : stdoutSink(session.tty ? 'table' : 'tsv')
   if (emptyMessage) sink = failWhenEmpty(sink, emptyMessage)
   const r = await runStatement(session.target, sql, sink, { timeoutMs: session.timeoutMs, signal })

@@ -5,7 +5,8 @@ import { readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { UserError, EXIT } from './errors.js'
 import { defaultMetadataDb, xdgCacheHome, xdgConfigHome, xdgStateHome } from './paths.js'
-import { formatDuration, parseDuration, parseSize } from './units.js'
+import { parseDurationIn, parseSize, type DurationRange } from './units.js'
+import { checkHttpUrl } from './url-setting.js'
 import { parseS3Url } from '../cache/sources/s3-url.js'
 
 export const DEFAULT_ARCHIVE = 'https://fndcadoor.fnal.gov:2880/des/persistent/DESDM_ARCHIVE'
@@ -142,6 +143,8 @@ export interface DaemonConfig {
   readTimeoutMs: number
   connectTimeoutMs: number
   stallTimeoutMs: number
+  /** Default time limit of one SQL query, 0 for none. */
+  sqlTimeoutMs: number
   minRate: number
   caFile: string | undefined
   tokenFile: string | undefined
@@ -155,6 +158,30 @@ export interface DaemonConfig {
   settings: Map<string, Setting>
 }
 
+/**
+ * Every duration setting's sane range. The upper bounds stay far below Node's timer limit (2^31-1 ms,
+ * about 24.8 days; a longer timer fires at once); the lower ones keep a deadline from failing every
+ * operation before it could possibly succeed.
+ */
+export const DURATION_RANGES: Record<'read_timeout' | 'connect_timeout' | 'stall_timeout' | 'sql_timeout' | 'index_timeout', DurationRange> = {
+  read_timeout: { minMs: 1000, maxMs: 3_600_000 },
+  connect_timeout: { minMs: 1000, maxMs: 600_000 },
+  stall_timeout: { minMs: 1000, maxMs: 3_600_000 },
+  sql_timeout: { minMs: 100, maxMs: 86_400_000, zero: 'none' },
+  // A build needs at least a moment, and one longer than a day is stuck.
+  index_timeout: { minMs: 1000, maxMs: 86_400_000 },
+}
+
+/** A duration setting in ms, checked against its range; a UserError naming the setting otherwise. */
+export function durationSetting(settings: Map<string, Setting>, key: keyof typeof DURATION_RANGES): number {
+  return parseWith(settings, key, (v) => parseDurationIn(v, DURATION_RANGES[key]))
+}
+
+/** The archive URL setting, checked (http(s), no credentials, query or fragment), without trailing slashes. */
+export function archiveUrlSetting(settings: Map<string, Setting>): string {
+  return parseWith(settings, 'archive', (v) => checkHttpUrl(v, 'archive URL'))
+}
+
 function parseWith<T>(settings: Map<string, Setting>, key: string, parse: (v: string) => T): T {
   const s = settings.get(key)!
   try {
@@ -164,15 +191,6 @@ function parseWith<T>(settings: Map<string, Setting>, key: string, parse: (v: st
   }
 }
 
-/** What index_timeout may be: a build needs at least a moment, and one longer than a day is stuck. */
-const INDEX_TIMEOUT_RANGE: [number, number] = [1000, 24 * 3_600_000]
-
-/** A duration within [min, max] ms; outside it, an error naming the range. */
-function durationWithin(text: string, [min, max]: [number, number]): number {
-  const ms = parseDuration(text)
-  if (ms < min || ms > max) throw new Error(`'${text}' is out of range; use ${formatDuration(min)} to ${formatDuration(max)}`)
-  return ms
-}
 
 export function parseBool(v: string): boolean {
   if (/^(1|true|yes|on)$/i.test(v)) return true
@@ -185,20 +203,14 @@ export function daemonConfig(settings: Map<string, Setting>, opts: { needMountpo
   const mnt = settings.get('mountpoint')!
   // Commands that fetch without mounting (desfs get with no daemon) have no mountpoint.
   if (!mnt.value && opts.needMountpoint !== false) throw new UserError('no mountpoint: give one (desfs mount DIR) or set DESDATA', EXIT.USAGE)
-  const archive = settings.get('archive')!.value!
-  try {
-    const u = new URL(archive)
-    if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new Error('not http(s)')
-  } catch {
-    throw new UserError(`archive (from ${settings.get('archive')!.source}): '${archive}' is not an http(s) URL; set DES_ARCHIVE_ACCESS_ARCHIVE or --archive to e.g. ${DEFAULT_ARCHIVE}`, EXIT.USAGE)
-  }
+  const archive = archiveUrlSetting(settings)
   const level = settings.get('log_level')!.value!
   if (!['debug', 'info', 'warn', 'error'].includes(level)) throw new UserError(`log_level: '${level}' is not one of debug, info, warn, error`, EXIT.USAGE)
   const cacheSize = settings.get('cache_size')!.value!
   return {
     mountpoint: mnt.value ? resolve(mnt.value) : '',
     db: resolve(settings.get('db')!.value!),
-    archive: archive.replace(/\/+$/, ''),
+    archive,
     cacheDir: resolve(settings.get('cache_dir')!.value!),
     stateDir: resolve(settings.get('state_dir')!.value!),
     cacheSize: cacheSize === 'auto' ? undefined : parseWith(settings, 'cache_size', parseSize),
@@ -207,16 +219,18 @@ export function daemonConfig(settings: Map<string, Setting>, opts: { needMountpo
     sources: parseWith(settings, 'sources', (v) => parseSources(v, { mirror: !!settings.get('mirror_dir')!.value, s3: !!settings.get('s3_url')!.value })),
     mirrorDir: settings.get('mirror_dir')!.value ? resolve(settings.get('mirror_dir')!.value!) : undefined,
     s3Url: settings.get('s3_url')!.value ? parseWith(settings, 's3_url', (v) => (parseS3Url(v), v)) : undefined,
-    s3Endpoint: settings.get('s3_endpoint')!.value || undefined,
+    // Checked only when S3 is configured: AWS_ENDPOINT_URL may be set for other tools.
+    s3Endpoint: settings.get('s3_endpoint')!.value ? (settings.get('s3_url')!.value ? parseWith(settings, 's3_endpoint', (v) => checkHttpUrl(v, 'S3 endpoint')) : settings.get('s3_endpoint')!.value) : undefined,
     s3Region: settings.get('s3_region')!.value!,
-    stallTimeoutMs: parseWith(settings, 'stall_timeout', parseDuration),
+    stallTimeoutMs: durationSetting(settings, 'stall_timeout'),
     minRate: parseWith(settings, 'min_rate', parseSize),
-    readTimeoutMs: parseWith(settings, 'read_timeout', parseDuration),
-    connectTimeoutMs: parseWith(settings, 'connect_timeout', parseDuration),
+    readTimeoutMs: durationSetting(settings, 'read_timeout'),
+    connectTimeoutMs: durationSetting(settings, 'connect_timeout'),
+    sqlTimeoutMs: durationSetting(settings, 'sql_timeout'),
     caFile: settings.get('ca_file')!.value,
     tokenFile: settings.get('token_file')!.value ? resolve(settings.get('token_file')!.value!) : undefined,
     treeQuery: settings.get('tree_query')!.value,
-    indexTimeoutMs: parseWith(settings, 'index_timeout', (v) => durationWithin(v, INDEX_TIMEOUT_RANGE)),
+    indexTimeoutMs: durationSetting(settings, 'index_timeout'),
     allowOther: parseWith(settings, 'allow_other', parseBool),
     passthrough: parseWith(settings, 'passthrough', parseBool),
     logLevel: level as DaemonConfig['logLevel'],

@@ -92,7 +92,8 @@ export class Daemon {
     this.tokenRefresher = await startTokenRefresher(this.control, this.token)
 
     this.sources = buildSources(c, this.token)
-    this.facts = new Facts(join(c.stateDir, 'facts.sqlite'))
+    this.facts = new Facts(join(c.stateDir, 'facts.sqlite'), this.sources.identity)
+    if (this.facts.discarded) log.info('facts from an older desfs discarded (their source is unknown); they are learned again', { files: this.facts.discarded })
     this.tree = new Tree(this.catalog.index, this.facts, this.sources, { deadlineMs: c.readTimeoutMs })
     ;({ store: this.store, fetcher: this.fetcher } = await openReadPath(c, this.sources))
     this.cacheSize = this.store.limit
@@ -167,6 +168,7 @@ export class Daemon {
     const tok = this.token?.current
     return {
       pid: process.pid,
+      cwd: process.cwd(), // relative paths among the settings are relative to it
       mountpoint: this.config.mountpoint,
       startedAt: new Date(this.startedAt).toISOString(),
       ready: !!this.opsStats,

@@ -26,6 +26,7 @@ import { EXIT, UserError, oneLine } from './errors.js'
 import { withLock } from './lock-file.js'
 import { zstdDecoder, type ZstdDecoder } from './zstd.js'
 import { createTemp, openOwnFile, removeStaleTemps, writeFileAtomic } from './safe-write.js'
+import { withoutCredentials } from './url-setting.js'
 
 export interface DownloadOptions {
   url: string
@@ -95,8 +96,11 @@ async function download(o: DownloadOptions): Promise<DownloadResult> {
     url = new URL(o.url)
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error()
   } catch {
-    throw new UserError(`'${o.url}' is not an http(s) URL`, EXIT.USAGE)
+    throw new UserError(`'${withoutCredentials(o.url)}' is not an http(s) URL`, EXIT.USAGE)
   }
+  // The URL is printed and logged; a password in it would be too (a query string, such as a signed
+  // URL's, is the file's own address here, so it stays allowed).
+  if (url.username || url.password) throw new UserError(`'${withoutCredentials(o.url)}' holds a user name or password: desfs never takes credentials in a URL; give a URL without them`, EXIT.USAGE)
   const compressed = /\.zst$/i.test(url.pathname)
   const partial = `${o.dest}.download`
   const metaPath = `${o.dest}.download.json`

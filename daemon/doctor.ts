@@ -2,14 +2,14 @@
 // created or changed; every network check has a deadline.
 import { access, constants, stat, statfs } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
-import type { Setting } from './config.js'
+import { archiveUrlSetting, durationSetting, type Setting } from './config.js'
 import { checkMetadataDb } from './db-info.js'
 import { oneLine } from './errors.js'
 import { onPath } from './paths.js'
 import { privateDirProblem } from './state-dir.js'
 import { discoverToken, MAKE_TOKEN_HINT } from './token.js'
 import { oidcStatePath, readOidcState } from './token-store.js'
-import { formatDuration, formatSize, parseDuration } from './units.js'
+import { formatDuration, formatSize } from './units.js'
 import { HttpClient, classifyError, discard } from '../cache/sources/http-client.js'
 import { PROPFIND_BODY } from '../cache/sources/propfind.js'
 
@@ -88,21 +88,22 @@ function checkDb(settings: Map<string, Setting>): CheckResult {
 }
 
 async function checkArchive(settings: Map<string, Setting>): Promise<CheckResult> {
-  const archive = settings.get('archive')!.value!.replace(/\/+$/, '')
-  let origin: string
+  let archive: string
   try {
-    origin = new URL(archive).origin
-  } catch {
-    return fail('archive', `'${archive}' is not a URL`, 'set DES_ARCHIVE_ACCESS_ARCHIVE or --archive')
+    archive = archiveUrlSetting(settings)
+  } catch (err) {
+    return fail('archive', oneLine(err), 'set DES_ARCHIVE_ACCESS_ARCHIVE or --archive')
   }
+  const origin = new URL(archive).origin
   const tokenFile = settings.get('token_file')!.value
   const token = (await discoverToken(tokenFile ? { ...process.env, DESFS_TOKEN_FILE: resolve(tokenFile) } : process.env)).token
-  const deadline = parseDuration(settings.get('connect_timeout')!.value ?? '10s') + 10_000
+  const connectMs = durationSetting(settings, 'connect_timeout')
+  const deadline = connectMs + 10_000
   const http = new HttpClient({
     trustedOrigin: origin,
     authorization: () => (token ? `Bearer ${token}` : undefined),
     reloadToken: async () => undefined,
-    connectTimeoutMs: parseDuration(settings.get('connect_timeout')!.value ?? '10s'),
+    connectTimeoutMs: connectMs,
     headersTimeoutMs: deadline,
     stallTimeoutMs: deadline,
     caFile: settings.get('ca_file')!.value,
@@ -155,6 +156,39 @@ async function checkPrivateDir(name: string, dir: string, needSpace: boolean): P
   const free = s.bavail * s.bsize
   if (free < 1024 ** 3) return warn(name, `${where}: only ${formatSize(free)} free`, 'free some space or set --cache-dir / --cache-size')
   return ok(name, `${where}, ${formatSize(free)} free`)
+}
+
+/** What doctor learns from a running daemon's /status. */
+export interface DaemonView {
+  pid: number
+  /** The daemon's working directory: relative paths in its settings are relative to it. */
+  cwd?: string
+  settings: Record<string, { value?: string; source: string }>
+}
+
+/** The settings doctor checks, and which of them are paths. */
+export const DOCTOR_SETTINGS = ['db', 'archive', 'cache_dir', 'state_dir', 'token_file', 'ca_file', 'connect_timeout']
+const PATH_SETTINGS = new Set(['db', 'cache_dir', 'token_file', 'ca_file'])
+
+/**
+ * The settings to check when a daemon runs: what the daemon uses, except where a flag given to doctor
+ * itself says otherwise (a flag is an explicit request to check something else).
+ */
+export function withDaemonSettings(local: Map<string, Setting>, daemon: DaemonView): Map<string, Setting> {
+  const out = new Map(local)
+  for (const key of DOCTOR_SETTINGS) {
+    const mine = local.get(key)
+    const theirs = daemon.settings[key]
+    if (key === 'state_dir' || !theirs || mine?.source.startsWith('flag ')) continue
+    const value = theirs.value !== undefined && PATH_SETTINGS.has(key) && daemon.cwd ? resolve(daemon.cwd, theirs.value) : theirs.value
+    out.set(key, { value, source: `daemon pid ${daemon.pid}, ${theirs.source}` })
+  }
+  return out
+}
+
+/** The line saying whose settings were checked. */
+export function daemonCheck(daemon: DaemonView): CheckResult {
+  return ok('settings', `those of the running daemon (pid ${daemon.pid}); flags given to doctor override them`)
 }
 
 export async function runDoctor(settings: Map<string, Setting>): Promise<CheckResult[]> {

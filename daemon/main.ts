@@ -13,6 +13,7 @@ import { LOG_NAME } from './paths.js'
 import { ensurePrivateDir } from './state-dir.js'
 import { mountedType } from '../fs/mount.js'
 import type { BuildProgress } from '../fs/tree-build.js'
+import { FLAGS_ON_STDIN, readFlags } from './daemon-args.js'
 
 export type Notice =
   | { event: 'progress'; progress: BuildProgress }
@@ -123,11 +124,11 @@ export async function runDaemon(config: DaemonConfig, opts: RunOptions): Promise
 }
 
 async function main(): Promise<void> {
-  // Detached daemons get the CLI's flags as one JSON argument; the environment is inherited.
-  const arg = process.argv[2]
+  // Detached daemons get the CLI's flags as JSON on stdin (never on the command line, which every
+  // user can read); the environment is inherited.
   let config: DaemonConfig
   try {
-    const flags = arg ? (JSON.parse(arg) as Record<string, string | undefined>) : {}
+    const flags = process.argv[2] === FLAGS_ON_STDIN ? await readFlags(process.stdin) : {}
     config = daemonConfig(resolveSettings(flags))
     await runDaemon(config, { notify: true })
   } catch (err) {

@@ -11,7 +11,7 @@ import { isAbsolute, resolve } from 'node:path'
 import { HttpError, type ControlServer } from './control.js'
 import type { JobManager, JobRecord } from './jobs.js'
 import { loadRecipes } from './recipes.js'
-import { archivePath, planFiles, selectPaths, type GetSpec, type SelectDeps, type SyncSpec } from './sync.js'
+import { getPaths, planFiles, selectPaths, type GetSpec, type SelectDeps, type SyncSpec } from './sync.js'
 import { placeModeProblem, type PlaceMode } from './materialize.js'
 
 export interface JobRouteDeps extends SelectDeps {
@@ -76,7 +76,8 @@ export function registerJobRoutes(control: ControlServer, d: JobsDaemon): void {
     const mode = (b.mode ?? 'copy') as PlaceMode
     const problem = placeModeProblem(mode)
     if (problem) throw new HttpError(400, problem)
-    const { paths, refused } = await selectPaths({ list: (b.paths as string[]).map((p) => archivePath(p, deps.mountpoint)) }, deps)
+    const paths = getPaths(b.paths as string[], deps.mountpoint)
+    const refused: string[] = []
     const files = await planFiles(paths, deps)
     const spec: GetSpec = { desdata, mode, force: b.force === true }
     const job = jobs.submit('get', spec, files)

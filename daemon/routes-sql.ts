@@ -5,19 +5,13 @@
 import { pipeline } from 'node:stream/promises'
 import type { ControlServer } from './control.js'
 import { HttpError, sendJson } from './control.js'
-import type { Setting } from './config.js'
-import { EXIT, UserError } from './errors.js'
+import { DURATION_RANGES, durationSetting, type Setting } from './config.js'
+import { UserError } from './errors.js'
 import { SqlEngine } from './sql-engine.js'
-import { parseDuration } from './units.js'
 
 /** The sql_timeout setting in ms (0 = none). */
 export function sqlTimeoutMs(settings: Map<string, Setting>): number {
-  const s = settings.get('sql_timeout')!
-  try {
-    return parseDuration(s.value!)
-  } catch (err) {
-    throw new UserError(`sql_timeout (from ${s.source}): ${(err as Error).message}`, EXIT.USAGE)
-  }
+  return durationSetting(settings, 'sql_timeout')
 }
 
 const STATUS: Record<string, number> = { refused: 400, sql: 400, timeout: 408, db: 503, crashed: 500, cancelled: 499 }
@@ -28,7 +22,8 @@ export function registerSqlRoutes(control: ControlServer, opts: { db: string; se
   control.route('POST', '/sql', async (_req, res, body) => {
     const b = (body ?? {}) as { sql?: unknown; timeoutMs?: unknown; format?: unknown }
     if (typeof b.sql !== 'string' || !b.sql.trim()) throw new HttpError(400, 'POST /sql needs a JSON body {"sql": "SELECT ..."}')
-    if (b.timeoutMs !== undefined && (typeof b.timeoutMs !== 'number' || !(b.timeoutMs >= 0))) throw new HttpError(400, 'timeoutMs must be a number of milliseconds (0 for none)')
+    const maxMs = DURATION_RANGES.sql_timeout.maxMs
+    if (b.timeoutMs !== undefined && (typeof b.timeoutMs !== 'number' || !(b.timeoutMs >= 0) || b.timeoutMs > maxMs)) throw new HttpError(400, `timeoutMs must be a number of milliseconds up to ${maxMs} (0 for none)`)
     const format = b.format ?? 'ndjson'
     if (format !== 'ndjson' && format !== 'tsv') throw new HttpError(400, 'format must be "ndjson" or "tsv"')
     let q

@@ -71,7 +71,7 @@ export function isBlank(sql: string): boolean {
 export interface ScriptStatement {
   /** The statement without its terminating semicolon. */
   sql: string
-  /** File named by `; > FILE` after the statement, if any. */
+  /** File named by `; > FILE` after the statement, if any ('' when the `>` has no file name). */
   output?: string
 }
 
@@ -81,7 +81,9 @@ export interface ParsedScript {
   rest: string
 }
 
-const REDIRECT = /^[ \t]*>[ \t]*(\S+)[ \t]*(?=\r?\n|$)/
+// The file name may be missing (`; >`): the statement then carries an empty output, which runOne
+// refuses with a line saying so (rather than taking the lone '>' for a second statement).
+const REDIRECT = /^[ \t]*>[ \t]*(\S*)[ \t]*(?=\r?\n|$)/
 
 /**
  * Splits a script at top-level semicolons. After a semicolon, `> FILE` on the same line names the
@@ -103,7 +105,7 @@ export function parseScript(text: string): ParsedScript {
       const m = REDIRECT.exec(text.slice(i))
       const st: ScriptStatement = { sql }
       if (m) {
-        st.output = m[1]!
+        st.output = m[1]! // possibly '': see REDIRECT
         i += m[0].length
       }
       if (!isBlank(sql)) statements.push(st)

@@ -87,6 +87,20 @@ export function rowsToPaths(rows: unknown[][]): { paths: string[]; refused: stri
   return { paths, refused }
 }
 
+/**
+ * The archive paths of a `desfs get`, each checked. Paths are named one by one, so one the archive
+ * tree cannot hold ('..', an empty segment, a control character) fails the whole command instead of
+ * being dropped from it.
+ */
+export function getPaths(given: string[], mountpoint?: string): string[] {
+  const { paths, refused } = rowsToPaths(given.map((p) => [archivePath(p, mountpoint)]))
+  if (refused.length) {
+    const more = refused.length > 1 ? ` (and ${refused.length - 1} more)` : ''
+    throw new UserError(`not a path inside the archive tree: ${refused[0]}${more}; give archive paths such as OPS/finalcut/...`, EXIT.USAGE)
+  }
+  return paths
+}
+
 /** The archive paths a sync spec names, without learning anything from the archive yet. */
 export async function selectPaths(spec: Pick<SyncSpec, 'recipe' | 'params' | 'list' | 'query'>, deps: Pick<SelectDeps, 'select'>): Promise<{ paths: string[]; refused: string[] }> {
   const given = [spec.recipe !== undefined, spec.list !== undefined, spec.query !== undefined].filter(Boolean).length

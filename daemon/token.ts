@@ -83,6 +83,18 @@ export function tokenCandidates(env: NodeJS.ProcessEnv = process.env): { kind: '
   return out
 }
 
+/**
+ * Why a token (already trimmed) cannot be sent as a bearer token, or undefined when it can. RFC 6750's
+ * b64token is letters, digits and -._~+/ with trailing '='; anything else (a second line, a space, a
+ * quote) would be sent and rejected on every request, so it is reported here, naming what was found
+ * but never the token's text.
+ */
+export function tokenShapeProblem(token: string): string | undefined {
+  if (/^[A-Za-z0-9\-._~+/]+=*$/.test(token)) return undefined
+  const found = /[\r\n]/.test(token) ? 'a line break' : /\s/.test(token) ? 'a space or tab' : /[^\x20-\x7e]/.test(token) ? 'a control or non-ASCII character' : 'a character tokens do not contain'
+  return `holds more than one token (${found} inside it); it must hold the token alone, on one line`
+}
+
 /** Decodes a JWT's claims without verifying it (the archive verifies; we only want exp/sub/scope). */
 export function jwtClaims(token: string): Record<string, unknown> | undefined {
   const parts = token.split('.')
@@ -110,13 +122,21 @@ function describe(source: string, token: string): TokenInfo {
 /** Finds and reads the token now. Never throws: a problem is reported in `problem`. */
 export async function discoverToken(env: NodeJS.ProcessEnv = process.env): Promise<TokenInfo> {
   for (const c of tokenCandidates(env)) {
-    if (c.kind === 'env') return describe(`env ${c.where}`, env[c.where]!.trim())
+    if (c.kind === 'env') {
+      const token = env[c.where]!.trim()
+      const shape = tokenShapeProblem(token)
+      if (shape) return { source: `env ${c.where}`, problem: `$${c.where} ${shape}: ${MAKE_TOKEN_HINT}` }
+      return describe(`env ${c.where}`, token)
+    }
     let st
     try {
       st = await stat(c.where)
     } catch {
       continue
     }
+    // Before the mode check: a directory's usual 755 would otherwise read as "readable by others".
+    if (st.isDirectory()) return { source: c.where, problem: `token file ${c.where} is a directory: point --token-file (or BEARER_TOKEN_FILE) at the token file itself` }
+    if (!st.isFile()) return { source: c.where, problem: `token file ${c.where} is not a regular file: point --token-file (or BEARER_TOKEN_FILE) at the token file itself` }
     if ((st.mode & 0o077) !== 0) {
       return { source: c.where, problem: `token file ${c.where} is readable by group/others (mode ${(st.mode & 0o777).toString(8)}): run chmod 600 ${c.where}` }
     }
@@ -125,6 +145,8 @@ export async function discoverToken(env: NodeJS.ProcessEnv = process.env): Promi
     try {
       const token = (await readFile(c.where, 'utf8')).trim()
       if (!token) return { source: c.where, problem: `token file ${c.where} is empty: ${MAKE_TOKEN_HINT}`, transient: true }
+      const shape = tokenShapeProblem(token)
+      if (shape) return { source: c.where, problem: `token file ${c.where} ${shape}: ${MAKE_TOKEN_HINT}` }
       return describe(c.where, token)
     } catch (err) {
       return { source: c.where, problem: `cannot read token file ${c.where} (${(err as NodeJS.ErrnoException).code}): check its permissions` }
@@ -201,11 +223,15 @@ export class TokenProvider {
     clearTimeout(this.expiryTimer)
     const exp = this.info.exp
     if (!exp) return
+    const expires = new Date(exp * 1000).toISOString()
+    const say = () => {
+      if (exp * 1000 <= Date.now()) log.warn('bearer token has expired', { source: this.info.source, expired: expires, fix: MAKE_TOKEN_HINT })
+      else log.warn('bearer token expires soon', { source: this.info.source, expires, fix: MAKE_TOKEN_HINT })
+    }
+    if (exp * 1000 <= Date.now()) return say()
     const warnAt = exp * 1000 - 5 * 60_000 - Date.now()
     if (warnAt > 2 ** 31 - 1) return
-    this.expiryTimer = setTimeout(() => {
-      log.warn('bearer token expires soon', { source: this.info.source, expires: new Date(exp * 1000).toISOString(), fix: MAKE_TOKEN_HINT })
-    }, Math.max(0, warnAt))
+    this.expiryTimer = setTimeout(say, Math.max(0, warnAt))
     this.expiryTimer.unref()
   }
 

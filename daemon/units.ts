@@ -35,6 +35,32 @@ export function parseDuration(text: string): number {
   return Math.round(n * mult)
 }
 
+/** Where a duration setting may lie; `zero` names what 0 means when 0 is allowed outside the range. */
+export interface DurationRange {
+  minMs: number
+  maxMs: number
+  zero?: string
+}
+
+/** A range bound as a person writes it: 100ms, 1s, 10m, 24h. */
+function boundText(ms: number): string {
+  for (const [unit, mult] of [['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) if (ms >= mult && ms % mult === 0) return `${ms / mult}${unit}`
+  return `${ms}ms`
+}
+
+/**
+ * parseDuration within a range. Node's timers hold at most 2^31-1 ms (about 24.8 days; a longer one
+ * fires at once), and a deadline of 0 fails everything at once, so every duration setting has one.
+ */
+export function parseDurationIn(text: string, range: DurationRange): number {
+  const ms = parseDuration(text)
+  if (ms === 0 && range.zero) return 0
+  if (ms < range.minMs || ms > range.maxMs) {
+    throw new Error(`'${text.trim()}' is out of range: use ${boundText(range.minMs)} to ${boundText(range.maxMs)}${range.zero ? `, or 0 for ${range.zero}` : ''}`)
+  }
+  return ms
+}
+
 export function formatDuration(ms: number): string {
   if (ms < 1000) return `${Math.round(ms)}ms`
   const s = ms / 1000

@@ -31,6 +31,9 @@ class CountingSource implements Source {
   private active = 0
   private idleWaiters: (() => void)[] = []
   constructor(private inner: Source) {}
+  get identity(): string {
+    return this.inner.identity
+  }
   locate(rel: string): string {
     return this.inner.locate(rel)
   }

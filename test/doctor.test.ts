@@ -4,7 +4,9 @@ import t from 'tap'
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { makeToken, writeTokenFile } from './archive/token.js'
-import { desfs, makeArchive, startServer, tmp } from './helpers.js'
+import { desfs, makeArchive, startDaemon, startServer, tmp } from './helpers.js'
+import { resolveSettings } from '../daemon/config.js'
+import { withDaemonSettings } from '../daemon/doctor.js'
 
 const CHECKS = ['fuse device', 'fusermount', 'libfuse', 'token', 'metadata DB', 'archive', 'cache dir', 'state dir']
 
@@ -63,4 +65,48 @@ t.test('desfs doctor', async (t) => {
     t.match(line(r.stdout, 'metadata DB'), /^FAIL .*not found at .*missing\.db -> fix: desfs db download \(/)
     t.match(line(r.stdout, 'archive'), /^FAIL .*connection refused/)
   })
+
+  await t.test('a token file with two lines, or a directory, is a FAIL, not OK', async (t) => {
+    const two = join(dir, 'two', 'tok')
+    writeTokenFile(two, `${makeToken()}\n${makeToken()}`)
+    let r = await desfs(args({ token: two }), { env })
+    t.equal(r.code, 1)
+    t.match(line(r.stdout, 'token'), /^FAIL .*holds more than one token \(a line break inside it\)/)
+    t.notMatch(r.stdout, /eyJ/, 'the token is never printed')
+    r = await desfs(args({ token: join(dir, 'two') }), { env })
+    t.match(line(r.stdout, 'token'), /^FAIL .*two is a directory: point --token-file/)
+  })
+
+  await t.test('with a daemon running, its settings are checked, not the defaults', async (t) => {
+    const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile })
+    // Only the state dir: archive, DB and token file come from the daemon (the defaults would be the
+    // FNAL door and ~/.des_archive_access/desdm_pruned_indexed_files.db).
+    const r = await desfs(['doctor', '--state-dir', d.stateDir], { env })
+    t.equal(r.code, 0, `exit 0:\n${r.stdout}${r.stderr}`)
+    t.match(line(r.stdout, 'settings'), new RegExp(`^OK .*running daemon \\(pid ${d.child.pid}\\)`))
+    t.match(line(r.stdout, 'archive'), new RegExp(`^OK .*${server.archiveUrl} answers`))
+    t.match(line(r.stdout, 'metadata DB'), new RegExp(`^OK .*${a.db}:`))
+    t.match(line(r.stdout, 'token'), /^OK .*subject desfs-demo-user/)
+    t.match(line(r.stdout, 'cache dir'), new RegExp(`^OK .*${d.cacheDir},`))
+    const flagWins = await desfs(['doctor', '--state-dir', d.stateDir, '--archive', 'http://127.0.0.1:9/des'], { env, timeoutMs: 60_000 })
+    t.match(line(flagWins.stdout, 'archive'), /^FAIL .*127\.0\.0\.1:9.*connection refused/, 'a flag given to doctor still wins')
+  })
+})
+
+t.test('doctor takes the running daemon\'s settings, except where its own flags say otherwise', async (t) => {
+  const local = resolveSettings({ 'state-dir': '/s', 'ca-file': '/mine/ca.pem' }, {})
+  const merged = withDaemonSettings(local, {
+    pid: 42,
+    cwd: '/home/u',
+    settings: {
+      db: { value: 'dbs/metadata.db', source: 'flag --db' },
+      archive: { value: 'http://127.0.0.1:8080/des', source: 'env DES_ARCHIVE_ACCESS_ARCHIVE' },
+      ca_file: { value: '/theirs/ca.pem', source: 'flag --ca-file' },
+      state_dir: { value: '/elsewhere', source: 'flag --state-dir' },
+    },
+  })
+  t.same(merged.get('db'), { value: '/home/u/dbs/metadata.db', source: 'daemon pid 42, flag --db' }, 'relative paths are the daemon\'s')
+  t.equal(merged.get('archive')!.value, 'http://127.0.0.1:8080/des')
+  t.equal(merged.get('ca_file')!.value, '/mine/ca.pem', 'a flag given to doctor wins')
+  t.equal(merged.get('state_dir')!.value, '/s')
 })

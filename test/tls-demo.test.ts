@@ -3,10 +3,12 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { DESFS, makeArchive, needTool, run, sourceBytes, startDaemon, startServer, tmp, until } from './helpers.js'
 import { mountedType } from '../fs/mount.js'
+import { fileURLToPath } from 'node:url'
+import { desfsCommand } from '../bin/how-to-run.js'
 
 t.jobs = 1
 
@@ -35,8 +37,32 @@ t.test('an https archive with its own CA: reads work with --ca-file, and fail cl
   t.match(bad.log(), /TLS error .*--ca-file/, 'the log names the fix')
 })
 
+t.test('the demo prints desfs commands that work as typed', async (t) => {
+  const dir = tmp(t)
+  const script = realpathSync(DESFS)
+  const root = fileURLToPath(new URL('../..', import.meta.url))
+  const other = join(dir, 'other-bin')
+  mkdirSync(other)
+  writeFileSync(join(other, 'desfs'), '#!/bin/sh\necho another desfs\n', { mode: 0o755 })
+  const linked = join(dir, 'linked-bin')
+  mkdirSync(linked)
+  symlinkSync(script, join(linked, 'desfs'))
+  const elsewhere = join(dir, 'work')
+  mkdirSync(elsewhere)
+  t.equal(desfsCommand({ script, env: { PATH: '/nonexistent' }, cwd: root }), 'npx desfs', 'not on PATH, in the package: npx desfs')
+  t.equal(desfsCommand({ script, env: { PATH: '/nonexistent' }, cwd: elsewhere }), `node ${script}`, 'not on PATH, elsewhere: node and the full path')
+  t.equal(desfsCommand({ script, env: { PATH: other }, cwd: root }), 'npx desfs', 'another desfs on the PATH is not this one')
+  t.equal(desfsCommand({ script, env: { PATH: `${other}-none:${linked}` }, cwd: elsewhere }), 'desfs', 'this desfs on the PATH: desfs')
+  t.equal(desfsCommand({ script, env: { PATH: linked, npm_command: 'exec' }, cwd: root }), 'npx desfs', 'run by npx, whose PATH the shell lacks')
+  t.equal(desfsCommand({ script: '/opt/my tools/dist/bin/desfs.js', env: {}, cwd: elsewhere }), "node '/opt/my tools/dist/bin/desfs.js'", 'quoted for the shell')
+})
+
 t.test('desfs demo: mounts a generated archive, reads work, Ctrl-C cleans up', async (t) => {
-  const child = spawn(process.execPath, [DESFS, 'demo'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DESFS_CONFIG: '/nonexistent' } })
+  // Run from a directory of its own, with no desfs on the PATH: how a newcomer who ran `npm ci`
+  // elsewhere would, so its hints must not say a bare `desfs`.
+  const cwd = tmp(t)
+  const env = { ...process.env, DESFS_CONFIG: '/nonexistent', PATH: (process.env.PATH ?? '').split(':').filter((d) => !existsSync(join(d, 'desfs'))).join(':') }
+  const child = spawn(process.execPath, [DESFS, 'demo'], { stdio: ['ignore', 'pipe', 'pipe'], env, cwd })
   let out = ''
   child.stdout!.on('data', (c: Buffer) => (out += c))
   child.stderr!.on('data', (c: Buffer) => (out += c))
@@ -53,6 +79,15 @@ t.test('desfs demo: mounts a generated archive, reads work, Ctrl-C cleans up', a
     const v = await run('fitsverify', ['-q', fitsverify!])
     t.match(v.stdout, /verification OK/, 'the suggested fitsverify passes')
   }
+  const status = /^ {2}(.* status --state-dir \S+)$/m.exec(out)?.[1]
+  t.ok(status, 'it suggests desfs status')
+  const typed = await run('sh', ['-c', status!], { env, cwd })
+  t.equal(typed.code, 0, `the status hint works as typed: ${status}\n${typed.stderr}`)
+  t.match(typed.stdout, /^mounted\s+\S*DESDATA/)
+  t.match(out, /\nThe demo DB also has \d+ deliberately malformed rows; desfs leaves them out, as it would in a real DB \(the status command below lists them\)\.\n/, 'its hostile rows: one calm line')
+  t.notMatch(out, /metadata rows refused|skipped \d+ rows/, 'not the long warning')
+  const firstScreen = out.slice(0, out.indexOf('Press Ctrl-C to stop'))
+  t.same(firstScreen.split('\n').filter((l) => / warn /.test(l)), [], 'no warnings on the first screen')
   child.kill('SIGINT')
   t.equal(await Promise.race([exited, new Promise<null>((r) => setTimeout(() => r(null), 30_000).unref())]), 0, 'Ctrl-C ends it with status 0')
   t.notOk(await mountedType(mnt!), 'unmounted')

@@ -3,6 +3,7 @@
 // single files.
 import { HttpClient, header, classifyError, discard, readRangeBody, retryAfterMs, type HttpResponse } from './http-client.js'
 import { PROPFIND_BODY, adler32From, parseMultistatus } from './propfind.js'
+import { parseByteCount, shown } from './byte-count.js'
 import { SourceError, type ReadOptions, type Source } from './source.js'
 import type { FileFacts } from '../../fs/facts.js'
 import { MAKE_TOKEN_HINT } from '../../daemon/token.js'
@@ -11,6 +12,11 @@ export interface ArchiveSourceOptions {
   /** Archive root URL, without a trailing slash. */
   base: string
   http: HttpClient
+}
+
+/** The source identity (see Source.identity) of the archive at a base URL. */
+export function archiveIdentity(base: string): string {
+  return `archive ${base}`
 }
 
 /** Percent-encodes each segment of an archive-relative path. */
@@ -33,12 +39,14 @@ export function statusError(res: HttpResponse, what: string): SourceError {
 export class ArchiveSource implements Source {
   readonly name = 'archive'
   readonly authoritative = true
+  readonly identity: string
   private base: string
   private basePath: string
   private http: HttpClient
 
   constructor(opts: ArchiveSourceOptions) {
     this.base = opts.base
+    this.identity = archiveIdentity(opts.base)
     this.basePath = decodeURIComponent(new URL(opts.base).pathname).replace(/\/+$/, '')
     this.http = opts.http
   }
@@ -106,8 +114,9 @@ export class ArchiveSource implements Source {
     discard(res.body)
     if (res.status === 404) return null
     if (res.status !== 200) throw statusError(res, `HEAD ${url}`)
-    const size = Number(header(res.headers, 'content-length'))
-    if (!Number.isFinite(size)) throw new SourceError('protocol', `HEAD ${url}: no Content-Length`)
+    const length = header(res.headers, 'content-length')
+    const size = parseByteCount(length)
+    if (size === undefined) throw new SourceError('protocol', `HEAD ${url}: Content-Length ${shown(length)} is not a byte count`)
     const lm = header(res.headers, 'last-modified')
     const mtime = lm ? Date.parse(lm) : NaN
     return { size, adler32: adler32From(header(res.headers, 'digest')), mtime: Number.isFinite(mtime) ? mtime : null }

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs'
 import { Pool, errors as undiciErrors, type Dispatcher } from 'undici'
 import { SourceError } from './source.js'
+import { parseByteCount } from './byte-count.js'
 
 export interface HttpClientOptions {
   /** Origin that receives the Authorization header (the archive door); none for signed requests. */
@@ -62,7 +63,7 @@ export async function readRangeBody(res: HttpResponse, start: number, end: numbe
   if (res.status === 206) {
     const cr = header(res.headers, 'content-range')
     const m = cr ? /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(cr) : null
-    if (!m || Number(m[1]) !== start || Number(m[2]) !== end - 1) {
+    if (!m || parseByteCount(m[1]) !== start || parseByteCount(m[2]) !== end - 1) {
       discard(res.body)
       throw new SourceError('range', `${what}: answered Content-Range ${cr ?? '(none)'}`)
     }

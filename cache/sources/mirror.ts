@@ -12,9 +12,11 @@ export class MirrorSource implements Source {
   readonly name = 'mirror'
   readonly authoritative = false
   readonly root: string
+  readonly identity: string
 
   constructor(root: string) {
     this.root = resolve(root)
+    this.identity = `mirror ${this.root}`
   }
 
   /** The mirror path of an archive path; refuses anything that would leave the mirror. */

@@ -4,6 +4,7 @@
 // servers, so they are stripped before reading.
 import { XMLParser } from 'fast-xml-parser'
 import type { FileFacts } from '../../fs/facts.js'
+import { parseByteCount, shown } from './byte-count.js'
 
 export const PROPFIND_BODY = `<?xml version="1.0" encoding="utf-8"?>
 <D:propfind xmlns:D="DAV:" xmlns:R="http://www.dcache.org/2013/webdav">
@@ -64,14 +65,17 @@ export function parseMultistatus(xml: string): PropfindEntry[] {
     } catch {
       continue
     }
-    const size = Number(text(prop.getcontentlength) ?? NaN)
+    // No size at all is an unknown size (-1, as before); a size that is there must be a byte count.
+    const sizeText = text(prop.getcontentlength)
+    const size = sizeText === undefined || isDir ? -1 : parseByteCount(sizeText)
+    if (size === undefined) throw new Error(`getcontentlength ${shown(sizeText)} of ${shown(path)} is not a byte count`)
     const lm = text(prop.getlastmodified)
     const mtime = lm ? Date.parse(lm) : NaN
     out.push({
       path: path.replace(/\/+$/, ''),
       isDir,
       facts: {
-        size: Number.isFinite(size) ? size : -1,
+        size,
         adler32: adler32From(text(prop.Checksums)),
         mtime: Number.isFinite(mtime) ? mtime : null,
       },

@@ -7,6 +7,7 @@ import { HttpClient, classifyError, discard, header, readRangeBody, retryAfterMs
 import { encodePath } from './archive.js'
 import { adler32From } from './propfind.js'
 import { signRequest, uriEncode, type AwsCredentials } from './sigv4.js'
+import { parseByteCount, shown } from './byte-count.js'
 import { SourceError, type ReadOptions, type Source } from './source.js'
 import { parseS3Url } from './s3-url.js'
 import type { FileFacts } from '../../fs/facts.js'
@@ -26,6 +27,7 @@ const parser = new XMLParser({ parseTagValue: false, isArray: (name) => name ===
 export class S3Source implements Source {
   readonly name = 's3'
   readonly authoritative = true
+  readonly identity: string
   private bucket: string
   private prefix: string
   private region: string
@@ -45,6 +47,7 @@ export class S3Source implements Source {
     const u = new URL(endpoint)
     if (/(^|\.)amazonaws\.com$/.test(u.hostname) && !bucket.includes('.')) this.base = `${u.protocol}//${bucket}.${u.host}`
     else this.base = `${endpoint}/${bucket}`
+    this.identity = `s3 ${this.base}/${prefix}`
   }
 
   private key(relPath: string): string {
@@ -118,7 +121,9 @@ export class S3Source implements Source {
         const name = String(c.Key).slice(prefix.length)
         if (!name || name.includes('/')) continue
         const mtime = c.LastModified ? Date.parse(c.LastModified) : NaN
-        out.set(relDir ? `${relDir}/${name}` : name, { size: Number(c.Size), adler32: null, mtime: Number.isFinite(mtime) ? mtime : null })
+        const size = parseByteCount(c.Size === undefined ? undefined : String(c.Size))
+        if (size === undefined) throw new SourceError('protocol', `${what}: Size ${shown(c.Size === undefined ? undefined : String(c.Size))} of ${c.Key} is not a byte count`)
+        out.set(relDir ? `${relDir}/${name}` : name, { size, adler32: null, mtime: Number.isFinite(mtime) ? mtime : null })
       }
       if (r.IsTruncated !== 'true' || !r.NextContinuationToken) break
       token = r.NextContinuationToken
@@ -132,8 +137,9 @@ export class S3Source implements Source {
     discard(res.body)
     if (res.status === 404) return null
     if (res.status !== 200) throw this.statusError(res, `HEAD ${this.locate(relPath)}`)
-    const size = Number(header(res.headers, 'content-length'))
-    if (!Number.isFinite(size)) throw new SourceError('protocol', `HEAD ${this.locate(relPath)}: no Content-Length`)
+    const length = header(res.headers, 'content-length')
+    const size = parseByteCount(length)
+    if (size === undefined) throw new SourceError('protocol', `HEAD ${this.locate(relPath)}: Content-Length ${shown(length)} is not a byte count`)
     const lm = header(res.headers, 'last-modified')
     const mtime = lm ? Date.parse(lm) : NaN
     // A copy made by desfs's tools (or anyone careful) may carry the archive's checksum as metadata.

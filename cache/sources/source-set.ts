@@ -25,12 +25,15 @@ export class SourceSet implements Source {
   readonly name = 'sources'
   readonly authoritative = true
   readonly sources: Source[]
+  /** Its sources' identities; their order does not change which facts are true, so it is left out. */
+  readonly identity: string
   private opts: SourceSetOptions
   private health = new Map<Source, Health>()
 
   constructor(sources: Source[], opts: Partial<SourceSetOptions> = {}) {
     if (sources.length === 0) throw new Error('no sources configured')
     this.sources = sources
+    this.identity = sources.map((s) => s.identity).sort().join('\n')
     this.opts = { downAfter: 3, downMs: 10_000, ...opts }
     for (const s of sources) this.health.set(s, { failures: 0, downUntil: 0, lastError: undefined })
   }

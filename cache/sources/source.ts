@@ -50,6 +50,12 @@ export interface Source {
   /** Short name for logs and metrics: 'archive', 's3', 'mirror'. */
   readonly name: string
   /**
+   * What this source is, precisely enough that two sources with the same identity serve the same
+   * files (kind and base URL, bucket with endpoint, or directory). Facts learned from it are kept
+   * under it, so a wrong setting cannot leave wrong facts behind for the right one.
+   */
+  readonly identity: string
+  /**
    * True when the source has every archive file, so a file missing from its listing is missing from
    * the archive. A site mirror may be partial: its listings only add facts.
    */

@@ -22,6 +22,10 @@ import { TreeIndex } from '../../fs/tree-index.js'
 import type { Source } from '../../cache/sources/source.js'
 import { mountedType } from '../../fs/mount.js'
 import { now, percentile, rssMb, table } from './util.js'
+import { archiveIdentity } from '../../cache/sources/archive.js'
+
+/** The archive URL the benchmark's daemon is given: nothing listens there (every size is pre-seeded). */
+const NO_ARCHIVE = 'http://127.0.0.1:9'
 
 const DESFS = fileURLToPath(new URL('../../bin/desfs.js', import.meta.url))
 const SELF = fileURLToPath(import.meta.url)
@@ -110,7 +114,7 @@ interface Daemon {
 
 async function startDaemon(mnt: string, db: string, stateDir: string, cacheDir: string): Promise<Daemon & { mountedMs: number; answerMs: number }> {
   const t0 = now()
-  const child = spawn(process.execPath, [DESFS, 'mount', mnt, '--foreground', '--db', db, '--archive', 'http://127.0.0.1:9', '--state-dir', stateDir, '--cache-dir', cacheDir], {
+  const child = spawn(process.execPath, [DESFS, 'mount', mnt, '--foreground', '--db', db, '--archive', NO_ARCHIVE, '--state-dir', stateDir, '--cache-dir', cacheDir], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, DESFS_CONFIG: '/nonexistent', DESFS_TOKEN_FILE: '/nonexistent' },
   })
@@ -156,7 +160,7 @@ async function floorMount(src: string, mnt: string): Promise<{ stop: () => Promi
 /** desfs's own share of a getattr: Tree.statNow in-process on a fresh Tree (empty caches). */
 function inProcessLookups(indexFile: string, factsFile: string, paths: string[]): { coldUs: number; warmUs: number } {
   const index = new TreeIndex(indexFile)
-  const facts = new Facts(factsFile)
+  const facts = new Facts(factsFile, archiveIdentity(NO_ARCHIVE))
   const tree = new Tree(index, facts, {} as Source, { deadlineMs: 1000 })
   const time = () => {
     const t0 = now()
