@@ -1,6 +1,6 @@
 // `desfs db download` and `desfs db info`, run as users run them (the CLI in a child process) against
 // a web server on 127.0.0.1 that can drop connections mid-body.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import Database from 'better-sqlite3'
 import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs'
@@ -30,7 +30,7 @@ function makeDb(path: string, fillerBytes = 3 << 20): void {
   db.close()
 }
 
-async function zstd(t: Parameters<typeof tmp>[0], input: string, output: string): Promise<void> {
+async function zstd(t: Test, input: string, output: string): Promise<void> {
   const r = await run('zstd', ['-q', '-3', '-f', input, '-o', output])
   t.equal(r.code, 0, `zstd compressed ${input} ${r.stderr}`)
 }

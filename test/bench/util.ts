@@ -34,3 +34,23 @@ export async function rssMb(pid: number): Promise<number> {
   const m = /VmRSS:\s+(\d+) kB/.exec(text)
   return m ? Number(m[1]) / 1024 : NaN
 }
+
+/**
+ * Owns the fixtures of a benchmark (test/helpers.ts's startServer, startDaemon, tmp ... take one as
+ * a tap Test would be): close() runs their cleanups, the last registered first.
+ */
+export class BenchScope {
+  private cleanups: (() => unknown)[] = []
+  teardown(fn: () => unknown): void {
+    this.cleanups.push(fn)
+  }
+  async close(): Promise<void> {
+    for (const fn of this.cleanups.splice(0).reverse()) {
+      try {
+        await fn()
+      } catch (err) {
+        process.stderr.write(`cleanup failed: ${(err as Error).message}\n`)
+      }
+    }
+  }
+}
