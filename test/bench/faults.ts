@@ -4,15 +4,16 @@
 // 1. random reads through a mount while the archive server injects a fault into a fraction of its
 //    GETs (reset mid-body, short body, stall, 503, 429): wrong bytes (compared with the source files)
 //    and the longest single open or pread;
-// 2. kill -9 of the daemon while 16+ readers read through the mount, repeated: wrong bytes before
-//    the kill, whether the dead mount hangs (a stat in a child process with a timeout), whether a
-//    restarted daemon serves every file's bytes right;
+// 2. kill -9 of the daemon while 16+ readers read through the mount and a slow SQL query runs,
+//    repeated: wrong bytes before the kill, whether the dead mount hangs (a stat in a child process
+//    with a timeout), processes the daemon started that outlive it, whether a restarted daemon
+//    serves every file's bytes right;
 // 3. bit rot: bytes flipped in the cache's data files while the daemon is stopped, then every file
 //    read through the restarted daemon: flipped blocks vs blocks it reported corrupt (log line and
 //    desfs_cache_corrupt_blocks_total), and wrong bytes served.
 // Every reader is a child process (test/readers/random_reads.py, cmp, stat): this process never
 // reads the mountpoint. Loopback only; every wait is bounded.
-import { closeSync, openSync, readdirSync, readSync, statSync, writeSync, appendFileSync } from 'node:fs'
+import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync, writeSync, appendFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -133,6 +134,59 @@ async function readsUnderFaults(scope: BenchScope, a: ArchiveFixture, s: ServerF
   ]
 }
 
+/**
+ * A process as /proc/PID/stat tells it: its parent, its start time (which tells a reused pid apart)
+ * and the CPU time it used (clock ticks).
+ */
+function procStat(pid: number): { ppid: number; start: string; cpu: number } | undefined {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const f = text.slice(text.lastIndexOf(')') + 2).split(' ') // fields from the 3rd on (state, ppid, ...)
+    return { ppid: Number(f[1]), start: f[19]!, cpu: Number(f[11]) + Number(f[12]) }
+  } catch {
+    return undefined
+  }
+}
+
+/** The processes below pid (children, theirs, ...), with their start times. */
+function descendants(pid: number): Map<number, string> {
+  const children = new Map<number, number[]>()
+  const starts = new Map<number, string>()
+  for (const name of readdirSync('/proc')) {
+    const p = Number(name)
+    const st = Number.isInteger(p) ? procStat(p) : undefined
+    if (!st) continue
+    starts.set(p, st.start)
+    children.set(st.ppid, [...(children.get(st.ppid) ?? []), p])
+  }
+  const out = new Map<number, string>()
+  const todo = [...(children.get(pid) ?? [])]
+  while (todo.length > 0) {
+    const p = todo.pop()!
+    if (out.has(p)) continue
+    out.set(p, starts.get(p)!)
+    todo.push(...(children.get(p) ?? []))
+  }
+  return out
+}
+
+/** CPU ticks used by each process below pid. */
+function cpuBelow(pid: number): Map<number, number> {
+  return new Map([...descendants(pid).keys()].map((p) => [p, procStat(p)?.cpu ?? 0]))
+}
+
+/** Of the processes a dead daemon started, those still alive a few seconds later; they are then killed. */
+async function orphansOf(procs: Map<number, string>): Promise<number> {
+  const alive = () => [...procs].filter(([p, start]) => procStat(p)?.start === start)
+  await until(() => alive().length === 0, 5_000, 100)
+  const left = alive()
+  for (const [p] of left) process.kill(p, 'SIGKILL')
+  return left.length
+}
+
+// A query that keeps the daemon's query process busy for many seconds.
+const SLOW_SQL = 'WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000000000) SELECT count(*) FROM n'
+
 /** 2. kill -9 during concurrent reads; the dead mount must not hang and a restart must serve right. */
 async function killTrials(scope: BenchScope, a: ArchiveFixture, s: ServerFixture, o: Options): Promise<(string | number)[][]> {
   const { server, tokenFile } = s
@@ -140,7 +194,8 @@ async function killTrials(scope: BenchScope, a: ArchiveFixture, s: ServerFixture
   const flags = ['--cache-size', '12M', ...o.daemonFlags]
   let d: DaemonFixture = await startDaemon(scope, { db: a.db, archive: server.archiveUrl, tokenFile, flags })
   const { mnt, stateDir, cacheDir } = d
-  const totals = { reads: 0, ok: 0, wrong: 0, wrongBytes: 0, failedReaders: 0, duringReads: 0, hung: 0, restartFailed: 0, after: { files: 0, wrongFiles: 0, wrongBytes: 0, unreadable: 0 } }
+  const env = { ...process.env, DESFS_STATE_DIR: stateDir }
+  const totals = { reads: 0, ok: 0, wrong: 0, wrongBytes: 0, failedReaders: 0, duringReads: 0, hung: 0, orphans: 0, sqlClientsLeft: 0, restartFailed: 0, after: { files: 0, wrongFiles: 0, wrongBytes: 0, unreadable: 0 } }
   let maxMs = 0
   server.faults = { latencyMs: 2 } // keeps requests in flight when the kill comes
   try {
@@ -151,12 +206,23 @@ async function killTrials(scope: BenchScope, a: ArchiveFixture, s: ServerFixture
       // The kill comes at a random moment once reads are under way (the readers take longer than
       // the longest delay; if they end first, the trial says so).
       await until(() => readersDone || server.count('GET') >= 10, 30_000)
+      let sqlDone = false
+      const cpu0 = cpuBelow(d.child.pid!)
+      const sql = desfs(['sql', '-c', SLOW_SQL], { env, timeoutMs: 60_000 }).finally(() => (sqlDone = true))
+      // Running once one of the daemon's processes has spent 0.3 s of CPU on it (bounded wait).
+      await until(() => sqlDone || [...cpuBelow(d.child.pid!)].some(([p, c]) => c - (cpu0.get(p) ?? 0) >= 30), 10_000, 100)
       await until(() => readersDone, 200 + rnd(3000))
       const cut = !readersDone
       if (cut) totals.duringReads++
+      const procs = descendants(d.child.pid!)
       d.child.kill('SIGKILL')
       await d.exited
       const r = await reading
+      const orphans = await orphansOf(procs)
+      totals.orphans += orphans
+      // The client of the query must end too (with an error) once its daemon is gone.
+      if (!(await until(() => sqlDone, 10_000))) totals.sqlClientsLeft++
+      await sql
       totals.reads += r.reads; totals.ok += r.ok; totals.wrong += r.wrong; totals.wrongBytes += r.wrongBytes; totals.failedReaders += r.failedReaders
       maxMs = Math.max(maxMs, r.maxMs)
       // A dead FUSE daemon's mount answers ENOTCONN at once; a hung one blocks the stat.
@@ -175,7 +241,7 @@ async function killTrials(scope: BenchScope, a: ArchiveFixture, s: ServerFixture
       }
       const c = await compareFiles(mnt, a, files)
       for (const k of ['files', 'wrongFiles', 'wrongBytes', 'unreadable'] as const) totals.after[k] += c[k]
-      log(`kill trial ${i + 1}/${o.kills}: ${r.reads} reads (${r.wrong} wrong) ${cut ? 'cut by' : 'ended before'} the kill; mount ${hung ? 'HUNG' : 'not hung'}; after restart ${c.wrongFiles} wrong and ${c.unreadable} unreadable of ${c.files} files`)
+      log(`kill trial ${i + 1}/${o.kills}: ${r.reads} reads (${r.wrong} wrong) ${cut ? 'cut by' : 'ended before'} the kill; mount ${hung ? 'HUNG' : 'not hung'}; ${orphans} of ${procs.size} daemon processes outlived it; after restart ${c.wrongFiles} wrong and ${c.unreadable} unreadable of ${c.files} files`)
     }
   } finally {
     server.faults = {}
@@ -188,6 +254,8 @@ async function killTrials(scope: BenchScope, a: ArchiveFixture, s: ServerFixture
     ['  longest single syscall around the kills (ms)', Math.round(maxMs)],
     ['  readers that did not finish', totals.failedReaders],
     ['  HUNG MOUNTS after the kill', totals.hung],
+    ['  ORPHANS: processes of the daemon alive 5 s after the kill', totals.orphans],
+    ['  desfs sql clients still waiting 10 s after the kill', totals.sqlClientsLeft],
     ['  restarts that failed', totals.restartFailed],
     ['  after restart: WRONG BYTES (files wrong / unreadable of compared)', `${totals.after.wrongBytes} (${totals.after.wrongFiles} / ${totals.after.unreadable} of ${totals.after.files})`],
   ]
