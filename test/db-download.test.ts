@@ -133,6 +133,24 @@ t.test('db download', async (t) => {
     t.same(leftovers(join(home, '.des_archive_access')), [])
   })
 
+  await t.test('a payload corrupt anywhere is called corrupt, never a lost connection', async (t) => {
+    // node:zlib's decoder (Node 22.15+) fails while the download waits for it to drain; that failure
+    // is the payload's fault, not the network's (no "connection lost ... resuming").
+    const good = sha(dest)
+    const source = readFileSync(join(dir, 'good.db.zst'))
+    for (const at of [0.2, 0.35, 0.5, 0.65, 0.8, 0.95]) {
+      const bad = Buffer.from(source)
+      for (let i = 0; i < 64; i++) bad[Math.min(bad.length - 1, Math.floor(bad.length * at) + i * 97)]! ^= 0x5a
+      const name = `corrupt-${at}.db.zst`
+      writeFileSync(join(dir, name), bad)
+      server.files.set(`/${name}`, join(dir, name))
+      const r = await dl(`${server.url}/${name}`, ['--force'])
+      t.equal(r.code, 1, `${name}: exit 1`)
+      t.match(r.stderr, /^desfs: the download from .* is corrupt \(zstd: [^\n]*\); it was removed and .*metadata\.db was not touched[^\n]*\n?$/, `${name}: one line saying it is corrupt (${r.stderr.trim()})`)
+      t.equal(sha(dest), good, `${name}: the DB is unchanged`)
+    }
+  })
+
   await t.test('bad payloads are rejected and the existing DB is not touched', async (t) => {
     const good = sha(dest)
     const ino = statSync(dest).ino
