@@ -71,7 +71,9 @@ function headerOf(h: Dispatcher.ResponseData['headers'], name: string): string |
 
 /** Writes to a stream with backpressure, failing at once if the pipeline behind it failed. */
 async function feed(to: Writable, chunk: Buffer, failed: Promise<never>): Promise<void> {
-  if (!to.write(chunk)) await Promise.race([once(to, 'drain'), failed])
+  // A decoder that fails during the wait makes `once` reject with its raw error (node:zlib's
+  // ZSTD_error_..., which would pass for a lost connection); `failed` says whose fault it was.
+  if (!to.write(chunk)) await Promise.race([once(to, 'drain').catch(() => failed), failed])
 }
 
 

@@ -28,6 +28,8 @@ export function zstdDecoder(): ZstdDecoder {
   const make = (zlib as unknown as { createZstdDecompress?: () => zlib.Gunzip }).createZstdDecompress
   if (typeof make === 'function') {
     const s = make()
+    // Its complaints ("Restored data doesn't match checksum") read like the CLI's: "zstd: ...".
+    s.once('error', (err) => { err.message = `zstd: ${err.message}` })
     return { kind: 'node:zlib', input: s, output: s, done: finished(s), destroy: () => s.destroy() }
   }
   if (!onPath('zstd')) throw new UserError('decompressing a .zst download needs the zstd program (apt-get install zstd) or Node.js 22.15 or later')

@@ -2,13 +2,12 @@
 // random-read runs from child processes, and sampling the cache's size on disk.
 import { execFileSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import type { Test } from 'tap'
-import { makeArchive, run, PYTHON, type ArchiveFixture } from './helpers.js'
+import { makeArchive, run, PYTHON, type ArchiveFixture, type Scope } from './helpers.js'
 
 export const RANDOM_READS = fileURLToPath(new URL('../../test/readers/random_reads.py', import.meta.url))
 
 /** An archive with a 24 MiB file, three ~9 MiB segmaps and many small files. */
-export function bigArchive(t: Test): ArchiveFixture {
+export function bigArchive(t: Scope): ArchiveFixture {
   return makeArchive(t, { coaddSize: [1536, 1536], largeFileBytes: 24 << 20, hostile: false })
 }
 
@@ -27,18 +26,32 @@ export interface ReadResult {
   bytes: number
   other: Record<string, number>
   firstWrong: unknown
+  /** Bytes that differed from the source, in all wrong reads. */
+  wrongBytes: number
+  /** The longest single open or pread on the mount, ms. */
+  maxMs: number
+  /** Readers that did not finish (exit status or signal; only with failedReaders: 'count'). */
+  failedReaders: number
 }
 
-/** Runs `readers` random readers in parallel (seeds seed, seed+1, ...) and adds up their counts. */
-export async function randomReads(mnt: string, srcRoot: string, files: string[], o: { seed: number; count: number; readers: number; maxLen?: number; timeoutMs?: number }): Promise<ReadResult> {
+/**
+ * Runs `readers` random readers in parallel (seeds seed, seed+1, ...) and adds up their counts. A
+ * reader that does not finish throws, or with failedReaders: 'count' is counted and its reads lost.
+ */
+export async function randomReads(mnt: string, srcRoot: string, files: string[], o: { seed: number; count: number; readers: number; maxLen?: number; timeoutMs?: number; failedReaders?: 'throw' | 'count' }): Promise<ReadResult> {
   const runs = await Promise.all(
     Array.from({ length: o.readers }, (_, i) => run(PYTHON, [RANDOM_READS, mnt, srcRoot, String(o.seed + i), String(o.count), String(o.maxLen ?? 300_000), ...files], { timeoutMs: o.timeoutMs ?? 180_000 })),
   )
-  const total: ReadResult = { reads: 0, ok: 0, eio: 0, wrong: 0, short: 0, bytes: 0, other: {}, firstWrong: null }
+  const total: ReadResult = { reads: 0, ok: 0, eio: 0, wrong: 0, short: 0, bytes: 0, other: {}, firstWrong: null, wrongBytes: 0, maxMs: 0, failedReaders: 0 }
   for (const r of runs) {
+    if (r.code !== 0 && o.failedReaders === 'count') {
+      total.failedReaders++
+      continue
+    }
     if (r.code !== 0) throw new Error(`reader failed (exit ${r.code}, signal ${r.signal}): ${r.stderr.slice(-2000)}`)
     const x = JSON.parse(r.stdout.trim().split('\n').pop()!) as ReadResult
-    for (const k of ['reads', 'ok', 'eio', 'wrong', 'short', 'bytes'] as const) total[k] += x[k]
+    for (const k of ['reads', 'ok', 'eio', 'wrong', 'short', 'bytes', 'wrongBytes'] as const) total[k] += x[k]
+    total.maxMs = Math.max(total.maxMs, x.maxMs)
     for (const [k, v] of Object.entries(x.other)) total.other[k] = (total.other[k] ?? 0) + v
     total.firstWrong ??= x.firstWrong
   }

@@ -1,6 +1,6 @@
 // `desfs db download` and `desfs db info`, run as users run them (the CLI in a child process) against
 // a web server on 127.0.0.1 that can drop connections mid-body.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import Database from 'better-sqlite3'
 import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs'
@@ -30,7 +30,7 @@ function makeDb(path: string, fillerBytes = 3 << 20): void {
   db.close()
 }
 
-async function zstd(t: Parameters<typeof tmp>[0], input: string, output: string): Promise<void> {
+async function zstd(t: Test, input: string, output: string): Promise<void> {
   const r = await run('zstd', ['-q', '-3', '-f', input, '-o', output])
   t.equal(r.code, 0, `zstd compressed ${input} ${r.stderr}`)
 }
@@ -131,6 +131,24 @@ t.test('db download', async (t) => {
     t.equal(server.sent('/good.db.zst'), zsize - stoppedAt, 'the rest, once')
     t.equal(sha(dest), sha(src))
     t.same(leftovers(join(home, '.des_archive_access')), [])
+  })
+
+  await t.test('a payload corrupt anywhere is called corrupt, never a lost connection', async (t) => {
+    // node:zlib's decoder (Node 22.15+) fails while the download waits for it to drain; that failure
+    // is the payload's fault, not the network's (no "connection lost ... resuming").
+    const good = sha(dest)
+    const source = readFileSync(join(dir, 'good.db.zst'))
+    for (const at of [0.2, 0.35, 0.5, 0.65, 0.8, 0.95]) {
+      const bad = Buffer.from(source)
+      for (let i = 0; i < 64; i++) bad[Math.min(bad.length - 1, Math.floor(bad.length * at) + i * 97)]! ^= 0x5a
+      const name = `corrupt-${at}.db.zst`
+      writeFileSync(join(dir, name), bad)
+      server.files.set(`/${name}`, join(dir, name))
+      const r = await dl(`${server.url}/${name}`, ['--force'])
+      t.equal(r.code, 1, `${name}: exit 1`)
+      t.match(r.stderr, /^desfs: the download from .* is corrupt \(zstd: [^\n]*\); it was removed and .*metadata\.db was not touched[^\n]*\n?$/, `${name}: one line saying it is corrupt (${r.stderr.trim()})`)
+      t.equal(sha(dest), good, `${name}: the DB is unchanged`)
+    }
   })
 
   await t.test('bad payloads are rejected and the existing DB is not touched', async (t) => {

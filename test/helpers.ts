@@ -16,7 +16,15 @@ import { mountedType } from '../fs/mount.js'
 export const DESFS = fileURLToPath(new URL('../bin/desfs.js', import.meta.url))
 export const PYTHON = '/usr/bin/python3' // Debian's, where python3-fitsio and python3-astropy live
 
-export function tmp(t: Test, prefix = 'desfs-test-'): string {
+/**
+ * What a fixture needs from its owner: a place to register its cleanup. A tap Test is one; the
+ * benchmarks use their own (BenchScope in bench/util.ts).
+ */
+export interface Scope {
+  teardown(fn: () => unknown): void
+}
+
+export function tmp(t: Scope, prefix = 'desfs-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   return dir
@@ -85,7 +93,7 @@ export interface ArchiveFixture {
   manifest: Manifest
 }
 
-export function makeArchive(t: Test, opts: Omit<GenerateOptions, 'out'> = {}): ArchiveFixture {
+export function makeArchive(t: Scope, opts: Omit<GenerateOptions, 'out'> = {}): ArchiveFixture {
   const dir = tmp(t, 'desfs-archive-')
   const manifest = generateArchive({ out: dir, ...opts })
   return { dir, root: join(dir, 'archive'), db: join(dir, 'metadata.db'), manifest }
@@ -97,7 +105,7 @@ export interface ServerFixture {
   tokenFile: string
 }
 
-export async function startServer(t: Test, root: string, opts: Partial<ArchiveServerOptions> = {}): Promise<ServerFixture> {
+export async function startServer(t: Scope, root: string, opts: Partial<ArchiveServerOptions> = {}): Promise<ServerFixture> {
   const token = makeToken()
   const dir = tmp(t, 'desfs-token-')
   const tokenFile = join(dir, 'des_archive_access', 'bearer_token')
@@ -145,7 +153,7 @@ async function until(cond: () => Promise<boolean> | boolean, timeoutMs: number, 
 export { until }
 
 /** Starts `desfs mount --foreground` in a child process and waits until the mount is up. */
-export async function startDaemon(t: Test, o: DaemonOptions): Promise<DaemonFixture> {
+export async function startDaemon(t: Scope, o: DaemonOptions): Promise<DaemonFixture> {
   const base = tmp(t, 'desfs-mnt-')
   const mnt = o.mnt ?? join(base, 'DESDATA')
   const stateDir = o.stateDir ?? join(base, 'state')

@@ -49,7 +49,16 @@ export interface Faults {
   rateBytesPerSec?: number
   /** PROPFIND answered with 405 (listing unsupported), forcing HEAD per file. */
   noPropfind?: boolean
+  /**
+   * Probability (0..1) that a GET meets one fault, picked at random among MIXED_FAULTS: a reset at a
+   * random point of the body, a short body, a stall, a 503 or a 429 (counted in `injected`).
+   */
+  mixRate?: number
 }
+
+/** The faults `mixRate` picks from. */
+export const MIXED_FAULTS = ['reset', 'short', 'stall', '503', '429'] as const
+export type MixedFault = (typeof MIXED_FAULTS)[number]
 
 export interface RequestRecord {
   method: string
@@ -108,6 +117,8 @@ export class ArchiveServer {
   readonly log: RequestRecord[] = []
   /** Bodies being sent now (the log holds a request once it has ended). */
   readonly sending = new Set<RequestRecord>()
+  /** How many GETs met each fault `mixRate` picked. */
+  readonly injected: Record<MixedFault, number> = { reset: 0, short: 0, stall: 0, '503': 0, '429': 0 }
   private door: Server | undefined
   private pool: Server | undefined
   private sockets = new Set<Socket>()
@@ -270,13 +281,18 @@ export class ArchiveServer {
 
   private async get(req: IncomingMessage, res: ServerResponse, rec: RequestRecord, rel: string, file: string, size: number): Promise<void> {
     const f = this.faults
-    if (f.fail429 && f.fail429 > 0) {
-      f.fail429--
+    let mixed: MixedFault | undefined
+    if (f.mixRate && Math.random() < f.mixRate) {
+      mixed = MIXED_FAULTS[Math.floor(Math.random() * MIXED_FAULTS.length)]!
+      this.injected[mixed]++
+    }
+    if (mixed === '429' || (f.fail429 && f.fail429 > 0)) {
+      if (mixed !== '429') f.fail429!--
       res.setHeader('retry-after', String(f.retryAfterSec ?? 1))
       return this.answer(res, rec, 429, 'Too many requests. Please slow down.')
     }
-    if ((f.fail5xx && f.fail5xx > 0) || (f.fail5xxRate && Math.random() < f.fail5xxRate)) {
-      if (f.fail5xx) f.fail5xx--
+    if (mixed === '503' || (f.fail5xx && f.fail5xx > 0) || (f.fail5xxRate && Math.random() < f.fail5xxRate)) {
+      if (mixed !== '503' && f.fail5xx) f.fail5xx--
       return this.answer(res, rec, 503, 'Server is busy. Please try again later.')
     }
     let start = 0
@@ -301,7 +317,8 @@ export class ArchiveServer {
     // Which fault applies to this body, if any.
     let cutAt = Infinity
     let mode: 'reset' | 'short' | 'stall' | undefined
-    if (f.resetCount && f.resetCount > 0) { f.resetCount--; mode = 'reset'; cutAt = f.resetAfterBytes ?? 1000 }
+    if (mixed === 'reset' || mixed === 'short' || mixed === 'stall') { mode = mixed; cutAt = Math.floor(Math.random() * (end - start + 1)) }
+    else if (f.resetCount && f.resetCount > 0) { f.resetCount--; mode = 'reset'; cutAt = f.resetAfterBytes ?? 1000 }
     else if (f.shortCount && f.shortCount > 0) { f.shortCount--; mode = 'short'; cutAt = Math.max(0, Math.floor((end - start + 1) / 2)) }
     else if (f.stallCount && f.stallCount > 0) { f.stallCount--; mode = 'stall'; cutAt = f.stallAfterBytes ?? 1000 }
 

@@ -162,3 +162,23 @@ export async function waitIdle(pid: number, quietMs = 300, maxMs = 15_000): Prom
   }
   return now() - t0
 }
+
+/**
+ * Owns the fixtures of a benchmark (test/helpers.ts's startServer, startDaemon, tmp ... take one as
+ * a tap Test would be): close() runs their cleanups, the last registered first.
+ */
+export class BenchScope {
+  private cleanups: (() => unknown)[] = []
+  teardown(fn: () => unknown): void {
+    this.cleanups.push(fn)
+  }
+  async close(): Promise<void> {
+    for (const fn of this.cleanups.splice(0).reverse()) {
+      try {
+        await fn()
+      } catch (err) {
+        process.stderr.write(`cleanup failed: ${(err as Error).message}\n`)
+      }
+    }
+  }
+}

@@ -2,20 +2,29 @@
 # Random positioned reads through a desfs mount, each compared with the same bytes of the source file.
 # Run by the cache tests in child processes: fixed seed, bounded count. Files are reopened now and then
 # (so the daemon can evict them) and the kernel's page cache of the mounted file is dropped often
-# (posix_fadvise DONTNEED), so reads keep reaching the daemon. Prints one JSON line of counts.
+# (posix_fadvise DONTNEED), so reads keep reaching the daemon. Prints one JSON line of counts, with
+# the bytes that differed from the source (wrongBytes) and the longest single open or pread (maxMs).
 # usage: random_reads.py MOUNT SOURCE SEED COUNT MAXLEN FILE...
-import errno, json, os, random, sys
+import errno, json, os, random, sys, time
 
 mnt, src, seed, count, maxlen = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 files = sys.argv[6:]
 rng = random.Random(seed)
 BLOCK = 1 << 20
 res = {'reads': 0, 'ok': 0, 'eio': 0, 'wrong': 0, 'short': 0,  # short: partial reads continued
-       'bytes': 0, 'other': {}, 'firstWrong': None}
+       'bytes': 0, 'other': {}, 'firstWrong': None, 'wrongBytes': 0, 'maxMs': 0.0}
 sizes = {f: os.path.getsize(os.path.join(src, f)) for f in files}
 fds = {}
 
 srcfds = {}
+
+def timed(call, *args):
+    # One system call on the mount, its duration kept if it is the longest yet (also when it fails).
+    t0 = time.monotonic()
+    try:
+        return call(*args)
+    finally:
+        res['maxMs'] = max(res['maxMs'], (time.monotonic() - t0) * 1000)
 
 def fd(f):
     # At most two mounted files open at once (a file in use cannot be evicted), reopened now and then.
@@ -24,7 +33,7 @@ def fd(f):
     if f not in fds:
         while len(fds) >= 2:
             os.close(fds.pop(next(iter(fds))))
-        fds[f] = os.open(os.path.join(mnt, f), os.O_RDONLY)
+        fds[f] = timed(os.open, os.path.join(mnt, f), os.O_RDONLY)
     if f not in srcfds:
         srcfds[f] = os.open(os.path.join(src, f), os.O_RDONLY)
     return fds[f], srcfds[f]
@@ -46,10 +55,10 @@ for i in range(count):
     # with any file system; like a careful reader, ask again for the rest, which then fails or not.
     try:
         m, s = fd(f)
-        got = os.pread(m, ln, off)
+        got = timed(os.pread, m, ln, off)
         while 0 < len(got) < ln and off + len(got) < size:
             res['short'] += 1
-            more = os.pread(m, ln - len(got), off + len(got))
+            more = timed(os.pread, m, ln - len(got), off + len(got))
             if not more:
                 break
             got += more
@@ -65,6 +74,7 @@ for i in range(count):
         res['bytes'] += len(got)
     else:
         res['wrong'] += 1
+        res['wrongBytes'] += sum(1 for x, y in zip(got, want) if x != y) + abs(len(got) - len(want))
         if res['firstWrong'] is None:
             res['firstWrong'] = {'file': f, 'off': off, 'len': ln}
     if i % 8 == 0:
