@@ -195,8 +195,11 @@ static napi_value js_unmount(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* Takes the pending request for a reply; NULL (and nothing to do) when it was answered already. */
-static pending *take(napi_env env, napi_value *argv, plane **pp) {
+/* Reads a reply call's arguments (plane, req, ...) and takes the pending request out for answering;
+ * NULL (and nothing to do) when it was answered already, by the backstop. */
+static pending *take(napi_env env, napi_callback_info info, size_t n, napi_value *argv, plane **pp) {
+  size_t argc = n;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
   plane *p = arg_plane(env, argv[0]);
   if (!p) return NULL;
   *pp = p;
@@ -215,11 +218,9 @@ static napi_value bool_val(napi_env env, int b) {
 
 /* replyErr(plane, req, errno) */
 static napi_value js_reply_err(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value argv[3];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   plane *p;
-  pending *r = take(env, argv, &p);
+  pending *r = take(env, info, 3, argv, &p);
   if (!r) return bool_val(env, 0);
   reply_err(p, r->fd, r->unique, (int)arg_num(env, argv[2]));
   pending_free(r);
@@ -228,11 +229,9 @@ static napi_value js_reply_err(napi_env env, napi_callback_info info) {
 
 /* replyEntry(plane, req, kind, size, mtimeMs, flags): the answer to a lookup; makes the node. */
 static napi_value js_reply_entry(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
   napi_value argv[6];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   plane *p;
-  pending *r = take(env, argv, &p);
+  pending *r = take(env, info, 6, argv, &p);
   if (!r) return bool_val(env, 0);
   int kind = (int)arg_num(env, argv[2]);
   uint64_t size = (uint64_t)arg_num(env, argv[3]);
@@ -256,11 +255,9 @@ static napi_value js_reply_entry(napi_env env, napi_callback_info info) {
 /* replyListing(plane, req, names[], kinds, sizes, mtimes, flags): a directory's children; kept for
  * later pages, lookups and readdirs, and this request's page is served from it. */
 static napi_value js_reply_listing(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
   napi_value argv[7];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   plane *p;
-  pending *r = take(env, argv, &p);
+  pending *r = take(env, info, 7, argv, &p);
   if (!r) return bool_val(env, 0);
   uint32_t n = 0;
   napi_get_array_length(env, argv[2], &n);
@@ -324,11 +321,9 @@ static napi_value js_reply_listing(napi_env env, napi_callback_info info) {
 
 /* replyOpen(plane, req, fileId) -> fh (0 when the request was answered already). */
 static napi_value js_reply_open(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value argv[3];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   plane *p;
-  pending *r = take(env, argv, &p);
+  pending *r = take(env, info, 3, argv, &p);
   if (!r) return num(env, 0);
   uint32_t fid = (uint32_t)arg_num(env, argv[2]);
   uint64_t fh = 0;
@@ -353,11 +348,9 @@ static napi_value js_reply_open(napi_env env, napi_callback_info info) {
 
 /* replyData(plane, req, buffer, length): a read's bytes, a link's target, an attribute's value. */
 static napi_value js_reply_data(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
   napi_value argv[4];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   plane *p;
-  pending *r = take(env, argv, &p);
+  pending *r = take(env, info, 4, argv, &p);
   if (!r) return bool_val(env, 0);
   void *data = NULL;
   size_t len = 0;
@@ -380,11 +373,9 @@ static napi_value js_reply_data(napi_env env, napi_callback_info info) {
 
 /* replyStatfs(plane, req, [blocks, bfree, bavail, files, ffree, bsize, namelen, frsize]) */
 static napi_value js_reply_statfs(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value argv[3];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   plane *p;
-  pending *r = take(env, argv, &p);
+  pending *r = take(env, info, 3, argv, &p);
   if (!r) return bool_val(env, 0);
   double v[8] = { 0 };
   for (uint32_t i = 0; i < 8; i++) {
