@@ -86,11 +86,12 @@ export const mountCommand: Command = {
     child.stdin?.destroy()
     child.stdout?.destroy()
     child.unref()
-    if (cancelled) return EXIT.INTERRUPTED
     if (result?.event === 'ready') {
+      // (Also after a Ctrl-C that came just as the mount was up: the daemon then stays.)
       process.stdout.write(`desfs: mounted ${result.mountpoint} (${result.files} files; log ${result.log})\n`)
       return EXIT.OK
     }
+    if (cancelled) return EXIT.INTERRUPTED
     if (result?.event === 'error') throw new UserError(result.message, result.exitCode)
     throw new UserError(`the daemon exited during start-up; see ${logPath}`, EXIT.FAILURE)
   },

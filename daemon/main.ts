@@ -45,9 +45,6 @@ function stdinIsPipe(): boolean {
   }
 }
 
-/** Stops watching `desfs mount` once start-up is over (set by runDaemon in detached mode). */
-let cancelClientWatch = (): void => undefined
-
 /** Runs a daemon until it is stopped; resolves with the process exit code. */
 export async function runDaemon(config: DaemonConfig, opts: RunOptions): Promise<Daemon> {
   // `desfs mount` reads our notices until the mount is up; it may go away first (Ctrl-C, killed).
@@ -72,6 +69,7 @@ export async function runDaemon(config: DaemonConfig, opts: RunOptions): Promise
   process.on('SIGTERM', () => shutdown('SIGTERM', 0))
   process.on('SIGHUP', () => log.info('SIGHUP ignored; use desfs umount to stop'))
   let ready = false
+  let stopWatchingClient = (): void => undefined
   if (opts.notify) {
     // Start-up is for the `desfs mount` that asked for it: once it is gone, nobody will learn how it
     // ended, so it is called off (an index build stopped, its partial output removed) rather than
@@ -88,7 +86,7 @@ export async function runDaemon(config: DaemonConfig, opts: RunOptions): Promise
       process.stdin.on('end', () => gone('Ctrl-C or killed'))
       process.stdin.resume()
     }
-    cancelClientWatch = () => {
+    stopWatchingClient = () => {
       ready = true
       process.stdin.destroy()
     }
@@ -117,7 +115,7 @@ export async function runDaemon(config: DaemonConfig, opts: RunOptions): Promise
   watchMount(daemon)
   notice({ event: 'ready', mountpoint: config.mountpoint, files: daemon.catalog.index.result.files, log: logFile })
   if (opts.notify) {
-    cancelClientWatch()
+    stopWatchingClient()
     if (!clientGone) process.stdout.end()
   }
   return daemon
