@@ -50,8 +50,18 @@ export function parse(cmd: Command, argv: string[]) {
   for (const [name, spec] of Object.entries(cmd.options)) {
     options[name] = { type: spec.type, ...(spec.short ? { short: spec.short } : {}), ...(spec.multiple ? { multiple: true } : {}) }
   }
+  // A value that looks like a negative number (`--cache-size -1`) is the option's value, not another
+  // option: it is handed on as `--name=value`, so the setting's own check says what is wrong with it.
+  const args: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!
+    const next = argv[i + 1]
+    const takesValue = /^--[a-z-]+$/.test(a) && options[a.slice(2)]?.type === 'string'
+    if (takesValue && next !== undefined && /^-\d/.test(next)) args.push(`${a}=${argv[++i]}`)
+    else args.push(a)
+  }
   try {
-    const { values, positionals } = parseArgs({ args: argv, options, allowPositionals: true, strict: true })
+    const { values, positionals } = parseArgs({ args, options, allowPositionals: true, strict: true })
     return { flags: values as Record<string, string | boolean | string[] | undefined>, positionals }
   } catch (err) {
     throw new UserError(`desfs ${cmd.name}: ${(err as Error).message.split('\n')[0]} (see desfs ${cmd.name} --help)`, EXIT.USAGE)
