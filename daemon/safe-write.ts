@@ -1,5 +1,7 @@
 // Writing files where another user may have planted something: a result file in a shared directory,
-// a download beside the DB, a token file. Every writer of desfs goes through here, so that:
+// a download beside the DB, a token file. desfs's writers (query results, manifests, db download,
+// token files, job records, the log, the SQL history, `desfs get`'s temporary names) go through
+// here; the cache's data files have their own opener (cache/block-store.ts openCacheFile). So that:
 // - a temporary file has a name nobody can guess and is created new (O_CREAT|O_EXCL|O_NOFOLLOW): a
 //   link planted at its name is refused, never written through (`FILE.partial` was predictable, and
 //   a root-run query in a sticky /tmp wrote wherever such a link pointed);
@@ -42,7 +44,7 @@ export function createNew(path: string, mode = 0o600): Promise<FileHandle> {
 
 /** A new temporary file beside `final`, open for reading and writing. */
 export async function createTemp(final: string, mode = 0o600): Promise<{ path: string; fh: FileHandle }> {
-  // A clash of 64 random bits means someone is guessing; a few tries and then give up loudly.
+  // 64 random bits do not clash by chance: after a few tries, give up with the error.
   for (let i = 0; ; i++) {
     const path = tempNameFor(final)
     try {
@@ -56,14 +58,8 @@ export async function createTemp(final: string, mode = 0o600): Promise<{ path: s
 /**
  * A temporary file with no name at all (created beside `near`, then unlinked at once): scratch space
  * for one process that nobody can open, and that vanishes with the process however it ends.
+ * Returns the open file descriptor.
  */
-export async function anonymousTemp(near: string): Promise<FileHandle> {
-  const { path, fh } = await createTemp(near)
-  await unlink(path).catch(() => undefined)
-  return fh
-}
-
-/** anonymousTemp for synchronous callers: returns the open file descriptor. */
 export function anonymousTempSync(near: string): number {
   for (let i = 0; ; i++) {
     const path = tempNameFor(near)

@@ -1,7 +1,8 @@
 // Read-ahead when the cache cannot store anything (full of pinned files): blocks fetched ahead live
 // only in the fetcher's small memory of recent blocks, so a window wider than that memory fetches
-// blocks that are dropped before the reader gets to them, and fetched again. The fetcher runs in
-// this process over a local mirror, so the test counts the bytes the source served.
+// blocks that are dropped before the reader gets to them, and fetched again. First the fetcher in
+// this process over a local mirror (counting the bytes the source served), then a mount (counting
+// the bytes the archive server sent).
 import t from 'tap'
 import { createHash } from 'node:crypto'
 import { mkdirSync, writeFileSync } from 'node:fs'
@@ -12,7 +13,7 @@ import { MirrorSource } from '../cache/sources/mirror.js'
 import { SourceSet } from '../cache/sources/source-set.js'
 import type { ReadOptions, Source } from '../cache/sources/source.js'
 import { adler32 } from '../cache/adler32.js'
-import { tmp } from './helpers.js'
+import { desfs, makeArchive, md5, run, sourceBytes, startDaemon, startServer, tmp } from './helpers.js'
 
 const MiB = 1 << 20
 
@@ -101,4 +102,32 @@ t.test('with nothing evictable, a sequential read fetches each byte about once',
   t.equal(store.summary().bytes, 8 * MiB, 'nothing of it was stored (the cache is full of the pinned file)')
   const ratio = source.served / size
   t.ok(ratio <= 1.15, `bytes served by the source / bytes read = ${ratio.toFixed(2)} (${source.served} bytes in ${fetcher.stats.requests} requests)`)
+})
+
+t.test('through a mount, with the cache full of pinned files, a 64 MiB read fetches 64 MiB', async (t) => {
+  const a = makeArchive(t, { largeFileBytes: 64 * MiB, coaddSize: [1536, 1536], hostile: false })
+  const { server, tokenFile } = await startServer(t, a.root)
+  const big = a.manifest.largeFile!
+  const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: ['--cache-size', '16M', '--pin-size', '16M', '--cache-min-free', '0'] })
+  // Pin other files up to the bound (largest first), so no block of the big file can be stored.
+  let pinned = 0
+  const pins: string[] = []
+  for (const f of a.manifest.files.filter((f) => f.rel !== big).sort((x, y) => y.size - x.size)) {
+    if (pinned + f.size > 16 * MiB - 64 * 1024) continue
+    pins.push(f.rel)
+    pinned += f.size
+  }
+  const list = join(tmp(t), 'pins.txt')
+  writeFileSync(list, pins.join('\n') + '\n')
+  const env = { ...process.env, DESFS_CONFIG: join(d.stateDir, 'no-config'), DESFS_STATE_DIR: d.stateDir }
+  const sync = await desfs(['sync', '--list', list], { env, timeoutMs: 120_000 })
+  t.equal(sync.code, 0, sync.stderr)
+  t.comment(`pinned ${(pinned / MiB).toFixed(1)} MiB in ${pins.length} files`)
+
+  server.clearLog()
+  server.faults = { rateBytesPerSec: 100e6 } // a fast link, but not one that outruns the reader
+  const cat = await run('md5sum', [join(d.mnt, big)], { timeoutMs: 300_000 })
+  t.equal(cat.stdout.slice(0, 32), md5(sourceBytes(a, big)), 'the file reads right')
+  const sent = server.log.filter((r) => r.method === 'GET' && r.port === 'pool' && r.path === big).reduce((n, r) => n + r.bytes, 0)
+  t.ok(sent <= 1.15 * 64 * MiB, `the server sent ${(sent / MiB).toFixed(1)} MiB for a 64 MiB read (${(sent / (64 * MiB)).toFixed(2)}x)`)
 })
