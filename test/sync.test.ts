@@ -90,7 +90,8 @@ t.test('cancel, kill -9 and resume, a missing file, the pin cap', async (t) => {
 
   await t.test('cancel stops the job quickly', async (t) => {
     const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile })
-    server.faults = { rateBytesPerSec: 200_000 }
+    // Slow enough (8 s per request) that the cancel, a CLI start away, lands mid-body even on a busy box.
+    server.faults = { rateBytesPerSec: 50_000 }
     t.teardown(() => { server.faults = {} })
     const id = await startSync(t, d, ['--tilename', TILE, '--band', 'g'])
     t.ok(await until(() => server.sending.size > 0, 30_000), 'the sync job is fetching')
@@ -123,8 +124,8 @@ t.test('cancel, kill -9 and resume, a missing file, the pin cap', async (t) => {
   await t.test('kill -9 mid-sync, restart: the job resumes and fetches only what is missing', async (t) => {
     server.clearLog()
     let d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile })
-    // Slow enough (per request) that the kill comes while most of the tile is still to fetch.
-    server.faults = { rateBytesPerSec: 250_000 }
+    // Slow enough (per request, 8 at a time) that the kill comes while most of the tile is still to fetch.
+    server.faults = { rateBytesPerSec: 100_000 }
     const id = await startSync(t, d, ['--tilename', TILE, '--band', 'g'])
     t.ok(await until(async () => (await show(d, id)).files.filter((f) => f.status === 'ok').length >= 5, 60_000), 'some files were synced')
     d.child.kill('SIGKILL')
