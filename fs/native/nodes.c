@@ -102,6 +102,13 @@ static void unname(plane *p, node *n) {
   n->next_name = NULL;
 }
 
+/* A child's inode number: a hash of its path (its parent's number and its name), the same across
+ * forgets and restarts, and the same in a listing as in the lookup that follows it. */
+uint64_t child_ino(uint64_t parent_ino, const char *name, size_t len) {
+  uint64_t ino = fnv1a(fnv1a(parent_ino ^ 0xcbf29ce484222325ULL, "/", 1), name, len);
+  return ino <= FUSE_ROOT_ID ? ino + 2 : ino;
+}
+
 /* The node for a child, made (or found) with the facts JavaScript or a listing gave. Its inode
  * number is a hash of its path, so it is the same across forgets and restarts. */
 node *node_make(plane *p, node *parent, const char *name, size_t len, int kind, uint64_t size, int64_t mtime_ms, int flags) {
@@ -109,8 +116,7 @@ node *node_make(plane *p, node *parent, const char *name, size_t len, int kind, 
   if (n) return n;
   n = xcalloc(1, sizeof *n);
   n->id = p->next_id++;
-  n->ino = fnv1a(fnv1a(parent->ino ^ 0xcbf29ce484222325ULL, "/", 1), name, len);
-  if (n->ino <= FUSE_ROOT_ID) n->ino += 2;
+  n->ino = child_ino(parent->ino, name, len);
   n->parent = parent;
   n->name = xcalloc(len + 1, 1);
   memcpy(n->name, name, len);

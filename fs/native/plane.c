@@ -103,8 +103,7 @@ size_t dir_page(plane *p, node *dir, uint64_t offset, uint32_t size, int plus, c
       d = (struct fuse_dirent *)(out + used);
       memset(d, 0, rec);
     }
-    node *known = le ? node_child(p, dir, name, len) : NULL;
-    d->ino = k == 0 ? dir->ino : k == 1 ? (dir->parent ? dir->parent->ino : dir->ino) : known ? known->ino : (uint64_t)(k + 0x100000000ULL);
+    d->ino = k == 0 ? dir->ino : k == 1 ? (dir->parent ? dir->parent->ino : dir->ino) : child_ino(dir->ino, name, len);
     d->off = k + 1;
     d->namelen = (uint32_t)len;
     d->type = kind == K_DIR ? 4 : kind == K_LINK ? 10 : 8;

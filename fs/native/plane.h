@@ -171,6 +171,7 @@ void tables_init(plane *p);
 void tables_free(plane *p);
 node *node_by_id(plane *p, uint64_t id);
 node *node_child(plane *p, node *parent, const char *name, size_t len);
+uint64_t child_ino(uint64_t parent_ino, const char *name, size_t len);
 node *node_make(plane *p, node *parent, const char *name, size_t len, int kind, uint64_t size, int64_t mtime_ms, int flags);
 void node_forget(plane *p, node *n, uint64_t nlookup);
 void node_release_if_unused(plane *p, node *n);
