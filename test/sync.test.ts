@@ -124,8 +124,8 @@ t.test('cancel, kill -9 and resume, a missing file, the pin cap', async (t) => {
   await t.test('kill -9 mid-sync, restart: the job resumes and fetches only what is missing', async (t) => {
     server.clearLog()
     let d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile })
-    // Slow enough (per request, 8 at a time) that the kill comes while most of the tile is still to fetch.
-    server.faults = { rateBytesPerSec: 100_000 }
+    // Slow enough (per request) that the kill comes while most of the tile is still to fetch.
+    server.faults = { rateBytesPerSec: 250_000 }
     const id = await startSync(t, d, ['--tilename', TILE, '--band', 'g'])
     t.ok(await until(async () => (await show(d, id)).files.filter((f) => f.status === 'ok').length >= 5, 60_000), 'some files were synced')
     d.child.kill('SIGKILL')
