@@ -337,7 +337,7 @@ static napi_value js_reply_open(napi_env env, napi_callback_info info) {
       n->file = f;
       if (f) fstate_ref(f);
     }
-    answer_open(p, r->fd, r->unique, n, f, 0, r->flags);
+    answer_open(p, r->fd, r->unique, n, f);
     fh = p->next_fh - 1;
   }
   pthread_mutex_unlock(&p->lock);

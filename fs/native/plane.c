@@ -117,9 +117,7 @@ size_t dir_page(plane *p, node *dir, uint64_t offset, uint32_t size, int plus, c
  * verified file opens in passthrough where the connection allows it and no open of the same inode
  * uses the page-cache mode (the kernel refuses to mix the two on one inode); an inode with
  * passthrough opens keeps using its one backing file. Called with the lock held. */
-void answer_open(plane *p, int fd, uint64_t unique, node *n, fstate *f, uint64_t fh_unused, uint32_t open_flags) {
-  (void)fh_unused;
-  (void)open_flags;
+void answer_open(plane *p, int fd, uint64_t unique, node *n, fstate *f) {
   int pt = 0;
   if (n->pt_opens > 0) pt = 1;
   else if (f && p->passthrough && !p->passthrough_failed && n->cached_opens == 0 && f->size > 0 && fstate_has(f, 0, f->size)) {
@@ -306,7 +304,7 @@ static void handle_request(wctx *w, struct fuse_in_header *in, const char *arg, 
     if (n->pt_opens > 0 || (f && fstate_has(f, 0, f->size))) {
       /* Complete and verified (or already open in passthrough): answered here; JavaScript hears of
        * it afterwards, so it can count the file as in use and refresh its LRU position. */
-      answer_open(p, fd, unique, n, f, 0, o->flags);
+      answer_open(p, fd, unique, n, f);
       job *j = new_job(JS_OPENED, 0);
       j->fh = p->next_fh - 1;
       j->file_id = f ? f->id : 0;

@@ -205,7 +205,7 @@ int reply_err(plane *p, int fd, uint64_t unique, int err);
 int reply_buf(plane *p, int fd, uint64_t unique, const void *a, size_t alen, const void *b, size_t blen);
 void fill_entry(plane *p, node *n, struct fuse_entry_out *e);
 size_t dir_page(plane *p, node *dir, uint64_t offset, uint32_t size, int plus, char *out);
-void answer_open(plane *p, int fd, uint64_t unique, node *n, fstate *f, uint64_t fh_hint, uint32_t open_flags);
+void answer_open(plane *p, int fd, uint64_t unique, node *n, fstate *f);
 int notify_inval_entry(plane *p, uint64_t parent, const char *name, size_t len);
 int notify_inval_inode(plane *p, uint64_t ino);
 uint64_t now_ms(void);
