@@ -491,6 +491,8 @@ export class BlockStore {
   private stmt: Record<'loadFile' | 'loadBlocks' | 'upsertFile' | 'insertBlock' | 'deleteBlock' | 'deleteBlocks' | 'deleteFile' | 'setVerified' | 'touch' | 'setPinned', Database.Statement>
   private used = 0
   private reserved = 0
+  /** Bytes of evicted files whose data is still being unlinked. */
+  private freeing = 0
   private pinnedSize = 0
   private diskFree = Infinity
   private diskTimer: NodeJS.Timeout | undefined
@@ -652,7 +654,8 @@ export class BlockStore {
 
   /** Room the bound and the disk floor leave for one more write of `len` bytes (negative: short). */
   private room(len: number): number {
-    return Math.min(this.limit - this.used - this.reserved - len, this.diskFree - this.minFree - this.reserved - len)
+    // Bytes of evicted files still being unlinked are off the record but still on disk: counted.
+    return Math.min(this.limit - this.used - this.freeing - this.reserved - len, this.diskFree - this.minFree - this.reserved - len)
   }
 
   /**
@@ -662,9 +665,11 @@ export class BlockStore {
   async reserve(f: CachedFile, len: number): Promise<boolean> {
     if (this.closed) return false
     if (this.room(len) < 0) {
-      const target = Math.max(this.limit - this.lowWater, -this.room(len))
-      const unlinks = this.evictLru(target, f.key)
-      if (unlinks.length) await Promise.all(unlinks)
+      // What is being unlinked already will free its share; evict only for the rest, then wait for
+      // every unlink in progress (also ones another writer started), so the disk never holds more.
+      const short = -this.room(len) - this.freeing
+      if (short > 0) this.evictLru(Math.max(this.limit - this.lowWater, short), f.key)
+      if (this.unlinking.size) await Promise.all([...this.unlinking.values()])
       if (this.room(len) < 0) {
         this.stats.notStored++
         cacheMetrics.notStored.inc()
@@ -688,17 +693,15 @@ export class BlockStore {
   }
 
   /** Evicts least recently used files until `want` bytes are freed; returns the pending unlinks. */
-  private evictLru(want: number, except: string): Promise<void>[] {
-    const unlinks: Promise<void>[] = []
+  private evictLru(want: number, except: string): void {
     let freed = 0
     for (const key of [...this.index.rkeys()]) {
       if (freed >= want) break
       const e = this.index.peek(key)!
       if (e.pinned || e.bytes === 0 || key === except || this.live.has(key)) continue
       freed += e.bytes
-      unlinks.push(this.evictKey(key))
+      void this.evictKey(key)
     }
-    return unlinks
   }
 
   /** Removes a file from the cache: record first (a crash then leaves an orphan, cleaned later), then data. */
@@ -725,13 +728,18 @@ export class BlockStore {
       cacheMetrics.evictedBlocks.inc(undefined, Math.ceil(e.bytes / this.blockSize))
     }
     this.onEvict(key)
+    const bytes = e?.bytes ?? 0
+    this.freeing += bytes
     const prev = this.unlinking.get(key) ?? Promise.resolve()
     const p = prev
       .then(() => f?.forget())
       .then(() => this.unlinkData(key))
-      .then(() => { this.diskFree += e?.bytes ?? 0 })
+      .then(() => { this.diskFree += bytes })
       .catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') log.warn('cannot remove a cache file', { file: this.dataPath(key), error: err.message }) })
-      .finally(() => { if (this.unlinking.get(key) === p) this.unlinking.delete(key) })
+      .finally(() => {
+        this.freeing -= bytes
+        if (this.unlinking.get(key) === p) this.unlinking.delete(key)
+      })
     this.unlinking.set(key, p)
     return p
   }

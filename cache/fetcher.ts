@@ -96,6 +96,9 @@ export const DEFAULT_FETCHER_OPTIONS: FetcherOptions = {
 /** A reader gives up this long before its deadline, so the failure is on record when EIO is sent. */
 const READER_MARGIN_MS = 200
 
+/** Waits a source may ask for (429, SlowDown) per run, on top of the tries for errors. */
+const MAX_THROTTLED_WAITS = 8
+
 /** Failed blocks remembered at most (expired ones are dropped first). */
 const MAX_FAILED = 10_000
 
@@ -466,6 +469,7 @@ export class Fetcher {
       lastErr = err as SourceError
     }
     outer: for (const source of candidates) {
+      let throttled = 0
       for (let attempt = 0; attempt < this.opts.attemptsPerSource && idx < end; attempt++) {
         if (attempt > 0) {
           this.stats.retries++
@@ -520,6 +524,9 @@ export class Fetcher {
           this.sources.noteFailure(source, lastErr)
           log.warn('fetch failed', { source: source.name, path: file.relPath, bytes: `${start}-${stop - 1}`, attempt: attempt + 1, error: lastErr.message })
           if (!lastErr.retryable) continue outer
+          // A server asking us to slow down (429, SlowDown) is up and answering: waiting as it asks
+          // does not use up a try, up to a bound. A reader's deadline still bounds its own wait.
+          if (lastErr.kind === 'throttled' && ++throttled <= MAX_THROTTLED_WAITS) attempt--
         } finally {
           guard.done()
           this.inflightRequests--

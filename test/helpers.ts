@@ -3,7 +3,7 @@
 // touches a mountpoint). Every wait is bounded; everything started is stopped at teardown.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { mkdtempSync, rmSync, mkdirSync, existsSync, readFileSync, readdirSync } from 'node:fs'
+import { mkdtempSync, rmSync, mkdirSync, existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -230,6 +230,26 @@ export function processesMatching(...parts: string[]): number[] {
   return readdirSync('/proc').filter((n) => /^\d+$/.test(n)).map(Number).filter((pid) => {
     const cmd = liveCmdline(pid)
     return cmd !== undefined && parts.every((p) => cmd.includes(p))
+  })
+}
+
+/**
+ * Pids of running processes whose command line contains `part` and that hold a file under `dir` open
+ * (a detached daemon's command line does not name its state dir; its open log does).
+ */
+export function processesHolding(part: string, dir: string): number[] {
+  return processesMatching(part).filter((pid) => {
+    try {
+      return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+        try {
+          return readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith(dir + '/')
+        } catch {
+          return false
+        }
+      })
+    } catch {
+      return false
+    }
   })
 }
 

@@ -7,7 +7,7 @@ import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
 import { mkdirSync, readFileSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { DESFS, desfs, makeArchive, processAlive, processesMatching, startDaemon, tmp, until, type ArchiveFixture } from './helpers.js'
+import { DESFS, desfs, makeArchive, processAlive, processesHolding, processesMatching, startDaemon, tmp, until, type ArchiveFixture } from './helpers.js'
 
 t.jobs = 1
 
@@ -31,7 +31,7 @@ function place(t: Test, a: ArchiveFixture, flags: string[]): Place {
   const mnt = join(dir, 'mnt')
   const stateDir = join(dir, 'state')
   mkdirSync(mnt)
-  const left = () => [...processesMatching('daemon/main.js', stateDir), ...processesMatching('catalog-worker.js', stateDir)]
+  const left = () => [...processesHolding('daemon/main.js', stateDir), ...processesMatching('catalog-worker.js', stateDir)]
   t.teardown(() => {
     for (const pid of left()) process.kill(pid, 'SIGKILL')
   })
@@ -102,6 +102,7 @@ t.test('desfs mount going away during the build (Ctrl-C, killed) stops it: build
       let builder: number[] = []
       t.ok(await until(() => (builder = processesMatching('catalog-worker.js', p.stateDir)).length === 1, 30_000), 'the builder runs')
       t.ok(await until(() => p.partials().length > 0, 30_000), 'and writes its partial index')
+      t.equal(processesHolding('daemon/main.js', p.stateDir).length, 1, 'the daemon is seen (so its end can be)')
       cli.kill(signal)
       const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('still running'), 30_000))])
       if (signal === 'SIGINT') {
