@@ -22,7 +22,7 @@ export class FsError extends Error {
 }
 
 /** Linux errno values (negated when handed to FUSE). */
-export const ERRNO = { ENOENT: 2, EIO: 5, EBADF: 9, EACCES: 13, ENOTDIR: 20, EISDIR: 21, EINVAL: 22, EROFS: 30, ERANGE: 34, ENODATA: 61, EOPNOTSUPP: 95, ETIMEDOUT: 110, ENOSYS: 38 } as const
+export const ERRNO = { ENOENT: 2, EIO: 5, EBADF: 9, EACCES: 13, ENOTDIR: 20, EISDIR: 21, EINVAL: 22, EROFS: 30, ERANGE: 34, ENAMETOOLONG: 36, ENODATA: 61, EOPNOTSUPP: 95, ETIMEDOUT: 110, ENOSYS: 38 } as const
 
 const ENOENT_ERROR = new FsError(ERRNO.ENOENT, 'no such file')
 

@@ -310,6 +310,8 @@ static napi_value js_reply_listing(napi_env env, napi_callback_info info) {
     }
     listing_index(l);
     got = dir_page(p, dir, r->offset, r->size, r->opcode == FUSE_READDIRPLUS, page);
+    /* Control listings are not kept: JavaScript answers each readdir and lookup there. */
+    if (node_in_control(p, dir)) listing_free(p, l);
   }
   pthread_mutex_unlock(&p->lock);
   if (dir) reply_buf(p, r->fd, r->unique, page, got, NULL, 0);

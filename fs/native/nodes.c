@@ -194,6 +194,18 @@ void node_attr(plane *p, const node *n, struct fuse_attr *a) {
   a->blocks = (a->size + 511) / 512;
 }
 
+/* The root's hidden control entry: JavaScript answers it, whatever the root's listing says. */
+int is_control_name(const plane *p, const node *dir, const char *name, size_t len) {
+  return dir == p->root && len == CONTROL_LEN && memcmp(name, CONTROL_NAME, CONTROL_LEN) == 0;
+}
+
+/* True for the control directory and everything under it. */
+int node_in_control(const plane *p, const node *n) {
+  const node *top = n;
+  while (top && top->parent && top->parent != p->root) top = top->parent;
+  return top && top->parent == p->root && is_control_name(p, p->root, top->name, top->name_len);
+}
+
 /* After a tree reload no old node may answer a lookup by name: the kernel looks names up again and
  * gets fresh nodes; the old ones live on by id for as long as the kernel holds them. */
 void nodes_unname_all(plane *p) {

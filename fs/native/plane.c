@@ -194,7 +194,7 @@ static void handle_request(wctx *w, struct fuse_in_header *in, const char *arg, 
     node *c = node_child(p, dir, arg, len);
     if (!c && dir->listing) {
       const lentry *le = listing_find(dir->listing, arg, len);
-      if (!le && dir->listing) { pthread_mutex_unlock(&p->lock); reply_err(p, fd, unique, ENOENT); __atomic_fetch_add(&p->c.native_lookup, 1, __ATOMIC_RELAXED); return; }
+      if (!le && !is_control_name(p, dir, arg, len)) { pthread_mutex_unlock(&p->lock); reply_err(p, fd, unique, ENOENT); __atomic_fetch_add(&p->c.native_lookup, 1, __ATOMIC_RELAXED); return; }
       if (le && le->kind != K_UNKNOWN) c = node_make(p, dir, arg, len, le->kind, le->size, le->mtime_ms, le->flags);
     }
     if (c) {
@@ -257,8 +257,13 @@ static void handle_request(wctx *w, struct fuse_in_header *in, const char *arg, 
   }
 
   case FUSE_OPENDIR: {
-    /* The kernel may cache directory pages: the tree changes only on a reload, which invalidates. */
-    struct desfs_open_out o = { .fh = 0, .open_flags = FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR, .backing_id = 0 };
+    /* The kernel may cache directory pages: the tree changes only on a reload, which invalidates.
+     * Not under the control directory, whose listings follow the user's recipes. */
+    pthread_mutex_lock(&p->lock);
+    node *n = node_by_id(p, in->nodeid);
+    int control = n && node_in_control(p, n);
+    pthread_mutex_unlock(&p->lock);
+    struct desfs_open_out o = { .fh = 0, .open_flags = control ? 0 : FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR, .backing_id = 0 };
     reply_buf(p, fd, unique, &o, sizeof o, NULL, 0);
     return;
   }

@@ -11,6 +11,11 @@
 #include "kernel.h"
 
 enum kind { K_UNKNOWN = 0, K_FILE = 1, K_DIR = 2, K_LINK = 3 };
+/* The control directory at the mount's root: found by name, never listed, and nothing under it is
+ * kept by the plane or the kernel's directory cache (its contents follow recipes and the DB). */
+#define CONTROL_NAME ".desfs"
+#define CONTROL_LEN 6
+
 /* Per-entry flags from JavaScript. */
 #define F_ADLER 1 /* the archive's Adler-32 is known (user.desfs.adler32 exists) */
 
@@ -178,6 +183,8 @@ void node_release_if_unused(plane *p, node *n);
 char *node_path(node *n, const char *child, size_t child_len);
 void node_attr(plane *p, const node *n, struct fuse_attr *a);
 void nodes_unname_all(plane *p);
+int node_in_control(const plane *p, const node *n);
+int is_control_name(const plane *p, const node *dir, const char *name, size_t len);
 listing *listing_make(plane *p, node *dir, uint32_t n);
 void listing_index(listing *l);
 const lentry *listing_find(const listing *l, const char *name, size_t len);
