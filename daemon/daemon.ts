@@ -25,11 +25,13 @@ import type { BlockStore } from '../cache/block-store.js'
 import type { Fetcher } from '../cache/fetcher.js'
 import { buildSources, openReadPath } from '../cache/setup.js'
 import type { SourceSet } from '../cache/sources/source-set.js'
-import { Facts } from '../fs/facts.js'
+import { Facts, MISSING } from '../fs/facts.js'
 import { Mount, prepareMountpoint } from '../fs/mount.js'
 import { startMemoryGuard } from '../fs/memory-guard.js'
 import { createOps, type OpsStats } from '../fs/ops.js'
 import { Tree } from '../fs/tree.js'
+import { CONTROL_DIR, QueryDirs } from '../fs/query-dirs.js'
+import { findTreeSource, openMetadataDb } from './metadata.js'
 import * as testHooks from './test-hooks.js'
 import { ROOT_ID, type BuildProgress } from '../fs/tree-build.js'
 
@@ -56,6 +58,7 @@ export class Daemon {
   reloader: TreeReloader | undefined
   private stopMemoryGuard: (() => void) | undefined
   opsStats!: OpsStats
+  queryDirs!: QueryDirs
   sql: SqlEngine | undefined
   jobs: JobManager | undefined
   jobDeps: JobRouteDeps | undefined
@@ -98,7 +101,24 @@ export class Daemon {
     ;({ store: this.store, fetcher: this.fetcher } = await openReadPath(c, this.sources))
     this.cacheSize = this.store.limit
 
+    // .desfs: queries in the SQL engine, stopped a little before the FUSE deadline so the log names them.
+    this.queryDirs = new QueryDirs({
+      select: (sql, params, timeoutMs) => this.sql!.all(sql, { params, timeoutMs }),
+      fileRows: () => {
+        const db = openMetadataDb(c.db)
+        try {
+          return findTreeSource(db, c.db, c.treeQuery).sql
+        } finally {
+          db.close()
+        }
+      },
+      inTree: (rel) => this.tree.current.lookup(rel)?.dir === null,
+      // Files the archive lacks are hidden, as in the tree's own listings; unknown (archive down) counts as present.
+      present: (rel) => this.tree.fileFacts(rel).then((f) => f.size !== MISSING, () => true),
+      timeoutMs: Math.max(1000, c.readTimeoutMs - 2000),
+    })
     const ops = createOps({
+      queryDirs: this.queryDirs,
       tree: this.tree,
       store: this.store,
       fetcher: this.fetcher,
@@ -134,6 +154,8 @@ export class Daemon {
   private async swapTree(next: Catalog): Promise<void> {
     const roots = new Set(this.tree.current.list(ROOT_ID).map((e) => e.name))
     this.tree.swap(next.index)
+    this.queryDirs.clear()
+    roots.add(CONTROL_DIR)
     this.mount.forgetTree()
     this.catalog = next
     for (const e of next.index.list(ROOT_ID)) roots.add(e.name)

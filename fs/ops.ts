@@ -12,6 +12,7 @@ import type { BlockStore, CachedFile, PresenceMaps } from '../cache/block-store.
 import { newReadPattern, type Fetcher, type ReadPattern } from '../cache/fetcher.js'
 import { SourceError } from '../cache/sources/source.js'
 import { log } from '../daemon/log.js'
+import { isControlPath, type QueryDirs, type QueryEntry, type QueryNode } from './query-dirs.js'
 
 export interface OpsContext {
   tree: Tree
@@ -25,6 +26,8 @@ export interface OpsContext {
   mountTime: number
   /** Called when the last handle of a file closes (a file removed from the tree can now be forgotten). */
   released?: (rel: string) => void
+  /** The hidden control directory .desfs (query-defined directories); absent, it does not exist. */
+  queryDirs?: QueryDirs
 }
 
 interface Handle {
@@ -117,7 +120,27 @@ export function createOps(ctx: OpsContext): Ops {
     else addon!.replyEntry(plane!, req, KIND.FILE, n.facts.size, n.facts.mtime ?? ctx.mountTime, n.facts.adler32 ? FLAG_ADLER : 0)
   }
 
+  const replyQueryNode = (req: number, n: QueryNode) => {
+    if (n.kind === 'dir') addon!.replyEntry(plane!, req, KIND.DIR, 0, ctx.mountTime, 0)
+    else addon!.replyEntry(plane!, req, KIND.LINK, Buffer.byteLength(n.target), ctx.mountTime, 0)
+  }
+
+  /** The control directory's entries: directories, and links sized by their targets. */
+  const replyQueryListing = (req: number, entries: QueryEntry[]) => {
+    const n = entries.length
+    const kinds = new Uint8Array(n)
+    const sizes = new Float64Array(n)
+    for (let i = 0; i < n; i++) {
+      const link = entries[i]!.link
+      kinds[i] = link === undefined ? KIND.DIR : KIND.LINK
+      sizes[i] = link === undefined ? 0 : Buffer.byteLength(link)
+    }
+    addon!.replyListing(plane!, req, entries.map((e) => e.name), kinds, sizes, new Float64Array(n).fill(ctx.mountTime), new Uint8Array(n))
+  }
+
   function lookup(req: number, path: string): void {
+    const qd = ctx.queryDirs
+    if (qd && isControlPath(path)) return run('lookup', req, path, () => qd.resolve(path), (n) => replyQueryNode(req, n))
     // Most are answered from the index and known facts at once, without a promise or a timer.
     try {
       const now = ctx.tree.statNow(path)
@@ -133,6 +156,8 @@ export function createOps(ctx: OpsContext): Ops {
   }
 
   function readdir(req: number, path: string): void {
+    const qd = ctx.queryDirs
+    if (qd && isControlPath(path)) return run('readdir', req, path, () => qd.list(path), (entries) => replyQueryListing(req, entries))
     run('readdir', req, path, () => ctx.tree.list(path), (entries: Listed[]) => {
       const n = entries.length
       const names = new Array<string>(n)
@@ -154,6 +179,19 @@ export function createOps(ctx: OpsContext): Ops {
         } else kinds[i] = KIND.UNKNOWN
       }
       addon!.replyListing(plane!, req, names, kinds, sizes, mtimes, flags)
+    })
+  }
+
+  /** A link's target: links exist only under the control directory. */
+  function readlink(req: number, path: string): void {
+    const qd = ctx.queryDirs
+    if (!qd || !isControlPath(path)) {
+      count('readlink')
+      return void fail(req, ERRNO.EINVAL)
+    }
+    run('readlink', req, path, () => qd.readlink(path), (target) => {
+      const b = Buffer.from(target)
+      addon!.replyData(plane!, req, b, b.length)
     })
   }
 
@@ -273,7 +311,7 @@ export function createOps(ctx: OpsContext): Ops {
         case JOB.RELEASED: return released(fh)
         case JOB.GETXATTR: return getxattr(req, path!, name!)
         case JOB.STATFS: return statfs(req)
-        case JOB.READLINK: count('readlink'); return void fail(req, ERRNO.EINVAL)
+        case JOB.READLINK: return readlink(req, path!)
         case JOB.BACKSTOP: {
           const what = FUSE_OPCODES[size] ?? `FUSE opcode ${size}`
           log.error('a request got no answer from the event loop in time; the plane answered EIO', { request: what })

@@ -1,6 +1,8 @@
 -- name: tile
 -- description: what a coadd tile's processing needs for one band: the coadd image, its catalog, segmentation map and PSF model; the single-epoch red_immask images that went into it (found through the tile's coadd_nwgint images, matched on EXPNUM and CCDNUM) with their red_bkg images, segmentation maps and PSFEx models
 -- params: tilename band
+-- values tilename: SELECT DISTINCT TILENAME FROM Y6A2_COADD WHERE FILETYPE = 'coadd'
+-- values band: SELECT DISTINCT BAND FROM Y6A2_COADD WHERE TILENAME = :tilename AND FILETYPE = 'coadd'
 WITH coadd_attempt AS (
   SELECT PFW_ATTEMPT_ID FROM Y6A2_PROCTAG WHERE TAG = 'Y6A2_COADD'
 ),
