@@ -202,11 +202,26 @@ export class QueryDirs {
     const present = this.deps.present
     if (!present) return inTree
     const keep = new Array<boolean>(inTree.length).fill(false)
-    let next = 0
-    const worker = async () => {
-      for (let i = next++; i < inTree.length; i = next++) keep[i] = await present(inTree[i]!)
+    // First one file of each directory, so directories are learned in parallel (one listing each),
+    // then the rest, which their directory's listing has answered by then.
+    const seen = new Set<string>()
+    const firsts: number[] = []
+    const rest: number[] = []
+    inTree.forEach((rel, i) => {
+      const dir = rel.slice(0, rel.lastIndexOf('/') + 1)
+      if (seen.has(dir)) rest.push(i)
+      else {
+        seen.add(dir)
+        firsts.push(i)
+      }
+    })
+    for (const order of [firsts, rest]) {
+      let next = 0
+      const worker = async () => {
+        for (let k = next++; k < order.length; k = next++) keep[order[k]!] = await present(inTree[order[k]!]!)
+      }
+      await Promise.all(Array.from({ length: Math.min(PRESENT_CONCURRENCY, order.length) }, worker))
     }
-    await Promise.all(Array.from({ length: Math.min(PRESENT_CONCURRENCY, inTree.length) }, worker))
     return inTree.filter((_, i) => keep[i])
   }
 
