@@ -54,6 +54,18 @@ t.test('query-defined directories through a mount', async (t) => {
   const dbDir = tmp(t, 'desfs-qdb-')
   const db = join(dbDir, 'metadata.db')
   copyFileSync(a.db, db)
+  // One file twice under the same name (in another directory), outside every tile and exposure
+  // selection: by-name must pick one and say so; a saved query selecting both names them apart.
+  const inTiles = new Set(TILES.flatMap((tl) => a.manifest.bands.flatMap((b) => expectedTileFiles(a.manifest, tl, b))))
+  const dupOf = a.manifest.files.find((f) => !inTiles.has(f.rel) && f.kind !== 'red_immask' && !a.manifest.missing.includes(f.rel))!.rel
+  const dupCopy = `OPS/zz-copy/${basename(dupOf)}`
+  mkdirSync(join(a.root, 'OPS', 'zz-copy'))
+  copyFileSync(join(a.root, dupOf), join(a.root, dupCopy))
+  {
+    const w = new Database(db)
+    w.prepare("INSERT INTO Y6A2_FILE_ARCHIVE_INFO (FILENAME, PATH, COMPRESSION) SELECT FILENAME, 'OPS/zz-copy', COMPRESSION FROM Y6A2_FILE_ARCHIVE_INFO WHERE PATH || '/' || FILENAME || coalesce(COMPRESSION, '') = ?").run(dupOf)
+    w.close()
+  }
   const d = await startDaemon(t, { db, archive: server.archiveUrl, tokenFile, env: { DESFS_RECIPES: recipes } })
   const Q = join(d.mnt, '.desfs')
   const mntReal = realpathSync(d.mnt)
@@ -159,7 +171,11 @@ t.test('query-defined directories through a mount', async (t) => {
     const t0 = process.hrtime.bigint()
     const names = await readdir(join(Q, 'recipes', 'everything'))
     t.comment(`figure: saved query selecting every file, ${names.length} links: ${ms(t0).toFixed(1)} ms`)
-    t.equal(names.length, new Set(a.manifest.files.map((f) => f.rel)).size, 'one link per file of the archive')
+    t.equal(names.length, new Set(a.manifest.files.map((f) => f.rel)).size + 1, 'one link per file of the archive (and the copy)')
+    const dupNames = names.filter((n) => n.includes('~'))
+    t.equal(dupNames.length, 2, `the two files named ${basename(dupOf)} get distinct names (${dupNames.join(', ')})`)
+    const dupTargets = await Promise.all(dupNames.map((n) => readlink(join(Q, 'recipes', 'everything', n))))
+    t.same(dupTargets.sort(), ['../../../' + dupOf, '../../../' + dupCopy].sort(), 'one for each file')
     t.ok(all.every((n) => names.some((m) => m === n || m.startsWith(n.split('.')[0]! + '~'))), 'every file name present')
     writeFileSync(join(recipes, 'coadds.sql'), "-- name: coadds\n-- description: the coadd images\nSELECT PATH, FILENAME, COMPRESSION FROM Y6A2_FILE_ARCHIVE_INFO WHERE FILENAME IN (SELECT FILENAME FROM Y6A2_COADD WHERE FILETYPE = 'coadd')\n")
     t.ok(await until(async () => (await readdir(join(Q, 'recipes'))).includes('coadds'), 10_000, 200), 'a recipe added at run time appears')
@@ -191,6 +207,9 @@ t.test('query-defined directories through a mount', async (t) => {
     t.equal(md5(await readFile(join(Q, 'by-name', name))), md5(sourceBytes(a, coadd)), 'md5 through the link')
     const plain = a.manifest.files.find((f) => !/\.(fz|gz)$/.test(f.rel))!.rel
     t.equal(await readlink(join(Q, 'by-name', basename(plain))), '../../' + plain, 'an uncompressed file by its name')
+    t.equal(await readlink(join(Q, 'by-name', basename(dupOf))), '../../' + [dupOf, dupCopy].sort()[0], 'an ambiguous name: the first by path')
+    await until(() => /by-name: several files have this name/.test(d.log()), 5000)
+    t.match(d.log(), new RegExp(`by-name: several files have this name; linking the first by path name=${basename(dupOf).replace(/\./g, '\\.')} `), 'and the log says so')
     t.equal(await code(() => lstat(join(Q, 'by-name', 'D99999999_x_c99_nothing.fits.fz'))), 'ENOENT', 'an unknown name: ENOENT')
     t.equal(await code(() => lstat(join(Q, 'by-name', "x' OR '1'='1"))), 'ENOENT', 'a hostile name: ENOENT')
     t.equal(await code(() => readdir(join(Q, 'by-name'))), 'EACCES', 'by-name is not listable (EACCES)')
