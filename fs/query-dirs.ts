@@ -52,6 +52,12 @@ const EACCES = () => new FsError(ERRNO.EACCES, 'not listable')
 const ENOENT = () => new FsError(ERRNO.ENOENT, 'no such entry')
 const EIO = () => new FsError(ERRNO.EIO, 'query failed')
 
+/**
+ * Queries of .desfs running at once in the SQL engine; more wait their turn. The engine refuses
+ * queries beyond its own limit, and `desfs sql` users need room too.
+ */
+const QUERY_SLOTS = 2
+
 /** Files checked against the archive at once (each directory is listed once, shared). */
 const PRESENT_CONCURRENCY = 8
 
@@ -114,6 +120,8 @@ export class QueryDirs {
   private logged = new Set<string>()
   private recipeCache: { at: number; value: ReturnType<typeof loadRecipesLenient> } | undefined
   readonly stats = { queries: 0, failures: 0 }
+  private running = 0
+  private waiting: (() => void)[] = []
 
   constructor(deps: QueryDirsDeps) {
     this.deps = deps
@@ -249,11 +257,23 @@ export class QueryDirs {
     write()
   }
 
-  /** Runs a query for a recipe; a failure or timeout is logged naming the recipe, and is EIO. */
-  private async run(recipe: Recipe, what: string, sql: string, params: Record<string, string>): Promise<unknown[][]> {
+  /** A query in the SQL engine, queued behind QUERY_SLOTS others. */
+  private async select(sql: string, params: Record<string, string>): Promise<unknown[][]> {
+    while (this.running >= QUERY_SLOTS) await new Promise<void>((r) => this.waiting.push(r))
+    this.running++
     this.stats.queries++
     try {
-      return await this.deps.select(sql, usedParams(sql, params), this.deps.timeoutMs)
+      return await this.deps.select(sql, params, this.deps.timeoutMs)
+    } finally {
+      this.running--
+      this.waiting.shift()?.()
+    }
+  }
+
+  /** Runs a query for a recipe; a failure or timeout is logged naming the recipe, and is EIO. */
+  private async run(recipe: Recipe, what: string, sql: string, params: Record<string, string>): Promise<unknown[][]> {
+    try {
+      return await this.select(sql, usedParams(sql, params))
     } catch (err) {
       this.stats.failures++
       log.error(`recipe '${recipe.name}' ${what} failed: EIO`, { recipe: recipe.file, params, error: (err as Error).message })
@@ -335,10 +355,9 @@ export class QueryDirs {
     const bare = dot > 0 ? name.slice(0, dot) : name
     // A single-use CTE is flattened by SQLite, so the FILENAME index serves the IN (...).
     const sql = `WITH f(p, n, c) AS (${this.fileSql}) SELECT p, n, c FROM f WHERE n IN (:name, :bare) ORDER BY p LIMIT 100`
-    this.stats.queries++
     let rows: unknown[][]
     try {
-      rows = await this.deps.select(sql, { name, bare }, this.deps.timeoutMs)
+      rows = await this.select(sql, { name, bare })
     } catch (err) {
       this.stats.failures++
       log.error('by-name lookup failed: EIO', { name, error: (err as Error).message })

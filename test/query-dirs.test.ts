@@ -10,6 +10,7 @@ import { basename, dirname, join, resolve } from 'node:path'
 import { makeArchive, startServer, startDaemon, run, tmp, until, md5, sourceBytes } from './helpers.js'
 import { expectedTileFiles } from './archive/expect.js'
 import { linkNames } from '../fs/query-dirs.js'
+import { parseRecipe } from '../daemon/recipes.js'
 
 t.jobs = 1
 
@@ -40,6 +41,15 @@ t.test('link names: unique names kept, duplicates get distinct names that do not
   const b = linkNames(['C/x.fits.fz', 'B/x.fits.fz'])
   const nameOf = (m: Map<string, string>, rel: string) => [...m].find(([, r]) => r === rel)![0]
   t.equal(nameOf(b, 'B/x.fits.fz'), nameOf(a, 'B/x.fits.fz'), 'stable: the same file gets the same name')
+})
+
+t.test('recipes: values queries are checked when the file is read', async (t) => {
+  const r = parseRecipe("-- name: x\n-- params: tilename band\n-- values tilename: SELECT DISTINCT TILENAME FROM Y6A2_COADD\n-- values band: SELECT DISTINCT BAND FROM Y6A2_COADD WHERE TILENAME = :tilename\nSELECT PATH, FILENAME, COMPRESSION FROM Y6A2_FILE_ARCHIVE_INFO WHERE FILENAME LIKE :tilename || '%' || :band || '%'\n", 'x.sql')
+  t.same(Object.keys(r.values ?? {}), ['tilename', 'band'])
+  t.notMatch(r.sql, /values/, 'the values queries are not part of the recipe SQL')
+  t.throws(() => parseRecipe('-- name: x\n-- params: a\n-- values b: SELECT 1\nSELECT :a', 'x.sql'), /values query for 'b', which is not one of its parameters/)
+  t.throws(() => parseRecipe('-- name: x\n-- params: a b\n-- values a: SELECT :b\nSELECT :a, :b', 'x.sql'), /may use only the parameters before it, not :b/)
+  t.throws(() => parseRecipe('-- name: x\n-- params: a\n-- values a: DELETE FROM T\nSELECT :a', 'x.sql'), /must be one SELECT/)
 })
 
 t.test('query-defined directories through a mount', async (t) => {
@@ -197,6 +207,7 @@ t.test('query-defined directories through a mount', async (t) => {
   })
 
   const coadd = a.manifest.files.find((f) => f.kind === 'coadd' && f.rel.endsWith('.fz'))!.rel
+  const plain = a.manifest.files.find((f) => !/\.(fz|gz)$/.test(f.rel))!.rel
   await t.test('by-name: with or without the compression suffix; unknown is ENOENT; not listable', async (t) => {
     const name = basename(coadd)
     const t0 = process.hrtime.bigint()
@@ -205,7 +216,6 @@ t.test('query-defined directories through a mount', async (t) => {
     t.equal(target, '../../' + coadd, 'a relative link to the file')
     t.equal(await readlink(join(Q, 'by-name', name.replace(/\.fz$/, ''))), '../../' + coadd, 'the name without .fz finds it too')
     t.equal(md5(await readFile(join(Q, 'by-name', name))), md5(sourceBytes(a, coadd)), 'md5 through the link')
-    const plain = a.manifest.files.find((f) => !/\.(fz|gz)$/.test(f.rel))!.rel
     t.equal(await readlink(join(Q, 'by-name', basename(plain))), '../../' + plain, 'an uncompressed file by its name')
     t.equal(await readlink(join(Q, 'by-name', basename(dupOf))), '../../' + [dupOf, dupCopy].sort()[0], 'an ambiguous name: the first by path')
     await until(() => /by-name: several files have this name/.test(d.log()), 5000)
@@ -213,6 +223,14 @@ t.test('query-defined directories through a mount', async (t) => {
     t.equal(await code(() => lstat(join(Q, 'by-name', 'D99999999_x_c99_nothing.fits.fz'))), 'ENOENT', 'an unknown name: ENOENT')
     t.equal(await code(() => lstat(join(Q, 'by-name', "x' OR '1'='1"))), 'ENOENT', 'a hostile name: ENOENT')
     t.equal(await code(() => readdir(join(Q, 'by-name'))), 'EACCES', 'by-name is not listable (EACCES)')
+    // Many lookups at once (a pipeline opening its inputs in parallel): more than the SQL engine
+    // runs at once; they wait their turn rather than fail.
+    const many = [...new Set(a.manifest.files.map((f) => f.rel))].filter((r) => r !== dupOf && r !== coadd && r !== plain && !a.manifest.missing.includes(r)).slice(0, 64)
+    const list = join(tmp(t, 'desfs-names-'), 'names')
+    writeFileSync(list, many.map((r) => join(Q, 'by-name', basename(r))).join('\n') + '\n')
+    const par = await run('sh', ['-c', 'xargs -P 32 -n 1 readlink < "$0"', list], { timeoutMs: 120_000 })
+    t.equal(par.code, 0, `no lookup failed ${par.stderr.split('\n')[0]}`)
+    t.same(par.stdout.split('\n').filter(Boolean).sort(), many.map((r) => '../../' + r).sort(), `${many.length} lookups, 32 at a time, all resolve`)
   })
 
   await t.test('a DB replaced while mounted drops the kept results', async (t) => {
