@@ -76,7 +76,8 @@ t.test('query-defined directories through a mount', async (t) => {
     w.prepare("INSERT INTO Y6A2_FILE_ARCHIVE_INFO (FILENAME, PATH, COMPRESSION) SELECT FILENAME, 'OPS/zz-copy', COMPRESSION FROM Y6A2_FILE_ARCHIVE_INFO WHERE PATH || '/' || FILENAME || coalesce(COMPRESSION, '') = ?").run(dupOf)
     w.close()
   }
-  const d = await startDaemon(t, { db, archive: server.archiveUrl, tokenFile, env: { DESFS_RECIPES: recipes } })
+  // A 10 s read deadline: queries behind .desfs are stopped 2 s before it (the slow recipe below).
+  const d = await startDaemon(t, { db, archive: server.archiveUrl, tokenFile, flags: ['--read-timeout', '10s'], env: { DESFS_RECIPES: recipes } })
   const Q = join(d.mnt, '.desfs')
   const mntReal = realpathSync(d.mnt)
 
@@ -203,6 +204,15 @@ t.test('query-defined directories through a mount', async (t) => {
     t.equal(await code(() => readdir(join(Q, 'recipes', 'failing'))), 'EIO', 'a recipe whose query fails: EIO')
     await until(() => /recipe 'failing' query failed: EIO.*NO_SUCH_TABLE/.test(d.log()), 5000)
     t.match(d.log(), /recipe 'failing' query failed: EIO.*NO_SUCH_TABLE/, 'logged, naming the recipe')
+    // A query that runs on and on is stopped at its timeout: EIO, and a log line naming the recipe.
+    writeFileSync(join(recipes, 'slow.sql'), '-- name: slow\nWITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1e12) SELECT PATH, FILENAME, COMPRESSION FROM Y6A2_FILE_ARCHIVE_INFO WHERE (SELECT max(x) FROM c) < 0\n')
+    await new Promise((r) => setTimeout(r, 1200))
+    const started = Date.now()
+    t.equal(await code(() => readdir(join(Q, 'recipes', 'slow'))), 'EIO', 'a query past its timeout: EIO')
+    const took = Date.now() - started
+    await until(() => /recipe 'slow' query failed: EIO.*timed out/.test(d.log()), 5000)
+    t.match(d.log(), /recipe 'slow' query failed: EIO.*timed out/, `logged as a timeout, naming the recipe (answered after ${took} ms)`)
+    t.notMatch(d.log(), /readdir timed out: EIO path=\/\.desfs\/recipes\/slow/, 'by the query timeout, before the operation\'s own deadline')
     t.ok((await readdir(join(Q, 'recipes', 'coadds'))).length > 0, 'the daemon goes on; other recipes still work')
   })
 
