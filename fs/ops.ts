@@ -1,6 +1,7 @@
 // The operations JavaScript answers for the native plane (fs/native/): what the plane's worker
 // threads could not answer alone. Lookups, listings and opens of files not yet known, reads of blocks
-// not yet cached, user.desfs.* attributes and statfs. Each runs as a promise with its own deadline,
+// not yet cached, user.desfs.* attributes and statfs; and everything under the hidden control
+// directory .desfs (query-defined directories of links, fs/query-dirs.ts), including readlink. Each runs as a promise with its own deadline,
 // so the kernel always gets an answer: the result, ENOENT/EROFS, or EIO with a log line saying why
 // (and the plane's backstop answers EIO should the event loop itself be stuck). Replies name their
 // request by number; a reply to a request already answered is dropped by the plane, so a late

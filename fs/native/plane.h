@@ -11,8 +11,9 @@
 #include "kernel.h"
 
 enum kind { K_UNKNOWN = 0, K_FILE = 1, K_DIR = 2, K_LINK = 3 };
-/* The control directory at the mount's root: found by name, never listed, and nothing under it is
- * kept by the plane or the kernel's directory cache (its contents follow recipes and the DB). */
+/* The control directory at the mount's root (fs/query-dirs.ts): found by name though absent from
+ * the root's listing, and no listing under it is kept by the plane or the kernel's directory cache
+ * (its contents follow the user's recipe files as well as the DB). */
 #define CONTROL_NAME ".desfs"
 #define CONTROL_LEN 6
 
