@@ -1,6 +1,7 @@
 // desfs cache stats|ls|pin|unpin|evict|clear: look at and manage the local cache of a running daemon.
 import { resolve } from 'node:path'
 import { settingOptions, settingFlags, type Command } from './command.js'
+import { expandControlPaths } from './control-paths.js'
 import { call, socketPath } from './client.js'
 import { resolveSettings } from '../daemon/config.js'
 import { EXIT, UserError } from '../daemon/errors.js'
@@ -60,7 +61,7 @@ export const cacheCommand: Command = {
   usage: 'desfs cache stats|ls|pin|unpin|evict|clear [PATH...] [--yes] [--json]',
   details: [
     'PATHs are archive paths (OPS/...), paths under the mountpoint, or relative to the current directory inside it;',
-    'a directory means every cached file under it. Pinned files are kept whatever the cache needs, within the',
+    'a directory means every cached file under it; a path under $DESDATA/.desfs means the files it selects. Pinned files are kept whatever the cache needs, within the',
     'pin cap (--pin-size of desfs mount); pinning more is refused. clear evicts every file that is neither pinned',
     'nor open, and only shows what it would do unless --yes is given.',
   ].join('\n'),
@@ -79,7 +80,8 @@ export const cacheCommand: Command = {
     const settings = resolveSettings(settingFlags(flags))
     const sock = socketPath(resolve(settings.get('state_dir')!.value!))
     const out = (v: unknown, text: () => string) => process.stdout.write(flags.json ? JSON.stringify(v, null, 2) + '\n' : text())
-    const body = { paths, cwd: process.cwd() }
+    // A .desfs path (a query-defined directory or by-name link) stands for the files it selects.
+    const body = { paths: ['pin', 'unpin', 'evict'].includes(sub) ? expandControlPaths(paths) : paths, cwd: process.cwd() }
 
     switch (sub) {
       case 'stats': {

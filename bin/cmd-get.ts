@@ -10,6 +10,7 @@ import { EXIT, UserError } from '../daemon/errors.js'
 import type { JobFile, JobRecord } from '../daemon/jobs.js'
 import { placeModeProblem, type PlaceMode } from '../daemon/materialize.js'
 import { archivePath, getPaths, getRunner, type GetSpec } from '../daemon/sync.js'
+import { expandControlPaths } from './control-paths.js'
 import { withStandaloneEngine } from '../daemon/standalone.js'
 import { buildSources } from '../cache/setup.js'
 import { TokenProvider } from '../daemon/token.js'
@@ -24,7 +25,7 @@ function readPaths(positionals: string[], list: unknown): string[] {
     }
   }
   if (!paths.length) throw new UserError('give archive paths, or --list FILE with one per line', EXIT.USAGE)
-  return paths
+  return expandControlPaths(paths)
 }
 
 /** Runs a get without a daemon: the same runner, files a few at a time, in this process. */

@@ -5,6 +5,7 @@ import { resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { settingOptions, settingFlags, type Command } from './command.js'
 import { call, socketPath } from './client.js'
+import { expandControlPaths } from './control-paths.js'
 import { ProgressBar } from './progress.js'
 import { resolveSettings } from '../daemon/config.js'
 import { EXIT, UserError } from '../daemon/errors.js'
@@ -112,7 +113,7 @@ export function report(job: JobRecord, manifest: string | undefined, out: NodeJS
 export const syncCommand: Command = {
   name: 'sync',
   summary: 'Prefetch and pin files through the daemon: everything for a tile and band, a recipe, a list of paths, or a query. Runs as a daemon job that survives the client.',
-  usage: 'desfs sync (--tilename T --band B | --recipe NAME [--param K=V] | --list FILE | --query SQL) [--dry-run] [--manifest FILE.json|.tsv]\n       desfs sync --attach ID | --recipes',
+  usage: 'desfs sync (--tilename T --band B | --recipe NAME [--param K=V] | PATH... | --list FILE | --query SQL) [--dry-run] [--manifest FILE.json|.tsv]\n       desfs sync --attach ID | --recipes',
   options: {
     tilename: { type: 'string', value: 'TILE', help: 'coadd tile, e.g. DES2041-5248 (recipe "tile")' },
     band: { type: 'string', value: 'BAND', help: 'band: g, r, i, z or Y (recipe "tile")' },
@@ -127,8 +128,8 @@ export const syncCommand: Command = {
     recipes: { type: 'boolean', help: 'list the recipes' },
     ...settingOptions(['state_dir']),
   },
-  details: 'Exit code 0 when every file was synced, 1 when any failed (see the manifest), 4 without a daemon.\nCtrl-C detaches: the job goes on in the daemon.',
-  async run({ flags }) {
+  details: 'PATHs are archive paths or paths in the mount; one under $DESDATA/.desfs (a recipe directory, a by-name link) means the files it selects.\nExit code 0 when every file was synced, 1 when any failed (see the manifest), 4 without a daemon.\nCtrl-C detaches: the job goes on in the daemon.',
+  async run({ flags, positionals }) {
     const socket = sock(flags)
     const manifest = flags.manifest as string | undefined
     if (manifest) manifestFormat(manifest) // fail early on a bad name
@@ -154,14 +155,16 @@ export const syncCommand: Command = {
       body.recipe = (flags.recipe as string | undefined) ?? 'tile'
       body.params = params
     }
-    if (flags.list) {
-      let text: string
+    if (flags.list || positionals.length) {
+      let text = ''
       try {
-        text = flags.list === '-' ? readFileSync(0, 'utf8') : readFileSync(flags.list as string, 'utf8')
+        if (flags.list) text = flags.list === '-' ? readFileSync(0, 'utf8') : readFileSync(flags.list as string, 'utf8')
       } catch (err) {
         throw new UserError(`cannot read --list ${flags.list}: ${(err as NodeJS.ErrnoException).code}`, EXIT.USAGE)
       }
-      body.list = text.split('\n')
+      // Paths named on the command line join the list; .desfs paths stand for the files they select.
+      const lines = [...positionals, ...text.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'))]
+      body.list = expandControlPaths(lines)
     }
     if (flags.query) body.query = flags.query
     const answer = await call<{ id?: string; files: number | JobFile[]; bytes: number; refused: string[] }>(socket, 'POST', '/sync', body, { timeoutMs: 600_000 })

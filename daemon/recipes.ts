@@ -6,7 +6,7 @@
 // a parameter's values, for the mount's .desfs/recipes directories (fs/query-dirs.ts):
 // `-- values tilename: SELECT DISTINCT TILENAME FROM Y6A2_COADD` (one column; it may use the
 // parameters before it, e.g. :tilename in the values query of band).
-import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { EXIT, UserError } from './errors.js'
@@ -56,17 +56,9 @@ export function parseRecipe(text: string, file: string): Recipe {
   return { name, description: header.get('description') ?? '', params, sql, file, ...(Object.keys(values).length ? { values } : {}) }
 }
 
-function loadDir(dir: string): Recipe[] {
-  if (!existsSync(dir)) return []
-  return readdirSync(dir)
-    .filter((f) => f.endsWith('.sql'))
-    .sort()
-    .map((f) => parseRecipe(readFileSync(join(dir, f), 'utf8'), join(dir, f)))
-}
-
 /**
- * All recipes that parse, and the files that do not (by the name their file gives, with the reason),
- * so one broken file leaves the others usable (the mount's .desfs/recipes).
+ * All recipes that parse (a user recipe with a built-in's name replaces it), and the files that do
+ * not (by file name, with the reason), so one broken file leaves the others usable.
  */
 export function loadRecipesLenient(): { recipes: Map<string, Recipe>; broken: Map<string, string> } {
   const recipes = new Map<string, Recipe>()
@@ -92,17 +84,12 @@ export function loadRecipesLenient(): { recipes: Map<string, Recipe>; broken: Ma
   return { recipes, broken }
 }
 
-/** All recipes; a user recipe with a built-in's name replaces it. */
-export function loadRecipes(): Map<string, Recipe> {
-  const out = new Map<string, Recipe>()
-  for (const r of [...loadDir(BUILTIN_RECIPES_DIR), ...loadDir(userRecipesDir())]) out.set(r.name, r)
-  return out
-}
-
 /** Finds a recipe and checks that every parameter it needs was given. */
 export function recipeWithParams(name: string, params: Record<string, string | undefined>): { recipe: Recipe; values: Record<string, string> } {
-  const recipes = loadRecipes()
+  // One broken file does not stop the others; asking for it by name says what is wrong with it.
+  const { recipes, broken } = loadRecipesLenient()
   const recipe = recipes.get(name)
+  if (!recipe && broken.has(name)) throw new UserError(broken.get(name)!, EXIT.USAGE)
   if (!recipe) throw new UserError(`no recipe named '${name}' (known: ${[...recipes.keys()].join(', ')}; add your own in ${userRecipesDir()})`, EXIT.USAGE)
   const values: Record<string, string> = {}
   const missing: string[] = []

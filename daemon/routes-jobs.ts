@@ -10,7 +10,7 @@ import type { ServerResponse } from 'node:http'
 import { isAbsolute, resolve } from 'node:path'
 import { HttpError, type ControlServer } from './control.js'
 import type { JobManager, JobRecord } from './jobs.js'
-import { loadRecipes } from './recipes.js'
+import { loadRecipesLenient } from './recipes.js'
 import { getPaths, planFiles, selectPaths, type GetSpec, type SelectDeps, type SyncSpec } from './sync.js'
 import { placeModeProblem, type PlaceMode } from './materialize.js'
 
@@ -119,5 +119,5 @@ export function registerJobRoutes(control: ControlServer, d: JobsDaemon): void {
     req.on('close', cleanup)
   })
 
-  control.route('GET', '/recipes', () => [...loadRecipes().values()].map(({ name, description, params, file }) => ({ name, description, params, file })))
+  control.route('GET', '/recipes', () => [...loadRecipesLenient().recipes.values()].map(({ name, description, params, file }) => ({ name, description, params, file })))
 }

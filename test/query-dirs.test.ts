@@ -7,7 +7,7 @@ import Database from 'better-sqlite3'
 import { copyFileSync, mkdirSync, realpathSync, renameSync, writeFileSync } from 'node:fs'
 import { lstat, mkdir, readFile, readdir, readlink, realpath, stat, writeFile } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
-import { makeArchive, startServer, startDaemon, run, tmp, until, md5, sourceBytes } from './helpers.js'
+import { DESFS, makeArchive, startServer, startDaemon, run, tmp, until, md5, sourceBytes } from './helpers.js'
 import { expectedTileFiles } from './archive/expect.js'
 import { linkNames } from '../fs/query-dirs.js'
 import { parseRecipe } from '../daemon/recipes.js'
@@ -241,6 +241,34 @@ t.test('query-defined directories through a mount', async (t) => {
     const par = await run('sh', ['-c', 'xargs -P 32 -n 1 readlink < "$0"', list], { timeoutMs: 120_000 })
     t.equal(par.code, 0, `no lookup failed ${par.stderr.split('\n')[0]}`)
     t.same(par.stdout.split('\n').filter(Boolean).sort(), many.map((r) => '../../' + r).sort(), `${many.length} lookups, 32 at a time, all resolve`)
+  })
+
+  await t.test('sync and cache pin take .desfs paths: the files they select', async (t) => {
+    const cli = (...args: string[]) => run(process.execPath, [DESFS, ...args, '--state-dir', d.stateDir], { timeoutMs: 120_000 })
+    const paths = (out: string) => out.split('\n').map((l) => /^\s*\S+ \S+\s+(OPS\/\S+)/.exec(l)?.[1]).filter((x): x is string => !!x).sort()
+    const [tile, band] = [TILES[1]!, 'i']
+    const byRecipe = await cli('sync', '--tilename', tile, '--band', band, '--dry-run')
+    t.equal(byRecipe.code, 0, byRecipe.stderr)
+    const expected = paths(byRecipe.stdout)
+    t.ok(expected.length > 0, `the tile has files (${expected.length})`)
+    const byDir = await cli('sync', join(Q, 'recipes', 'tile', tile, band), '--dry-run')
+    t.equal(byDir.code, 0, byDir.stderr)
+    t.same(paths(byDir.stdout), expected, 'sync of the recipe directory plans the same files as --tilename/--band')
+    const byTile = await cli('sync', join(Q, 'recipes', 'tile', tile), '--dry-run')
+    t.equal(byTile.code, 0, byTile.stderr)
+    t.ok(expected.every((p) => paths(byTile.stdout).includes(p)) && paths(byTile.stdout).length > expected.length, 'a level above: every band of the tile')
+    const name = basename(coadd)
+    const pin = await cli('cache', 'pin', join(Q, 'by-name', name))
+    t.equal(pin.code, 0, pin.stderr)
+    t.equal(pin.stdout, 'desfs: pinned 1 files\n')
+    const pinned = await cli('cache', 'ls', '--pinned')
+    t.match(pinned.stdout, new RegExp(`^P .* ${coadd.replace(/[.]/g, '\\.')}$`, 'm'), 'the file the link names is pinned')
+    const unlistable = await cli('sync', join(Q, 'recipes', 'exposure'), '--dry-run')
+    t.equal(unlistable.code, 2, 'a level that cannot be listed: exit 2')
+    t.match(unlistable.stderr, /^desfs: \S+\/recipes\/exposure: this level cannot be listed \(its recipe gives no values query\); name a value below it\n$/)
+    const unknown = await cli('cache', 'pin', join(Q, 'by-name', 'D99999999_nothing.fits.fz'))
+    t.equal(unknown.code, 2, 'an unknown name: exit 2')
+    t.match(unknown.stderr, /^desfs: \S+nothing\.fits\.fz: no such query directory, value or file name\n$/)
   })
 
   await t.test('a DB replaced while mounted drops the kept results', async (t) => {

@@ -4,7 +4,7 @@ import Database from 'better-sqlite3'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { makeArchive, tmp } from './helpers.js'
-import { loadRecipes, parseRecipe, recipeWithParams } from '../daemon/recipes.js'
+import { loadRecipesLenient, parseRecipe, recipeWithParams } from '../daemon/recipes.js'
 import { rowsToPaths } from '../daemon/sync.js'
 import { expectedTileFiles } from './archive/expect.js'
 
@@ -38,8 +38,12 @@ t.test('recipes are data: a user recipe is found, checked and may replace a buil
   writeFileSync(join(recipes, 'psf.sql'), "-- name: psf\n-- description: PSF models of one exposure\n-- params: expnum\nSELECT PATH, FILENAME, COMPRESSION FROM Y6A2_FILE_ARCHIVE_INFO WHERE FILENAME LIKE 'D%' || :expnum || '%psfexcat.psf'\n")
   process.env.DESFS_RECIPES = recipes
   t.teardown(() => { delete process.env.DESFS_RECIPES })
-  const all = loadRecipes()
-  t.ok(all.has('tile') && all.has('psf'), 'built-in and user recipes')
+  writeFileSync(join(recipes, 'broken.sql'), '-- name: broken\nDELETE FROM Y6A2_IMAGE\n')
+  const { recipes: all, broken } = loadRecipesLenient()
+  t.ok(all.has('tile') && all.has('psf'), 'built-in and user recipes, beside a broken one')
+  t.match(broken.get('broken'), /must be one SELECT/, 'the broken one, with why')
+  t.throws(() => recipeWithParams('broken', {}), /broken\.sql: must be one SELECT/, 'asked for by name, it says what is wrong with it')
+  t.ok(recipeWithParams('tile', { tilename: 'DES0000+0000', band: 'r' }), 'the others still work')
   t.same(all.get('psf')!.params, ['expnum'])
   t.throws(() => recipeWithParams('psf', {}), /recipe 'psf' needs --expnum/)
   t.throws(() => recipeWithParams('nope', {}), /no recipe named 'nope' \(known: .*tile/)

@@ -1,0 +1,73 @@
+// Paths under a mount's query-defined directories (`$DESDATA/.desfs/...`) name the files a query
+// selects: a by-name link names one file, a recipe's directory every file it lists. sync, get and
+// cache pin take them like any other path; this turns them into the archive paths they stand for by
+// asking the mount itself (listing the directory, reading the links), so the daemon runs the query
+// exactly as `ls` would.
+import { lstatSync, readdirSync, readlinkSync } from 'node:fs'
+import { posix } from 'node:path'
+import { EXIT, UserError } from '../daemon/errors.js'
+
+const CONTROL = '.desfs'
+/** Recipe parameters nest a few levels; a walk deeper than this is a loop or a mistake. */
+const MAX_DEPTH = 16
+
+/** The mountpoint and the absolute path, when `abs` lies in a mount's .desfs directory. */
+function controlPart(abs: string): { mnt: string } | undefined {
+  const i = abs.split('/').indexOf(CONTROL)
+  if (i < 1) return undefined
+  return { mnt: abs.split('/').slice(0, i).join('/') || '/' }
+}
+
+function problem(path: string, err: NodeJS.ErrnoException): UserError {
+  const why = err.code === 'ENOENT' ? 'no such query directory, value or file name'
+    : err.code === 'EACCES' ? 'this level cannot be listed (its recipe gives no values query); name a value below it'
+      : err.code === 'EIO' ? "its query failed or timed out; the daemon's log says why"
+        : err.code ?? err.message
+  return new UserError(`${path}: ${why}`, err.code === 'ENOENT' || err.code === 'EACCES' ? EXIT.USAGE : EXIT.FAILURE)
+}
+
+/** Archive paths of the files a .desfs path selects (links in it, and in the directories under it). */
+function expand(abs: string, mnt: string, shown: string, out: string[], depth: number): void {
+  let st
+  try {
+    st = lstatSync(abs)
+  } catch (err) {
+    throw problem(shown, err as NodeJS.ErrnoException)
+  }
+  if (st.isSymbolicLink()) {
+    const target = posix.resolve(posix.dirname(abs), readlinkSync(abs))
+    if (!target.startsWith(mnt + '/')) throw new UserError(`${shown}: its link leads out of the mount (${target})`, EXIT.FAILURE)
+    out.push(target.slice(mnt.length + 1))
+    return
+  }
+  if (!st.isDirectory()) throw new UserError(`${shown}: neither a link to an archive file nor a directory of them`, EXIT.USAGE)
+  if (depth >= MAX_DEPTH) throw new UserError(`${shown}: nested more than ${MAX_DEPTH} levels deep`, EXIT.USAGE)
+  let names: string[]
+  try {
+    names = readdirSync(abs).sort()
+  } catch (err) {
+    throw problem(shown, err as NodeJS.ErrnoException)
+  }
+  for (const n of names) expand(`${abs}/${n}`, mnt, `${shown}/${n}`, out, depth + 1)
+}
+
+/**
+ * `paths` with every one under a mount's .desfs directory replaced by the archive paths it selects
+ * (in listing order, each once); the others are returned as given.
+ */
+export function expandControlPaths(paths: string[], cwd = process.cwd()): string[] {
+  const out: string[] = []
+  for (const p of paths) {
+    const abs = posix.resolve(cwd, p)
+    const c = p.includes(CONTROL) ? controlPart(abs) : undefined
+    if (!c) {
+      out.push(p)
+      continue
+    }
+    const selected: string[] = []
+    expand(abs, c.mnt, p, selected, 0)
+    if (!selected.length) throw new UserError(`${p}: selects no files`, EXIT.USAGE)
+    out.push(...selected)
+  }
+  return [...new Set(out)]
+}
