@@ -5,7 +5,7 @@
 import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
 import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import Database from 'better-sqlite3'
 import { createInterface } from 'node:readline'
 import { randomReads } from './cache-helpers.js'
@@ -193,6 +193,21 @@ t.test('requests racing their deadline never touch freed memory (AddressSanitize
   const r = await randomReads(d.mnt, a.root, files, { seed: 5, count: 150, readers: 8, maxLen: 400_000, timeoutMs: 300_000 })
   t.equal(r.wrong, 0, `no wrong bytes (${r.ok} right, ${r.eio} EIO at the deadline)`)
   t.ok(r.eio > 0 && r.ok > 0, 'reads both made their deadline and missed it (the race was on)')
+  // The control directory's paths in the plane: a name hidden from a listed root, listings the plane
+  // does not keep, symlink replies; all concurrently with the reads' leftovers.
+  const q = join(d.mnt, '.desfs')
+  const named = files.filter((f) => !a.manifest.missing.includes(f)).slice(0, 8)
+  const rounds = await Promise.all(Array.from({ length: 4 }, async () => {
+    let right = 0
+    for (let i = 0; i < 10; i++) {
+      await run('ls', ['-a', d.mnt])
+      const ls = await run('ls', ['-a', q, join(q, 'recipes')])
+      const link = await run('readlink', named.map((f) => join(q, 'by-name', basename(f))))
+      if (ls.code === 0 && link.stdout === named.map((f) => `../../${f}\n`).join('')) right++
+    }
+    return right
+  }))
+  t.ok(rounds.every((n) => n > 0), `.desfs listed and its links read right under ASan (${rounds.join(', ')} of 10 rounds each)`)
   t.equal(d.child.exitCode, null, 'the daemon is alive')
   t.notMatch(d.log(), /AddressSanitizer|ERROR: /, 'AddressSanitizer found nothing')
   t.equal(await d.stop(), 0, 'and it stops cleanly')
