@@ -6,10 +6,10 @@
 // Failures are retried with exponential backoff and jitter (or after the server's Retry-After),
 // resuming from the first byte not yet received, then the next source is tried. Readers wait with
 // their own deadline; a fetch that outlives it still fills the cache for the next reader.
-import { setTimeout as delay } from 'node:timers/promises'
 import { LRUCache } from 'lru-cache'
 import type { BlockStore, CachedFile } from './block-store.js'
 import { adler32Combine, adler32Fast, adler32Hex } from './adler32.js'
+import { systemClock, type Clock } from './clock.js'
 import { fetchMetrics } from './metrics.js'
 import { SourceError, type Source } from './sources/source.js'
 import type { SourceSet } from './sources/source-set.js'
@@ -159,10 +159,19 @@ export interface FetchStats {
   networkReads: number
 }
 
+/** What a Fetcher takes from its surroundings besides its options: time and chance (fakes in tests). */
+export interface FetcherDeps {
+  /** Backoff waits go through it. */
+  clock: Clock
+  /** Jitter, in [0, 1). */
+  random: () => number
+}
+
 export class Fetcher {
   private sources: SourceSet
   private store: BlockStore
   private opts: FetcherOptions
+  private deps: FetcherDeps
   private inflight = new Map<string, Promise<Block>>()
   /** For each block being fetched, its run. */
   private runs = new Map<string, Run>()
@@ -184,10 +193,11 @@ export class Fetcher {
   private failed = new Map<string, { err: Error; until: number }>()
   readonly stats: FetchStats = { requests: 0, bytesFetched: 0, retries: 0, failures: 0, memoryHits: 0, diskHits: 0, networkReads: 0 }
 
-  constructor(sources: SourceSet, store: BlockStore, opts: Partial<FetcherOptions> = {}) {
+  constructor(sources: SourceSet, store: BlockStore, opts: Partial<FetcherOptions> = {}, deps: Partial<FetcherDeps> = {}) {
     this.sources = sources
     this.store = store
     this.opts = { ...DEFAULT_FETCHER_OPTIONS, ...opts }
+    this.deps = { clock: systemClock, random: Math.random, ...deps }
     this.recent = new LRUCache<string, Block>({ maxSize: this.opts.recentBytes, sizeCalculation: (b) => Math.max(1, blockBytes(b)) })
     store.onEvict = (key) => {
       for (const k of [...this.recent.keys()]) if (k.startsWith(key + ':')) this.recent.delete(k)
@@ -433,7 +443,7 @@ export class Fetcher {
 
   /** Delay before retry number `attempt` (1-based): exponential with jitter, or what the server asked. */
   private backoff(attempt: number, err: SourceError | undefined): number {
-    const exp = this.opts.backoffMs * 2 ** (attempt - 1) * (0.5 + Math.random())
+    const exp = this.opts.backoffMs * 2 ** (attempt - 1) * (0.5 + this.deps.random())
     return Math.min(this.opts.maxBackoffMs, Math.max(exp, err?.retryAfterMs ?? 0))
   }
 
@@ -470,13 +480,17 @@ export class Fetcher {
     }
     outer: for (const source of candidates) {
       let throttled = 0
+      // Every request to this source but the first waits first; a 429 on the first try too (it
+      // does not count as a try, so `attempt` alone cannot tell).
+      let asked = false
       for (let attempt = 0; attempt < this.opts.attemptsPerSource && idx < end; attempt++) {
-        if (attempt > 0) {
+        if (asked) {
           this.stats.retries++
           fetchMetrics.retries.inc()
           // A run called off stops waiting at once (the rejection is the abort; the check below ends it).
-          await delay(this.backoff(attempt, lastErr), undefined, { signal: calledOff }).catch(() => undefined)
+          await this.deps.clock.sleep(this.backoff(Math.max(1, attempt), lastErr), calledOff).catch(() => undefined)
         }
+        asked = true
         if (calledOff.aborted) break outer
         if (this.sources.isDown(source)) continue outer
         const start = idx * file.blockSize + fill
@@ -623,6 +637,11 @@ export class Fetcher {
     if (!file.complete) throw new SourceError('local', `${file.relPath}: could not be stored in the cache (cache full of pinned or open files, or the disk is full)`)
     if (file.adler32 && !file.checkWhole()) throw new SourceError('protocol', `${file.relPath}: does not match the archive's adler32 ${file.adler32}; dropped, try again`)
     return transferred
+  }
+
+  /** Resolves once no run is in flight: every block asked for so far is stored, or failed. */
+  async settled(): Promise<void> {
+    for (let round = 0; round < 10_000 && this.runs.size > 0; round++) await Promise.allSettled(new Set([...this.runs.values()].map((r) => r.done)))
   }
 
   /**
