@@ -30,14 +30,14 @@ import { UserError } from '../daemon/errors.js'
 import { formatSize } from '../daemon/units.js'
 import { ensureOwnDir, ensureOwnDirSync, refuseLinks, sqliteFiles } from '../daemon/state-dir.js'
 
-export const DEFAULT_BLOCK_SIZE = 1 << 20
+const DEFAULT_BLOCK_SIZE = 1 << 20
 
 export function cacheKey(relPath: string): string {
   return createHash('sha256').update(relPath).digest('hex').slice(0, 32)
 }
 
 /** Why a data file opened by openCacheFile cannot be used as it is. */
-export class CacheFileProblem extends Error {
+class CacheFileProblem extends Error {
   /** 'replaced': a link or other odd entry is in its place; 'elsewhere': the open file is not where its path says (a directory on the way is a link). */
   constructor(readonly kind: 'replaced' | 'elsewhere', message: string) {
     super(message)

@@ -24,7 +24,7 @@ import { formatSize } from '../daemon/units.js'
 export type Block = Buffer[]
 
 /** Copies bytes [from, to) of a block into `dest` at `at`; returns the bytes copied. */
-export function copyFromBlock(block: Block, from: number, to: number, dest: Buffer, at: number): number {
+function copyFromBlock(block: Block, from: number, to: number, dest: Buffer, at: number): number {
   let off = 0
   let n = 0
   for (const part of block) {
@@ -78,7 +78,7 @@ export interface FetcherOptions {
   failFastMs: number
 }
 
-export const DEFAULT_FETCHER_OPTIONS: FetcherOptions = {
+const DEFAULT_FETCHER_OPTIONS: FetcherOptions = {
   attemptsPerSource: 4,
   backoffMs: 200,
   maxBackoffMs: 10_000,

@@ -16,13 +16,13 @@ import { parseSize } from '../daemon/units.js'
 import type { TokenProvider } from '../daemon/token.js'
 
 /** Cache size when none is configured: a quarter of the cache disk, at most 100 GiB. */
-export async function autoCacheSize(dir: string): Promise<number> {
+async function autoCacheSize(dir: string): Promise<number> {
   const s = await statfs(dir)
   return Math.min(100 * 1024 ** 3, Math.floor((s.blocks * s.bsize) / 4))
 }
 
 /** Free-space floor when none is configured: 5% of the cache disk, at most 5 GiB. */
-export async function autoMinFree(dir: string): Promise<number> {
+async function autoMinFree(dir: string): Promise<number> {
   const s = await statfs(dir)
   return Math.min(5 * 1024 ** 3, Math.floor((s.blocks * s.bsize) / 20))
 }

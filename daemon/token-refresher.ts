@@ -21,7 +21,7 @@ export interface RefresherStatus {
 }
 
 /** How long until the token is due for refresh, at 75% of its life (<= 0: due now). */
-export function refreshDelay(s: Pick<OidcState, 'accessIssuedAt' | 'accessExpiresAt'>, now = Date.now()): number {
+function refreshDelay(s: Pick<OidcState, 'accessIssuedAt' | 'accessExpiresAt'>, now = Date.now()): number {
   return s.accessIssuedAt + 0.75 * (s.accessExpiresAt - s.accessIssuedAt) - now
 }
 
