@@ -10,6 +10,7 @@ import { LRUCache } from 'lru-cache'
 import type { BlockStore, CachedFile } from './block-store.js'
 import { adler32Combine, adler32Fast, adler32Hex } from './adler32.js'
 import { systemClock, type Clock } from './clock.js'
+import { Retrier } from './retry.js'
 import { fetchMetrics } from './metrics.js'
 import { SourceError, type Source } from './sources/source.js'
 import type { SourceSet } from './sources/source-set.js'
@@ -441,12 +442,6 @@ export class Fetcher {
     for (let i = first; i < end; i++) this.runs.set(`${file.key}:${i}`, run)
   }
 
-  /** Delay before retry number `attempt` (1-based): exponential with jitter, or what the server asked. */
-  private backoff(attempt: number, err: SourceError | undefined): number {
-    const exp = this.opts.backoffMs * 2 ** (attempt - 1) * (0.5 + this.deps.random())
-    return Math.min(this.opts.maxBackoffMs, Math.max(exp, err?.retryAfterMs ?? 0))
-  }
-
   /**
    * Fetches blocks [first, end) with ranged GETs, resuming after failures from the first byte not yet
    * received, trying each source in order. A file fetched whole is checked against the archive's
@@ -479,18 +474,15 @@ export class Fetcher {
       lastErr = err as SourceError
     }
     outer: for (const source of candidates) {
-      let throttled = 0
-      // Every request to this source but the first waits first; a 429 on the first try too (it
-      // does not count as a try, so `attempt` alone cannot tell).
-      let asked = false
-      for (let attempt = 0; attempt < this.opts.attemptsPerSource && idx < end; attempt++) {
+      const tries = new Retrier({ tries: this.opts.attemptsPerSource, baseMs: this.opts.backoffMs, maxMs: this.opts.maxBackoffMs, maxThrottledWaits: MAX_THROTTLED_WAITS }, this.deps.clock, this.deps.random)
+      // Every request to this source but the first waits first (after a 429 on the first try too).
+      for (let asked = false; tries.more && idx < end; asked = true) {
         if (asked) {
           this.stats.retries++
           fetchMetrics.retries.inc()
-          // A run called off stops waiting at once (the rejection is the abort; the check below ends it).
-          await this.deps.clock.sleep(this.backoff(Math.max(1, attempt), lastErr), calledOff).catch(() => undefined)
+          // A run called off stops waiting at once (the check below ends it).
+          await tries.wait(calledOff)
         }
-        asked = true
         if (calledOff.aborted) break outer
         if (this.sources.isDown(source)) continue outer
         const start = idx * file.blockSize + fill
@@ -536,17 +528,19 @@ export class Fetcher {
           }
           fetchMetrics.errors.inc({ source: source.name, kind: lastErr.kind })
           this.sources.noteFailure(source, lastErr)
-          log.warn('fetch failed', { source: source.name, path: file.relPath, bytes: `${start}-${stop - 1}`, attempt: attempt + 1, error: lastErr.message })
+          log.warn('fetch failed', { source: source.name, path: file.relPath, bytes: `${start}-${stop - 1}`, attempt: tries.attempt, error: lastErr.message })
           if (!lastErr.retryable) continue outer
-          // A server asking us to slow down (429, SlowDown) is up and answering: waiting as it asks
-          // does not use up a try, up to a bound. A reader's deadline still bounds its own wait.
-          if (lastErr.kind === 'throttled' && ++throttled <= MAX_THROTTLED_WAITS) attempt--
         } finally {
           guard.done()
           this.inflightRequests--
           fetchMetrics.inflightRequests.set(this.inflightRequests)
           fetchMetrics.latency.observe((performance.now() - t0) / 1000, { source: source.name })
         }
+        // The try did not bring every byte (an error, or a body that ended early): it is used up,
+        // unless the server asked us to slow down (429, SlowDown): it is up and answering, so
+        // waiting as it asks does not use up a try, up to a bound. A reader's deadline still bounds
+        // its own wait.
+        if (idx < end) tries.failed({ throttled: lastErr?.kind === 'throttled', retryAfterMs: lastErr?.retryAfterMs })
       }
       if (idx >= end) break
     }
