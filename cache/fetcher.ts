@@ -8,42 +8,20 @@
 // their own deadline; a fetch that outlives it still fills the cache for the next reader.
 import { LRUCache } from 'lru-cache'
 import type { BlockStore, CachedFile } from './block-store.js'
-import { adler32Combine, adler32Fast, adler32Hex } from './adler32.js'
+import { adler32Combine, adler32Hex } from './adler32.js'
+import { blockAdler32, blockBytes, copyFromBlock, type Block } from './block.js'
+import { advance, type ReadPattern } from './read-ahead.js'
+import { rateGuard } from './rate-guard.js'
 import { systemClock, type Clock } from './clock.js'
 import { Retrier } from './retry.js'
 import { fetchMetrics } from './metrics.js'
 import { SourceError, type Source } from './sources/source.js'
 import type { SourceSet } from './sources/source-set.js'
 import { log } from '../daemon/log.js'
-import { formatSize } from '../daemon/units.js'
 
-/**
- * A block's bytes as the source delivered them: the body chunks in order, kept as they came (views
- * into the socket's buffers, never copied into a block-sized buffer, never reused), so receiving a
- * block allocates nothing and copies nothing until a reader copies its part out.
- */
-export type Block = Buffer[]
-
-/** Copies bytes [from, to) of a block into `dest` at `at`; returns the bytes copied. */
-function copyFromBlock(block: Block, from: number, to: number, dest: Buffer, at: number): number {
-  let off = 0
-  let n = 0
-  for (const part of block) {
-    const end = off + part.length
-    if (end > from) n += part.copy(dest, at + n, Math.max(from, off) - off, Math.min(to, end) - off)
-    off = end
-    if (off >= to) break
-  }
-  return n
-}
-
-function blockAdler32(block: Block): number {
-  let a = 1
-  for (const part of block) a = adler32Fast(part, a)
-  return a
-}
-
-const blockBytes = (block: Block) => block.reduce((n, p) => n + p.length, 0)
+// fs/ops.ts takes the read pattern from here.
+export { newReadPattern, type ReadPattern } from './read-ahead.js'
+export type { Block } from './block.js'
 
 /** Buffers for reads served from the cache file: one request owns one until it has copied out. */
 const scratch: Buffer[] = []
@@ -102,21 +80,6 @@ const MAX_THROTTLED_WAITS = 8
 
 /** Failed blocks remembered at most (expired ones are dropped first). */
 const MAX_FAILED = 10_000
-
-/** Per-handle read pattern: where the next sequential read would start, and the read-ahead window. */
-export interface ReadPattern {
-  nextPos: number
-  /** Bytes read sequentially since the last seek. */
-  seqBytes: number
-  /** Highest block the reader has entered sequentially. */
-  block: number
-  /** Read-ahead window, in blocks. */
-  window: number
-}
-
-export function newReadPattern(): ReadPattern {
-  return { nextPos: 0, seqBytes: 0, block: -1, window: 1 }
-}
 
 interface Deferred {
   promise: Promise<Block>
@@ -327,38 +290,16 @@ export class Fetcher {
     }
   }
 
-  /**
-   * Updates the handle's pattern and starts read-ahead. Read-ahead starts once a reader has read half
-   * a block sequentially (the kernel's own read-ahead turns a 2880-byte header read into a couple of
-   * 128 KiB reads, which must not fetch a second block); the window then doubles each time the reader
-   * enters a new block, and falls back to one block on a seek.
-   */
+  /** Updates the handle's read pattern (read-ahead.ts says how) and starts the read-ahead it asks for. */
   private readAhead(file: CachedFile, pos: number, len: number, pattern: ReadPattern): void {
-    const bs = file.blockSize
-    // The kernel sends a sequential reader's reads several at a time (its own read-ahead), and they
-    // arrive out of order: a read up to two blocks behind the furthest one seen is still sequential.
-    const sequential = pos >= pattern.nextPos - 2 * bs && pos <= pattern.nextPos + bs
-    const lastBlock = Math.floor((pos + len - 1) / bs)
     // While blocks cannot be stored, what is read ahead waits in memory among the recent blocks of
     // every reader, least recently used first out: a window beyond a quarter of that memory fetches
     // blocks that are dropped before the reader gets to them, and then fetched again.
     const maxBytes = this.storeRefusing ? Math.min(this.opts.maxWindowBytes, this.opts.recentBytes / 4) : this.opts.maxWindowBytes
-    const maxWindow = Math.max(1, Math.floor(maxBytes / bs))
-    pattern.window = Math.min(pattern.window, maxWindow)
-    if (!sequential) {
-      pattern.window = 1
-      pattern.block = lastBlock
-      pattern.seqBytes = 0
-    } else if (lastBlock > pattern.block) {
-      pattern.block = lastBlock
-      if (pos > 0) pattern.window = Math.min(pattern.window * 2, maxWindow)
-    }
-    pattern.seqBytes += len
-    pattern.nextPos = sequential ? Math.max(pattern.nextPos, pos + len) : pos + len
-    if (sequential && pattern.seqBytes >= bs / 2) {
-      const runBlocks = Math.max(1, Math.floor(this.opts.runBytes / bs))
-      this.fetchMissing(file, lastBlock + 1, Math.min(file.blocks, lastBlock + 1 + pattern.window), false, Math.min(runBlocks, pattern.window))
-    }
+    const ahead = advance(pattern, pos, len, file.blockSize, Math.max(1, Math.floor(maxBytes / file.blockSize)))
+    if (!ahead) return
+    const runBlocks = Math.max(1, Math.floor(this.opts.runBytes / file.blockSize))
+    this.fetchMissing(file, ahead.from, Math.min(file.blocks, ahead.to), false, Math.min(runBlocks, pattern.window))
   }
 
   /**
@@ -490,7 +431,7 @@ export class Fetcher {
         const what = `${source.name} ${source.locate(file.relPath)} bytes=${start}-${stop - 1}`
         this.stats.requests++
         fetchMetrics.requests.inc({ source: source.name })
-        const guard = this.rateGuard(stop - start)
+        const guard = rateGuard(stop - start, this.opts.minRate, this.opts.rateWindowMs)
         this.inflightRequests++
         fetchMetrics.inflightRequests.set(this.inflightRequests)
         const t0 = performance.now()
@@ -566,35 +507,6 @@ export class Fetcher {
     }
     if (held.length) await this.deliverWhole(file, held, first, defs)
     await Promise.all(pending)
-  }
-
-  /**
-   * A deadline on a request's progress: each window must bring min(minRate × window, bytes still
-   * wanted) bytes, or the request is aborted. Covers connecting and waiting for headers too.
-   */
-  private rateGuard(total: number): { signal: AbortSignal; got: (n: number) => void; done: () => void; reason: string | undefined } {
-    const ac = new AbortController()
-    const windowMs = this.opts.rateWindowMs
-    let received = 0
-    let atWindowStart = 0
-    const g = {
-      signal: ac.signal,
-      reason: undefined as string | undefined,
-      got: (n: number) => { received += n },
-      done: () => clearInterval(timer),
-    }
-    const timer = setInterval(() => {
-      const need = Math.min((this.opts.minRate * windowMs) / 1000, total - atWindowStart)
-      if (received - atWindowStart < need) {
-        g.reason = received === atWindowStart
-          ? `no data for ${windowMs / 1000}s (stalled)`
-          : `too slow: ${formatSize(received - atWindowStart)} in ${windowMs / 1000}s, below the minimum rate of ${formatSize(this.opts.minRate)}/s`
-        clearInterval(timer)
-        ac.abort()
-      }
-      atWindowStart = received
-    }, windowMs)
-    return g
   }
 
   /**
