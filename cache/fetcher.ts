@@ -6,43 +6,22 @@
 // Failures are retried with exponential backoff and jitter (or after the server's Retry-After),
 // resuming from the first byte not yet received, then the next source is tried. Readers wait with
 // their own deadline; a fetch that outlives it still fills the cache for the next reader.
-import { setTimeout as delay } from 'node:timers/promises'
 import { LRUCache } from 'lru-cache'
 import type { BlockStore, CachedFile } from './block-store.js'
-import { adler32Combine, adler32Fast, adler32Hex } from './adler32.js'
+import { adler32Combine, adler32Hex } from './adler32.js'
+import { blockAdler32, blockBytes, copyFromBlock, type Block } from './block.js'
+import { advance, type ReadPattern } from './read-ahead.js'
+import { rateGuard } from './rate-guard.js'
+import { systemClock, type Clock } from './clock.js'
+import { Retrier } from './retry.js'
 import { fetchMetrics } from './metrics.js'
 import { SourceError, type Source } from './sources/source.js'
 import type { SourceSet } from './sources/source-set.js'
 import { log } from '../daemon/log.js'
-import { formatSize } from '../daemon/units.js'
 
-/**
- * A block's bytes as the source delivered them: the body chunks in order, kept as they came (views
- * into the socket's buffers, never copied into a block-sized buffer, never reused), so receiving a
- * block allocates nothing and copies nothing until a reader copies its part out.
- */
-export type Block = Buffer[]
-
-/** Copies bytes [from, to) of a block into `dest` at `at`; returns the bytes copied. */
-export function copyFromBlock(block: Block, from: number, to: number, dest: Buffer, at: number): number {
-  let off = 0
-  let n = 0
-  for (const part of block) {
-    const end = off + part.length
-    if (end > from) n += part.copy(dest, at + n, Math.max(from, off) - off, Math.min(to, end) - off)
-    off = end
-    if (off >= to) break
-  }
-  return n
-}
-
-function blockAdler32(block: Block): number {
-  let a = 1
-  for (const part of block) a = adler32Fast(part, a)
-  return a
-}
-
-const blockBytes = (block: Block) => block.reduce((n, p) => n + p.length, 0)
+// fs/ops.ts takes the read pattern from here.
+export { newReadPattern, type ReadPattern } from './read-ahead.js'
+export type { Block } from './block.js'
 
 /** Buffers for reads served from the cache file: one request owns one until it has copied out. */
 const scratch: Buffer[] = []
@@ -78,7 +57,7 @@ export interface FetcherOptions {
   failFastMs: number
 }
 
-export const DEFAULT_FETCHER_OPTIONS: FetcherOptions = {
+const DEFAULT_FETCHER_OPTIONS: FetcherOptions = {
   attemptsPerSource: 4,
   backoffMs: 200,
   maxBackoffMs: 10_000,
@@ -101,21 +80,6 @@ const MAX_THROTTLED_WAITS = 8
 
 /** Failed blocks remembered at most (expired ones are dropped first). */
 const MAX_FAILED = 10_000
-
-/** Per-handle read pattern: where the next sequential read would start, and the read-ahead window. */
-export interface ReadPattern {
-  nextPos: number
-  /** Bytes read sequentially since the last seek. */
-  seqBytes: number
-  /** Highest block the reader has entered sequentially. */
-  block: number
-  /** Read-ahead window, in blocks. */
-  window: number
-}
-
-export function newReadPattern(): ReadPattern {
-  return { nextPos: 0, seqBytes: 0, block: -1, window: 1 }
-}
 
 interface Deferred {
   promise: Promise<Block>
@@ -159,10 +123,19 @@ export interface FetchStats {
   networkReads: number
 }
 
+/** What a Fetcher takes from its surroundings besides its options: time and chance (fakes in tests). */
+export interface FetcherDeps {
+  /** Backoff waits go through it. */
+  clock: Clock
+  /** Jitter, in [0, 1). */
+  random: () => number
+}
+
 export class Fetcher {
   private sources: SourceSet
   private store: BlockStore
   private opts: FetcherOptions
+  private deps: FetcherDeps
   private inflight = new Map<string, Promise<Block>>()
   /** For each block being fetched, its run. */
   private runs = new Map<string, Run>()
@@ -184,10 +157,11 @@ export class Fetcher {
   private failed = new Map<string, { err: Error; until: number }>()
   readonly stats: FetchStats = { requests: 0, bytesFetched: 0, retries: 0, failures: 0, memoryHits: 0, diskHits: 0, networkReads: 0 }
 
-  constructor(sources: SourceSet, store: BlockStore, opts: Partial<FetcherOptions> = {}) {
+  constructor(sources: SourceSet, store: BlockStore, opts: Partial<FetcherOptions> = {}, deps: Partial<FetcherDeps> = {}) {
     this.sources = sources
     this.store = store
     this.opts = { ...DEFAULT_FETCHER_OPTIONS, ...opts }
+    this.deps = { clock: systemClock, random: Math.random, ...deps }
     this.recent = new LRUCache<string, Block>({ maxSize: this.opts.recentBytes, sizeCalculation: (b) => Math.max(1, blockBytes(b)) })
     store.onEvict = (key) => {
       for (const k of [...this.recent.keys()]) if (k.startsWith(key + ':')) this.recent.delete(k)
@@ -316,38 +290,16 @@ export class Fetcher {
     }
   }
 
-  /**
-   * Updates the handle's pattern and starts read-ahead. Read-ahead starts once a reader has read half
-   * a block sequentially (the kernel's own read-ahead turns a 2880-byte header read into a couple of
-   * 128 KiB reads, which must not fetch a second block); the window then doubles each time the reader
-   * enters a new block, and falls back to one block on a seek.
-   */
+  /** Updates the handle's read pattern (read-ahead.ts says how) and starts the read-ahead it asks for. */
   private readAhead(file: CachedFile, pos: number, len: number, pattern: ReadPattern): void {
-    const bs = file.blockSize
-    // The kernel sends a sequential reader's reads several at a time (its own read-ahead), and they
-    // arrive out of order: a read up to two blocks behind the furthest one seen is still sequential.
-    const sequential = pos >= pattern.nextPos - 2 * bs && pos <= pattern.nextPos + bs
-    const lastBlock = Math.floor((pos + len - 1) / bs)
     // While blocks cannot be stored, what is read ahead waits in memory among the recent blocks of
     // every reader, least recently used first out: a window beyond a quarter of that memory fetches
     // blocks that are dropped before the reader gets to them, and then fetched again.
     const maxBytes = this.storeRefusing ? Math.min(this.opts.maxWindowBytes, this.opts.recentBytes / 4) : this.opts.maxWindowBytes
-    const maxWindow = Math.max(1, Math.floor(maxBytes / bs))
-    pattern.window = Math.min(pattern.window, maxWindow)
-    if (!sequential) {
-      pattern.window = 1
-      pattern.block = lastBlock
-      pattern.seqBytes = 0
-    } else if (lastBlock > pattern.block) {
-      pattern.block = lastBlock
-      if (pos > 0) pattern.window = Math.min(pattern.window * 2, maxWindow)
-    }
-    pattern.seqBytes += len
-    pattern.nextPos = sequential ? Math.max(pattern.nextPos, pos + len) : pos + len
-    if (sequential && pattern.seqBytes >= bs / 2) {
-      const runBlocks = Math.max(1, Math.floor(this.opts.runBytes / bs))
-      this.fetchMissing(file, lastBlock + 1, Math.min(file.blocks, lastBlock + 1 + pattern.window), false, Math.min(runBlocks, pattern.window))
-    }
+    const ahead = advance(pattern, pos, len, file.blockSize, Math.max(1, Math.floor(maxBytes / file.blockSize)))
+    if (!ahead) return
+    const runBlocks = Math.max(1, Math.floor(this.opts.runBytes / file.blockSize))
+    this.fetchMissing(file, ahead.from, Math.min(file.blocks, ahead.to), false, Math.min(runBlocks, pattern.window))
   }
 
   /**
@@ -431,12 +383,6 @@ export class Fetcher {
     for (let i = first; i < end; i++) this.runs.set(`${file.key}:${i}`, run)
   }
 
-  /** Delay before retry number `attempt` (1-based): exponential with jitter, or what the server asked. */
-  private backoff(attempt: number, err: SourceError | undefined): number {
-    const exp = this.opts.backoffMs * 2 ** (attempt - 1) * (0.5 + Math.random())
-    return Math.min(this.opts.maxBackoffMs, Math.max(exp, err?.retryAfterMs ?? 0))
-  }
-
   /**
    * Fetches blocks [first, end) with ranged GETs, resuming after failures from the first byte not yet
    * received, trying each source in order. A file fetched whole is checked against the archive's
@@ -469,13 +415,14 @@ export class Fetcher {
       lastErr = err as SourceError
     }
     outer: for (const source of candidates) {
-      let throttled = 0
-      for (let attempt = 0; attempt < this.opts.attemptsPerSource && idx < end; attempt++) {
-        if (attempt > 0) {
+      const tries = new Retrier({ tries: this.opts.attemptsPerSource, baseMs: this.opts.backoffMs, maxMs: this.opts.maxBackoffMs, maxThrottledWaits: MAX_THROTTLED_WAITS }, this.deps.clock, this.deps.random)
+      // Every request to this source but the first waits first (after a 429 on the first try too).
+      for (let asked = false; tries.more && idx < end; asked = true) {
+        if (asked) {
           this.stats.retries++
           fetchMetrics.retries.inc()
-          // A run called off stops waiting at once (the rejection is the abort; the check below ends it).
-          await delay(this.backoff(attempt, lastErr), undefined, { signal: calledOff }).catch(() => undefined)
+          // A run called off stops waiting at once (the check below ends it).
+          await tries.wait(calledOff)
         }
         if (calledOff.aborted) break outer
         if (this.sources.isDown(source)) continue outer
@@ -484,7 +431,7 @@ export class Fetcher {
         const what = `${source.name} ${source.locate(file.relPath)} bytes=${start}-${stop - 1}`
         this.stats.requests++
         fetchMetrics.requests.inc({ source: source.name })
-        const guard = this.rateGuard(stop - start)
+        const guard = rateGuard(stop - start, this.opts.minRate, this.opts.rateWindowMs)
         this.inflightRequests++
         fetchMetrics.inflightRequests.set(this.inflightRequests)
         const t0 = performance.now()
@@ -522,17 +469,19 @@ export class Fetcher {
           }
           fetchMetrics.errors.inc({ source: source.name, kind: lastErr.kind })
           this.sources.noteFailure(source, lastErr)
-          log.warn('fetch failed', { source: source.name, path: file.relPath, bytes: `${start}-${stop - 1}`, attempt: attempt + 1, error: lastErr.message })
+          log.warn('fetch failed', { source: source.name, path: file.relPath, bytes: `${start}-${stop - 1}`, attempt: tries.attempt, error: lastErr.message })
           if (!lastErr.retryable) continue outer
-          // A server asking us to slow down (429, SlowDown) is up and answering: waiting as it asks
-          // does not use up a try, up to a bound. A reader's deadline still bounds its own wait.
-          if (lastErr.kind === 'throttled' && ++throttled <= MAX_THROTTLED_WAITS) attempt--
         } finally {
           guard.done()
           this.inflightRequests--
           fetchMetrics.inflightRequests.set(this.inflightRequests)
           fetchMetrics.latency.observe((performance.now() - t0) / 1000, { source: source.name })
         }
+        // The try did not bring every byte (an error, or a body that ended early): it is used up,
+        // unless the server asked us to slow down (429, SlowDown): it is up and answering, so
+        // waiting as it asks does not use up a try, up to a bound. A reader's deadline still bounds
+        // its own wait.
+        if (idx < end) tries.failed({ throttled: lastErr?.kind === 'throttled', retryAfterMs: lastErr?.retryAfterMs })
       }
       if (idx >= end) break
     }
@@ -558,35 +507,6 @@ export class Fetcher {
     }
     if (held.length) await this.deliverWhole(file, held, first, defs)
     await Promise.all(pending)
-  }
-
-  /**
-   * A deadline on a request's progress: each window must bring min(minRate × window, bytes still
-   * wanted) bytes, or the request is aborted. Covers connecting and waiting for headers too.
-   */
-  private rateGuard(total: number): { signal: AbortSignal; got: (n: number) => void; done: () => void; reason: string | undefined } {
-    const ac = new AbortController()
-    const windowMs = this.opts.rateWindowMs
-    let received = 0
-    let atWindowStart = 0
-    const g = {
-      signal: ac.signal,
-      reason: undefined as string | undefined,
-      got: (n: number) => { received += n },
-      done: () => clearInterval(timer),
-    }
-    const timer = setInterval(() => {
-      const need = Math.min((this.opts.minRate * windowMs) / 1000, total - atWindowStart)
-      if (received - atWindowStart < need) {
-        g.reason = received === atWindowStart
-          ? `no data for ${windowMs / 1000}s (stalled)`
-          : `too slow: ${formatSize(received - atWindowStart)} in ${windowMs / 1000}s, below the minimum rate of ${formatSize(this.opts.minRate)}/s`
-        clearInterval(timer)
-        ac.abort()
-      }
-      atWindowStart = received
-    }, windowMs)
-    return g
   }
 
   /**
@@ -623,6 +543,11 @@ export class Fetcher {
     if (!file.complete) throw new SourceError('local', `${file.relPath}: could not be stored in the cache (cache full of pinned or open files, or the disk is full)`)
     if (file.adler32 && !file.checkWhole()) throw new SourceError('protocol', `${file.relPath}: does not match the archive's adler32 ${file.adler32}; dropped, try again`)
     return transferred
+  }
+
+  /** Resolves once no run is in flight: every block asked for so far is stored, or failed. */
+  async settled(): Promise<void> {
+    for (let round = 0; round < 10_000 && this.runs.size > 0; round++) await Promise.allSettled(new Set([...this.runs.values()].map((r) => r.done)))
   }
 
   /**

@@ -10,24 +10,58 @@ import { MirrorSource } from './sources/mirror.js'
 import { S3Source } from './sources/s3.js'
 import { SourceSet } from './sources/source-set.js'
 import type { Source } from './sources/source.js'
-import type { DaemonConfig } from '../daemon/config.js'
 import { log } from '../daemon/log.js'
 import { parseSize } from '../daemon/units.js'
-import type { TokenProvider } from '../daemon/token.js'
+
+/**
+ * The settings the read path is built from, as plain values (the daemon's configuration has them
+ * under these names, so it is passed as it is): which sources in which order, where they are, the
+ * network deadlines, and the cache's place and bounds.
+ */
+export interface ReadPathSettings {
+  sources: readonly ('archive' | 's3' | 'mirror')[]
+  archive: string
+  mirrorDir: string | undefined
+  s3Url: string | undefined
+  s3Endpoint: string | undefined
+  s3Region: string
+  caFile: string | undefined
+  connectTimeoutMs: number
+  /** Longest wait for headers, and the window of the minimum body rate. */
+  stallTimeoutMs: number
+  minRate: number
+  /** The mount's read deadline (the fetcher fails a reader just before it). */
+  readTimeoutMs: number
+  cacheDir: string
+  /** Undefined: sized from the cache disk. */
+  cacheSize: number | undefined
+  pinSize: number | undefined
+  cacheMinFree: number | undefined
+}
+
+/** The bearer token as the archive source uses it (the daemon's TokenProvider is one). */
+export interface ArchiveToken {
+  /** The Authorization header value now, if there is a token. */
+  authorization(): string | undefined
+  /** Reads the token again (after a 401: it may have been replaced). */
+  reload(): Promise<unknown>
+  /** What a user should do to get a token, for the message of a 401. */
+  readonly hint: string
+}
 
 /** Cache size when none is configured: a quarter of the cache disk, at most 100 GiB. */
-export async function autoCacheSize(dir: string): Promise<number> {
+async function autoCacheSize(dir: string): Promise<number> {
   const s = await statfs(dir)
   return Math.min(100 * 1024 ** 3, Math.floor((s.blocks * s.bsize) / 4))
 }
 
 /** Free-space floor when none is configured: 5% of the cache disk, at most 5 GiB. */
-export async function autoMinFree(dir: string): Promise<number> {
+async function autoMinFree(dir: string): Promise<number> {
   const s = await statfs(dir)
   return Math.min(5 * 1024 ** 3, Math.floor((s.blocks * s.bsize) / 20))
 }
 
-export function buildSources(c: DaemonConfig, token: TokenProvider): SourceSet {
+export function buildSources(c: ReadPathSettings, token: ArchiveToken): SourceSet {
   const timeouts = { connectTimeoutMs: c.connectTimeoutMs, headersTimeoutMs: c.stallTimeoutMs, stallTimeoutMs: c.stallTimeoutMs, caFile: c.caFile }
   const sources: Source[] = c.sources.map((name): Source => {
     switch (name) {
@@ -40,6 +74,7 @@ export function buildSources(c: DaemonConfig, token: TokenProvider): SourceSet {
             authorization: () => token.authorization(),
             reloadToken: async () => { await token.reload() },
           }),
+          tokenHint: token.hint,
         })
       case 's3': {
         const creds = findAwsCredentials()
@@ -58,7 +93,7 @@ export interface ReadPath {
   fetcher: Fetcher
 }
 
-export async function openReadPath(c: DaemonConfig, sources: SourceSet): Promise<ReadPath> {
+export async function openReadPath(c: ReadPathSettings, sources: SourceSet): Promise<ReadPath> {
   const limit = c.cacheSize ?? (await autoCacheSize(c.cacheDir))
   const store = new BlockStore(c.cacheDir, {
     limit,

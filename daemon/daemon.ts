@@ -16,7 +16,7 @@ import { formatSize } from './units.js'
 import { registerCacheRoutes } from './routes-cache.js'
 import { registerSqlRoutes } from './routes-sql.js'
 import { registerMetricsRoutes } from './routes-metrics.js'
-import { registerReloadRoutes, type ReloadHook } from './routes-reload.js'
+import { registerReloadRoutes } from './routes-reload.js'
 import { registerJobRoutes, type JobRouteDeps } from './routes-jobs.js'
 import { startJobs } from './jobs-setup.js'
 import type { JobManager } from './jobs.js'
@@ -62,8 +62,6 @@ export class Daemon {
   sql: SqlEngine | undefined
   jobs: JobManager | undefined
   jobDeps: JobRouteDeps | undefined
-  /** Run by POST /reload after the token and the DB file were re-checked. */
-  readonly reloadHooks: ReloadHook[] = []
   cacheSize = 0
   private stopping: Promise<void> | undefined
   /** Stops a start-up still under way (an index build) when the daemon is stopped meanwhile. */

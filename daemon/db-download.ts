@@ -27,6 +27,7 @@ import { withLock } from './lock-file.js'
 import { zstdDecoder, type ZstdDecoder } from './zstd.js'
 import { createTemp, openOwnFile, removeStaleTemps, writeFileAtomic } from './safe-write.js'
 import { withoutCredentials } from './url-setting.js'
+import { Retrier } from '../cache/retry.js'
 
 export interface DownloadOptions {
   url: string
@@ -59,6 +60,8 @@ interface PartialMeta {
 }
 
 const SYNC_EVERY = 64 << 20
+/** Waits between resumes of a lost download: 0.5 s, doubling (with jitter), at most 8 s. */
+const RESUME_BACKOFF = { baseMs: 500, maxMs: 8000 }
 const IO_ERRORS = new Set(['ENOSPC', 'EDQUOT', 'EIO', 'EROFS', 'EACCES', 'EPERM'])
 
 class DecodeError extends Error {}
@@ -181,7 +184,9 @@ async function download(o: DownloadOptions): Promise<DownloadResult> {
       if (decoder && offset > 0) {
         for await (const chunk of fh.createReadStream({ start: 0, end: offset - 1, autoClose: false })) await feed(decoder.input, chunk as Buffer, failed)
       }
-      for (let attempt = 1; ; attempt++) {
+      // Lost connections are resumed from the bytes on disk, with the read path's backoff between tries.
+      const tries = new Retrier({ tries: o.attempts ?? 4, ...RESUME_BACKOFF })
+      for (;;) {
         try {
           current ??= await get({ range: `bytes=${offset}-`, ...(meta.validator ? { 'if-range': meta.validator } : {}) })
           res = current
@@ -224,9 +229,9 @@ async function download(o: DownloadOptions): Promise<DownloadResult> {
           meta.synced = offset
           await saveMeta()
           const why = err instanceof NetworkError ? err.message : (err as NodeJS.ErrnoException).code ?? oneLine(err)
-          if (attempt >= (o.attempts ?? 4)) throw new UserError(`download interrupted at ${offset}${meta.total ? ` of ${meta.total}` : ''} bytes (${why}): run desfs db download again to resume`, EXIT.UNAVAILABLE)
+          if (!tries.failed()) throw new UserError(`download interrupted at ${offset}${meta.total ? ` of ${meta.total}` : ''} bytes (${why}): run desfs db download again to resume`, EXIT.UNAVAILABLE)
           say(`connection lost at ${offset} bytes (${why}); resuming`)
-          await new Promise((r) => setTimeout(r, Math.min(8000, 500 * 2 ** (attempt - 1))))
+          await tries.wait()
         }
       }
       await fh.sync()

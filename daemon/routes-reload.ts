@@ -1,16 +1,10 @@
 // POST /reload on the control socket: re-read the bearer token now (instead of waiting for the file
-// watcher or a 401), and re-check the metadata DB file. SQL queries then open the DB afresh; what else
-// depends on the DB (the tree) registers a hook on the daemon and reports what it did.
+// watcher or a 401), and re-check the metadata DB file. SQL queries then open the DB afresh (the tree
+// follows the DB file on its own: TreeReloader).
 import type { ControlServer } from './control.js'
 import type { Daemon } from './daemon.js'
 import { log } from './log.js'
 import { dbFileIdentity } from './sql-engine.js'
-
-/** Something that acts on a reload; its answer is shown under its name in the reload result. */
-export interface ReloadHook {
-  name: string
-  run(ctx: { dbChanged: boolean }): Promise<unknown> | unknown
-}
 
 export function registerReloadRoutes(control: ControlServer, daemon: Daemon): void {
   let known: Promise<string> | string = dbFileIdentity(daemon.config.db)
@@ -23,18 +17,9 @@ export function registerReloadRoutes(control: ControlServer, daemon: Daemon): vo
       log.info('metadata DB changed on disk', { db: daemon.config.db, present: now !== 'missing' })
       daemon.sql?.recycle()
     }
-    const hooks: Record<string, unknown> = {}
-    for (const h of daemon.reloadHooks) {
-      try {
-        hooks[h.name] = (await h.run({ dbChanged })) ?? 'ok'
-      } catch (err) {
-        hooks[h.name] = { error: (err as Error).message }
-      }
-    }
     return {
       token: tok ? { source: tok.source, expires: tok.exp ? new Date(tok.exp * 1000).toISOString() : undefined, problem: tok.problem } : null,
       db: { path: daemon.config.db, present: now !== 'missing', changed: dbChanged },
-      ...hooks,
     }
   })
 }

@@ -8,6 +8,7 @@ import { refreshAccessToken, TokenGrantError } from './oidc.js'
 import { summarize, type TokenProvider } from './token.js'
 import { oidcStatePath, readOidcState, type OidcState } from './token-store.js'
 import { oneLine } from './errors.js'
+import { backoffDelay } from '../cache/retry.js'
 
 export interface RefresherStatus {
   /** True while a login is being kept fresh. */
@@ -21,7 +22,7 @@ export interface RefresherStatus {
 }
 
 /** How long until the token is due for refresh, at 75% of its life (<= 0: due now). */
-export function refreshDelay(s: Pick<OidcState, 'accessIssuedAt' | 'accessExpiresAt'>, now = Date.now()): number {
+function refreshDelay(s: Pick<OidcState, 'accessIssuedAt' | 'accessExpiresAt'>, now = Date.now()): number {
   return s.accessIssuedAt + 0.75 * (s.accessExpiresAt - s.accessIssuedAt) - now
 }
 
@@ -29,6 +30,8 @@ export class TokenRefresher {
   private timer: NodeJS.Timeout | undefined
   private closed = false
   private running: Promise<void> | undefined
+  /** Refreshes failed in a row (the backoff grows with them). */
+  private failures = 0
   readonly status: RefresherStatus
 
   constructor(private token: TokenProvider, readonly statePath = oidcStatePath()) {
@@ -39,6 +42,7 @@ export class TokenRefresher {
   async restart(): Promise<void> {
     clearTimeout(this.timer)
     this.status.problem = undefined
+    this.failures = 0
     let state: OidcState | undefined
     try {
       state = await readOidcState(this.statePath)
@@ -96,14 +100,16 @@ export class TokenRefresher {
       this.status.lastRefresh = new Date(state.accessIssuedAt).toISOString()
       if (refreshed) log.info('access token refreshed', { file: state.accessTokenFile, expires: new Date(state.accessExpiresAt).toISOString() })
       await this.token.reload(false)
+      this.failures = 0
       this.schedule(refreshDelay(state))
     } catch (err) {
       if (this.closed) return
       if (err instanceof TokenGrantError && err.permanent) return this.stopWith(err.message)
-      // Retry well before the current token runs out, at most every 30 s.
+      // Retry with the read path's backoff, from 1 s, but well before the current token runs out
+      // (a quarter of the time left) and at least every 30 s.
       const state = await readOidcState(this.statePath).catch(() => undefined)
       const left = state ? state.accessExpiresAt - Date.now() : 0
-      const retry = Math.max(1000, Math.min(30_000, left / 4))
+      const retry = Math.max(1000, backoffDelay(++this.failures, { baseMs: 1000, maxMs: Math.max(1000, Math.min(30_000, left / 4)) }))
       this.status.problem = oneLine(err)
       log.warn('access token refresh failed; retrying', { problem: oneLine(err), retryIn: `${Math.round(retry / 1000)}s` })
       this.schedule(retry)

@@ -160,6 +160,8 @@ export async function discoverToken(env: NodeJS.ProcessEnv = process.env): Promi
  * replaces the file by rename) and re-reads on demand after a 401.
  */
 export class TokenProvider {
+  /** What to do to get a token (the read path puts it in the message of a 401). */
+  readonly hint = MAKE_TOKEN_HINT
   private info: TokenInfo = { source: 'none' }
   private watcher: FSWatcher | undefined
   private expiryTimer: NodeJS.Timeout | undefined

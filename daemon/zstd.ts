@@ -18,12 +18,6 @@ export interface ZstdDecoder {
   destroy(): void
 }
 
-export function zstdAvailable(): string | undefined {
-  if (typeof (zlib as unknown as { createZstdDecompress?: unknown }).createZstdDecompress === 'function') return 'node:zlib'
-  if (onPath('zstd')) return 'zstd CLI'
-  return undefined
-}
-
 export function zstdDecoder(): ZstdDecoder {
   const make = (zlib as unknown as { createZstdDecompress?: () => zlib.Gunzip }).createZstdDecompress
   if (typeof make === 'function') {

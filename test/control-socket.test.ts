@@ -129,11 +129,7 @@ t.test('one daemon per socket; status, metrics and reload answer there', async (
   })
 })
 
-t.test('another user cannot reach the socket', async (t) => {
-  if (process.getuid?.() !== 0) {
-    t.plan(0, 'needs root to run a command as nobody (setpriv)')
-    return
-  }
+t.test('another user cannot reach the socket', { skip: process.getuid?.() !== 0 && 'needs root to run a command as nobody (setpriv)' }, async (t) => {
   const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile })
   const sock = join(d.stateDir, SOCKET_NAME)
   // env -i: the test runner adds its own hooks to the environment of the processes a test starts.

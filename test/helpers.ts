@@ -58,13 +58,21 @@ export function hasTool(name: string): boolean {
 }
 
 /**
+ * Ends a test that cannot run here, saying why: tap reports a skip with the reason (a bare
+ * `t.plan(0)` would pass the test quietly).
+ */
+export function skipBecause(t: Test, why: string): void {
+  t.skip(why, () => undefined)
+}
+
+/**
  * Makes sure a program the test needs is installed: in CI a missing tool fails the test (CI installs
  * them all); on a developer's machine the test is skipped with a note.
  */
 export function needTool(t: Test, name: string, pkg: string): boolean {
   if (name.startsWith('/') ? existsSync(name) : hasTool(name)) return true
   if (process.env.CI) t.fail(`${name} is not installed (Debian package ${pkg}); .ci/run installs it`)
-  else t.plan(0, `${name} not installed (apt-get install ${pkg})`)
+  else skipBecause(t, `${name} not installed (apt-get install ${pkg})`)
   return false
 }
 
@@ -73,7 +81,7 @@ export function needPythonModule(t: Test, mod: string, pkg: string): boolean {
   const r = execFileSyncQuiet(PYTHON, ['-c', `import ${mod}`])
   if (r) return true
   if (process.env.CI) t.fail(`python module ${mod} is not installed (Debian package ${pkg})`)
-  else t.plan(0, `python module ${mod} not installed (apt-get install ${pkg})`)
+  else skipBecause(t, `python module ${mod} not installed (apt-get install ${pkg})`)
   return false
 }
 

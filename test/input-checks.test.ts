@@ -98,10 +98,10 @@ t.test('sizes from the server: decimal digits within 2^53-1, nothing else', asyn
     close: async () => undefined,
   }) as unknown as HttpClient
   for (const bad of ['0x10', '1e20', '99999999999999999999', '9007199254740993', '-5', undefined]) {
-    const src = new ArchiveSource({ base: 'http://127.0.0.1:9/des', http: headWith(bad) })
+    const src = new ArchiveSource({ base: 'http://127.0.0.1:9/des', http: headWith(bad), tokenHint: 'get a token' })
     await t.rejects(src.stat('dir/a.fits'), { name: 'SourceError', kind: 'protocol', message: /Content-Length .* is not a byte count/ }, `HEAD Content-Length ${bad} refused`)
   }
-  t.equal((await new ArchiveSource({ base: 'http://127.0.0.1:9/des', http: headWith('1234') }).stat('dir/a.fits'))!.size, 1234)
+  t.equal((await new ArchiveSource({ base: 'http://127.0.0.1:9/des', http: headWith('1234'), tokenHint: 'get a token' }).stat('dir/a.fits'))!.size, 1234)
 
   // A 206 must name exactly the range asked for; a 17-digit offset that rounds onto it does not.
   // Asked for [2^53, 2^53+2), whose last offset a JS number rounds to 2^53; answered with 2^53+1 for

@@ -9,7 +9,7 @@ import { basename, dirname, join } from 'node:path'
 import Database from 'better-sqlite3'
 import { createInterface } from 'node:readline'
 import { randomReads } from './cache-helpers.js'
-import { makeArchive, startServer, startDaemon, run, tmp, until, md5, sourceBytes, hasTool, PYTHON, DESFS, type DaemonFixture } from './helpers.js'
+import { makeArchive, startServer, startDaemon, run, tmp, until, md5, sourceBytes, hasTool, PYTHON, DESFS, type DaemonFixture, skipBecause } from './helpers.js'
 import { call, socketPath } from '../bin/client.js'
 import { mountedType } from '../fs/mount.js'
 import type { PlaneStats } from '../fs/native.js'
@@ -116,8 +116,7 @@ t.test('kill -9 with 16 readers: no hung mount, and a restart serves the right b
   t.same(bad, [], 'after the restart every file reads right')
 })
 
-t.test('a user who is not root mounts through fusermount3; cached reads use the plane\'s pread', async (t) => {
-  if (process.getuid?.() !== 0) return t.plan(0, 'needs root to switch to the nobody user')
+t.test('a user who is not root mounts through fusermount3; cached reads use the plane\'s pread', { skip: process.getuid?.() !== 0 && 'needs root to switch to the nobody user' }, async (t) => {
   if (!hasTool('setpriv') || !hasTool('fusermount3')) return t.fail('setpriv (util-linux) and fusermount3 (fuse3) are needed')
   const a = makeArchive(t, { exposures: 1, ccds: 2, hostile: false, fpack: 'never', largeFileBytes: 4 << 20 })
   const { server, token } = await startServer(t, a.root)
@@ -137,7 +136,7 @@ t.test('a user who is not root mounts through fusermount3; cached reads use the 
   for (const p of [home, join(home, 'DESDATA'), join(home, 'tok'), join(home, 'tok', 'token')]) chownSync(p, 65534, 65534)
   chmodSync(home, 0o700)
   const asNobody = ['--reuid=65534', '--regid=65534', '--clear-groups', '--']
-  if ((await run('setpriv', [...asNobody, 'test', '-r', DESFS])).code !== 0) return t.plan(0, `nobody cannot read ${DESFS} (the checkout is in a private directory)`)
+  if ((await run('setpriv', [...asNobody, 'test', '-r', DESFS])).code !== 0) return skipBecause(t, `nobody cannot read ${DESFS} (the checkout is in a private directory)`)
   // A clean environment: the test runner's hooks would load files nobody may read.
   const env = { PATH: process.env.PATH, HOME: home, DESFS_CONFIG: join(home, 'none') }
   const args = [DESFS, 'mount', join(home, 'DESDATA'), '--foreground', '--db', a.db, '--archive', server.archiveUrl, '--state-dir', join(home, 'state'), '--cache-dir', join(home, 'cache'), '--token-file', join(home, 'tok', 'token')]
@@ -214,8 +213,7 @@ t.test('requests racing their deadline never touch freed memory (AddressSanitize
   t.notMatch(d.log(), /AddressSanitizer/, 'nothing at exit either')
 })
 
-t.test('the control socket refuses another user even when its mode is loosened (SO_PEERCRED)', async (t) => {
-  if (process.getuid?.() !== 0) return t.plan(0, 'needs root to switch to the nobody user')
+t.test('the control socket refuses another user even when its mode is loosened (SO_PEERCRED)', { skip: process.getuid?.() !== 0 && 'needs root to switch to the nobody user' }, async (t) => {
   const a = makeArchive(t, { exposures: 1, ccds: 1, hostile: false, fpack: 'never' })
   const { server, tokenFile } = await startServer(t, a.root)
   const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile })

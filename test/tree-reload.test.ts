@@ -74,11 +74,12 @@ t.test('the DB replaced while mounted', async (t) => {
     const out: string[] = []
     lines.on('line', (l) => out.push(l))
     t.ok(await until(() => out.includes('opened'), 30_000), 'the reader has the file open')
-    // Meanwhile a lister lists the changing directory over and over.
-    const lister = spawn(PYTHON, ['-c', 'import os,sys,time\nend=time.time()+float(sys.argv[2])\nwhile time.time()<end:\n  print(",".join(sorted(os.listdir(sys.argv[1]))), flush=True)\n  time.sleep(0.005)', join(d.mnt, exp0), '6'], { stdio: ['ignore', 'pipe', 'inherit'] })
-    const listings = new Set<string>()
-    createInterface({ input: lister.stdout! }).on('line', (l) => listings.add(l))
+    // Meanwhile a lister lists the changing directory over and over, until its stdin is closed.
+    const lister = spawn(PYTHON, ['-c', 'import os,sys,select\nwhile True:\n  print(",".join(sorted(os.listdir(sys.argv[1]))), flush=True)\n  if select.select([sys.stdin],[],[],0.005)[0] and not sys.stdin.readline(): break', join(d.mnt, exp0)], { stdio: ['pipe', 'pipe', 'inherit'] })
+    const listings: string[] = []
+    createInterface({ input: lister.stdout! }).on('line', (l) => listings.push(l))
     const listerDone = new Promise((r) => lister.on('exit', r))
+    t.ok(await until(() => listings.length > 0, 30_000), 'the lister listed the directory before the swap')
 
     const mountsBefore = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(d.mnt)).length
     await logAfter(t, d, / info new tree in service /, () => replaceDb(db, readFileSync(db2)))
@@ -88,6 +89,10 @@ t.test('the DB replaced while mounted', async (t) => {
     t.same(after.files, want2, 'the mount now shows the new DB: added files present, removed ones gone')
     const r0 = await run('stat', [join(d.mnt, inExp0[0]!)])
     t.not(r0.code, 0, 'a removed file no longer resolves, though the kernel had it cached')
+    // Once the mount shows the new DB, the lister lists once more, then stops.
+    const seen = listings.length
+    t.ok(await until(() => listings.length > seen, 30_000), 'the lister listed the directory after the swap')
+    lister.stdin!.end()
     const r = await run('cat', [join(d.mnt, inExp0[3]!)], { binary: true })
     t.equal(md5(Buffer.from(r.stdout, 'latin1')), md5(readFileSync(join(a.root, inExp0[3]!))), 'an added file reads right')
 
@@ -101,8 +106,9 @@ t.test('the DB replaced while mounted', async (t) => {
     await listerDone
     const names = (s: Iterable<string>) => [...s].filter((p) => dirname(p) === exp0).map((p) => p.slice(exp0.length + 1)).sort().join(',')
     const allowed = new Set([names(want1.keys()), names(want2.keys())])
-    t.ok(listings.size >= 1, `the lister saw ${listings.size} distinct listing(s)`)
-    t.same([...listings].filter((l) => !allowed.has(l)), [], 'every listing was the old one or the new one, never a mix or an empty one')
+    t.equal(listings[0], names(want1.keys()), 'its first listing (before the swap) was the old one')
+    t.equal(listings.at(-1), names(want2.keys()), 'its last listing (after the swap) the new one')
+    t.same([...new Set(listings)].filter((l) => !allowed.has(l)), [], 'every listing was the old one or the new one, never a mix or an empty one')
   })
 
   const stateFiles = () => readdirSync(d.stateDir).filter((n) => /^tree-.*\.sqlite$/.test(n))

@@ -6,12 +6,13 @@ import { PROPFIND_BODY, adler32From, parseMultistatus } from './propfind.js'
 import { parseByteCount, shown } from './byte-count.js'
 import { SourceError, type ReadOptions, type Source } from './source.js'
 import type { FileFacts } from '../../fs/facts.js'
-import { MAKE_TOKEN_HINT } from '../../daemon/token.js'
 
 export interface ArchiveSourceOptions {
   /** Archive root URL, without a trailing slash. */
   base: string
   http: HttpClient
+  /** What a user whose token was refused (401) should do to get one, for the error message. */
+  tokenHint: string
 }
 
 /** The source identity (see Source.identity) of the archive at a base URL. */
@@ -25,9 +26,9 @@ export function encodePath(relPath: string): string {
 }
 
 /** Turns a non-success status into a SourceError whose message says what to do. */
-export function statusError(res: HttpResponse, what: string): SourceError {
+function statusError(res: HttpResponse, what: string, tokenHint: string): SourceError {
   const s = res.status
-  if (s === 401) return new SourceError('auth', `${what}: HTTP 401, the bearer token is missing, expired or rejected: ${MAKE_TOKEN_HINT}`, s)
+  if (s === 401) return new SourceError('auth', `${what}: HTTP 401, the bearer token is missing, expired or rejected: ${tokenHint}`, s)
   if (s === 403) return new SourceError('forbidden', `${what}: HTTP 403, this token is not permitted to read it (check the token's scopes and your DES membership)`, s)
   if (s === 404) return new SourceError('not_found', `${what}: HTTP 404, not in the archive`, s)
   if (s === 416) return new SourceError('range', `${what}: HTTP 416, range not satisfiable`, s)
@@ -43,12 +44,14 @@ export class ArchiveSource implements Source {
   private base: string
   private basePath: string
   private http: HttpClient
+  private tokenHint: string
 
   constructor(opts: ArchiveSourceOptions) {
     this.base = opts.base
     this.identity = archiveIdentity(opts.base)
     this.basePath = decodeURIComponent(new URL(opts.base).pathname).replace(/\/+$/, '')
     this.http = opts.http
+    this.tokenHint = opts.tokenHint
   }
 
   locate(relPath: string): string {
@@ -62,7 +65,7 @@ export class ArchiveSource implements Source {
     const res = await this.http.request('GET', url, { range: `bytes=${start}-${end - 1}` }, opts.signal)
     if (res.status !== 200 && res.status !== 206) {
       discard(res.body)
-      throw statusError(res, what)
+      throw statusError(res, what, this.tokenHint)
     }
     await readRangeBody(res, start, end, what, opts.onData)
   }
@@ -82,7 +85,7 @@ export class ArchiveSource implements Source {
     }
     if (res.status !== 207) {
       discard(res.body)
-      throw statusError(res, what)
+      throw statusError(res, what, this.tokenHint)
     }
     let xml: string
     try {
@@ -113,7 +116,7 @@ export class ArchiveSource implements Source {
     const res = await this.http.request('HEAD', url, { 'want-digest': 'adler32' }, signal)
     discard(res.body)
     if (res.status === 404) return null
-    if (res.status !== 200) throw statusError(res, `HEAD ${url}`)
+    if (res.status !== 200) throw statusError(res, `HEAD ${url}`, this.tokenHint)
     const length = header(res.headers, 'content-length')
     const size = parseByteCount(length)
     if (size === undefined) throw new SourceError('protocol', `HEAD ${url}: Content-Length ${shown(length)} is not a byte count`)

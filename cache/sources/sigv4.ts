@@ -10,7 +10,7 @@ export interface AwsCredentials {
   sessionToken?: string | undefined
 }
 
-export const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'
+const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'
 
 /** RFC 3986 percent-encoding as SigV4 wants it (encodeURIComponent leaves !'()* alone). */
 export function uriEncode(s: string, keepSlash = false): string {
@@ -22,7 +22,7 @@ const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest('hex
 const hmac = (key: Buffer | string, s: string) => createHmac('sha256', key).update(s, 'utf8').digest()
 
 /** 20130524T000000Z */
-export function amzDate(d: Date): string {
+function amzDate(d: Date): string {
   return d.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '')
 }
 

@@ -6,6 +6,7 @@
 import { SourceError, type ReadOptions, type Source } from './source.js'
 import type { FileFacts } from '../../fs/facts.js'
 import { fetchMetrics } from '../metrics.js'
+import { systemClock, type Clock } from '../clock.js'
 import { log } from '../../daemon/log.js'
 
 export interface SourceSetOptions {
@@ -13,6 +14,8 @@ export interface SourceSetOptions {
   downAfter: number
   /** How long a source stays down before it is tried again, ms. */
   downMs: number
+  /** Tells the time a source was marked down and when it comes back (a fake one in tests). */
+  clock: Clock
 }
 
 interface Health {
@@ -34,12 +37,12 @@ export class SourceSet implements Source {
     if (sources.length === 0) throw new Error('no sources configured')
     this.sources = sources
     this.identity = sources.map((s) => s.identity).sort().join('\n')
-    this.opts = { downAfter: 3, downMs: 10_000, ...opts }
+    this.opts = { downAfter: 3, downMs: 10_000, clock: systemClock, ...opts }
     for (const s of sources) this.health.set(s, { failures: 0, downUntil: 0, lastError: undefined })
   }
 
   isDown(s: Source): boolean {
-    return this.health.get(s)!.downUntil > Date.now()
+    return this.health.get(s)!.downUntil > this.opts.clock.now()
   }
 
   /** Sources to try, in order; throws when every one is down (the caller fails fast). */
@@ -67,7 +70,7 @@ export class SourceSet implements Source {
     h.lastError = err.message
     if (++h.failures >= this.opts.downAfter) {
       if (!this.isDown(s)) log.warn('source marked down after repeated connection failures', { source: s.name, failures: h.failures, for: `${this.opts.downMs / 1000}s`, error: err.message })
-      h.downUntil = Date.now() + this.opts.downMs
+      h.downUntil = this.opts.clock.now() + this.opts.downMs
       fetchMetrics.sourceDown.set(1, { source: s.name })
     }
   }
