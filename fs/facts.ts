@@ -7,14 +7,8 @@
 import Database from 'better-sqlite3'
 import { LRUCache } from 'lru-cache'
 import { refuseLinks, sqliteFiles } from '../daemon/state-dir.js'
-
-export interface FileFacts {
-  /** Bytes, or MISSING when the archive listing did not have the file. */
-  size: number
-  adler32: string | null
-  /** Milliseconds since the epoch, or null. */
-  mtime: number | null
-}
+import type { FileFacts } from '../cache/sources/source.js'
+export type { FileFacts }
 
 /** Size recorded for a file the metadata DB lists but the archive does not have. */
 export const MISSING = -1
@@ -28,7 +22,6 @@ export class Facts {
   private db: Database.Database
   private getFile: Database.Statement
   private putFile: Database.Statement
-  private setAdler: Database.Statement
   private inDir: Database.Statement
   private getDir: Database.Statement
   private putDir: Database.Statement
@@ -71,7 +64,6 @@ export class Facts {
     this.putFile = this.db.prepare(
       `INSERT INTO file_facts(source, path, size, adler32, mtime) VALUES (${src}, ?, ?, ?, ?) ON CONFLICT(source, path) DO UPDATE SET size = excluded.size, adler32 = coalesce(excluded.adler32, file_facts.adler32), mtime = coalesce(excluded.mtime, file_facts.mtime)`,
     )
-    this.setAdler = this.db.prepare(`UPDATE file_facts SET adler32 = ? WHERE source = ${src} AND path = ?`)
     this.inDir = this.db.prepare(`SELECT path, size, adler32, mtime FROM file_facts WHERE source = ${src} AND path > ? AND path < ?`).raw(true)
     this.getDir = this.db.prepare(`SELECT listed_at FROM dir_listed WHERE source = ${src} AND path = ?`).pluck()
     this.putDir = this.db.prepare(`INSERT OR REPLACE INTO dir_listed(source, path, listed_at) VALUES (${src}, ?, ?)`)
@@ -130,12 +122,6 @@ export class Facts {
   recordFile(path: string, f: FileFacts): void {
     this.putFile.run(path, f.size, f.adler32, f.mtime)
     this.cache.set(path, f)
-  }
-
-  recordAdler32(path: string, adler32: string): void {
-    this.setAdler.run(adler32, path)
-    const f = this.cache.get(path)
-    if (f) this.cache.set(path, { ...f, adler32 })
   }
 
   close(): void {

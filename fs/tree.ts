@@ -5,9 +5,11 @@
 import { LRUCache } from 'lru-cache'
 import { MISSING, type Facts, type FileFacts } from './facts.js'
 import type { TreeIndex } from './tree-index.js'
-import type { Source } from '../cache/sources/source.js'
-import { SourceError } from '../cache/sources/source.js'
+import { SourceError, type Source } from '../cache/sources/source.js'
 import { log } from '../daemon/log.js'
+
+/** What the tree asks of the archive: listings and single-file facts. */
+type FactSource = Pick<Source, 'list' | 'stat'>
 
 /** An answer for the kernel (ENOENT, ENOTDIR...), not a fault: thrown often, so it carries no stack. */
 export class FsError extends Error {
@@ -65,7 +67,7 @@ const LIST_MARGIN_MS = 500
 export class Tree {
   private index: TreeIndex
   private facts: Facts
-  private source: Source
+  private source: FactSource
   private opts: TreeOptions
   private learning = new Map<string, Promise<void>>()
   private heads = new Map<string, Promise<FileFacts | null>>()
@@ -77,7 +79,7 @@ export class Tree {
   private recent = new LRUCache<string, Map<string, { dir: number | null; facts?: FileFacts }>>({ max: RECENT_LISTINGS })
   readonly stats = { propfinds: 0, heads: 0 }
 
-  constructor(index: TreeIndex, facts: Facts, source: Source, opts: TreeOptions) {
+  constructor(index: TreeIndex, facts: Facts, source: FactSource, opts: TreeOptions) {
     this.index = index
     this.facts = facts
     this.source = source
@@ -305,10 +307,5 @@ export class Tree {
       this.heads.set(rel, p)
     }
     return p
-  }
-
-  /** Records a checksum learned later (e.g. from a GET's Digest header). */
-  learnAdler32(rel: string, adler32: string): void {
-    this.facts.recordAdler32(rel, adler32)
   }
 }

@@ -1,6 +1,5 @@
 // Which way the read path's dependencies point, read from the sources' import lines: cache/ takes
-// from daemon/ only its leaf utilities (never config, tokens or the daemon), from fs/ nothing but the
-// FileFacts type (until it moves beside Source), and its modules import each other without a cycle.
+// from daemon/ only its leaf utilities (never config, tokens or the daemon), from fs/ nothing, and its modules import each other without a cycle.
 import t from 'tap'
 import { readdirSync, readFileSync, existsSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
@@ -11,8 +10,6 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 
 /** Leaf utilities of daemon/ (they import nothing of the daemon's own but each other). */
 const DAEMON_LEAVES = new Set(['daemon/log.ts', 'daemon/units.ts', 'daemon/errors.ts', 'daemon/metrics.ts', 'daemon/state-dir.ts', 'daemon/safe-write.ts'])
-/** Allowed from fs/ for now: FileFacts is what a Source returns; it moves beside Source later. */
-const FS_ALLOWED = new Set(['fs/facts.ts'])
 
 function tsFiles(dir: string): string[] {
   return readdirSync(join(ROOT, dir), { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? tsFiles(join(dir, e.name)) : e.name.endsWith('.ts') && !e.name.endsWith('.d.ts') ? [join(dir, e.name)] : []))
@@ -35,11 +32,11 @@ t.test('the layering rules hold for cache/', async (t) => {
   for (const f of files) {
     for (const dep of imports(f)) {
       if (dep.startsWith('daemon/') && !DAEMON_LEAVES.has(dep)) bad.push(`${f} imports ${dep}`)
-      if (dep.startsWith('fs/') && !FS_ALLOWED.has(dep)) bad.push(`${f} imports ${dep}`)
+      if (dep.startsWith('fs/')) bad.push(`${f} imports ${dep}`)
       if (dep.startsWith('bin/') || dep.startsWith('test/')) bad.push(`${f} imports ${dep}`)
     }
   }
-  t.same(bad, [], 'cache/ imports from daemon/ only leaf utilities, from fs/ only the facts type, nothing from bin/ or test/')
+  t.same(bad, [], 'cache/ imports from daemon/ only leaf utilities, nothing from fs/, from bin/ or test/')
 
   // No cycle among cache/'s modules (a depth-first walk finds a back edge if there is one).
   const graph = new Map(files.map((f) => [f, imports(f).filter((d) => d.startsWith('cache/'))]))

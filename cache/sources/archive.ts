@@ -5,7 +5,7 @@ import { HttpClient, header, classifyError, discard, readRangeBody, retryAfterMs
 import { PROPFIND_BODY, adler32From, parseMultistatus } from './propfind.js'
 import { parseByteCount, shown } from './byte-count.js'
 import { SourceError, type ReadOptions, type Source } from './source.js'
-import type { FileFacts } from '../../fs/facts.js'
+import type { FileFacts } from './source.js'
 
 export interface ArchiveSourceOptions {
   /** Archive root URL, without a trailing slash. */

@@ -4,7 +4,7 @@
 import { open, readdir, stat } from 'node:fs/promises'
 import { join, resolve, sep } from 'node:path'
 import { SourceError, type ReadOptions, type Source } from './source.js'
-import type { FileFacts } from '../../fs/facts.js'
+import type { FileFacts } from './source.js'
 
 const CHUNK = 1 << 20
 

@@ -3,7 +3,7 @@
 // dCache's own Checksums property ("adler32=0a1b2c3d,md5=..."). Namespace prefixes vary between
 // servers, so they are stripped before reading.
 import { XMLParser } from 'fast-xml-parser'
-import type { FileFacts } from '../../fs/facts.js'
+import type { FileFacts } from './source.js'
 import { parseByteCount, shown } from './byte-count.js'
 
 export const PROPFIND_BODY = `<?xml version="1.0" encoding="utf-8"?>

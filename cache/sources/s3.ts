@@ -10,7 +10,7 @@ import { signRequest, uriEncode, type AwsCredentials } from './sigv4.js'
 import { parseByteCount, shown } from './byte-count.js'
 import { SourceError, type ReadOptions, type Source } from './source.js'
 import { parseS3Url } from './s3-url.js'
-import type { FileFacts } from '../../fs/facts.js'
+import type { FileFacts } from './source.js'
 
 export interface S3SourceOptions {
   /** s3://bucket/prefix */

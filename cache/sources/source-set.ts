@@ -3,8 +3,8 @@
 // of uncached bytes fail at once instead of each waiting out its own timeouts. Serves the tree too:
 // listings come from the first authoritative source that answers (a partial mirror's listing only
 // adds to it), single-file facts from the first source that has the file.
-import { SourceError, type ReadOptions, type Source } from './source.js'
-import type { FileFacts } from '../../fs/facts.js'
+import { SourceError, type Source } from './source.js'
+import type { FileFacts } from './source.js'
 import { fetchMetrics } from '../metrics.js'
 import { systemClock, type Clock } from '../clock.js'
 import { log } from '../../daemon/log.js'
@@ -24,7 +24,9 @@ interface Health {
   lastError: string | undefined
 }
 
-export class SourceSet implements Source {
+// Not a Source itself: bytes are read by the fetcher, which tries the sources in turn with its own
+// retries; the set serves listings and facts (the tree) and the sources' health.
+export class SourceSet implements Omit<Source, 'read'> {
   readonly name = 'sources'
   readonly authoritative = true
   readonly sources: Source[]
@@ -89,22 +91,6 @@ export class SourceSet implements Source {
 
   locate(relPath: string): string {
     return this.sources[0]!.locate(relPath)
-  }
-
-  /** One try per source, in order (the fetcher does its own retrying; this serves other callers). */
-  async read(relPath: string, start: number, end: number, opts: ReadOptions): Promise<void> {
-    let last: SourceError | undefined
-    for (const s of this.candidates()) {
-      let got = 0
-      try {
-        await this.attempt(s, () => s.read(relPath, start + got, end, { ...opts, onData: (c) => { got += c.length; opts.onData(c) } }))
-        return
-      } catch (err) {
-        last = err as SourceError
-        start += got
-      }
-    }
-    throw last!
   }
 
   async list(relDir: string, signal?: AbortSignal): Promise<Map<string, FileFacts> | null> {

@@ -1,6 +1,14 @@
 // What every place we can read archive files from (the dCache WebDAV door, S3, a local mirror)
 // offers the cache: ranged reads, directory listings with sizes, and single-file facts.
-import type { FileFacts } from '../../fs/facts.js'
+
+/** What a source tells of one file. */
+export interface FileFacts {
+  /** Bytes, or MISSING (fs/facts.ts) when the archive listing did not have the file. */
+  size: number
+  adler32: string | null
+  /** Milliseconds since the epoch, or null. */
+  mtime: number | null
+}
 
 export type SourceErrorKind =
   | 'auth' // 401: token missing, expired or rejected

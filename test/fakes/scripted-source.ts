@@ -3,7 +3,7 @@
 // go. It records every read it was asked for, and the bytes it had in flight at most.
 import { SourceError, type ReadOptions, type Source } from '../../cache/sources/source.js'
 import type { Clock } from '../../cache/clock.js'
-import type { FileFacts } from '../../fs/facts.js'
+import type { FileFacts } from '../../cache/sources/source.js'
 
 /** The byte at `pos` of every file a ScriptedSource serves. */
 export function byteAt(pos: number): number {
