@@ -19,6 +19,7 @@ import { registerMetricsRoutes } from './routes-metrics.js'
 import { registerReloadRoutes, type ReloadHook } from './routes-reload.js'
 import { registerJobRoutes, type JobRouteDeps } from './routes-jobs.js'
 import { startJobs } from './jobs-setup.js'
+import { HeaderReader } from './headers-index.js'
 import type { JobManager } from './jobs.js'
 import type { SqlEngine } from './sql-engine.js'
 import type { BlockStore } from '../cache/block-store.js'
@@ -52,6 +53,7 @@ export class Daemon {
   tree!: Tree
   store!: BlockStore
   fetcher!: Fetcher
+  headers!: HeaderReader
   mount!: Mount
   reloader: TreeReloader | undefined
   private stopMemoryGuard: (() => void) | undefined
@@ -97,6 +99,7 @@ export class Daemon {
     this.tree = new Tree(this.catalog.index, this.facts, this.sources, { deadlineMs: c.readTimeoutMs })
     ;({ store: this.store, fetcher: this.fetcher } = await openReadPath(c, this.sources))
     this.cacheSize = this.store.limit
+    this.headers = new HeaderReader({ facts: this.facts, store: this.store, fetcher: this.fetcher })
 
     const ops = createOps({
       tree: this.tree,
@@ -106,6 +109,7 @@ export class Daemon {
       locate: (rel) => this.sources.locate(rel),
       mountTime: this.startedAt,
       released: (rel) => this.forgetIfRemoved(rel),
+      hdus: (rel, facts) => this.headers.attribute(rel, facts),
     })
     this.mount = new Mount(c.mountpoint)
     const { addon, plane } = await this.mount.mount(ops.dispatch, { allowOther: c.allowOther, deadlineMs: c.readTimeoutMs, mountTimeMs: this.startedAt, passthrough: c.passthrough, ...testHooks.planeOptions() })
