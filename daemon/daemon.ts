@@ -20,6 +20,8 @@ import { registerReloadRoutes, type ReloadHook } from './routes-reload.js'
 import { registerJobRoutes, type JobRouteDeps } from './routes-jobs.js'
 import { startJobs } from './jobs-setup.js'
 import { HeaderReader } from './headers-index.js'
+import { headersRunner } from './headers.js'
+import { registerHeadersRoutes } from './routes-headers.js'
 import type { JobManager } from './jobs.js'
 import type { SqlEngine } from './sql-engine.js'
 import type { BlockStore } from '../cache/block-store.js'
@@ -125,7 +127,7 @@ export class Daemon {
       forget: () => this.mount.invalidate(this.tree.current.list(ROOT_ID).map((e) => e.name)),
       paused: () => this.reloader?.status.state === 'building',
     })
-    ;({ jobs: this.jobs, deps: this.jobDeps } = startJobs({ stateDir: c.stateDir, mountpoint: c.mountpoint, tree: this.tree, store: this.store, fetcher: this.fetcher, sources: this.sources, sql: this.sql! }))
+    ;({ jobs: this.jobs, deps: this.jobDeps } = startJobs({ stateDir: c.stateDir, mountpoint: c.mountpoint, tree: this.tree, store: this.store, fetcher: this.fetcher, sources: this.sources, sql: this.sql!, runners: [headersRunner({ facts: (rel) => this.tree.fileFacts(rel), reader: this.headers })] }))
     log.info('mounted', {
       mountpoint: c.mountpoint,
       archive: c.archive,
@@ -159,6 +161,7 @@ export class Daemon {
     registerMetricsRoutes(this.control, this)
     registerReloadRoutes(this.control, this)
     registerJobRoutes(this.control, this)
+    registerHeadersRoutes(this.control, this)
     testHooks.register(this.control)
     this.control.route('POST', '/shutdown', () => {
       setImmediate(() => void this.stop('shutdown requested'))

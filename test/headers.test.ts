@@ -5,7 +5,7 @@ import t from 'tap'
 import { execFileSync } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { makeArchive, startServer, startDaemon, run, needTool, needPythonModule, PYTHON, type ArchiveFixture } from './helpers.js'
+import { makeArchive, startServer, startDaemon, run, desfs, tmp, needTool, needPythonModule, PYTHON, type ArchiveFixture } from './helpers.js'
 
 t.jobs = 1
 
@@ -106,5 +106,66 @@ t.test('user.desfs.hdus', async (t) => {
     server.clearLog()
     for (const rel of [...picks, notFits]) await hdus(rel, again.mnt)
     t.same(server.log.map((r) => `${r.method} ${r.path}`), [], 'no request reached the archive')
+  })
+})
+
+t.test('desfs headers --keys matches astropy on the source files', async (t) => {
+  if (!needPythonModule(t, 'astropy', 'python3-astropy')) return
+  const a = makeArchive(t, { exposures: 2, ccds: 3, hostile: true })
+  const notFits = spoil(a)
+  const { server, tokenFile } = await startServer(t, a.root)
+  const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile })
+  const rels = a.manifest.files.filter((f) => f.rel !== notFits).map((f) => f.rel)
+  const keys = ['EXPNUM', 'BAND', 'AIRMASS', 'TILENAME', 'SCI:BUNIT', '1:EXTNAME', '0:ORIGIN', 'MSK:NAXIS1']
+  const want = astropy(rels.map((rel) => join(a.root, rel)), keys)
+  const dir = tmp(t)
+  const state = ['--state-dir', d.stateDir]
+  // One file named by its path under the mount, the rest by archive path.
+  const named = [join(d.mnt, rels[0]!), ...rels.slice(1)]
+
+  await t.test('JSON output: every file, values and NULLs as astropy reads them', async (t) => {
+    const out = join(dir, 'h.json')
+    const r = await desfs(['headers', ...state, '--keys', keys.join(','), '--output', out, ...named], { timeoutMs: 120_000 })
+    t.equal(r.code, 0, r.stderr)
+    const rows = JSON.parse(readFileSync(out, 'utf8')) as Record<string, unknown>[]
+    t.same(rows.map((row) => row.path), rels, 'one row per file, the archive path first, in the order given')
+    t.same(Object.keys(rows[0]!), ['path', ...keys])
+    for (const row of rows) t.same(keys.map((k) => row[k]), want[join(a.root, row.path as string)]!.row, row.path as string)
+    t.ok(rows.some((row) => row.AIRMASS === null) && rows.some((row) => row['SCI:BUNIT'] !== null), 'NULLs and values both occur')
+  })
+
+  await t.test('TSV on a pipe; unreadable files are one line each and exit 1', async (t) => {
+    const missing = a.manifest.missing[0]!
+    const r = await desfs(['headers', ...state, '--keys', 'EXPNUM,AIRMASS', rels[0]!, notFits, missing], { timeoutMs: 120_000 })
+    t.equal(r.code, 1)
+    const lines = r.stdout.replace(/\n$/, '').split('\n')
+    t.same(lines[0]!.split('\t'), ['path', 'EXPNUM', 'AIRMASS'])
+    const w = want[join(a.root, rels[0]!)]!.row!
+    t.same(lines.slice(1), [`${rels[0]}\t${w[0] ?? ''}\t`], 'the readable file, AIRMASS empty (NULL)')
+    const errs = r.stderr.trim().split('\n')
+    t.equal(errs.length, 2, r.stderr)
+    t.match(errs[0], `cannot read the headers of ${notFits}: not a FITS file`)
+    t.match(errs[1], `cannot read the headers of ${missing}`)
+  })
+
+  await t.test('*:KEY gives a row per HDU; FITS output reads back in astropy', async (t) => {
+    const out = join(dir, 'h.fits')
+    const some = rels.filter((r) => r.endsWith('.fz')).slice(0, 3)
+    const r = await desfs(['headers', ...state, '--keys', '*:NAXIS,EXPNUM', '--output', out, ...some], { timeoutMs: 120_000 })
+    t.equal(r.code, 0, r.stderr)
+    const back = JSON.parse(execFileSync(PYTHON, ['-c', 'import sys, json; from astropy.io import fits; d = fits.getdata(sys.argv[1], 1); print(json.dumps([[str(x["path"]), int(x["hdu"]), str(x["extname"]), int(x["*:NAXIS"])] for x in d]))', out], { encoding: 'utf8' })) as unknown[][]
+    const expected = some.flatMap((rel) => want[join(a.root, rel)]!.hdus!.map((h) => [rel, h.index, h.extname ?? '', 2]))
+    t.same(back, expected.map((e) => [e[0], e[1], e[2], e[1] === 0 ? 0 : 2]), 'a row per HDU: compressed HDUs have NAXIS 2 (the table), the primary 0')
+  })
+
+  await t.test('--attach gives a finished survey again; bad keys are one line', async (t) => {
+    const jobs = await desfs(['jobs', ...state, '--json'])
+    const id = (JSON.parse(jobs.stdout) as { id: string; kind: string }[]).find((j) => j.kind === 'headers')!.id
+    const again = await desfs(['headers', ...state, '--attach', id, '--output', join(dir, 'again.json')])
+    t.equal(again.code, 0, again.stderr)
+    t.same(JSON.parse(readFileSync(join(dir, 'again.json'), 'utf8')), JSON.parse(readFileSync(join(dir, 'h.json'), 'utf8')))
+    const bad = await desfs(['headers', ...state, '--keys', 'EXP NUM', rels[0]!])
+    t.equal(bad.code, 2)
+    t.match(bad.stderr.trim(), /^desfs: --keys: 'EXP NUM' is not a header keyword; give KEY or HDU:KEY/)
   })
 })
