@@ -5,7 +5,7 @@ import t from 'tap'
 import { execFileSync } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { makeArchive, startServer, startDaemon, run, desfs, tmp, needTool, needPythonModule, PYTHON, type ArchiveFixture } from './helpers.js'
+import { makeArchive, startServer, startDaemon, run, desfs, tmp, until, needTool, needPythonModule, PYTHON, type ArchiveFixture } from './helpers.js'
 
 t.jobs = 1
 
@@ -167,5 +167,35 @@ t.test('desfs headers --keys matches astropy on the source files', async (t) => 
     const bad = await desfs(['headers', ...state, '--keys', 'EXP NUM', rels[0]!])
     t.equal(bad.code, 2)
     t.match(bad.stderr.trim(), /^desfs: --keys: 'EXP NUM' is not a header keyword; give KEY or HDU:KEY/)
+  })
+
+  await t.test('a survey cut short by a daemon restart resumes, and --attach gets every row', async (t) => {
+    // A daemon of its own: the one above has every header cached already.
+    await d.stop()
+    const d1 = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile })
+    const state = ['--state-dir', d1.stateDir]
+    server.faults.latencyMs = 500 // slow enough that the stop lands mid-survey
+    const out = join(dir, 'resumed.json')
+    const client = desfs(['headers', ...state, '--keys', keys.join(','), ...rels], { timeoutMs: 120_000 })
+    type Listed = { id: string; kind: string; state: string; filesDone: number; files: number }
+    let job: Listed | undefined
+    await until(async () => {
+      const list = JSON.parse((await desfs(['jobs', ...state, '--json'])).stdout || '[]') as Listed[]
+      job = list.filter((j) => j.kind === 'headers' && j.state === 'running').pop()
+      return !!job && job.filesDone > 0
+    }, 60_000, 100)
+    t.ok(job && job.filesDone > 0 && job.filesDone < job.files, `stopped mid-survey (${job?.filesDone} of ${job?.files} files read)`)
+    await d1.stop()
+    const lost = await client
+    t.equal(lost.code, 4, 'the client says the daemon went away')
+    t.match(lost.stderr, `desfs headers --attach ${job!.id}`)
+    server.faults.latencyMs = 0
+    server.clearLog()
+    const again = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, stateDir: d1.stateDir, cacheDir: d1.cacheDir })
+    const r = await desfs(['headers', '--state-dir', again.stateDir, '--attach', job!.id, '--output', out], { timeoutMs: 120_000 })
+    t.equal(r.code, 0, r.stderr)
+    const rows = JSON.parse(readFileSync(out, 'utf8')) as Record<string, unknown>[]
+    t.same(rows.map((row) => row.path), rels, 'every file, in order')
+    for (const row of rows) t.same(keys.map((k) => row[k]), want[join(a.root, row.path as string)]!.row, row.path as string)
   })
 })
