@@ -87,7 +87,7 @@ function listLines(file: string): string[] {
 
 export const headersCommand: Command = {
   name: 'headers',
-  summary: 'Read FITS header keywords of many archive files: one row per file (or per HDU), fetching only header bytes. Runs as a daemon job.',
+  summary: 'Read FITS header keywords of many archive files: one row per file (or per HDU), fetching only the parts of files that hold headers. Runs as a daemon job.',
   usage: 'desfs headers (PATH... | --list FILE | --query SQL | --tilename T --band B) [--keys KEY,HDU:KEY,...] [--output FILE.fits|.csv|.json|.tsv]\n       desfs headers --attach ID [--output FILE]',
   options: {
     keys: { type: 'string', short: 'k', value: 'KEYS', help: 'keywords, comma-separated: KEY (first HDU that has it), N:KEY or EXTNAME:KEY (that HDU), *:KEY (a row per HDU); none: a row per HDU with its EXTNAME and type' },
