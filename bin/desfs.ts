@@ -15,6 +15,7 @@ const COMMANDS: [string, () => Promise<Command>][] = [
   ['sync', async () => (await import('./cmd-sync.js')).syncCommand],
   ['jobs', async () => (await import('./cmd-sync.js')).jobsCommand],
   ['get', async () => (await import('./cmd-get.js')).getCommand],
+  ['headers', async () => (await import('./cmd-headers.js')).headersCommand],
   ['uri', async () => (await import('./cmd-get.js')).uriCommand],
   ['cache', async () => (await import('./cmd-cache.js')).cacheCommand],
   ['metrics', async () => (await import('./cmd-metrics.js')).metricsCommand],

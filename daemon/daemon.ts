@@ -19,6 +19,9 @@ import { registerMetricsRoutes } from './routes-metrics.js'
 import { registerReloadRoutes } from './routes-reload.js'
 import { registerJobRoutes, type JobRouteDeps } from './routes-jobs.js'
 import { startJobs } from './jobs-setup.js'
+import { HeaderReader } from './headers-index.js'
+import { headersRunner } from './headers.js'
+import { registerHeadersRoutes } from './routes-headers.js'
 import type { JobManager } from './jobs.js'
 import type { SqlEngine } from './sql-engine.js'
 import type { BlockStore } from '../cache/block-store.js'
@@ -54,6 +57,7 @@ export class Daemon {
   tree!: Tree
   store!: BlockStore
   fetcher!: Fetcher
+  headers!: HeaderReader
   mount!: Mount
   reloader: TreeReloader | undefined
   private stopMemoryGuard: (() => void) | undefined
@@ -98,6 +102,7 @@ export class Daemon {
     this.tree = new Tree(this.catalog.index, this.facts, this.sources, { deadlineMs: c.readTimeoutMs })
     ;({ store: this.store, fetcher: this.fetcher } = await openReadPath(c, this.sources))
     this.cacheSize = this.store.limit
+    this.headers = new HeaderReader({ facts: this.facts, store: this.store, fetcher: this.fetcher })
 
     // .desfs: queries in the SQL engine, stopped a little before the FUSE deadline so the log names them.
     this.queryDirs = new QueryDirs({
@@ -124,6 +129,7 @@ export class Daemon {
       locate: (rel) => this.sources.locate(rel),
       mountTime: this.startedAt,
       released: (rel) => this.forgetIfRemoved(rel),
+      hdus: (rel, facts) => this.headers.attribute(rel, facts),
     })
     this.mount = new Mount(c.mountpoint)
     const { addon, plane } = await this.mount.mount(ops.dispatch, { allowOther: c.allowOther, deadlineMs: c.readTimeoutMs, mountTimeMs: this.startedAt, passthrough: c.passthrough, ...testHooks.planeOptions() })
@@ -139,7 +145,7 @@ export class Daemon {
       forget: () => this.mount.invalidate(this.tree.current.list(ROOT_ID).map((e) => e.name)),
       paused: () => this.reloader?.status.state === 'building',
     })
-    ;({ jobs: this.jobs, deps: this.jobDeps } = startJobs({ stateDir: c.stateDir, mountpoint: c.mountpoint, tree: this.tree, store: this.store, fetcher: this.fetcher, sources: this.sources, sql: this.sql! }))
+    ;({ jobs: this.jobs, deps: this.jobDeps } = startJobs({ stateDir: c.stateDir, mountpoint: c.mountpoint, tree: this.tree, store: this.store, fetcher: this.fetcher, sources: this.sources, sql: this.sql!, runners: [headersRunner({ facts: (rel) => this.tree.fileFacts(rel), reader: this.headers })] }))
     log.info('mounted', {
       mountpoint: c.mountpoint,
       archive: c.archive,
@@ -175,6 +181,7 @@ export class Daemon {
     registerMetricsRoutes(this.control, this)
     registerReloadRoutes(this.control, this)
     registerJobRoutes(this.control, this)
+    registerHeadersRoutes(this.control, this)
     testHooks.register(this.control)
     this.control.route('POST', '/shutdown', () => {
       setImmediate(() => void this.stop('shutdown requested'))

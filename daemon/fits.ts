@@ -187,3 +187,45 @@ export function tableHdu(t: TableHdu): Buffer {
 export function emptyPrimary(cards: Card[] = []): Buffer {
   return imageHdu({ primary: true, bitpix: 8, axes: [], cards })
 }
+
+/** A header keyword's value as read back: strings unquoted, T/F as booleans, numbers as numbers. */
+export type ParsedValue = string | number | boolean | null
+
+/**
+ * Reads one 80-character card: its keyword and value (undefined for commentary cards and cards
+ * without a value indicator). Integers too large for a double keep their text; a value the standard
+ * does not describe (a complex pair, a stray word) also comes back as its text, never as an error.
+ */
+export function parseCard(text: string): { key: string; value?: ParsedValue } {
+  const key = text.slice(0, 8).trimEnd()
+  if (text.slice(8, 10) !== '= ') return { key }
+  const rest = text.slice(10)
+  const lead = rest.trimStart()
+  if (lead.startsWith("'")) {
+    // A string: quotes doubled inside; trailing blanks are not significant, leading ones are.
+    let s = ''
+    for (let i = 1; i < lead.length; i++) {
+      if (lead[i] === "'") {
+        if (lead[i + 1] === "'") {
+          s += "'"
+          i++
+          continue
+        }
+        return { key, value: s.trimEnd() }
+      }
+      s += lead[i]
+    }
+    return { key, value: s.trimEnd() } // no closing quote: what is there
+  }
+  const slash = lead.indexOf('/')
+  const word = (slash < 0 ? lead : lead.slice(0, slash)).trim()
+  if (word === '') return { key, value: null } // an undefined value
+  if (word === 'T') return { key, value: true }
+  if (word === 'F') return { key, value: false }
+  if (/^[+-]?\d+$/.test(word)) {
+    const n = Number(word)
+    return { key, value: Number.isSafeInteger(n) ? n : word }
+  }
+  if (/^[+-]?(\d+\.?\d*|\.\d+)([EeDd][+-]?\d+)?$/.test(word)) return { key, value: Number(word.replace(/[Dd]/, 'E')) }
+  return { key, value: word }
+}

@@ -1,7 +1,7 @@
 // Wires sync and get jobs into a started daemon: the cache's whole-file fetch, the tree's facts, the
 // SQL engine for recipes, pinning, and resuming what a previous daemon left unfinished.
 import { join } from 'node:path'
-import { JobManager } from './jobs.js'
+import { JobManager, type JobRunner } from './jobs.js'
 import type { JobRouteDeps } from './routes-jobs.js'
 import type { SqlEngine } from './sql-engine.js'
 import { getRunner, syncRunner, type FetchDeps } from './sync.js'
@@ -22,6 +22,8 @@ export interface JobParts {
   fetcher: Fetcher
   sources: SourceSet
   sql: SqlEngine
+  /** More kinds of job (registered before unfinished jobs resume, so theirs can resume too). */
+  runners?: JobRunner<never>[]
 }
 
 /** The daemon's fetch side of jobs. */
@@ -50,6 +52,7 @@ export function startJobs(p: JobParts): { jobs: JobManager; deps: JobRouteDeps }
   const fetchDeps = daemonFetchDeps(p)
   jobs.register(syncRunner(fetchDeps, JOB_PARALLELISM))
   jobs.register(getRunner(fetchDeps, JOB_PARALLELISM))
+  for (const r of p.runners ?? []) jobs.register(r)
   const deps: JobRouteDeps = {
     select: (sql, params) => p.sql.all(sql, { params }),
     tree: p.tree,

@@ -25,6 +25,8 @@ export class Facts {
   private inDir: Database.Statement
   private getDir: Database.Statement
   private putDir: Database.Statement
+  private getHdus: Database.Statement
+  private putHdus: Database.Statement
   // Bounded: a readdir looks up every file of the directory, and a find visits millions. The kernel
   // caches attributes itself, so this only needs to cover the files in play right now.
   private cache = new LRUCache<string, FileFacts>({ max: 20_000 })
@@ -52,6 +54,7 @@ export class Facts {
       CREATE TABLE IF NOT EXISTS fact_sources(id INTEGER PRIMARY KEY, identity TEXT NOT NULL UNIQUE);
       CREATE TABLE IF NOT EXISTS file_facts(source INTEGER NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL, adler32 TEXT, mtime INTEGER, PRIMARY KEY(source, path)) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS dir_listed(source INTEGER NOT NULL, path TEXT NOT NULL, listed_at INTEGER NOT NULL, PRIMARY KEY(source, path)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS file_hdus(source INTEGER NOT NULL, path TEXT NOT NULL, hdus TEXT NOT NULL, PRIMARY KEY(source, path)) WITHOUT ROWID;
       PRAGMA user_version = ${SCHEMA_VERSION};
     `)
     this.db.prepare('INSERT OR IGNORE INTO fact_sources(id, identity) VALUES (0, ?)').run(UNBOUND)
@@ -67,6 +70,8 @@ export class Facts {
     this.inDir = this.db.prepare(`SELECT path, size, adler32, mtime FROM file_facts WHERE source = ${src} AND path > ? AND path < ?`).raw(true)
     this.getDir = this.db.prepare(`SELECT listed_at FROM dir_listed WHERE source = ${src} AND path = ?`).pluck()
     this.putDir = this.db.prepare(`INSERT OR REPLACE INTO dir_listed(source, path, listed_at) VALUES (${src}, ?, ?)`)
+    this.getHdus = this.db.prepare(`SELECT hdus FROM file_hdus WHERE source = ${src} AND path = ?`).pluck()
+    this.putHdus = this.db.prepare(`INSERT OR REPLACE INTO file_hdus(source, path, hdus) VALUES (${src}, ?, ?)`)
   }
 
   /** Moves facts seeded without a source to this one (what this source already knows wins). */
@@ -74,7 +79,7 @@ export class Facts {
     const any = this.db.prepare('SELECT 1 FROM file_facts WHERE source = 0 LIMIT 1').get() ?? this.db.prepare('SELECT 1 FROM dir_listed WHERE source = 0 LIMIT 1').get()
     if (!any) return
     this.db.transaction(() => {
-      for (const table of ['file_facts', 'dir_listed']) {
+      for (const table of ['file_facts', 'dir_listed', 'file_hdus']) {
         this.db.prepare(`UPDATE OR IGNORE ${table} SET source = ? WHERE source = 0`).run(this.source)
         this.db.prepare(`DELETE FROM ${table} WHERE source = 0`).run()
       }
@@ -122,6 +127,16 @@ export class Facts {
   recordFile(path: string, f: FileFacts): void {
     this.putFile.run(path, f.size, f.adler32, f.mtime)
     this.cache.set(path, f)
+  }
+
+  /** A file's HDU index as recorded (JSON, '[]' for a file that is not FITS), or undefined if not walked yet. */
+  hdus(path: string): string | undefined {
+    return this.getHdus.get(path) as string | undefined
+  }
+
+  /** Records a file's HDU index (fs/fits-hdus.ts): archive files never change, so it is kept for good. */
+  recordHdus(path: string, json: string): void {
+    this.putHdus.run(path, json)
   }
 
   close(): void {

@@ -8,6 +8,7 @@
 // answer can never write into a buffer the kernel has let go.
 import { statfs as statfsAsync } from 'node:fs/promises'
 import { FsError, ERRNO, type Node, type Tree, type Listed } from './tree.js'
+import type { FileFacts } from './facts.js'
 import { FLAG_ADLER, JOB, KIND, type Dispatch, type NativeAddon, type Plane } from './native.js'
 import type { BlockStore, CachedFile, PresenceMaps } from '../cache/block-store.js'
 import { newReadPattern, type Fetcher, type ReadPattern } from '../cache/fetcher.js'
@@ -29,6 +30,8 @@ export interface OpsContext {
   released?: (rel: string) => void
   /** The hidden control directory .desfs (query-defined directories); absent, it does not exist. */
   queryDirs?: QueryDirs
+  /** The user.desfs.hdus attribute: a FITS file's HDU index as JSON (daemon/headers-index.ts). */
+  hdus?: (rel: string, facts: FileFacts) => Promise<Buffer>
 }
 
 interface Handle {
@@ -275,6 +278,9 @@ export function createOps(ctx: OpsContext): Ops {
             return Buffer.from(node.facts.adler32)
           case 'user.desfs.cached':
             return Buffer.from(`${ctx.store.cachedBytes(node.rel)}/${node.facts.size}`)
+          case 'user.desfs.hdus':
+            if (!ctx.hdus) throw new FsError(ERRNO.ENODATA, 'no such attribute')
+            return await ctx.hdus(node.rel, node.facts)
           default:
             throw new FsError(ERRNO.ENODATA, 'no such attribute')
         }
