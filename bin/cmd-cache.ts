@@ -81,7 +81,7 @@ export const cacheCommand: Command = {
     const sock = socketPath(resolve(settings.get('state_dir')!.value!))
     const out = (v: unknown, text: () => string) => process.stdout.write(flags.json ? JSON.stringify(v, null, 2) + '\n' : text())
     // A .desfs path (a query-defined directory or by-name link) stands for the files it selects.
-    const body = { paths: ['pin', 'unpin', 'evict'].includes(sub) ? expandControlPaths(paths) : paths, cwd: process.cwd() }
+    const body = { paths: ['pin', 'unpin', 'evict'].includes(sub) ? expandControlPaths(paths, { absolute: true }) : paths, cwd: process.cwd() }
 
     switch (sub) {
       case 'stats': {

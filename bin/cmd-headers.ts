@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { settingOptions, settingFlags, type Command } from './command.js'
+import { expandControlPaths } from './control-paths.js'
 import { call, callStream, socketPath } from './client.js'
 import { ProgressBar } from './progress.js'
 import { checkOutputFile, fileSink, stdoutSink, type Sink } from './sql-output.js'
@@ -113,7 +114,8 @@ export const headersCommand: Command = {
     const body: Record<string, unknown> = { keys, cwd: process.cwd() }
     const given = [positionals.length > 0, flags.list !== undefined, flags.query !== undefined, flags.tilename !== undefined || flags.band !== undefined].filter(Boolean).length
     if (given !== 1) throw new UserError('say which files: archive paths, --list FILE, --query SQL, or --tilename T --band B (exactly one)', EXIT.USAGE)
-    if (positionals.length) body.paths = positionals
+    // A .desfs path (a query-defined directory, a by-name link) stands for the files it selects.
+    if (positionals.length) body.paths = expandControlPaths(positionals, { absolute: true })
     if (flags.list !== undefined) body.list = listLines(flags.list as string)
     if (flags.query !== undefined) body.query = flags.query
     if (flags.tilename !== undefined || flags.band !== undefined) {

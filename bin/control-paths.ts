@@ -53,13 +53,15 @@ function expand(abs: string, mnt: string, shown: string, out: string[], depth: n
 
 /**
  * `paths` with every one under a mount's .desfs directory replaced by the archive paths it selects
- * (in listing order, each once); the others are returned as given.
+ * (in listing order, each once); the others are returned as given. `absolute`: the files' paths in
+ * the mount instead, for commands that send the working directory along (a relative archive path
+ * would be read relative to it when it lies inside the mount).
  */
-export function expandControlPaths(paths: string[], cwd = process.cwd()): string[] {
+export function expandControlPaths(paths: string[], { cwd = process.cwd(), absolute = false } = {}): string[] {
   const out: string[] = []
   for (const p of paths) {
     const abs = posix.resolve(cwd, p)
-    const c = p.includes(CONTROL) ? controlPart(abs) : undefined
+    const c = controlPart(abs) // also a path relative to a working directory inside .desfs
     if (!c) {
       out.push(p)
       continue
@@ -67,7 +69,7 @@ export function expandControlPaths(paths: string[], cwd = process.cwd()): string
     const selected: string[] = []
     expand(abs, c.mnt, p, selected, 0)
     if (!selected.length) throw new UserError(`${p}: selects no files`, EXIT.USAGE)
-    out.push(...selected)
+    out.push(...(absolute ? selected.map((rel) => `${c.mnt}/${rel}`) : selected))
   }
   return [...new Set(out)]
 }

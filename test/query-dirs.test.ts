@@ -257,8 +257,12 @@ t.test('query-defined directories through a mount', async (t) => {
     const byTile = await cli('sync', join(Q, 'recipes', 'tile', tile), '--dry-run')
     t.equal(byTile.code, 0, byTile.stderr)
     t.ok(expected.every((p) => paths(byTile.stdout).includes(p)) && paths(byTile.stdout).length > expected.length, 'a level above: every band of the tile')
+    const headers = await cli('headers', join(Q, 'recipes', 'tile', tile, band), '--keys', 'BAND')
+    t.equal(headers.code, 0, headers.stderr)
+    t.same(headers.stdout.trim().split('\n').slice(1).map((l) => l.split('\t')[0]).sort(), expected, 'desfs headers of the directory: one row per file it selects')
     const name = basename(coadd)
-    const pin = await cli('cache', 'pin', join(Q, 'by-name', name))
+    // From inside the mount, relative to the working directory (sent along to the daemon).
+    const pin = await run(process.execPath, [DESFS, 'cache', 'pin', join('by-name', name), '--state-dir', d.stateDir], { cwd: Q, timeoutMs: 60_000 })
     t.equal(pin.code, 0, pin.stderr)
     t.equal(pin.stdout, 'desfs: pinned 1 files\n')
     const pinned = await cli('cache', 'ls', '--pinned')
