@@ -35,9 +35,9 @@ export const demoCommand: Command = {
     const gen = join(dir, 'generated')
     // Loaded here, not at the top: every other desfs command starts faster without them.
     const { runDaemon } = await import('../daemon/main.js')
-    const { generateArchive } = await import('../test/archive/generate.js')
-    const { ArchiveServer } = await import('../test/archive/server.js')
-    const { makeToken, writeTokenFile } = await import('../test/archive/token.js')
+    const { generateArchive } = await import('./demo/generate.js')
+    const { ArchiveServer } = await import('./demo/server.js')
+    const { makeToken, writeTokenFile } = await import('./demo/token.js')
     const manifest = generateArchive({ out: gen, largeFileBytes: large })
     const token = makeToken({}, 7 * 86400)
     const tokenFile = join(dir, 'des_archive_access', 'bearer_token')

@@ -2,8 +2,8 @@
 // bodies, bursts of 5xx, stalled bodies, 429s with Retry-After and a token that stops working until
 // its file is replaced, every read returns the source's bytes or EIO, never a wrong byte.
 import t from 'tap'
-import { makeToken, writeTokenFile } from './archive/token.js'
-import type { Faults } from './archive/server.js'
+import { makeToken, writeTokenFile } from '../bin/demo/token.js'
+import type { Faults } from '../bin/demo/server.js'
 import { bigArchive, randomReads, readSet } from './cache-helpers.js'
 import { desfs, makeArchive, md5, needPythonModule, PYTHON, run, sourceBytes, startDaemon, startServer, until } from './helpers.js'
 import { join } from 'node:path'

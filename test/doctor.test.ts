@@ -3,7 +3,7 @@
 import t from 'tap'
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { makeToken, writeTokenFile } from './archive/token.js'
+import { makeToken, writeTokenFile } from '../bin/demo/token.js'
 import { desfs, makeArchive, startDaemon, startServer, tmp } from './helpers.js'
 import { resolveSettings } from '../daemon/config.js'
 import { withDaemonSettings } from '../daemon/doctor.js'

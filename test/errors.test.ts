@@ -6,7 +6,7 @@ import { createServer, type Socket } from 'node:net'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { makeArchive, startServer, startDaemon, run, desfs, tmp, until, killLeavingStaleMount } from './helpers.js'
-import { makeToken, writeTokenFile } from './archive/token.js'
+import { makeToken, writeTokenFile } from '../bin/demo/token.js'
 import { mountedType } from '../fs/mount.js'
 
 t.jobs = 1

@@ -8,9 +8,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Test } from 'tap'
-import { generateArchive, type GenerateOptions, type Manifest } from './archive/generate.js'
-import { ArchiveServer, type ArchiveServerOptions } from './archive/server.js'
-import { makeToken, writeTokenFile } from './archive/token.js'
+import { generateArchive, type GenerateOptions, type Manifest } from '../bin/demo/generate.js'
+import { ArchiveServer, type ArchiveServerOptions } from '../bin/demo/server.js'
+import { makeToken, writeTokenFile } from '../bin/demo/token.js'
 import { mountedType } from '../fs/mount.js'
 
 export const DESFS = fileURLToPath(new URL('../bin/desfs.js', import.meta.url))

@@ -4,7 +4,7 @@
 import t, { type Test } from 'tap'
 import { mkdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { makeToken, writeTokenFile } from './archive/token.js'
+import { makeToken, writeTokenFile } from '../bin/demo/token.js'
 import { desfs, makeArchive, run, startServer, tmp, until } from './helpers.js'
 import { mountedType } from '../fs/mount.js'
 import { call, socketPath } from '../bin/client.js'

@@ -5,7 +5,7 @@
 import t, { type Test } from 'tap'
 import { join } from 'node:path'
 import { DAV_EXT_MODULE, NGINX, NginxArchive } from './archive/nginx.js'
-import { makeToken, writeTokenFile } from './archive/token.js'
+import { makeToken, writeTokenFile } from '../bin/demo/token.js'
 import { makeArchive, md5, needTool, parseMd5sum, run, sourceBytes, startDaemon, tmp } from './helpers.js'
 
 t.jobs = 1

@@ -5,7 +5,7 @@ import t from 'tap'
 import { createHash } from 'node:crypto'
 import { chmodSync, existsSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { makeToken, writeTokenFile } from './archive/token.js'
+import { makeToken, writeTokenFile } from '../bin/demo/token.js'
 import { readSlowly } from './slow-read.js'
 import { desfs, makeArchive, sourceBytes, needTool, PYTHON, startDaemon, startServer, tmp, until, skipBecause } from './helpers.js'
 

@@ -1,6 +1,6 @@
 // What the built-in recipes must select from a generated archive, computed from what the generator
 // made (its manifest), not from SQL, so the tests check the recipes against an independent answer.
-import type { Manifest } from './generate.js'
+import type { Manifest } from '../../bin/demo/generate.js'
 
 /** What the tile recipe must select, computed from what the generator made (not from SQL). */
 export function expectedTileFiles(m: Manifest, tile: string, band: string): string[] {

@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { createConnection, createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { ARCHIVE_BASE } from './server.js'
+import { ARCHIVE_BASE } from '../../bin/demo/server.js'
 
 export const NGINX = '/usr/sbin/nginx'
 export const DAV_EXT_MODULE = '/usr/lib/nginx/modules/ngx_http_dav_ext_module.so'

@@ -9,7 +9,7 @@ import type { AddressInfo, Socket } from 'node:net'
 import { join } from 'node:path'
 import { canonicalRequest, type AwsCredentials } from '../../cache/sources/sigv4.js'
 import { createHash, createHmac } from 'node:crypto'
-import { drained } from './server.js'
+import { drained } from '../../bin/demo/server.js'
 
 export interface S3ServerOptions {
   root: string

@@ -19,7 +19,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { bigArchive, randomReads, readSet, type ReadResult } from '../cache-helpers.js'
 import { desfs, run, startDaemon, startServer, until, type ArchiveFixture, type DaemonFixture, type ServerFixture } from '../helpers.js'
-import { MIXED_FAULTS } from '../archive/server.js'
+import { MIXED_FAULTS } from '../../bin/demo/server.js'
 import { BenchScope, now, table } from './util.js'
 
 interface Options {

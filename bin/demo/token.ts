@@ -1,5 +1,5 @@
-// Bearer tokens for the test archive: JWT-shaped (header.claims.signature) with sub, scope and exp,
-// like the WLCG tokens htgettoken writes. The test server checks membership and exp, not signatures.
+// Bearer tokens for the demo archive (`desfs demo`; the tests use them too): JWT-shaped (header.claims.signature) with sub, scope and exp,
+// like the WLCG tokens htgettoken writes. The demo server checks membership and exp, not signatures.
 import { randomBytes } from 'node:crypto'
 import { chmodSync, mkdirSync, renameSync, writeFileSync } from 'node:fs'
 import { dirname } from 'node:path'

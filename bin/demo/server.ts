@@ -1,4 +1,5 @@
-// An archive server that behaves like a dCache WebDAV door, for tests, benchmarks and the demo:
+// An archive server that behaves like a dCache WebDAV door, for `desfs demo` (hence shipped under bin/)
+// and for the tests and benchmarks, which import it from here:
 // - GET with a single `bytes=a-b` range -> 206 + Content-Range; unsatisfiable -> 416 (no
 //   Content-Range, like dCache); no Range -> 200;
 // - HEAD, and GET, with `Want-Digest: adler32` -> `Digest: adler32=<8 hex>`;

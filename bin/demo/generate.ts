@@ -1,10 +1,10 @@
 // Generates a deterministic DES-like archive and a metadata DB shaped like des-archive-access's:
 // the real path layout (finalcut single-epoch products per exposure and CCD, multiepoch coadd
 // products per tile and band), valid FITS files (fpack-compressed where DES compresses them, using
-// Debian's fpack when present and the committed fixtures otherwise), upper-case Y6A2_* tables with no
+// Debian's fpack when present and the committed files in bin/demo/fz otherwise), upper-case Y6A2_* tables with no
 // size or checksum columns, EXPNUM/CCDNUM stored as REAL in Y6A2_MISCFILE, COMPRESSION values NULL,
-// '' and '.fz', and hostile rows that a mount must refuse. Used by the tests, the benchmarks and
-// `desfs demo`.
+// '' and '.fz', and hostile rows that a mount must refuse. Shipped under bin/ because `desfs demo` runs
+// it; the tests and benchmarks import it from here.
 import Database from 'better-sqlite3'
 import { execFileSync } from 'node:child_process'
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
@@ -54,7 +54,8 @@ export interface Manifest {
 }
 
 const BANDS = ['g', 'r', 'i', 'z', 'Y']
-export const FIXTURES_DIR = fileURLToPath(new URL('../../../test/fixtures/fz/', import.meta.url))
+// Run from dist/bin/demo: the committed .fz files stay beside this file's source, which the clone has.
+export const FIXTURES_DIR = fileURLToPath(new URL('../../../bin/demo/fz/', import.meta.url))
 
 /** mulberry32: small, fast, deterministic. */
 export function prng(seed: number): () => number {
