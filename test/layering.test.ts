@@ -1,9 +1,11 @@
 // Which way the read path's dependencies point, read from the sources' import lines: cache/ takes
-// from daemon/ only its leaf utilities (never config, tokens or the daemon), from fs/ nothing, and its modules import each other without a cycle.
+// from daemon/ only its leaf utilities (never config, tokens or the daemon), from fs/ nothing, and its modules import each other without a cycle;
+// shipped code (bin/, daemon/, fs/, cache/) imports nothing from test/.
 import t from 'tap'
 import { readdirSync, readFileSync, existsSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { FIXTURES_DIR } from '../bin/demo/generate.js'
 
 // Run from dist/test: the TypeScript sources are two levels up.
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
@@ -15,11 +17,12 @@ function tsFiles(dir: string): string[] {
   return readdirSync(join(ROOT, dir), { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? tsFiles(join(dir, e.name)) : e.name.endsWith('.ts') && !e.name.endsWith('.d.ts') ? [join(dir, e.name)] : []))
 }
 
-/** Project files a source file imports (relative specifiers only), as paths from the root. */
+/** Project files a source file imports (relative specifiers only, static or `import('...')`), as paths from the root. */
 function imports(file: string): string[] {
   const text = readFileSync(join(ROOT, file), 'utf8')
   const out: string[] = []
-  for (const m of text.matchAll(/^\s*(?:import|export)\b[^'"]*?from\s+'(\.[^']+)'/gm)) {
+  const found = [...text.matchAll(/^\s*(?:import|export)\b[^'"]*?from\s+'(\.[^']+)'/gm), ...text.matchAll(/\bimport\(\s*'(\.[^']+)'\s*\)/g)]
+  for (const m of found) {
     out.push(relative(ROOT, resolve(ROOT, dirname(file), m[1]!.replace(/\.js$/, '.ts'))))
   }
   return out
@@ -52,4 +55,18 @@ t.test('the layering rules hold for cache/', async (t) => {
   }
   for (const f of files) if (!state.has(f)) visit(f, [])
   t.same(cycles, [], 'no import cycle inside cache/')
+})
+
+t.test('shipped code imports nothing from test/', async (t) => {
+  t.ok(existsSync(join(ROOT, 'bin', 'cmd-demo.ts')), `sources found at ${ROOT}`)
+  const bad: string[] = []
+  for (const dir of ['bin', 'daemon', 'fs', 'cache']) {
+    for (const f of tsFiles(dir)) for (const dep of imports(f)) if (dep.startsWith('test/')) bad.push(`${f} imports ${dep}`)
+  }
+  // What the demo runs (archive generator, dCache-like server, tokens) lives in bin/demo/; the tests import it from there.
+  t.same(bad, [], 'bin/, daemon/, fs/ and cache/ import nothing from test/ (statically or by import())')
+  // Nor read files from it: without fpack the generator copies committed .fz files, which must ship too.
+  const fz = relative(ROOT, FIXTURES_DIR)
+  t.ok(existsSync(FIXTURES_DIR) && readdirSync(FIXTURES_DIR).some((n) => n.endsWith('.fits.fz')), `the generator's .fz files are at ${fz}`)
+  t.notOk(fz.startsWith('test'), `the generator's .fz files (${fz}) lie outside test/`)
 })
