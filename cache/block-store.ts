@@ -20,11 +20,12 @@
 // The record itself is block-record.ts, the bound's figures space.ts, the check after a crash
 // crash-check.ts; this module decides: what is loaded, held, recorded, evicted and pinned.
 import { mkdirSync } from 'node:fs'
-import { lstat, rm, unlink } from 'node:fs/promises'
-import { dirname, join } from 'node:path'
+import { join } from 'node:path'
 import { CachedFile, cacheKey, type FileStore } from './cached-file.js'
 import { BlockRecord } from './block-record.js'
-import { entriesUnder, newFileIndex, type CacheEntry } from './cache-entry.js'
+import { countEntries, entriesUnder, newFileIndex, type CacheEntry } from './cache-entry.js'
+import { lruVictims, pickForEviction, type EvictionAnswer } from './eviction.js'
+import { removeCacheFile } from './open-cache-file.js'
 import { LoadedFiles } from './loaded-files.js'
 import { Pins, type PinRequest } from './pins.js'
 import { SpaceBound } from './space.js'
@@ -213,7 +214,7 @@ export class BlockStore implements FileStore {
       // What is being unlinked already will free its share; evict only for the rest, then wait for
       // every unlink in progress (also ones another writer started), so the disk never holds more.
       const short = -this.space.room(len) - this.space.freeing
-      if (short > 0) this.evictLru(Math.max(this.limit - this.lowWater, short), f.key)
+      if (short > 0) for (const key of lruVictims(this.index, Math.max(this.limit - this.lowWater, short), f.key, (k) => this.loaded.inUse(k))) void this.evictKey(key)
       if (this.unlinking.size) await Promise.all([...this.unlinking.values()])
       if (this.space.room(len) < 0) {
         this.stats.notStored++
@@ -228,18 +229,6 @@ export class BlockStore implements FileStore {
 
   unreserve(len: number): void {
     this.space.reserved -= len
-  }
-
-  /** Evicts least recently used files until `want` bytes are freed; returns the pending unlinks. */
-  private evictLru(want: number, except: string): void {
-    let freed = 0
-    for (const key of [...this.index.rkeys()]) {
-      if (freed >= want) break
-      const e = this.index.peek(key)!
-      if (e.pinned || e.bytes === 0 || key === except || this.loaded.inUse(key)) continue
-      freed += e.bytes
-      void this.evictKey(key)
-    }
   }
 
   /** Removes a file from the cache: record first (a crash then leaves an orphan, cleaned later), then data. */
@@ -262,7 +251,7 @@ export class BlockStore implements FileStore {
     const prev = this.unlinking.get(key) ?? Promise.resolve()
     const p = prev
       .then(() => f?.forget())
-      .then(() => this.unlinkData(key))
+      .then(() => removeCacheFile(this.dataPath(key)))
       .then(() => { this.space.diskFree += bytes })
       .catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') log.warn('cannot remove a cache file', { file: this.dataPath(key), error: err.message }) })
       .finally(() => {
@@ -271,18 +260,6 @@ export class BlockStore implements FileStore {
       })
     this.unlinking.set(key, p)
     return p
-  }
-
-  /** Removes a data file, unless its directory is not a real one of ours (then nothing outside is touched). */
-  private async unlinkData(key: string): Promise<void> {
-    const path = this.dataPath(key)
-    const d = await lstat(dirname(path)).catch(() => undefined)
-    if (d && (d.isSymbolicLink() || !d.isDirectory())) {
-      log.warn('a cache data directory is not a directory of its own; nothing removed through it', { dir: dirname(path) })
-      await rm(dirname(path), { force: true })
-      return
-    }
-    await unlink(path)
   }
 
   // --- records ------------------------------------------------------------------------------
@@ -346,16 +323,7 @@ export class BlockStore implements FileStore {
 
   /** Figures for `desfs cache stats`, status and metrics. */
   summary(): Record<string, number | string> {
-    let files = 0
-    let pinnedFiles = 0
-    let pinnedBytes = 0
-    for (const e of this.index.values()) {
-      if (e.bytes > 0) files++
-      if (e.pinned) {
-        pinnedFiles++
-        pinnedBytes += e.bytes
-      }
-    }
+    const { files, pinnedFiles, pinnedBytes } = countEntries(this.index)
     return {
       dir: this.dir, blockSize: this.blockSize, limit: this.limit, lowWater: this.lowWater, bytes: this.space.used,
       files, pinnedFiles, pinnedBytes, pinnedSize: this.pins.size, pinLimit: this.pinLimit,
@@ -387,30 +355,10 @@ export class BlockStore implements FileStore {
    * Evicts the cached files at or under `paths` now. Files in use are skipped; pinned ones too
    * unless `includePinned`. With `dryRun` nothing changes and the answer says what would.
    */
-  async evict(paths: string[], opts: { dryRun?: boolean; includePinned?: boolean } = {}): Promise<{ files: number; bytes: number; skippedPinned: number; skippedInUse: number }> {
-    const out = { files: 0, bytes: 0, skippedPinned: 0, skippedInUse: 0 }
-    const seen = new Set<string>()
-    const unlinks: Promise<void>[] = []
-    for (const p of paths) {
-      for (const e of this.entries(p)) {
-        if (seen.has(e.key)) continue
-        seen.add(e.key)
-        if (e.pinned && !opts.includePinned) {
-          out.skippedPinned++
-          continue
-        }
-        if (this.loaded.inUse(e.key)) {
-          out.skippedInUse++
-          continue
-        }
-        if (e.bytes === 0 && !e.pinned) continue
-        out.files++
-        out.bytes += e.bytes
-        if (!opts.dryRun) unlinks.push(this.evictKey(e.key))
-      }
-    }
-    await Promise.all(unlinks)
-    return out
+  async evict(paths: string[], opts: { dryRun?: boolean; includePinned?: boolean } = {}): Promise<EvictionAnswer> {
+    const { keys, answer } = pickForEviction(paths.map((p) => this.entries(p)), opts.includePinned ?? false, (k) => this.loaded.inUse(k))
+    if (!opts.dryRun) await Promise.all(keys.map((k) => this.evictKey(k)))
+    return answer
   }
 
   /** Checks data files against the record (crash-check.ts), now. */
@@ -428,7 +376,7 @@ export class BlockStore implements FileStore {
         const f = this.file(path, size, null)
         this.dropBlocks(f, [...f.present.keys()])
         await f.closeFd()
-        await this.unlinkData(key).catch(() => undefined)
+        await removeCacheFile(this.dataPath(key)).catch(() => undefined)
       },
     })
   }

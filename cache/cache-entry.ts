@@ -27,3 +27,16 @@ export function entriesUnder(index: FileIndex, prefix: string): CacheEntry[] {
   for (const e of index.values()) if (!p || e.path === p || e.path.startsWith(p + '/')) out.push({ ...e })
   return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
 }
+
+/** Files with cached bytes, and pinned files with the bytes cached of them. */
+export function countEntries(index: FileIndex): { files: number; pinnedFiles: number; pinnedBytes: number } {
+  const n = { files: 0, pinnedFiles: 0, pinnedBytes: 0 }
+  for (const e of index.values()) {
+    if (e.bytes > 0) n.files++
+    if (e.pinned) {
+      n.pinnedFiles++
+      n.pinnedBytes += e.bytes
+    }
+  }
+  return n
+}
