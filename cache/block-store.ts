@@ -30,7 +30,7 @@ import { LoadedFiles } from './loaded-files.js'
 import { Pins, type PinRequest } from './pins.js'
 import { SpaceBound } from './space.js'
 import { checkAgainstRecord } from './crash-check.js'
-import { cacheMetrics } from './metrics.js'
+import { cacheMetrics, storeCounters, type StoreCounters } from './metrics.js'
 import { log } from '../daemon/log.js'
 import { ensureOwnDirSync } from '../daemon/state-dir.js'
 
@@ -75,7 +75,8 @@ export class BlockStore implements FileStore {
   readonly linkCheckMs: number
   /** Data files being removed, by key: a new data file for the key is opened only after. */
   readonly unlinking = new Map<string, Promise<void>>()
-  readonly stats: StoreStats = { blocksWritten: 0, blocksDropped: 0, writeErrors: 0, filesEvicted: 0, bytesEvicted: 0, notStored: 0 }
+  readonly stats: StoreStats
+  private count: StoreCounters
   private record: BlockRecord
   private space: SpaceBound
   /** Every file with a record, least recently used first. */
@@ -104,6 +105,8 @@ export class BlockStore implements FileStore {
       },
     })
     this.blockSize = this.record.blockSize
+    this.count = storeCounters(this.blockSize)
+    this.stats = this.count.values
     this.space = new SpaceBound(dir, opts)
     this.pins = new Pins(Math.min(opts.pinLimit ?? Math.floor(opts.limit / 2), opts.limit), this.index, this.record, (key) => void this.evictKey(key), () => this.clock())
     this.linkCheckMs = opts.linkCheckMs ?? 1000
@@ -217,8 +220,7 @@ export class BlockStore implements FileStore {
       if (short > 0) for (const key of lruVictims(this.index, Math.max(this.limit - this.lowWater, short), f.key, (k) => this.loaded.inUse(k))) void this.evictKey(key)
       if (this.unlinking.size) await Promise.all([...this.unlinking.values()])
       if (this.space.room(len) < 0) {
-        this.stats.notStored++
-        cacheMetrics.notStored.inc()
+        this.count.add('notStored')
         this.space.logNoRoom(len, f.relPath)
         return false
       }
@@ -240,10 +242,8 @@ export class BlockStore implements FileStore {
       this.index.delete(key)
       this.space.used -= e.bytes
       if (e.pinned) this.pins.size -= e.size
-      this.stats.filesEvicted++
-      this.stats.bytesEvicted += e.bytes
-      cacheMetrics.evictedFiles.inc()
-      cacheMetrics.evictedBlocks.inc(undefined, Math.ceil(e.bytes / this.blockSize))
+      this.count.add('filesEvicted')
+      this.count.add('bytesEvicted', e.bytes)
     }
     this.onEvict(key)
     const bytes = e?.bytes ?? 0
@@ -268,7 +268,7 @@ export class BlockStore implements FileStore {
     this.space.reserved -= len
     this.space.used += len
     this.space.diskFree -= len
-    this.stats.blocksWritten++
+    this.count.add('blocksWritten')
     let e = this.index.get(f.key)
     if (!e) {
       e = { key: f.key, path: f.relPath, size: f.size, bytes: 0, pinned: false, atime: this.clock() }
@@ -298,7 +298,7 @@ export class BlockStore implements FileStore {
       f.unverify(idx)
       this.space.used -= rec.len
       if (e) e.bytes -= rec.len
-      this.stats.blocksDropped++
+      this.count.add('blocksDropped')
       dropped.push(idx)
     }
     const wasVerified = f.wholeVerified
@@ -308,8 +308,7 @@ export class BlockStore implements FileStore {
   }
 
   noteWriteError(f: CachedFile | undefined, err: NodeJS.ErrnoException, what = 'the cache'): void {
-    this.stats.writeErrors++
-    cacheMetrics.writeErrors.inc({ code: err.code ?? 'unknown' })
+    this.count.add('writeErrors', 1, err.code)
     const now = Date.now()
     if (now - this.lastWriteErrorLog > 10_000) {
       this.lastWriteErrorLog = now

@@ -9,9 +9,9 @@ import { adler32Combine, adler32Hex } from './adler32.js'
 import { blockAdler32, type Block } from './block.js'
 import { rateGuard } from './rate-guard.js'
 import { Retrier } from './retry.js'
-import { fetchMetrics } from './metrics.js'
+import { fetchMetrics, type FetchCounters } from './metrics.js'
 import type { Deferred } from './runs.js'
-import type { FetcherDeps, FetcherOptions, FetchStats } from './fetcher-options.js'
+import type { FetcherDeps, FetcherOptions } from './fetcher-options.js'
 import { SourceError, type Source } from './sources/source.js'
 import type { SourceSet } from './sources/source-set.js'
 import { log } from '../daemon/log.js'
@@ -33,15 +33,15 @@ export class RunLoop {
   private sources: SourceSet
   private opts: FetcherOptions
   private deps: FetcherDeps
-  private stats: FetchStats
+  private count: FetchCounters
   private hooks: RunHooks
   private inflightRequests = 0
 
-  constructor(sources: SourceSet, opts: FetcherOptions, deps: FetcherDeps, stats: FetchStats, hooks: RunHooks) {
+  constructor(sources: SourceSet, opts: FetcherOptions, deps: FetcherDeps, count: FetchCounters, hooks: RunHooks) {
     this.sources = sources
     this.opts = opts
     this.deps = deps
-    this.stats = stats
+    this.count = count
     this.hooks = hooks
   }
 
@@ -81,8 +81,7 @@ export class RunLoop {
       // Every request to this source but the first waits first (after a 429 on the first try too).
       for (let asked = false; tries.more && idx < end; asked = true) {
         if (asked) {
-          this.stats.retries++
-          fetchMetrics.retries.inc()
+          this.count.add('retries')
           // A run called off stops waiting at once (the check below ends it).
           await tries.wait(calledOff)
         }
@@ -91,8 +90,7 @@ export class RunLoop {
         const start = idx * file.blockSize + fill
         const stop = Math.min(end * file.blockSize, file.size)
         const what = `${source.name} ${source.locate(file.relPath)} bytes=${start}-${stop - 1}`
-        this.stats.requests++
-        fetchMetrics.requests.inc({ source: source.name })
+        this.count.add('requests', 1, source.name)
         const guard = rateGuard(stop - start, this.opts.minRate, this.opts.rateWindowMs)
         this.inflightRequests++
         fetchMetrics.inflightRequests.set(this.inflightRequests)
@@ -102,8 +100,7 @@ export class RunLoop {
             signal: AbortSignal.any([guard.signal, calledOff]),
             onData: (chunk) => {
               guard.got(chunk.length)
-              this.stats.bytesFetched += chunk.length
-              fetchMetrics.bytesFetched.inc({ source: source.name }, chunk.length)
+              this.count.add('bytesFetched', chunk.length, source.name)
               let off = 0
               while (off < chunk.length) {
                 const n = Math.min(chunk.length - off, need - fill)
@@ -160,8 +157,7 @@ export class RunLoop {
       return
     }
     if (idx < end) {
-      this.stats.failures++
-      fetchMetrics.failures.inc()
+      this.count.add('failures')
       const err = lastErr ?? new SourceError('network', 'no source could serve the file')
       for (let i = idx; i < end; i++) defs[i - first]!.reject(err)
       for (const h of held) defs[h.idx - first]!.reject(err)
@@ -178,8 +174,7 @@ export class RunLoop {
     for (let i = 1; i < held.length; i++) combined = adler32Combine(combined, held[i]!.adler, file.blockLength(held[i]!.idx))
     const got = adler32Hex(combined)
     if (got !== file.adler32) {
-      this.stats.failures++
-      fetchMetrics.failures.inc()
+      this.count.add('failures')
       fetchMetrics.errors.inc({ source: 'any', kind: 'checksum' })
       const err = new SourceError('protocol', `${file.relPath}: checksum mismatch (archive adler32 ${file.adler32}, received ${got})`)
       log.error('received data does not match the archive checksum; not served', { path: file.relPath, expected: file.adler32, got })

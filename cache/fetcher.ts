@@ -9,7 +9,7 @@ import type { BlockStore, CachedFile } from './block-store.js'
 import { blockBytes, copyFromBlock, type Block } from './block.js'
 import { advance, type ReadPattern } from './read-ahead.js'
 import { systemClock } from './clock.js'
-import { fetchMetrics } from './metrics.js'
+import { fetchCounters, fetchMetrics } from './metrics.js'
 import { Runs, type Deferred } from './runs.js'
 import { RunLoop } from './fetch-run.js'
 import { DEFAULT_FETCHER_OPTIONS, type FetcherDeps, type FetcherOptions, type FetchStats } from './fetcher-options.js'
@@ -52,12 +52,13 @@ export class Fetcher {
    * whole deadline again on the same stalled fetch.
    */
   private failed = new Map<string, { err: Error; until: number }>()
-  readonly stats: FetchStats = { requests: 0, bytesFetched: 0, retries: 0, failures: 0, memoryHits: 0, diskHits: 0, networkReads: 0 }
+  private count = fetchCounters()
+  readonly stats: FetchStats = this.count.values
 
   constructor(sources: SourceSet, store: BlockStore, opts: Partial<FetcherOptions> = {}, deps: Partial<FetcherDeps> = {}) {
     this.store = store
     this.opts = { ...DEFAULT_FETCHER_OPTIONS, ...opts }
-    const loop = new RunLoop(sources, this.opts, { clock: systemClock, random: Math.random, ...deps }, this.stats, {
+    const loop = new RunLoop(sources, this.opts, { clock: systemClock, random: Math.random, ...deps }, this.count, {
       serve: (file, idx, block, d) => this.serve(file, idx, block, d),
       store: (file, idx, block, adler) => this.storeBlock(file, idx, block, adler),
       forget: (k, promise) => this.runs.forget(k, promise),
@@ -88,8 +89,7 @@ export class Fetcher {
     let inMemory = true
     for (let i = first; i <= last && inMemory; i++) inMemory = this.recent.has(`${file.key}:${i}`)
     if (inMemory) {
-      this.stats.memoryHits++
-      fetchMetrics.hits.inc({ tier: 'memory' })
+      this.count.add('memoryHits')
       let at = 0
       for (let i = first; i <= last; i++) at += copyFromBlock(this.recent.get(`${file.key}:${i}`)!, i === first ? pos - i * bs : 0, i === last ? pos + len - i * bs : bs, dest, at)
       return at
@@ -101,8 +101,7 @@ export class Fetcher {
       const buf = (len <= SCRATCH_BYTES && scratch.pop()) || Buffer.allocUnsafe(Math.max(len, SCRATCH_BYTES))
       try {
         if (await file.readInto(buf, pos, len)) {
-          this.stats.diskHits++
-          fetchMetrics.hits.inc({ tier: 'disk' })
+          this.count.add('diskHits')
           return open() ? buf.copy(dest, 0, 0, len) : 0
         }
       } finally {
@@ -160,15 +159,13 @@ export class Fetcher {
     const k = `${file.key}:${idx}`
     const mem = this.recent.get(k)
     if (mem) {
-      this.stats.memoryHits++
-      fetchMetrics.hits.inc({ tier: 'memory' })
+      this.count.add('memoryHits')
       return mem
     }
     if (file.has(idx)) {
       const buf = Buffer.allocUnsafe(file.blockLength(idx))
       if (await file.readInto(buf, idx * file.blockSize, buf.length)) {
-        this.stats.diskHits++
-        fetchMetrics.hits.inc({ tier: 'disk' })
+        this.count.add('diskHits')
         return [buf]
       }
     }
@@ -177,8 +174,7 @@ export class Fetcher {
       fetchMetrics.hits.inc({ tier: 'memory' })
       this.runs.join(k, undefined)
     } else {
-      this.stats.networkReads++
-      fetchMetrics.hits.inc({ tier: 'network' })
+      this.count.add('networkReads')
       this.fetchMissing(file, idx, idx + 1, true)
       p = this.runs.get(k)!
     }
