@@ -5,12 +5,12 @@
 // byte not yet received; then the next source is tried. A small file fetched whole is checked against
 // the archive's Adler-32 before any of it is served.
 import type { CachedFile } from './cached-file.js'
-import { adler32Combine, adler32Hex } from './adler32.js'
 import { blockAdler32, type Block } from './block.js'
 import { rateGuard } from './rate-guard.js'
 import { Retrier } from './retry.js'
 import { fetchMetrics, type FetchCounters } from './metrics.js'
 import type { Deferred } from './runs.js'
+import { combinedAdler32 } from './whole-file.js'
 import type { FetcherDeps, FetcherOptions } from './fetcher-options.js'
 import { SourceError, type Source } from './sources/source.js'
 import type { SourceSet } from './sources/source-set.js'
@@ -170,9 +170,7 @@ export class RunLoop {
   /** Checks a whole small file against the archive checksum, then serves and stores its blocks. */
   private async deliverWhole(file: CachedFile, held: { idx: number; block: Block; adler: number }[], first: number, defs: Deferred[]): Promise<void> {
     held.sort((a, b) => a.idx - b.idx)
-    let combined = held[0]!.adler
-    for (let i = 1; i < held.length; i++) combined = adler32Combine(combined, held[i]!.adler, file.blockLength(held[i]!.idx))
-    const got = adler32Hex(combined)
+    const got = combinedAdler32(file, held)
     if (got !== file.adler32) {
       this.count.add('failures')
       fetchMetrics.errors.inc({ source: 'any', kind: 'checksum' })

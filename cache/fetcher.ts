@@ -3,7 +3,7 @@
 // with one ranged GET (fetch-run.ts: deadlines, retries, failover). Read-ahead follows each handle's
 // sequential pattern (read-ahead.ts) within a memory budget for what is in flight or waiting to be
 // written. Readers wait with their own deadline; a fetch that outlives it still fills the cache for
-// the next reader. Sync and get make whole files present (fetchWhole).
+// the next reader. Sync and get make whole files present (whole-file.ts).
 import { LRUCache } from 'lru-cache'
 import type { BlockStore, CachedFile } from './block-store.js'
 import { blockBytes, copyFromBlock, type Block } from './block.js'
@@ -12,6 +12,7 @@ import { systemClock } from './clock.js'
 import { fetchCounters, fetchMetrics } from './metrics.js'
 import { Runs, type Deferred } from './runs.js'
 import { RunLoop } from './fetch-run.js'
+import { fetchWholeFile, type WholeFileDeps } from './whole-file.js'
 import { DEFAULT_FETCHER_OPTIONS, type FetcherDeps, type FetcherOptions, type FetchStats } from './fetcher-options.js'
 import { SourceError } from './sources/source.js'
 import type { SourceSet } from './sources/source-set.js'
@@ -31,13 +32,11 @@ const READER_MARGIN_MS = 200
 
 /** Failed blocks remembered at most (expired ones are dropped first). */
 const MAX_FAILED = 10_000
-/** Runs of blocks a whole-file fetch keeps in flight for one file. */
-const WHOLE_FILE_RUNS = 4
 
 export class Fetcher {
-  private store: BlockStore
   private opts: FetcherOptions
   private runs: Runs
+  private wholeFileDeps: WholeFileDeps
   private recent: LRUCache<string, Block>
   /**
    * The store refused the last block offered to it (cache full of pinned or open files, disk full):
@@ -56,7 +55,6 @@ export class Fetcher {
   readonly stats: FetchStats = this.count.values
 
   constructor(sources: SourceSet, store: BlockStore, opts: Partial<FetcherOptions> = {}, deps: Partial<FetcherDeps> = {}) {
-    this.store = store
     this.opts = { ...DEFAULT_FETCHER_OPTIONS, ...opts }
     const loop = new RunLoop(sources, this.opts, { clock: systemClock, random: Math.random, ...deps }, this.count, {
       serve: (file, idx, block, d) => this.serve(file, idx, block, d),
@@ -64,6 +62,13 @@ export class Fetcher {
       forget: (k, promise) => this.runs.forget(k, promise),
     })
     this.runs = new Runs(store, (file, first, end, defs, calledOff) => loop.run(file, first, end, defs, calledOff))
+    this.wholeFileDeps = {
+      runs: this.runs,
+      store,
+      runBytes: this.opts.runBytes,
+      fetch: (file, from, to, signal) => this.fetchMissing(file, from, to, true, 1, signal),
+      block: (file, idx) => this.block(file, idx),
+    }
     this.recent = new LRUCache<string, Block>({ maxSize: this.opts.recentBytes, sizeCalculation: (b) => Math.max(1, blockBytes(b)) })
     store.onEvict = (key) => {
       for (const k of [...this.recent.keys()]) if (k.startsWith(key + ':')) this.recent.delete(k)
@@ -232,67 +237,16 @@ export class Fetcher {
   }
 
   /**
-   * Makes a whole file present in the cache (sync, get): fetches the blocks not cached yet in runs, a
-   * few runs at a time, waits until every block is stored, and checks the file against the archive's
-   * Adler-32. Blocks already cached are not fetched again, so an interrupted sync resumes where it
-   * stopped. Resolves with the bytes that had to be transferred; rejects when a block cannot be
-   * fetched or stored, or on abort.
+   * Makes a whole file present in the cache (sync, get; whole-file.ts says how). Resolves with the
+   * bytes that had to be transferred; rejects when a block cannot be fetched or stored, or on abort.
    */
-  async fetchWhole(file: CachedFile, signal?: AbortSignal, onBytes?: (n: number) => void): Promise<number> {
-    const runBlocks = Math.max(1, Math.floor(this.opts.runBytes / file.blockSize))
-    const step = runBlocks * WHOLE_FILE_RUNS
-    let transferred = 0
-    this.store.hold(file)
-    try {
-      for (let from = 0; from < file.blocks; from += step) {
-        if (signal?.aborted) throw new SourceError('cancelled', `${file.relPath}: cancelled`)
-        const to = Math.min(file.blocks, from + step)
-        const missing: number[] = []
-        for (let i = from; i < to; i++) if (!file.has(i)) missing.push(i)
-        if (missing.length === 0) continue
-        this.fetchMissing(file, from, to, true, 1, signal)
-        // Wait for the blocks (errors surface here), then for their runs, which end once stored.
-        await Promise.all(missing.map(async (i) => {
-          await this.blockForJob(file, i, signal)
-          transferred += file.blockLength(i)
-          onBytes?.(file.blockLength(i))
-        }))
-        await Promise.all(new Set(missing.map((i) => this.runs.done(`${file.key}:${i}`)).filter((p) => p !== undefined)))
-      }
-    } finally {
-      this.store.release(file)
-    }
-    if (!file.complete) throw new SourceError('local', `${file.relPath}: could not be stored in the cache (cache full of pinned or open files, or the disk is full)`)
-    if (file.adler32 && !file.checkWhole()) throw new SourceError('protocol', `${file.relPath}: does not match the archive's adler32 ${file.adler32}; dropped, try again`)
-    return transferred
+  fetchWhole(file: CachedFile, signal?: AbortSignal, onBytes?: (n: number) => void): Promise<number> {
+    return fetchWholeFile(this.wholeFileDeps, file, signal, onBytes)
   }
 
   /** Resolves once no run is in flight: every block asked for so far is stored, or failed. */
   settled(): Promise<void> {
     return this.runs.settled()
-  }
-
-  /**
-   * Waits for a block a job wants. If the run bringing it was called off (its other jobs were
-   * cancelled) before this job joined it, the block is asked for again, now on this job's behalf.
-   */
-  private async blockForJob(file: CachedFile, i: number, signal: AbortSignal | undefined): Promise<void> {
-    const k = `${file.key}:${i}`
-    for (let attempt = 1; ; attempt++) {
-      if (!this.runs.has(k)) this.fetchMissing(file, i, i + 1, true, 1, signal)
-      const p = this.runs.get(k)
-      if (!p) {
-        await this.block(file, i) // cached meanwhile
-        return
-      }
-      this.runs.join(k, signal)
-      try {
-        await p
-        return
-      } catch (err) {
-        if ((err as SourceError).kind !== 'cancelled' || signal?.aborted || attempt >= 3) throw err
-      }
-    }
   }
 
   /** Hands a block to its waiters (and to later readers, from memory). */
