@@ -1,6 +1,7 @@
 // The cache's and the fetcher's metrics, created once in the daemon's registry. Gauges that describe
 // the store are computed when scraped from the store bound last (one store per daemon).
 import { metrics } from '../daemon/metrics.js'
+import { Counters } from './counters.js'
 
 interface StoreView {
   readonly bytes: number
@@ -38,3 +39,31 @@ export const fetchMetrics = {
   inflightBytes: metrics.gauge('desfs_fetch_inflight_bytes', 'Bytes being fetched or waiting to be stored'),
   sourceDown: metrics.gauge('desfs_source_down', 'Sources marked down after repeated connection failures (1 = down)'),
 }
+
+/** The store's figures (block-store.ts) and the metric each feeds; `blockSize` turns evicted bytes into blocks. */
+export function storeCounters(blockSize: number) {
+  return new Counters({
+    blocksWritten: null,
+    blocksDropped: null,
+    writeErrors: (n, code) => cacheMetrics.writeErrors.inc({ code: code ?? 'unknown' }, n),
+    filesEvicted: (n) => cacheMetrics.evictedFiles.inc(undefined, n),
+    bytesEvicted: (n) => cacheMetrics.evictedBlocks.inc(undefined, Math.ceil(n / blockSize)),
+    notStored: (n) => cacheMetrics.notStored.inc(undefined, n),
+  })
+}
+
+/** The fetcher's figures (fetcher.ts, fetch-run.ts) and the metric each feeds; the label is the source's name. */
+export function fetchCounters() {
+  return new Counters({
+    requests: (n, source) => fetchMetrics.requests.inc({ source: source ?? 'any' }, n),
+    bytesFetched: (n, source) => fetchMetrics.bytesFetched.inc({ source: source ?? 'any' }, n),
+    retries: (n) => fetchMetrics.retries.inc(undefined, n),
+    failures: (n) => fetchMetrics.failures.inc(undefined, n),
+    memoryHits: (n) => fetchMetrics.hits.inc({ tier: 'memory' }, n),
+    diskHits: (n) => fetchMetrics.hits.inc({ tier: 'disk' }, n),
+    networkReads: (n) => fetchMetrics.hits.inc({ tier: 'network' }, n),
+  })
+}
+
+export type StoreCounters = ReturnType<typeof storeCounters>
+export type FetchCounters = ReturnType<typeof fetchCounters>

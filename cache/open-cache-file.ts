@@ -1,7 +1,7 @@
-// Opening a cache data file without ever following a link: the cache dir is the daemon's own, and a
+// Opening and removing a cache data file without ever following a link: the cache dir is the daemon's own, and a
 // link planted at a data file or a data/xx directory must be removed, never written or read through.
 import { constants } from 'node:fs'
-import { open, readlink, realpath, rm, unlink, type FileHandle } from 'node:fs/promises'
+import { lstat, open, readlink, realpath, rm, unlink, type FileHandle } from 'node:fs/promises'
 import { dirname, join, relative } from 'node:path'
 import { log } from '../daemon/log.js'
 import { ensureOwnDir } from '../daemon/state-dir.js'
@@ -60,4 +60,15 @@ export async function openCacheFile(path: string, create: boolean): Promise<{ fh
     await rm(path, { force: true })
     replaced = true
   }
+}
+
+/** Removes a data file, unless its directory is not a real one of ours (then nothing outside is touched). */
+export async function removeCacheFile(path: string): Promise<void> {
+  const d = await lstat(dirname(path)).catch(() => undefined)
+  if (d && (d.isSymbolicLink() || !d.isDirectory())) {
+    log.warn('a cache data directory is not a directory of its own; nothing removed through it', { dir: dirname(path) })
+    await rm(dirname(path), { force: true })
+    return
+  }
+  await unlink(path)
 }

@@ -1,0 +1,90 @@
+// Whole files: made present in the cache for sync and get (a few runs at a time, resuming where an
+// interrupted sync stopped), and the check of a whole file against the archive's Adler-32, combined
+// from its blocks' checksums (so without reading it again).
+import type { CachedFile } from './cached-file.js'
+import { adler32Combine, adler32Hex } from './adler32.js'
+import type { Block } from './block.js'
+import type { Runs } from './runs.js'
+import { SourceError } from './sources/source.js'
+
+/** Runs of blocks a whole-file fetch keeps in flight for one file. */
+const WHOLE_FILE_RUNS = 4
+
+/** What a whole-file fetch uses of the fetcher. */
+export interface WholeFileDeps {
+  runs: Runs
+  store: { hold(f: CachedFile): void; release(f: CachedFile): void }
+  /** Bytes per run. */
+  runBytes: number
+  /** Starts fetches, on a job's behalf, for the blocks in [from, to) neither cached nor in flight. */
+  fetch(file: CachedFile, from: number, to: number, signal: AbortSignal | undefined): void
+  /** One whole block, from memory, disk or the network. */
+  block(file: CachedFile, idx: number): Promise<Block>
+}
+
+/** The Adler-32 (hex) of a whole file from its blocks' checksums, given for every block. */
+export function combinedAdler32(file: CachedFile, blocks: { idx: number; adler: number }[]): string {
+  const sorted = [...blocks].sort((a, b) => a.idx - b.idx)
+  let combined = sorted[0]!.adler
+  for (let i = 1; i < sorted.length; i++) combined = adler32Combine(combined, sorted[i]!.adler, file.blockLength(sorted[i]!.idx))
+  return adler32Hex(combined)
+}
+
+/**
+ * Makes a whole file present in the cache (sync, get): fetches the blocks not cached yet in runs, a
+ * few runs at a time, waits until every block is stored, and checks the file against the archive's
+ * Adler-32. Blocks already cached are not fetched again, so an interrupted sync resumes where it
+ * stopped. Resolves with the bytes that had to be transferred; rejects when a block cannot be
+ * fetched or stored, or on abort.
+ */
+export async function fetchWholeFile(deps: WholeFileDeps, file: CachedFile, signal?: AbortSignal, onBytes?: (n: number) => void): Promise<number> {
+  const runBlocks = Math.max(1, Math.floor(deps.runBytes / file.blockSize))
+  const step = runBlocks * WHOLE_FILE_RUNS
+  let transferred = 0
+  deps.store.hold(file)
+  try {
+    for (let from = 0; from < file.blocks; from += step) {
+      if (signal?.aborted) throw new SourceError('cancelled', `${file.relPath}: cancelled`)
+      const to = Math.min(file.blocks, from + step)
+      const missing: number[] = []
+      for (let i = from; i < to; i++) if (!file.has(i)) missing.push(i)
+      if (missing.length === 0) continue
+      deps.fetch(file, from, to, signal)
+      // Wait for the blocks (errors surface here), then for their runs, which end once stored.
+      await Promise.all(missing.map(async (i) => {
+        await blockForJob(deps, file, i, signal)
+        transferred += file.blockLength(i)
+        onBytes?.(file.blockLength(i))
+      }))
+      await Promise.all(new Set(missing.map((i) => deps.runs.done(`${file.key}:${i}`)).filter((p) => p !== undefined)))
+    }
+  } finally {
+    deps.store.release(file)
+  }
+  if (!file.complete) throw new SourceError('local', `${file.relPath}: could not be stored in the cache (cache full of pinned or open files, or the disk is full)`)
+  if (file.adler32 && !file.checkWhole()) throw new SourceError('protocol', `${file.relPath}: does not match the archive's adler32 ${file.adler32}; dropped, try again`)
+  return transferred
+}
+
+/**
+ * Waits for a block a job wants. If the run bringing it was called off (its other jobs were
+ * cancelled) before this job joined it, the block is asked for again, now on this job's behalf.
+ */
+async function blockForJob(deps: WholeFileDeps, file: CachedFile, i: number, signal: AbortSignal | undefined): Promise<void> {
+  const k = `${file.key}:${i}`
+  for (let attempt = 1; ; attempt++) {
+    if (!deps.runs.has(k)) deps.fetch(file, i, i + 1, signal)
+    const p = deps.runs.get(k)
+    if (!p) {
+      await deps.block(file, i) // cached meanwhile
+      return
+    }
+    deps.runs.join(k, signal)
+    try {
+      await p
+      return
+    } catch (err) {
+      if ((err as SourceError).kind !== 'cancelled' || signal?.aborted || attempt >= 3) throw err
+    }
+  }
+}
