@@ -13,14 +13,13 @@
 //    desfs_cache_corrupt_blocks_total), and wrong bytes served.
 // Every reader is a child process (test/readers/random_reads.py, cmp, stat): this process never
 // reads the mountpoint. Loopback only; every wait is bounded.
-import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync, writeSync, appendFileSync } from 'node:fs'
-import { loadavg } from 'node:os'
+import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { bigArchive, randomReads, readSet, type ReadResult } from '../cache-helpers.js'
 import { desfs, run, startDaemon, startServer, until, type ArchiveFixture, type DaemonFixture, type ServerFixture } from '../helpers.js'
 import { MIXED_FAULTS } from '../../bin/demo/server.js'
-import { BenchScope, now, table } from './util.js'
+import { BenchScope, now, report } from './util.js'
 
 interface Options {
   reads: number
@@ -345,9 +344,7 @@ export async function run_(argv: string[]): Promise<void> {
   } finally {
     await scope.close()
   }
-  console.log(`faults benchmark (${new Date().toISOString()}, node ${process.version}, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}, ${((now() - t0) / 1000).toFixed(0)} s; daemon flags: ${o.daemonFlags.join(' ')})`)
-  table(rows)
-  if (process.env.DESFS_BENCH_OUT) appendFileSync(process.env.DESFS_BENCH_OUT, JSON.stringify(rows) + '\n')
+  report('faults', `, ${((now() - t0) / 1000).toFixed(0)} s; daemon flags: ${o.daemonFlags.join(' ')}`, rows)
 }
 
 export { run_ as run }

@@ -7,18 +7,16 @@
 // files); 32 concurrent readers over overlapping ranges (requests, each block fetched once); daemon
 // RSS while streaming many GB through. Repeated for each block size. Dropping the page cache needs
 // root (echo 3 > /proc/sys/vm/drop_caches); without it those rows say so.
-import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import Database from 'better-sqlite3'
 import { generateArchive } from '../../bin/demo/generate.js'
-import { ArchiveServer, type Faults } from '../../bin/demo/server.js'
-import { makeToken, writeTokenFile } from '../../bin/demo/token.js'
+import type { Faults } from '../../bin/demo/server.js'
 import { emptyPrimary, imageHdu } from '../../daemon/fits.js'
 import { adler32Fast } from '../../cache/adler32.js'
 import { parseSize, formatSize } from '../../daemon/units.js'
 import { DESFS, PYTHON, run } from '../helpers.js'
-import { dropCaches, mbps, now, option, rssMb, startBenchDaemon, table, timedRun, type BenchDaemon } from './util.js'
+import { addBenchFiles, dropCaches, mbps, now, option, rssMb, startBenchArchive, report, startBenchDaemon, timedRun, type BenchDaemon } from './util.js'
 
 const startDaemon = (base: string, db: string, archive: string, tokenFile: string, blockSize: string, extra: string[] = []): Promise<BenchDaemon> => startBenchDaemon(base, { db, archive, tokenFile, blockSize, flags: extra })
 
@@ -29,20 +27,11 @@ function addScanFiles(root: string, db: string, n: number, bytes: number): strin
   const width = 1024
   const height = Math.max(1, Math.floor(bytes / (width * 4)))
   const data = Buffer.alloc(width * height * 4, 0x41)
-  const out: string[] = []
-  const sql = new Database(db)
-  const ins = sql.prepare('INSERT INTO Y6A2_FILE_ARCHIVE_INFO VALUES (?, ?, NULL, ?)')
-  sql.transaction(() => {
-    for (let i = 0; i < n; i++) {
-      const name = `scan_${String(i).padStart(5, '0')}.fits`
-      const file = Buffer.concat([emptyPrimary([{ key: 'OBJECT', value: `scan ${i}` }]), imageHdu({ bitpix: -32, axes: [width, height], extname: 'SCI', data })])
-      writeFileSync(join(root, dir, name), file)
-      ins.run(name, dir, 800_000 + i)
-      out.push(`${dir}/${name}`)
-    }
-  })()
-  sql.close()
-  return out
+  return addBenchFiles(db, n, 800_000, (i) => {
+    const name = `scan_${String(i).padStart(5, '0')}.fits`
+    writeFileSync(join(root, dir, name), Buffer.concat([emptyPrimary([{ key: 'OBJECT', value: `scan ${i}` }]), imageHdu({ bitpix: -32, axes: [width, height], extname: 'SCI', data })]))
+    return [dir, name]
+  })
 }
 
 export async function run_(args: string[]): Promise<void> {
@@ -63,10 +52,7 @@ export async function run_(args: string[]): Promise<void> {
     const scan = addScanFiles(root, db, scanFiles, scanMb * 1e6)
     const big = m.largeFile!
     const bigBytes = m.files.find((f) => f.rel === big)!.size
-    const token = makeToken()
-    const tokenFile = join(base, 'tok', 'bearer_token')
-    writeTokenFile(tokenFile, token)
-    const server = await new ArchiveServer({ root, tokens: [token], redirect: true }).start()
+    const { server, token, tokenFile } = await startBenchArchive(base, root)
     const url = `${server.archiveUrl}/${big}`
     const curl = () => timedRun('curl', ['-sS', '-f', '-L', '-o', '/dev/null', '-H', `Authorization: Bearer ${token}`, url])
     const local = join(root, big)
@@ -182,10 +168,7 @@ export async function run_(args: string[]): Promise<void> {
   } finally {
     rmSync(base, { recursive: true, force: true })
   }
-  const { loadavg } = await import('node:os')
-  console.log(`fetch benchmark (${new Date().toISOString()}, node ${process.version}, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}; ratio = desfs/baseline for rates, baseline/desfs for times)`)
-  table(results)
-  if (process.env.DESFS_BENCH_OUT) appendFileSync(process.env.DESFS_BENCH_OUT, JSON.stringify(results) + '\n')
+  report('fetch', '; ratio = desfs/baseline for rates, baseline/desfs for times', results)
 }
 
 export { run_ as run }

@@ -7,16 +7,14 @@
 //   - curl of the whole files, PARALLEL at a time (what a survey costs without desfs).
 // Figures: bytes the archive sent per header read, and time against curl. The files are sparse (only
 // their headers take disk), so 1,000 files of 16 MB fit anywhere.
-import { appendFileSync, closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync, ftruncateSync } from 'node:fs'
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync, ftruncateSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import Database from 'better-sqlite3'
 import { generateArchive } from '../../bin/demo/generate.js'
-import { ArchiveServer, type Faults } from '../../bin/demo/server.js'
-import { makeToken, writeTokenFile } from '../../bin/demo/token.js'
+import type { Faults } from '../../bin/demo/server.js'
 import { header, RECORD, type Card } from '../../daemon/fits.js'
 import { DESFS, PYTHON, run } from '../helpers.js'
-import { now, option, startBenchDaemon, table, timedRun } from './util.js'
+import { addBenchFiles, now, option, report, startBenchArchive, startBenchDaemon, timedRun } from './util.js'
 
 const EXTS = ['SCI', 'MSK', 'WGT']
 
@@ -31,35 +29,27 @@ function addSurveyFiles(root: string, db: string, n: number, bytes: number): str
   const width = 2048
   const height = Math.max(1, Math.floor(bytes / EXTS.length / (width * 4)))
   const dataBytes = Math.ceil((width * height * 4) / RECORD) * RECORD
-  const sql = new Database(db)
-  const ins = sql.prepare('INSERT INTO Y6A2_FILE_ARCHIVE_INFO VALUES (?, ?, NULL, ?)')
-  const out: string[] = []
-  sql.transaction(() => {
-    for (let i = 0; i < n; i++) {
-      // 50 files a directory, as in DES's exposure directories (and the test server's PROPFIND, which
-      // computes every file's Adler-32, stays quick).
-      const dir = `${top}/d${String(Math.floor(i / 50)).padStart(3, '0')}`
-      if (i % 50 === 0) mkdirSync(join(root, dir), { recursive: true })
-      const name = `survey_${String(i).padStart(5, '0')}.fits`
-      const fd = openSync(join(root, dir, name), 'w')
-      let at = 0
-      const put = (b: Buffer) => {
-        writeSync(fd, b, 0, b.length, at)
-        at += b.length
-      }
-      put(header([{ key: 'SIMPLE', value: true }, { key: 'BITPIX', value: 8 }, { key: 'NAXIS', value: 0 }, { key: 'EXTEND', value: true }, { key: 'EXPNUM', value: 500_000 + i }, { key: 'BAND', value: 'griz'[i % 4]! }, ...filler(i, 100)]))
-      for (const ext of EXTS) {
-        put(header([{ key: 'XTENSION', value: 'IMAGE' }, { key: 'BITPIX', value: -32 }, { key: 'NAXIS', value: 2 }, { key: 'NAXIS1', value: width }, { key: 'NAXIS2', value: height }, { key: 'PCOUNT', value: 0 }, { key: 'GCOUNT', value: 1 }, { key: 'EXTNAME', value: ext }, ...filler(i, 90)]))
-        at += dataBytes // zeros: a sparse hole
-      }
-      ftruncateSync(fd, at)
-      closeSync(fd)
-      ins.run(name, dir, 900_000 + i)
-      out.push(`${dir}/${name}`)
+  return addBenchFiles(db, n, 900_000, (i) => {
+    // 50 files a directory, as in DES's exposure directories (and the test server's PROPFIND, which
+    // computes every file's Adler-32, stays quick).
+    const dir = `${top}/d${String(Math.floor(i / 50)).padStart(3, '0')}`
+    if (i % 50 === 0) mkdirSync(join(root, dir), { recursive: true })
+    const name = `survey_${String(i).padStart(5, '0')}.fits`
+    const fd = openSync(join(root, dir, name), 'w')
+    let at = 0
+    const put = (b: Buffer) => {
+      writeSync(fd, b, 0, b.length, at)
+      at += b.length
     }
-  })()
-  sql.close()
-  return out
+    put(header([{ key: 'SIMPLE', value: true }, { key: 'BITPIX', value: 8 }, { key: 'NAXIS', value: 0 }, { key: 'EXTEND', value: true }, { key: 'EXPNUM', value: 500_000 + i }, { key: 'BAND', value: 'griz'[i % 4]! }, ...filler(i, 100)]))
+    for (const ext of EXTS) {
+      put(header([{ key: 'XTENSION', value: 'IMAGE' }, { key: 'BITPIX', value: -32 }, { key: 'NAXIS', value: 2 }, { key: 'NAXIS1', value: width }, { key: 'NAXIS2', value: height }, { key: 'PCOUNT', value: 0 }, { key: 'GCOUNT', value: 1 }, { key: 'EXTNAME', value: ext }, ...filler(i, 90)]))
+      at += dataBytes // zeros: a sparse hole
+    }
+    ftruncateSync(fd, at)
+    closeSync(fd)
+    return [dir, name]
+  })
 }
 
 export async function run_(args: string[]): Promise<void> {
@@ -79,10 +69,7 @@ export async function run_(args: string[]): Promise<void> {
     const hdus = files * (1 + EXTS.length)
     const list = join(base, 'list.txt')
     writeFileSync(list, survey.join('\n') + '\n')
-    const token = makeToken()
-    const tokenFile = join(base, 'tok', 'bearer_token')
-    writeTokenFile(tokenFile, token)
-    const server = await new ArchiveServer({ root, tokens: [token], redirect: true }).start()
+    const { server, token, tokenFile } = await startBenchArchive(base, root)
     const fileBytes = () => server.log.filter((r) => r.method === 'GET' && r.path.startsWith('OPS/bench/headers/')).reduce((a, r) => a + r.bytes, 0)
     const gets = () => server.log.filter((r) => r.method === 'GET' && r.port === 'pool' && r.path.startsWith('OPS/bench/headers/')).length
     const links: [string, Faults][] = [['loopback', {}], ['WAN 20ms 50MB/s', { latencyMs: 20, rateBytesPerSec: 50e6 }]]
@@ -143,10 +130,7 @@ export async function run_(args: string[]): Promise<void> {
   } finally {
     rmSync(base, { recursive: true, force: true })
   }
-  const { loadavg } = await import('node:os')
-  console.log(`headers benchmark (${new Date().toISOString()}, node ${process.version}, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}; default 1 MiB blocks; ratio = desfs/goal for bytes, baseline/desfs for times)`)
-  table(results)
-  if (process.env.DESFS_BENCH_OUT) appendFileSync(process.env.DESFS_BENCH_OUT, JSON.stringify(results) + '\n')
+  report('headers', '; default 1 MiB blocks; ratio = desfs/goal for bytes, baseline/desfs for times', results)
 }
 
 export { run_ as run }

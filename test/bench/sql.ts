@@ -19,9 +19,8 @@ import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import { generateArchive } from '../../bin/demo/generate.js'
 import { ArchiveServer } from '../../bin/demo/server.js'
-import { makeToken, writeTokenFile } from '../../bin/demo/token.js'
 import { SqlEngine } from '../../daemon/sql-engine.js'
-import { now, percentile, rssMb, table } from './util.js'
+import { now, percentile, rssMb, startBenchArchive, table } from './util.js'
 
 const DESFS = fileURLToPath(new URL('../../bin/desfs.js', import.meta.url))
 /** The repository: `node -e` resolves better-sqlite3 from the working directory. */
@@ -284,11 +283,9 @@ export async function run(args: string[]): Promise<void> {
     w.close()
     console.log(`DB ${(statSync(db).size / 1e6).toFixed(0)} MB`)
 
-    const token = makeToken({}, 86400)
-    const tokenFile = join(base, 'daa', 'bearer_token')
-    writeTokenFile(tokenFile, token)
-    server = await new ArchiveServer({ root: join(base, 'gen', 'archive'), tokens: [token], redirect: true }).start()
-    daemon = await startDaemon(base, db, server.archiveUrl, tokenFile)
+    const archive = await startBenchArchive(base, join(base, 'gen', 'archive'), 'daa')
+    server = archive.server
+    daemon = await startDaemon(base, db, server.archiveUrl, archive.tokenFile)
     const ctx: Ctx = { base, db, daemon, bigRows, reps, env: { ...process.env, DESFS_CONFIG: join(base, 'no-config') } }
     if (!only || only === 'overhead') await overhead(ctx)
     if (!only || only === 'cancel') await cancelLatency(ctx)

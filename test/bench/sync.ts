@@ -9,10 +9,8 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, wri
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
-import { ArchiveServer } from '../../bin/demo/server.js'
-import { makeToken, writeTokenFile } from '../../bin/demo/token.js'
 import { DESFS } from '../helpers.js'
-import { mbps, table, timedRun } from './util.js'
+import { mbps, startBenchArchive, table, timedRun } from './util.js'
 import { formatSize } from '../../daemon/units.js'
 
 function arg(args: string[], name: string, def: number): number {
@@ -98,10 +96,7 @@ export async function run(args: string[]): Promise<void> {
     const rows = writeRandomFiles(root, nFiles, mb * 1_000_000)
     const db = join(base, 'metadata.db')
     writeFileTable(db, rows)
-    const token = makeToken({}, 86400)
-    const tokenFile = join(base, 'tok', 'bearer_token')
-    writeTokenFile(tokenFile, token)
-    const server = await new ArchiveServer({ root, tokens: [token], redirect: true }).start()
+    const { server, token, tokenFile } = await startBenchArchive(base, root)
     const rels = rows.map(relPath)
     const total = nFiles * mb * 1_000_000
     console.log(`sync benchmark: ${nFiles} files of ${formatSize(mb * 1_000_000)} (${formatSize(total)}), archive server on 127.0.0.1 with a redirect to a pool port`)

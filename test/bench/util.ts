@@ -1,8 +1,13 @@
 // Small helpers shared by the benchmarks: wall-clock timing, percentiles, printing a table, dropping
-// the kernel's caches, timing a command in a child process, and a desfs daemon to measure.
+// the kernel's caches, timing a command in a child process, the archive and its files to read, and a
+// desfs daemon to measure.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { loadavg } from 'node:os'
 import { join } from 'node:path'
+import Database from 'better-sqlite3'
+import { ArchiveServer } from '../../bin/demo/server.js'
+import { makeToken, writeTokenFile } from '../../bin/demo/token.js'
 import { DESFS } from '../helpers.js'
 
 export function now(): number {
@@ -181,4 +186,45 @@ export class BenchScope {
       }
     }
   }
+}
+
+/** A bench's archive: the dCache-like server over `root`, and a day-long token written under `base`. */
+export async function startBenchArchive(base: string, root: string, tokenDir = 'tok'): Promise<{ server: ArchiveServer; token: string; tokenFile: string }> {
+  const token = makeToken({}, 86400)
+  const tokenFile = join(base, tokenDir, 'bearer_token')
+  writeTokenFile(tokenFile, token)
+  const server = await new ArchiveServer({ root, tokens: [token], redirect: true }).start()
+  return { server, token, tokenFile }
+}
+
+/**
+ * Adds `n` files to an archive and to its metadata DB (one transaction): `write(i)` writes file i
+ * into the archive and gives its directory and name. Returns the archive paths.
+ */
+export function addBenchFiles(db: string, n: number, firstId: number, write: (i: number) => [dir: string, name: string]): string[] {
+  const sql = new Database(db)
+  const ins = sql.prepare('INSERT INTO Y6A2_FILE_ARCHIVE_INFO VALUES (?, ?, NULL, ?)')
+  const out: string[] = []
+  try {
+    sql.transaction(() => {
+      for (let i = 0; i < n; i++) {
+        const [dir, name] = write(i)
+        ins.run(name, dir, firstId + i)
+        out.push(`${dir}/${name}`)
+      }
+    })()
+  } finally {
+    sql.close()
+  }
+  return out
+}
+
+/**
+ * Prints a benchmark's table under one line saying when, on what and under which load it ran (and
+ * `notes`), and appends the rows to $DESFS_BENCH_OUT when set.
+ */
+export function report(name: string, notes: string, rows: (string | number)[][]): void {
+  console.log(`${name} benchmark (${new Date().toISOString()}, node ${process.version}, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}${notes})`)
+  table(rows)
+  if (process.env.DESFS_BENCH_OUT) appendFileSync(process.env.DESFS_BENCH_OUT, JSON.stringify(rows) + '\n')
 }
