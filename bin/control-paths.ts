@@ -11,11 +11,11 @@ const CONTROL = '.desfs'
 /** Recipe parameters nest a few levels; a walk deeper than this is a loop or a mistake. */
 const MAX_DEPTH = 16
 
-/** The mountpoint and the absolute path, when `abs` lies in a mount's .desfs directory. */
-function controlPart(abs: string): { mnt: string } | undefined {
-  const i = abs.split('/').indexOf(CONTROL)
-  if (i < 1) return undefined
-  return { mnt: abs.split('/').slice(0, i).join('/') || '/' }
+/** The mountpoint, when `abs` lies in a mount's .desfs directory. */
+function mountOfControl(abs: string): string | undefined {
+  const parts = abs.split('/')
+  const i = parts.indexOf(CONTROL)
+  return i < 1 ? undefined : parts.slice(0, i).join('/') || '/'
 }
 
 function problem(path: string, err: NodeJS.ErrnoException): UserError {
@@ -61,15 +61,15 @@ export function expandControlPaths(paths: string[], { cwd = process.cwd(), absol
   const out: string[] = []
   for (const p of paths) {
     const abs = posix.resolve(cwd, p)
-    const c = controlPart(abs) // also a path relative to a working directory inside .desfs
-    if (!c) {
+    const mnt = mountOfControl(abs) // also for a path relative to a working directory inside .desfs
+    if (!mnt) {
       out.push(p)
       continue
     }
     const selected: string[] = []
-    expand(abs, c.mnt, p, selected, 0)
+    expand(abs, mnt, p, selected, 0)
     if (!selected.length) throw new UserError(`${p}: selects no files`, EXIT.USAGE)
-    out.push(...(absolute ? selected.map((rel) => `${c.mnt}/${rel}`) : selected))
+    out.push(...(absolute ? selected.map((rel) => `${mnt}/${rel}`) : selected))
   }
   return [...new Set(out)]
 }
