@@ -23,6 +23,8 @@ interface Status {
   fetch: { requests: number; bytesFetched: number; failures: number } | null
   plane?: { passthrough: boolean; passthroughNote: string; workers: number; maxRead: number; nativeReadBytes: number; nativeReads: number; passthroughOpens: number; toJavaScript: number; rootMount: boolean } | null
   sql?: { running: number; served: number; timeoutMs: number } | null
+  /** Event-loop delay since the last status or metrics read, seconds. */
+  eventLoop?: { p99: number; max: number }
   settings: Record<string, { value?: string; source: string }>
 }
 
@@ -32,7 +34,13 @@ function relative(iso: string, now = Date.now()): string {
   return ms >= 0 ? `in ${formatDuration(ms)}` : `${formatDuration(-ms)} ago`
 }
 
-function humanStatus(s: Status, now = Date.now()): string {
+/** A lag in seconds as milliseconds, to a tenth below 10 ms. */
+function formatLag(seconds: number): string {
+  const ms = seconds * 1000
+  return `${ms < 10 ? ms.toFixed(1) : Math.round(ms)} ms`
+}
+
+export function humanStatus(s: Status, now = Date.now()): string {
   const lines = [`mounted     ${s.mountpoint} (pid ${s.pid}, up ${formatDuration(now - Date.parse(s.startedAt))}${s.ready ? '' : ', still starting'})`]
   const dbFacts = s.dbFile ? ` (${formatSize(s.dbFile.bytes)}, modified ${s.dbFile.modified.slice(0, 16).replace('T', ' ')})` : s.dbFile === null ? ' (MISSING)' : ''
   lines.push(`metadata    ${s.db}${dbFacts}`)
@@ -54,6 +62,8 @@ function humanStatus(s: Status, now = Date.now()): string {
     lines.push(`            served natively ${formatSize(p.nativeReadBytes)} in ${p.nativeReads} reads, ${p.passthroughOpens} passthrough opens; ${p.toJavaScript} requests went to JavaScript`)
   }
   if (s.sql) lines.push(`sql         ${s.sql.running} running, ${s.sql.served} served, timeout ${s.sql.timeoutMs ? formatDuration(s.sql.timeoutMs) : 'none'}`)
+  // A stalled event loop stalls every read of the mount: the one figure to look at when reads hang.
+  if (s.eventLoop) lines.push(`event loop  lag p99 ${formatLag(s.eventLoop.p99)}, max ${formatLag(s.eventLoop.max)} since the last status or metrics read`)
   lines.push('settings:')
   const width = Math.max(...Object.values(s.settings).map((v) => (v.value ?? '(unset)').length), 8)
   for (const [k, v] of Object.entries(s.settings)) lines.push(`  ${k.padEnd(16)}${(v.value ?? '(unset)').padEnd(Math.min(width, 60))}  ${v.source}`)

@@ -134,7 +134,7 @@ export class RunLoop {
           guard.done()
           this.inflightRequests--
           fetchMetrics.inflightRequests.set(this.inflightRequests)
-          fetchMetrics.latency.observe((performance.now() - t0) / 1000, { source: source.name })
+          fetchMetrics.latency.observe({ source: source.name }, (performance.now() - t0) / 1000)
         }
         // The try did not bring every byte (an error, or a body that ended early): it is used up,
         // unless the server asked us to slow down (429, SlowDown): it is up and answering, so

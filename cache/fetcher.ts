@@ -88,7 +88,7 @@ export class Fetcher {
     const last = Math.floor((pos + len - 1) / bs)
     if (file.size <= this.opts.smallFileBytes) this.fetchMissing(file, 0, file.blocks)
     else if (pattern) this.readAhead(file, pos, len, pattern)
-    fetchMetrics.bytesServed.inc(undefined, len)
+    fetchMetrics.bytesServed.inc(len)
 
     // Fastest: blocks fetched lately, copied out now (no thread-pool round trip).
     let inMemory = true

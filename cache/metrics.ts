@@ -15,29 +15,29 @@ export const cacheMetrics = {
   bind(s: StoreView): void {
     store = s
   },
-  bytes: metrics.gauge('desfs_cache_bytes', 'Bytes of archive data in the cache', () => store?.bytes ?? 0),
-  limit: metrics.gauge('desfs_cache_limit_bytes', 'Size bound of the cache', () => store?.limit ?? 0),
-  pinned: metrics.gauge('desfs_cache_pinned_bytes', 'Bytes of pinned files in the cache', () => Number(store?.summary().pinnedBytes ?? 0)),
+  bytes: metrics.gauge('desfs_cache_bytes', 'Bytes of archive data in the cache', { value: () => store?.bytes ?? 0 }),
+  limit: metrics.gauge('desfs_cache_limit_bytes', 'Size bound of the cache', { value: () => store?.limit ?? 0 }),
+  pinned: metrics.gauge('desfs_cache_pinned_bytes', 'Bytes of pinned files in the cache', { value: () => Number(store?.summary().pinnedBytes ?? 0) }),
   evictedFiles: metrics.counter('desfs_cache_evicted_files_total', 'Files evicted from the cache'),
   evictedBlocks: metrics.counter('desfs_cache_evicted_blocks_total', 'Blocks evicted from the cache'),
   corruptBlocks: metrics.counter('desfs_cache_corrupt_blocks_total', 'Cached blocks that failed their checksum and were dropped'),
   notStored: metrics.counter('desfs_cache_not_stored_blocks_total', 'Fetched blocks served from memory without storing (no room, disk full)'),
-  writeErrors: metrics.counter('desfs_cache_write_errors_total', 'Failed writes to the cache, by errno code'),
+  writeErrors: metrics.counter('desfs_cache_write_errors_total', 'Failed writes to the cache, by errno code', ['code']),
 }
 
 export const fetchMetrics = {
   /** tier: memory (recent blocks), disk (the cache), network (fetched for this read). */
-  hits: metrics.counter('desfs_read_hits_total', 'Block reads by where the bytes came from (memory, disk, network)'),
+  hits: metrics.counter('desfs_read_hits_total', 'Block reads by where the bytes came from (memory, disk, network)', ['tier']),
   bytesServed: metrics.counter('desfs_served_bytes_total', 'Bytes returned to readers'),
-  bytesFetched: metrics.counter('desfs_fetch_bytes_total', 'Bytes received from sources, by source'),
-  requests: metrics.counter('desfs_fetch_requests_total', 'Requests to sources, by source'),
-  errors: metrics.counter('desfs_fetch_errors_total', 'Failed requests to sources, by source and kind'),
+  bytesFetched: metrics.counter('desfs_fetch_bytes_total', 'Bytes received from sources, by source', ['source']),
+  requests: metrics.counter('desfs_fetch_requests_total', 'Requests to sources, by source', ['source']),
+  errors: metrics.counter('desfs_fetch_errors_total', 'Failed requests to sources, by source and kind', ['source', 'kind']),
   retries: metrics.counter('desfs_fetch_retries_total', 'Requests retried after a failure'),
   failures: metrics.counter('desfs_fetch_failures_total', 'Fetches that failed on every source (the reader got EIO)'),
-  latency: metrics.histogram('desfs_fetch_request_seconds', 'Duration of requests to sources, by source'),
+  latency: metrics.histogram('desfs_fetch_request_seconds', 'Duration of requests to sources, by source', ['source']),
   inflightRequests: metrics.gauge('desfs_fetch_inflight_requests', 'Requests to sources in flight'),
   inflightBytes: metrics.gauge('desfs_fetch_inflight_bytes', 'Bytes being fetched or waiting to be stored'),
-  sourceDown: metrics.gauge('desfs_source_down', 'Sources marked down after repeated connection failures (1 = down)'),
+  sourceDown: metrics.gauge('desfs_source_down', 'Sources marked down after repeated connection failures (1 = down)', { labelNames: ['source'] }),
 }
 
 /** The store's figures (block-store.ts) and the metric each feeds; `blockSize` turns evicted bytes into blocks. */
@@ -46,9 +46,9 @@ export function storeCounters(blockSize: number) {
     blocksWritten: null,
     blocksDropped: null,
     writeErrors: (n, code) => cacheMetrics.writeErrors.inc({ code: code ?? 'unknown' }, n),
-    filesEvicted: (n) => cacheMetrics.evictedFiles.inc(undefined, n),
-    bytesEvicted: (n) => cacheMetrics.evictedBlocks.inc(undefined, Math.ceil(n / blockSize)),
-    notStored: (n) => cacheMetrics.notStored.inc(undefined, n),
+    filesEvicted: (n) => cacheMetrics.evictedFiles.inc(n),
+    bytesEvicted: (n) => cacheMetrics.evictedBlocks.inc(Math.ceil(n / blockSize)),
+    notStored: (n) => cacheMetrics.notStored.inc(n),
   })
 }
 
@@ -57,8 +57,8 @@ export function fetchCounters() {
   return new Counters({
     requests: (n, source) => fetchMetrics.requests.inc({ source: source ?? 'any' }, n),
     bytesFetched: (n, source) => fetchMetrics.bytesFetched.inc({ source: source ?? 'any' }, n),
-    retries: (n) => fetchMetrics.retries.inc(undefined, n),
-    failures: (n) => fetchMetrics.failures.inc(undefined, n),
+    retries: (n) => fetchMetrics.retries.inc(n),
+    failures: (n) => fetchMetrics.failures.inc(n),
     memoryHits: (n) => fetchMetrics.hits.inc({ tier: 'memory' }, n),
     diskHits: (n) => fetchMetrics.hits.inc({ tier: 'disk' }, n),
     networkReads: (n) => fetchMetrics.hits.inc({ tier: 'network' }, n),

@@ -16,6 +16,7 @@ import { formatSize } from './units.js'
 import { registerCacheRoutes } from './routes-cache.js'
 import { registerSqlRoutes } from './routes-sql.js'
 import { registerMetricsRoutes } from './routes-metrics.js'
+import { eventLoopLag } from './metrics.js'
 import { registerReloadRoutes } from './routes-reload.js'
 import { registerJobRoutes, type JobRouteDeps } from './routes-jobs.js'
 import { startJobs } from './jobs-setup.js'
@@ -176,9 +177,9 @@ export class Daemon {
   }
 
   private registerRoutes(): void {
-    this.control.route('GET', '/status', async () => ({ ...this.status(), dbFile: await stat(this.config.db).then((s) => ({ bytes: s.size, modified: s.mtime.toISOString() }), () => null) }))
+    this.control.route('GET', '/status', async () => ({ ...this.status(), dbFile: await stat(this.config.db).then((s) => ({ bytes: s.size, modified: s.mtime.toISOString() }), () => null), eventLoop: await eventLoopLag() }))
     this.sql = registerSqlRoutes(this.control, this.config)
-    registerMetricsRoutes(this.control, this)
+    registerMetricsRoutes(this.control, { startedAt: this.startedAt, opsStats: () => this.opsStats, tokenExpiry: () => this.token?.current.exp })
     registerReloadRoutes(this.control, this)
     registerJobRoutes(this.control, this)
     registerHeadersRoutes(this.control, this)

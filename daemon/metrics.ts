@@ -1,162 +1,103 @@
-// Prometheus-style metrics, kept in memory and rendered as the text exposition format for
-// `GET /metrics` (and `desfs metrics`). Counters and gauges may carry labels; histograms have fixed
-// buckets. One registry per daemon; modules create their metrics once and update them on hot paths
-// (an update is a Map lookup and an add).
+// The daemon's one metrics registry, kept by prom-client: what `GET /metrics` (and `desfs metrics`)
+// renders in the Prometheus text format and what `desfs status` reads its event-loop lag from. It also
+// holds prom-client's default process metrics (CPU, memory, handles, GC and, above all, event-loop
+// lag: a stalled loop is this daemon's worst failure). A leaf: it imports nothing of the daemon's.
+//
+// Modules create their metrics once (creating one twice returns the first) and update them on hot
+// paths with prom-client's own calls: `inc(by)`, `inc(labels, by)`, `set(labels, value)`,
+// `observe(labels, value)`. Label names are declared when a metric is created, so a label the
+// metric does not take is a type error rather than a throw at run time.
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type LabelValues, type Metric } from 'prom-client'
 
-type Labels = Record<string, string>
-
-function labelKey(labels: Labels | undefined): string {
-  if (!labels) return ''
-  const keys = Object.keys(labels).sort()
-  return keys.map((k) => `${k}="${String(labels[k]).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`).join(',')
-}
-
-abstract class Metric {
-  readonly name: string
-  readonly help: string
-  abstract readonly type: 'counter' | 'gauge' | 'histogram'
-  constructor(name: string, help: string) {
-    this.name = name
-    this.help = help
-  }
-  abstract render(): string[]
-}
-
-export class Counter extends Metric {
-  readonly type = 'counter' as const
-  private values = new Map<string, number>()
-
-  inc(labels?: Labels, by = 1): void {
-    const k = labelKey(labels)
-    this.values.set(k, (this.values.get(k) ?? 0) + by)
-  }
-
-  get(labels?: Labels): number {
-    return this.values.get(labelKey(labels)) ?? 0
-  }
-
-  render(): string[] {
-    if (this.values.size === 0) return [`${this.name} 0`]
-    return [...this.values].map(([k, v]) => `${this.name}${k ? `{${k}}` : ''} ${v}`)
-  }
-}
-
-export class Gauge extends Metric {
-  readonly type = 'gauge' as const
-  private values = new Map<string, number>()
-  private fn: (() => number) | undefined
-
-  /** A gauge computed when scraped. */
-  constructor(name: string, help: string, fn?: () => number) {
-    super(name, help)
-    this.fn = fn
-  }
-
-  set(value: number, labels?: Labels): void {
-    this.values.set(labelKey(labels), value)
-  }
-
-  inc(labels?: Labels, by = 1): void {
-    const k = labelKey(labels)
-    this.values.set(k, (this.values.get(k) ?? 0) + by)
-  }
-
-  dec(labels?: Labels, by = 1): void {
-    this.inc(labels, -by)
-  }
-
-  get(labels?: Labels): number {
-    if (this.fn) return this.fn()
-    return this.values.get(labelKey(labels)) ?? 0
-  }
-
-  render(): string[] {
-    if (this.fn) return [`${this.name} ${this.fn()}`]
-    if (this.values.size === 0) return [`${this.name} 0`]
-    return [...this.values].map(([k, v]) => `${this.name}${k ? `{${k}}` : ''} ${v}`)
-  }
-}
-
-export class Histogram extends Metric {
-  readonly type = 'histogram' as const
-  readonly buckets: number[]
-  private series = new Map<string, { counts: number[]; sum: number; count: number }>()
-
-  constructor(name: string, help: string, buckets: number[]) {
-    super(name, help)
-    this.buckets = [...buckets].sort((a, b) => a - b)
-  }
-
-  observe(value: number, labels?: Labels): void {
-    const k = labelKey(labels)
-    let s = this.series.get(k)
-    if (!s) {
-      s = { counts: new Array(this.buckets.length).fill(0) as number[], sum: 0, count: 0 }
-      this.series.set(k, s)
-    }
-    for (let i = 0; i < this.buckets.length; i++) if (value <= this.buckets[i]!) s.counts[i]!++
-    s.sum += value
-    s.count++
-  }
-
-  /** Observations so far (all label sets). */
-  count(): number {
-    let n = 0
-    for (const s of this.series.values()) n += s.count
-    return n
-  }
-
-  render(): string[] {
-    const out: string[] = []
-    for (const [k, s] of this.series) {
-      const sep = k ? ',' : ''
-      this.buckets.forEach((b, i) => out.push(`${this.name}_bucket{${k}${sep}le="${b}"} ${s.counts[i]}`))
-      out.push(`${this.name}_bucket{${k}${sep}le="+Inf"} ${s.count}`)
-      out.push(`${this.name}_sum${k ? `{${k}}` : ''} ${s.sum}`)
-      out.push(`${this.name}_count${k ? `{${k}}` : ''} ${s.count}`)
-    }
-    return out
-  }
-}
+export type { Counter, Gauge, Histogram }
 
 /** Seconds buckets for request latencies: 1 ms to 2 min. */
 export const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
 
-export class Registry {
-  private metrics = new Map<string, Metric>()
+const registry = new Registry()
+collectDefaultMetrics({ register: registry })
 
-  private add<M extends Metric>(m: M): M {
-    const existing = this.metrics.get(m.name)
-    if (existing) return existing as M
-    this.metrics.set(m.name, m)
-    return m
-  }
-
-  counter(name: string, help: string): Counter {
-    return this.add(new Counter(name, help))
-  }
-
-  gauge(name: string, help: string, fn?: () => number): Gauge {
-    return this.add(new Gauge(name, help, fn))
-  }
-
-  histogram(name: string, help: string, buckets = LATENCY_BUCKETS): Histogram {
-    return this.add(new Histogram(name, help, buckets))
-  }
-
-  get(name: string): Metric | undefined {
-    return this.metrics.get(name)
-  }
-
-  /** The Prometheus text exposition format (version 0.0.4). */
-  render(): string {
-    const lines: string[] = []
-    for (const m of this.metrics.values()) {
-      lines.push(`# HELP ${m.name} ${m.help.replace(/\n/g, ' ')}`, `# TYPE ${m.name} ${m.type}`, ...m.render())
-    }
-    return lines.join('\n') + '\n'
-  }
+/** The metric registered under `name`, or the one `make` creates (and registers). */
+function once<M>(name: string, make: () => M): M {
+  return (registry.getSingleMetric(name) as M | undefined) ?? make()
 }
 
-/** The daemon's registry. Tests that need isolation create their own. */
-export const metrics = new Registry()
+/** The values a metric holds now (running its collect, if it computes them when read). */
+async function valuesOf(m: Metric): Promise<{ value: number; labels: LabelValues<string> }[]> {
+  return (await m.get()).values as { value: number; labels: LabelValues<string> }[]
+}
+
+export const metrics = {
+  counter<L extends string = never>(name: string, help: string, labelNames: readonly L[] = []): Counter<L> {
+    return once(name, () => new Counter<L>({ name, help, labelNames, registers: [registry] }))
+  },
+
+  /** A gauge; with `value`, one computed whenever the registry is read. */
+  gauge<L extends string = never>(name: string, help: string, opts: { labelNames?: readonly L[]; value?: () => number } = {}): Gauge<L> {
+    const value = opts.value
+    return once(name, () => new Gauge<L>({
+      name,
+      help,
+      labelNames: opts.labelNames ?? [],
+      registers: [registry],
+      ...(value ? { collect(this: Gauge<L>) { this.set(value()) } } : {}),
+    }))
+  },
+
+  /**
+   * A counter that shows running totals kept elsewhere (plain objects on a hot path), copied in
+   * whenever the registry is read rather than counted twice. `read` gives each series' total, or
+   * undefined while there is nothing to show yet.
+   */
+  totals<L extends string = never>(name: string, help: string, labelNames: readonly L[], read: () => { labels: LabelValues<L>; value: number }[] | undefined): Counter<L> {
+    return once(name, () => new Counter<L>({
+      name,
+      help,
+      labelNames,
+      registers: [registry],
+      collect(this: Counter<L>) {
+        const now = read()
+        if (!now) return
+        this.reset()
+        for (const { labels, value } of now) this.inc(labels, value)
+      },
+    }))
+  },
+
+  histogram<L extends string = never>(name: string, help: string, labelNames: readonly L[] = [], buckets = LATENCY_BUCKETS): Histogram<L> {
+    return once(name, () => new Histogram<L>({ name, help, labelNames, buckets, registers: [registry] }))
+  },
+
+  /** The value of one series (0 when it has none yet): for tests and status, not for hot paths. */
+  async value<L extends string>(m: Counter<L> | Gauge<L>, labels: LabelValues<L> = {}): Promise<number> {
+    const want = Object.entries(labels)
+    const found = (await valuesOf(m)).find((v) => Object.keys(v.labels).length === want.length && want.every(([k, x]) => v.labels[k] === x))
+    return found?.value ?? 0
+  },
+
+  /**
+   * The Prometheus text exposition format (version 0.0.4). prom-client puts a blank line between
+   * metrics and spells not-a-number "Nan"; both are dropped or respelled for strict line parsers.
+   */
+  async render(): Promise<string> {
+    return (await registry.metrics()).replace(/\n\n+/g, '\n').replace(/ Nan$/gm, ' NaN')
+  },
+
+  contentType: registry.contentType,
+}
+
+/**
+ * The event loop's delay since the last read of the registry (a scrape or a status), in seconds:
+ * p99 and max of prom-client's sampler. Reading it starts a new window, as a scrape does.
+ */
+export async function eventLoopLag(): Promise<{ p99: number; max: number }> {
+  // The lag gauge's collect sets its siblings (p99, max, ...) from the sampler and resets it.
+  const lag = registry.getSingleMetric('nodejs_eventloop_lag_seconds')
+  if (lag) await lag.get()
+  const read = async (name: string) => {
+    const m = registry.getSingleMetric(name)
+    const v = m ? (await valuesOf(m))[0]?.value : undefined
+    return v !== undefined && Number.isFinite(v) ? v : 0
+  }
+  return { p99: await read('nodejs_eventloop_lag_p99_seconds'), max: await read('nodejs_eventloop_lag_max_seconds') }
+}

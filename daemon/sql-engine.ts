@@ -21,7 +21,7 @@ import { childEnv } from './parent-watch.js'
 const CHILD = fileURLToPath(new URL('./sql-child.js', import.meta.url))
 const NL = 0x0a
 
-const queriesTotal = metrics.counter('desfs_sql_queries_total', 'SQL queries by outcome (ok, refused, sql_error, db_error, timeout, cancelled, crashed)')
+const queriesTotal = metrics.counter('desfs_sql_queries_total', 'SQL queries by outcome (ok, refused, sql_error, db_error, timeout, cancelled, crashed)', ['outcome'])
 const querySeconds = metrics.histogram('desfs_sql_query_seconds', 'SQL query wall time, from request to last row')
 const rowsTotal = metrics.counter('desfs_sql_rows_total', 'rows returned by SQL queries')
 const runningGauge = metrics.gauge('desfs_sql_running', 'SQL queries running now')
@@ -275,7 +275,7 @@ export class SqlEngine {
       const outcome = 'done' in end ? 'ok' : end.kind === 'sql' ? 'sql_error' : end.kind === 'db' ? 'db_error' : end.kind
       queriesTotal.inc({ outcome })
       querySeconds.observe((performance.now() - t0) / 1000)
-      if ('done' in end) rowsTotal.inc(undefined, end.rows)
+      if ('done' in end) rowsTotal.inc(end.rows)
     })
     return q
   }

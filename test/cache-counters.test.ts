@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { Counters } from '../cache/counters.js'
 import { blockAdler32 } from '../cache/block.js'
 import { cacheMetrics, fetchMetrics } from '../cache/metrics.js'
+import { metrics } from '../daemon/metrics.js'
 import { BlockStore } from '../cache/block-store.js'
 import { Fetcher } from '../cache/fetcher.js'
 import { SourceSet } from '../cache/sources/source-set.js'
@@ -31,22 +32,22 @@ t.test('the fetcher\'s figures and its metrics move in step', async (t) => {
   t.teardown(() => store.close())
   const clock = new FakeClock()
   const fetcher = new Fetcher(new SourceSet([src], { clock, downAfter: 3, downMs: 10_000 }), store, { smallFileBytes: 0, backoffMs: 10, runBytes: BS }, { clock, random: () => 0.5 })
-  const metric = () => ({
-    requests: fetchMetrics.requests.get({ source: 'counted' }),
-    bytesFetched: fetchMetrics.bytesFetched.get({ source: 'counted' }),
-    retries: fetchMetrics.retries.get(),
-    failures: fetchMetrics.failures.get(),
-    memoryHits: fetchMetrics.hits.get({ tier: 'memory' }),
-    diskHits: fetchMetrics.hits.get({ tier: 'disk' }),
-    networkReads: fetchMetrics.hits.get({ tier: 'network' }),
+  const metric = async () => ({
+    requests: await metrics.value(fetchMetrics.requests, { source: 'counted' }),
+    bytesFetched: await metrics.value(fetchMetrics.bytesFetched, { source: 'counted' }),
+    retries: await metrics.value(fetchMetrics.retries),
+    failures: await metrics.value(fetchMetrics.failures),
+    memoryHits: await metrics.value(fetchMetrics.hits, { tier: 'memory' }),
+    diskHits: await metrics.value(fetchMetrics.hits, { tier: 'disk' }),
+    networkReads: await metrics.value(fetchMetrics.hits, { tier: 'network' }),
   })
-  const before = metric()
+  const before = await metric()
   const file = store.file('OPS/counted.fits', 4 * BS, null)
   const dest = Buffer.alloc(BS)
   t.equal(await fetcher.readInto(file, 0, BS, dest, () => true), BS, 'a read from the network, after one failed try')
   await fetcher.settled()
   t.equal(await fetcher.readInto(file, 0, BS, dest, () => true), BS, 'the same block again, from memory')
-  const after = metric()
+  const after = await metric()
   const delta = Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - before[k as keyof typeof before]]))
   t.same(delta, fetcher.stats, 'each figure equals what its metric gained')
   t.match(fetcher.stats, { requests: 2, retries: 1, networkReads: 1, memoryHits: 1, bytesFetched: BS }, 'and the figures are the ones this did')
@@ -55,14 +56,14 @@ t.test('the fetcher\'s figures and its metrics move in step', async (t) => {
 t.test('the store\'s eviction figures and their metrics move in step', async (t) => {
   const store = new BlockStore(join(tmp(t), 'cache'), { limit: 256 << 20, blockSize: BS, minFree: 0, cleanupDelayMs: 3_600_000 })
   t.teardown(() => store.close())
-  const files = cacheMetrics.evictedFiles.get()
-  const blocks = cacheMetrics.evictedBlocks.get()
+  const files = await metrics.value(cacheMetrics.evictedFiles)
+  const blocks = await metrics.value(cacheMetrics.evictedBlocks)
   const f = store.file('OPS/evicted.fits', 3 * BS, null)
   for (let i = 0; i < 3; i++) t.ok(await f.writeBlock(i, [Buffer.alloc(BS, i)], blockAdler32([Buffer.alloc(BS, i)])), `block ${i} stored`)
   const res = await store.evict(['OPS'])
   t.equal(res.files, 1, 'one file evicted')
   t.equal(store.stats.filesEvicted, 1)
   t.equal(store.stats.bytesEvicted, 3 * BS)
-  t.equal(cacheMetrics.evictedFiles.get() - files, 1, 'the files metric gained one')
-  t.equal(cacheMetrics.evictedBlocks.get() - blocks, 3, 'the blocks metric gained the file\'s three blocks')
+  t.equal((await metrics.value(cacheMetrics.evictedFiles)) - files, 1, 'the files metric gained one')
+  t.equal((await metrics.value(cacheMetrics.evictedBlocks)) - blocks, 3, 'the blocks metric gained the file\'s three blocks')
 })

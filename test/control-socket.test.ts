@@ -80,7 +80,7 @@ t.test('one daemon per socket; status, metrics and reload answer there', async (
     const m = await desfs(['metrics', '--state-dir', d.stateDir], { env })
     t.equal(m.code, 0, m.stderr)
     const lines = m.stdout.trim().split('\n')
-    const bad = lines.filter((l) => !/^# (HELP|TYPE) [a-z_]+ /.test(l) && !/^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+-]+$/.test(l))
+    const bad = lines.filter((l) => !/^# (HELP|TYPE) [a-z_][a-z0-9_]* /.test(l) && !/^[a-z_][a-z0-9_]*(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+-]+$/.test(l))
     t.same(bad, [], 'every line is a comment or a sample')
     t.match(m.stdout, /# TYPE desfs_sql_queries_total counter\n/)
     t.match(m.stdout, /\ndesfs_sql_queries_total\{outcome="ok"\} 1\n/)

@@ -60,7 +60,7 @@ export class SourceSet implements Omit<Source, 'read'> {
     if (!h) return
     if (h.downUntil) {
       log.info('source reachable again', { source: s.name })
-      fetchMetrics.sourceDown.set(0, { source: s.name })
+      fetchMetrics.sourceDown.set({ source: s.name }, 0)
     }
     h.failures = 0
     h.downUntil = 0
@@ -73,7 +73,7 @@ export class SourceSet implements Omit<Source, 'read'> {
     if (++h.failures >= this.opts.downAfter) {
       if (!this.isDown(s)) log.warn('source marked down after repeated connection failures', { source: s.name, failures: h.failures, for: `${this.opts.downMs / 1000}s`, error: err.message })
       h.downUntil = this.opts.clock.now() + this.opts.downMs
-      fetchMetrics.sourceDown.set(1, { source: s.name })
+      fetchMetrics.sourceDown.set({ source: s.name }, 1)
     }
   }
 
