@@ -241,7 +241,7 @@ export class CachedFile {
     const rec = this.present.get(idx)
     if (!rec) return false
     const buf = Buffer.allocUnsafe(rec.len)
-    let ok = false
+    let ok: boolean
     try {
       const fh = await this.handle()
       const { bytesRead } = await fh.read(buf, 0, rec.len, idx * this.blockSize)

@@ -18,7 +18,6 @@ export type RefusalReason =
   | 'duplicate'
   | 'file/directory clash'
 
-// eslint-disable-next-line no-control-regex
 const CONTROL = /[\x00-\x1f\x7f]/
 
 function checkSegment(seg: string): RefusalReason | undefined {
@@ -112,8 +111,6 @@ export class RefusalTally {
 
 /** Printable form of a raw row for examples: PATH/FILENAME+COMPRESSION with control characters escaped. */
 export function describeRow(path: unknown, filename: unknown, compression: unknown): string {
-  // eslint-disable-next-line no-control-regex
   const s = `${path ?? ''}/${filename ?? ''}${compression ?? ''}`
-  // eslint-disable-next-line no-control-regex
   return s.replace(/[\x00-\x1f\x7f]/g, (ch) => `\\x${ch.charCodeAt(0).toString(16).padStart(2, '0')}`)
 }

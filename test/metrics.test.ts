@@ -56,7 +56,7 @@ t.test('the metrics route: FUSE totals copied from the ops object, never counted
   let handler: Handler | undefined
   const control = { route: (_m: string, path: string, h: Handler) => (path === '/metrics' ? (handler = h) : undefined) } as unknown as ControlServer
   const ops = { ops: { read: 4, lookup: 2 }, errors: { read: 1 }, bytesServed: 4096 } as unknown as OpsStats
-  let up: OpsStats | undefined
+  let up: OpsStats | undefined = undefined
   registerMetricsRoutes(control, { startedAt: 1_700_000_000_500, opsStats: () => up, tokenExpiry: () => 1_800_000_000 })
   t.ok(handler, 'GET /metrics is registered')
   const scrape = async () => {
