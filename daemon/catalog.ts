@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto'
 import { readdirSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { fork } from 'node:child_process'
-import { dbIdentity, findTreeSource, openMetadataDb, type DbIdentity } from './metadata.js'
+import { dbFileIdentity, findTreeSource, openMetadataDb, type DbIdentity } from './metadata.js'
 import { log } from './log.js'
 import { EXIT, UserError } from './errors.js'
 import { formatDuration } from './units.js'
@@ -31,7 +31,7 @@ export interface CatalogOptions {
 export interface Prepared {
   /** The index file, complete and matching the DB as it was when the build ended. */
   file: string
-  /** The DB file's identity the index was built from (JSON of dbIdentity). */
+  /** The DB file's identity the index was built from (dbFileIdentity). */
   dbFile: string
   /** What the tree was read from: a table name or 'custom tree query'. */
   table: string
@@ -63,15 +63,6 @@ function removePartial(stateDir: string, pid: number | undefined): void {
   for (const name of readdirSync(stateDir)) if (re.test(name)) rmSync(join(stateDir, name), { force: true })
 }
 
-/** The DB file's identity as a string, '' when it cannot be read (gone, or being replaced). */
-export function dbFileNow(dbPath: string): string {
-  try {
-    return JSON.stringify(dbIdentity(dbPath))
-  } catch {
-    return ''
-  }
-}
-
 function indexIdentity(dbPath: string, id: DbIdentity, sql: string): string {
   return createHash('sha256').update(JSON.stringify({ dbPath, ...id, sql, format: INDEX_FORMAT })).digest('hex').slice(0, 16)
 }
@@ -94,7 +85,7 @@ export function prepareTreeIndex(opts: WorkerInput, onProgress?: (p: BuildProgre
       db.close()
     }
     // Taken before the build opens the file: a replacement after this point is seen at the end.
-    const idNow = dbFileNow(opts.dbPath)
+    const idNow = dbFileIdentity(opts.dbPath)
     if (!idNow) continue
     const id = JSON.parse(idNow) as DbIdentity
     const identity = indexIdentity(opts.dbPath, id, source.sql)
@@ -113,12 +104,12 @@ export function prepareTreeIndex(opts: WorkerInput, onProgress?: (p: BuildProgre
     try {
       result = buildTreeIndex({ dbPath: opts.dbPath, sql: source.sql, outPath: file, identity, onProgress })
     } catch (err) {
-      if (dbFileNow(opts.dbPath) !== base.dbFile && attempt < ATTEMPTS) continue
+      if (dbFileIdentity(opts.dbPath) !== base.dbFile && attempt < ATTEMPTS) continue
       // A query of the user's own that fails while running is a problem with the query, not the DB.
       if (opts.treeQuery && !DB_DAMAGE.test((err as { code?: string }).code ?? '')) throw new UserError(`--tree-query failed while the tree was built from ${opts.dbPath}: ${(err as Error).message}`, EXIT.USAGE)
       throw new UserError(`cannot build the tree from ${opts.dbPath} (${(err as Error).message}): the DB may be corrupt or truncated; re-download it with \`desfs db download --force\``)
     }
-    if (dbFileNow(opts.dbPath) === base.dbFile) return { ...base, built: true, result }
+    if (dbFileIdentity(opts.dbPath) === base.dbFile) return { ...base, built: true, result }
     // Replaced during the build: this index describes a file that is gone.
     rmSync(file, { force: true })
   }

@@ -87,7 +87,7 @@ export class Daemon {
     this.control = new ControlServer(join(c.stateDir, SOCKET_NAME))
     await this.control.listen()
     this.registerRoutes()
-    registerCacheRoutes(this.control, this)
+    registerCacheRoutes(this.control, { mountpoint: c.mountpoint, store: () => this.store, fetcher: () => this.fetcher, tree: () => this.tree, sources: () => this.sources })
 
     const opening = openCatalog({ dbPath: c.db, stateDir: c.stateDir, treeQuery: c.treeQuery, onProgress: events.onProgress, timeoutMs: c.indexTimeoutMs, signal: this.startAbort.signal })
     this.opening = opening.catch(() => undefined)
@@ -180,9 +180,10 @@ export class Daemon {
     this.control.route('GET', '/status', async () => ({ ...this.status(), dbFile: await stat(this.config.db).then((s) => ({ bytes: s.size, modified: s.mtime.toISOString() }), () => null), eventLoop: await eventLoopLag() }))
     this.sql = registerSqlRoutes(this.control, this.config)
     registerMetricsRoutes(this.control, { startedAt: this.startedAt, opsStats: () => this.opsStats, tokenExpiry: () => this.token?.current.exp })
-    registerReloadRoutes(this.control, this)
-    registerJobRoutes(this.control, this)
-    registerHeadersRoutes(this.control, this)
+    registerReloadRoutes(this.control, { dbPath: this.config.db, token: () => this.token, recycleSql: () => this.sql?.recycle() })
+    const jobsReady = () => (this.jobs && this.jobDeps ? { jobs: this.jobs, deps: this.jobDeps } : undefined)
+    registerJobRoutes(this.control, jobsReady)
+    registerHeadersRoutes(this.control, jobsReady)
     testHooks.register(this.control)
     this.control.route('POST', '/shutdown', () => {
       setImmediate(() => void this.stop('shutdown requested'))

@@ -119,13 +119,21 @@ export function findTreeSource(db: SqliteDb, dbPath: string, treeQuery?: string)
   )
 }
 
-/** Identity of the DB file: changes when des-archive-access replaces it (new inode, size or mtime). */
-export function dbIdentity(path: string): DbIdentity {
-  return identityOf(statSync(path))
-}
-
 export type DbIdentity = { dev: number; ino: number; size: number; mtimeMs: number }
 
-export function identityOf(st: { dev: number; ino: number; size: number; mtimeMs: number }): DbIdentity {
-  return { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: Math.floor(st.mtimeMs) }
+/**
+ * The DB file's identity, as JSON of a DbIdentity: device, inode, size and mtime (to the ms) change
+ * when des-archive-access replaces the file (a new one renamed over it) or it is rewritten in place.
+ * '' when the file cannot be read (gone, or being replaced). The one definition that every caller
+ * compares: the tree index's name and its reload, the SQL engine's query processes, POST /reload.
+ */
+export function dbFileIdentity(path: string): string {
+  let st
+  try {
+    st = statSync(path)
+  } catch {
+    return ''
+  }
+  const id: DbIdentity = { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: Math.floor(st.mtimeMs) }
+  return JSON.stringify(id)
 }

@@ -10,12 +10,13 @@ import type { Fetcher } from '../cache/fetcher.js'
 import type { SourceSet } from '../cache/sources/source-set.js'
 import { FsError, type Tree } from '../fs/tree.js'
 
-interface CacheDaemon {
-  readonly config: { mountpoint: string }
-  store?: BlockStore
-  fetcher?: Fetcher
-  tree?: Tree
-  sources?: SourceSet
+/** What the cache routes use: the mountpoint, and the read path's parts (undefined while the daemon starts). */
+export interface CacheRouteDeps {
+  mountpoint: string
+  store(): BlockStore | undefined
+  fetcher(): Fetcher | undefined
+  tree(): Tree | undefined
+  sources(): SourceSet | undefined
 }
 
 interface PathsBody {
@@ -47,20 +48,24 @@ function paths(body: unknown, mnt: string): string[] {
   return (b.paths as string[]).map((p) => archivePath(p, cwd, mnt))
 }
 
-export function registerCacheRoutes(control: ControlServer, d: CacheDaemon): void {
+export function registerCacheRoutes(control: ControlServer, d: CacheRouteDeps): void {
   const store = (): BlockStore => {
-    if (!d.store) throw new HttpError(503, 'the daemon is still starting; try again in a moment')
-    return d.store
+    const s = d.store()
+    if (!s) throw new HttpError(503, 'the daemon is still starting; try again in a moment')
+    return s
   }
 
-  control.route('GET', '/cache/stats', () => ({
-    ...store().summary(),
-    fetch: d.fetcher?.stats,
-    sources: d.sources?.sources.map((s) => ({ name: s.name, down: d.sources!.isDown(s) })),
-  }))
+  control.route('GET', '/cache/stats', () => {
+    const sources = d.sources()
+    return {
+      ...store().summary(),
+      fetch: d.fetcher()?.stats,
+      sources: sources?.sources.map((s) => ({ name: s.name, down: sources.isDown(s) })),
+    }
+  })
 
   control.route('GET', '/cache/list', (_req, _res, _body, url) => {
-    const prefix = archivePath(url.searchParams.get('path') ?? '', url.searchParams.get('cwd') ?? undefined, d.config.mountpoint)
+    const prefix = archivePath(url.searchParams.get('path') ?? '', url.searchParams.get('cwd') ?? undefined, d.mountpoint)
     const pinnedOnly = url.searchParams.get('pinned') === '1'
     const entries = store().entries(prefix).filter((e) => (pinnedOnly ? e.pinned : e.bytes > 0 || e.pinned))
     return { entries: entries.map((e) => ({ path: e.path, size: e.size, cached: e.bytes, pinned: e.pinned, atime: new Date(e.atime).toISOString() })) }
@@ -68,12 +73,13 @@ export function registerCacheRoutes(control: ControlServer, d: CacheDaemon): voi
 
   control.route('POST', '/cache/pin', async (_req, _res, body) => {
     const s = store()
-    if (!d.tree) throw new HttpError(503, 'the daemon is still starting; try again in a moment')
+    const tree = d.tree()
+    if (!tree) throw new HttpError(503, 'the daemon is still starting; try again in a moment')
     const reqs: PinRequest[] = []
-    for (const rel of paths(body, d.config.mountpoint)) {
+    for (const rel of paths(body, d.mountpoint)) {
       let node
       try {
-        node = await d.tree.resolve('/' + rel)
+        node = await tree.resolve('/' + rel)
       } catch (err) {
         if (err instanceof FsError) throw new HttpError(404, `${rel || '/'}: no such file or directory in the archive tree`)
         throw err
@@ -85,9 +91,9 @@ export function registerCacheRoutes(control: ControlServer, d: CacheDaemon): voi
     return s.pin(reqs)
   })
 
-  control.route('POST', '/cache/unpin', (_req, _res, body) => ({ unpinned: store().unpin(paths(body, d.config.mountpoint)) }))
+  control.route('POST', '/cache/unpin', (_req, _res, body) => ({ unpinned: store().unpin(paths(body, d.mountpoint)) }))
 
-  control.route('POST', '/cache/evict', async (_req, _res, body) => store().evict(paths(body, d.config.mountpoint)))
+  control.route('POST', '/cache/evict', async (_req, _res, body) => store().evict(paths(body, d.mountpoint)))
 
   control.route('POST', '/cache/clear', async (_req, _res, body) => {
     const dryRun = (body as { yes?: unknown } | undefined)?.yes !== true

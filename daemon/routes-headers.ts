@@ -4,7 +4,7 @@
 import { isAbsolute, resolve } from 'node:path'
 import { HttpError, type ControlServer } from './control.js'
 import { columnsOf, parseKeys, type HeadersSpec } from './headers.js'
-import type { JobsDaemon } from './routes-jobs.js'
+import { jobsOr503, type JobsReady } from './routes-jobs.js'
 import { getPaths, planFiles, selectPaths, type SyncSpec } from './sync.js'
 
 interface HeadersRequest {
@@ -18,10 +18,9 @@ interface HeadersRequest {
   cwd?: string
 }
 
-export function registerHeadersRoutes(control: ControlServer, d: JobsDaemon): void {
+export function registerHeadersRoutes(control: ControlServer, started: () => JobsReady | undefined): void {
   control.route('POST', '/headers', async (_req, _res, body) => {
-    if (!d.jobs || !d.jobDeps) throw new HttpError(503, 'the daemon is still starting; try again in a moment')
-    const deps = d.jobDeps
+    const { jobs, deps } = jobsOr503(started)
     const b = (body ?? {}) as HeadersRequest
     const keys = parseKeys(typeof b.keys === 'string' ? b.keys : '')
     let paths: string[]
@@ -43,7 +42,7 @@ export function registerHeadersRoutes(control: ControlServer, d: JobsDaemon): vo
     if (paths.length === 0) throw new HttpError(400, `no files to read: the selection matched none${refused.length ? ` (${refused.length} rows refused, e.g. ${refused[0]})` : ''}`)
     const files = await planFiles(paths, deps)
     const spec: HeadersSpec = { keys }
-    const job = d.jobs.submit('headers', spec, files)
+    const job = jobs.submit('headers', spec, files)
     return { id: job.id, files: files.length, columns: columnsOf(keys), refused }
   })
 }

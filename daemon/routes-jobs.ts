@@ -20,10 +20,17 @@ export interface JobRouteDeps extends SelectDeps {
   mountpoint: string
 }
 
-/** The daemon as the job routes see it: parts that exist once it has started. */
-export interface JobsDaemon {
-  jobs?: JobManager
-  jobDeps?: JobRouteDeps
+/** The job manager and what jobs select and plan with: there once the daemon has started. */
+export interface JobsReady {
+  jobs: JobManager
+  deps: JobRouteDeps
+}
+
+/** The jobs and their dependencies, or a 503 while the daemon is starting. */
+export function jobsOr503(started: () => JobsReady | undefined): JobsReady {
+  const r = started()
+  if (!r) throw new HttpError(503, 'the daemon is still starting; try again in a moment')
+  return r
 }
 
 interface SyncRequest {
@@ -41,11 +48,8 @@ function jobOr404(jobs: JobManager, id: string | null): JobRecord {
   return job
 }
 
-export function registerJobRoutes(control: ControlServer, d: JobsDaemon): void {
-  const ready = (): { jobs: JobManager; deps: JobRouteDeps } => {
-    if (!d.jobs || !d.jobDeps) throw new HttpError(503, 'the daemon is still starting; try again in a moment')
-    return { jobs: d.jobs, deps: d.jobDeps }
-  }
+export function registerJobRoutes(control: ControlServer, started: () => JobsReady | undefined): void {
+  const ready = () => jobsOr503(started)
   control.route('POST', '/sync', async (_req, _res, body) => {
     const { jobs, deps } = ready()
     const b = (body ?? {}) as SyncRequest

@@ -6,7 +6,7 @@
 // the next one. The daemon keeps one process started ahead of need, so a query does not wait for a
 // Node start-up, and runs them at a lower CPU priority so readers of the mount come first.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { stat } from 'node:fs/promises'
+import { dbFileIdentity } from './metadata.js'
 import { setPriority } from 'node:os'
 import { PassThrough } from 'node:stream'
 import { fileURLToPath } from 'node:url'
@@ -25,16 +25,6 @@ const queriesTotal = metrics.counter('desfs_sql_queries_total', 'SQL queries by 
 const querySeconds = metrics.histogram('desfs_sql_query_seconds', 'SQL query wall time, from request to last row')
 const rowsTotal = metrics.counter('desfs_sql_rows_total', 'rows returned by SQL queries')
 const runningGauge = metrics.gauge('desfs_sql_running', 'SQL queries running now')
-
-/** What changes when the DB file is replaced (device, inode, size, mtime); 'missing' when it is gone. */
-export async function dbFileIdentity(path: string): Promise<string> {
-  try {
-    const s = await stat(path)
-    return `${s.dev}:${s.ino}:${s.size}:${s.mtimeMs}`
-  } catch {
-    return 'missing'
-  }
-}
 
 type Outcome = Extract<ChildLine, { done: true }> | Extract<ChildLine, { error: string }>
 
@@ -228,7 +218,7 @@ export class SqlEngine {
   }
 
   private async spawn(): Promise<QueryProcess> {
-    return new QueryProcess(this.opts.dbPath, await dbFileIdentity(this.opts.dbPath), this.opts.nice)
+    return new QueryProcess(this.opts.dbPath, dbFileIdentity(this.opts.dbPath), this.opts.nice)
   }
 
   private refilling = false
@@ -243,7 +233,7 @@ export class SqlEngine {
 
   /** An idle process that still has the current DB file open, else a new one. */
   private async take(): Promise<QueryProcess> {
-    const identity = await dbFileIdentity(this.opts.dbPath)
+    const identity = dbFileIdentity(this.opts.dbPath)
     for (let p = this.idle.pop(); p; p = this.idle.pop()) {
       if (p.alive && p.identity === identity) return p
       p.kill()

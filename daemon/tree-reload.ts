@@ -8,7 +8,7 @@
 import { watch, type FSWatcher } from 'chokidar'
 import { stat } from 'node:fs/promises'
 import { basename, dirname, resolve } from 'node:path'
-import { identityOf } from './metadata.js'
+import { dbFileIdentity } from './metadata.js'
 import { logPrepared, openPrepared, prepareInWorker, removeOtherIndexes, type Catalog } from './catalog.js'
 import { log } from './log.js'
 import type { BuildProgress } from '../fs/tree-build.js'
@@ -104,7 +104,7 @@ export class TreeReloader {
 
   private async reload(): Promise<void> {
     const { dbPath, stateDir } = this.opts
-    const dbNow = await stat(dbPath).then((st) => JSON.stringify(identityOf(st)), () => '')
+    const dbNow = dbFileIdentity(dbPath)
     const indexIno = await stat(this.catalog.file).then((st) => st.ino, () => 0)
     const dbChanged = dbNow !== this.catalog.dbFile
     if (!dbChanged && indexIno === this.catalog.indexIno) return
