@@ -70,6 +70,7 @@ t.test('one daemon per socket; status, metrics and reload answer there', async (
     t.match(h.stdout, new RegExp(`\\ntree        ${a.manifest.files.length + a.manifest.missing.length} files in \\d+ directories from Y6A2_FILE_ARCHIVE_INFO\\n`))
     t.match(h.stdout, /\ntoken       .*bearer_token.*, expires in \d/)
     t.match(h.stdout, /\nsql         0 running, \d+ served, timeout 45s\n/)
+    t.match(h.stdout, /\nevent loop  lag p99 \d+(\.\d)? ms, max \d+(\.\d)? ms since the last status or metrics read\n/)
     t.match(h.stdout, /\n  sql_timeout     45s\s+flag --sql-timeout\n/)
   })
 
