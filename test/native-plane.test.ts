@@ -207,6 +207,17 @@ t.test('requests racing their deadline never touch freed memory (AddressSanitize
     return right
   }))
   t.ok(rounds.every((n) => n > 0), `.desfs listed and its links read right under ASan (${rounds.join(', ')} of 10 rounds each)`)
+  // Listings outlive their nodes (kept by inode number): the kernel forgets every dentry while finds
+  // walk the tree, so nodes are freed and made again and take their listings back, concurrently.
+  if (process.getuid?.() === 0) {
+    const expected = (await run('find', [d.mnt])).stdout.split('\n').length
+    let same = 0
+    for (let i = 0; i < 5; i++) {
+      const [f1, f2] = await Promise.all([run('find', [d.mnt]), run('find', [d.mnt]), Promise.resolve().then(() => writeFileSync('/proc/sys/vm/drop_caches', '2'))])
+      if (f1.stdout.split('\n').length === expected && f2.stdout.split('\n').length === expected) same++
+    }
+    t.equal(same, 5, 'finds racing the kernel forgetting every dentry see the whole tree each time')
+  }
   t.equal(d.child.exitCode, null, 'the daemon is alive')
   t.notMatch(d.log(), /AddressSanitizer|ERROR: /, 'AddressSanitizer found nothing')
   t.equal(await d.stop(), 0, 'and it stops cleanly')
@@ -228,4 +239,39 @@ t.test('the control socket refuses another user even when its mode is loosened (
   t.match(d.log(), /refused a control connection from another user .*uid=65534/, 'and the daemon says so')
   const own = await call<{ pid: number }>(socketPath(d.stateDir), 'GET', '/status')
   t.equal(own.pid, d.child.pid, 'the owner (root) still gets answers')
+})
+
+t.test('directories the kernel forgot are listed and looked up again without JavaScript', { skip: process.getuid?.() !== 0 && 'needs root to drop the kernel\'s dentries (echo 2 > /proc/sys/vm/drop_caches)' }, async (t) => {
+  const a = makeArchive(t, { exposures: 2, ccds: 2, hostile: false, fpack: 'never' })
+  const { server, tokenFile } = await startServer(t, a.root)
+  const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile })
+  const deep = a.manifest.files[0]!.rel
+  const find = async () => (await run('find', [d.mnt])).stdout.split('\n').filter(Boolean).length
+  // Lookups and listings that reached JavaScript (find also asks statfs, which always goes there).
+  const dirOps = async () => {
+    const o = (await call<{ ops: { ops: Record<string, number> } }>(socketPath(d.stateDir), 'GET', '/status')).ops.ops
+    return (o.lookup ?? 0) + (o.readdir ?? 0)
+  }
+  const settled = async () => {
+    // FORGETs of the dropped entries reach the plane after the drop returns: wait until the
+    // count of requests JavaScript saw stops moving.
+    let last = -1
+    for (let i = 0; i < 50; i++) {
+      const n = await dirOps()
+      if (n === last) return n
+      last = n
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    return last
+  }
+  // The stat first: it learns the file's size, so the listing made by find carries it.
+  t.equal((await run('stat', ['-c', '%s', join(d.mnt, deep)])).code, 0, 'a deep file is stat-ed')
+  const entries = await find()
+  t.ok(entries > a.manifest.files.length, `the first find lists the tree (${entries} entries)`)
+  await settled()
+  writeFileSync('/proc/sys/vm/drop_caches', '2')
+  const before = await settled()
+  t.equal(await find(), entries, 'find after the kernel forgot every dentry sees the same tree')
+  t.equal((await run('stat', ['-c', '%s', join(d.mnt, deep)])).code, 0, 'the deep file is stat-ed again')
+  t.equal((await dirOps()) - before, 0, 'no listing or lookup went to JavaScript: the plane kept the listings of the directories it forgot')
 })

@@ -69,6 +69,8 @@ void tables_init(plane *p) {
   p->next_req = 1;
   p->next_file_id = 1;
   if (!p->listed_cap) p->listed_cap = 4u << 20; /* entries kept in listings, about 150 MB at most */
+  p->list_buckets = 1024;
+  p->list_by_ino = xcalloc(p->list_buckets, sizeof(listing *));
   node *r = xcalloc(1, sizeof *r);
   r->id = FUSE_ROOT_ID;
   r->ino = FUSE_ROOT_ID;
@@ -133,6 +135,7 @@ node *node_make(plane *p, node *parent, const char *name, size_t len, int kind, 
   if (p->name_count >= p->name_buckets) grow_name(p);
   b = name_hash(parent->id, name, len) & (p->name_buckets - 1);
   n->next_name = p->by_name[b]; p->by_name[b] = n; p->name_count++;
+  if (kind == K_DIR) listing_adopt(p, n);
   return n;
 }
 
@@ -145,7 +148,10 @@ void node_release_if_unused(plane *p, node *n) {
     node **pp = &p->by_id[mix64(n->id) & (p->id_buckets - 1)];
     while (*pp && *pp != n) pp = &(*pp)->next_id;
     if (*pp) { *pp = n->next_id; p->id_count--; }
-    if (n->listing) listing_free(p, n->listing);
+    /* Its listing stays (within the bound) for the node the next lookup makes: the kernel forgets
+     * nodes in bulk (memory pressure, echo 2), and asking JavaScript again for every directory of
+     * a tree it already listed is what made `find` and cold `stat` slow. */
+    if (n->listing) { n->listing->owner = NULL; n->listing = NULL; }
     if (n->file) fstate_unref(p, n->file);
     free(n->name);
     free(n);
@@ -215,13 +221,45 @@ void nodes_unname_all(plane *p) {
 
 /* ---- listings ---- */
 
+static listing **ino_slot(plane *p, uint64_t ino) {
+  listing **pp = &p->list_by_ino[mix64(ino) & (p->list_buckets - 1)];
+  while (*pp && (*pp)->ino != ino) pp = &(*pp)->next_ino;
+  return pp;
+}
+
+static void grow_listings(plane *p) {
+  size_t nb = p->list_buckets * 2;
+  listing **t = xcalloc(nb, sizeof *t);
+  for (size_t i = 0; i < p->list_buckets; i++)
+    for (listing *l = p->list_by_ino[i], *next; l; l = next) {
+      next = l->next_ino;
+      size_t b = mix64(l->ino) & (nb - 1);
+      l->next_ino = t[b]; t[b] = l;
+    }
+  free(p->list_by_ino); p->list_by_ino = t; p->list_buckets = nb;
+}
+
+/* A directory node made again after the kernel forgot it takes back the listing it had. */
+void listing_adopt(plane *p, node *dir) {
+  listing *l = *ino_slot(p, dir->ino);
+  if (!l || l->owner) return;
+  l->owner = dir;
+  dir->listing = l;
+}
+
 listing *listing_make(plane *p, node *dir, uint32_t n) {
   listing *l = xcalloc(1, sizeof *l);
   l->n = n;
   l->e = xcalloc(n, sizeof *l->e);
+  l->ino = dir->ino;
   l->owner = dir;
   if (dir->listing) listing_free(p, dir->listing);
+  listing *old = *ino_slot(p, dir->ino);
+  if (old) listing_free(p, old);
   dir->listing = l;
+  if (p->list_count >= p->list_buckets) grow_listings(p);
+  listing **head = &p->list_by_ino[mix64(l->ino) & (p->list_buckets - 1)];
+  l->next_ino = *head; *head = l; p->list_count++;
   l->older = p->list_newest;
   if (p->list_newest) p->list_newest->newer = l; else p->list_oldest = l;
   p->list_newest = l;
@@ -257,6 +295,8 @@ void listing_free(plane *p, listing *l) {
   if (l->older) l->older->newer = l->newer; else p->list_oldest = l->newer;
   if (l->newer) l->newer->older = l->older; else p->list_newest = l->older;
   p->listed_entries -= l->n;
+  listing **pp = ino_slot(p, l->ino);
+  if (*pp == l) { *pp = l->next_ino; p->list_count--; }
   if (l->owner && l->owner->listing == l) l->owner->listing = NULL;
   free(l->e); free(l->names); free(l->slots); free(l);
 }
@@ -432,6 +472,6 @@ void tables_free(plane *p) {
   for (size_t i = 0; i < p->pend_buckets; i++)
     for (pending *r = p->pend[i], *next; r; r = next) { next = r->next_hash; pending_free(r); }
   /* fstates may still be referenced by JavaScript ArrayBuffers: those free themselves. */
-  free(p->by_id); free(p->by_name); free(p->handles); free(p->pend);
+  free(p->by_id); free(p->by_name); free(p->list_by_ino); free(p->handles); free(p->pend);
   p->by_id = p->by_name = NULL; p->handles = NULL; p->pend = NULL;
 }

@@ -54,8 +54,10 @@ typedef struct listing {
   char *names;
   uint32_t *slots; /* open addressing: entry index + 1, 0 = empty */
   uint32_t nslots;
-  struct node *owner;
+  uint64_t ino;                  /* the directory's inode number: a listing outlives its node */
+  struct node *owner;            /* NULL while no node stands for the directory */
   struct listing *older, *newer; /* age list, for the memory bound */
+  struct listing *next_ino;      /* hash chain by inode number */
 } listing;
 
 typedef struct node {
@@ -157,6 +159,7 @@ typedef struct plane {
   pending **pend; size_t pend_buckets, pend_count;
   pending *pend_oldest, *pend_newest;
   listing *list_oldest, *list_newest; size_t listed_entries, listed_cap;
+  listing **list_by_ino; size_t list_buckets, list_count;
   uint64_t next_id, next_fh, next_req;
   node *root;
 
@@ -187,6 +190,7 @@ void nodes_unname_all(plane *p);
 int node_in_control(const plane *p, const node *n);
 int is_control_name(const plane *p, const node *dir, const char *name, size_t len);
 listing *listing_make(plane *p, node *dir, uint32_t n);
+void listing_adopt(plane *p, node *dir);
 void listing_index(listing *l);
 const lentry *listing_find(const listing *l, const char *name, size_t len);
 void listing_free(plane *p, listing *l);
