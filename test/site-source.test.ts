@@ -139,6 +139,7 @@ t.test('facts never come from the site: identity, stat and list are the archive\
   const withSite = new SourceSet([site, archive])
   t.equal(withSite.identity, new SourceSet([archive]).identity, 'adding a site cache keeps the facts learned from the archive')
   t.equal((await withSite.stat('OPS/f.fits'))?.size, 777, 'the size is the archive\'s')
+  t.equal(withSite.locate('OPS/f.fits'), 'archive:OPS/f.fits', 'and where a file is, the archive (desfs uri, the url attribute)')
   const clock = new FakeClock()
   const down = new SourceSet([site, archive], { clock, downAfter: 1 })
   down.noteFailure(archive, new SourceError('unreachable', 'refused'))
