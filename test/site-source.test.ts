@@ -133,6 +133,34 @@ t.test('failover(set) is a Source: one read resumes on the next source where the
   t.equal(count.values.retries, 1)
 })
 
+t.test('a large file damaged at the site: found when complete, and fetched again from the archive (sync, then readers)', async (t) => {
+  const size = 6 * BS + 10
+  const sum = adler32Hex(adler32(expected(0, size)))
+  // Every read from the site brings a damaged first byte.
+  const site = new ScriptedSite('site', Array.from({ length: 50 }, () => ({ corrupt: true })))
+  const archive = new ScriptedSource('archive')
+  const { store, fetcher } = setup(t, [site, archive])
+  const file = store.file('OPS/large.fits', size, sum)
+  const got = await fetcher.fetchWhole(file).catch((e: Error) => e)
+  t.equal(typeof got, 'number', `the sync succeeded (${String(got)})`)
+  t.ok(file.checkWhole(), 'the cache holds the archive\'s bytes')
+  t.ok(site.calls.length > 0 && archive.calls.length > 0, `the site was read first, then the archive (${site.calls.length}, ${archive.calls.length})`)
+
+  // A reader of another damaged large file: the damage is found when the file completes; the
+  // blocks are dropped, and read again from the archive, not the site.
+  const two = store.file('OPS/large2.fits', size, sum)
+  const siteBefore = site.calls.length
+  await read(fetcher, two, 0, size)
+  await fetcher.settled()
+  t.notOk(two.complete, 'complete with the site\'s bytes, it failed the checksum and was dropped')
+  const siteAfter = site.calls.length
+  t.ok(siteAfter > siteBefore, 'those bytes came from the site')
+  t.ok((await read(fetcher, two, 0, size)).equals(expected(0, size)), 'read again: the archive\'s bytes')
+  await fetcher.settled()
+  t.equal(site.calls.length, siteAfter, 'the site was not asked again for that file')
+  t.ok(two.checkWhole(), 'and the cache now holds it right')
+})
+
 t.test('facts never come from the site: identity, stat and list are the archive\'s', async (t) => {
   const site = new ScriptedSite('site', [], new Map([['OPS/f.fits', 5]]))
   const archive = new ScriptedSource('archive', [], new Map([['OPS/f.fits', 777]]))

@@ -16,6 +16,11 @@ import { log } from '../../daemon/log.js'
 /** Waits a source may ask for (429, SlowDown) per read, on top of the tries for errors. */
 const MAX_THROTTLED_WAITS = 8
 
+/** How long a file whose copy at a site cache failed the archive's checksum is read without it, ms. */
+const DISTRUST_MS = 3_600_000
+/** Files remembered so at most (expired ones are dropped first). */
+const MAX_DISTRUSTED = 10_000
+
 export interface FailoverOptions {
   /** Tries per source before moving on to the next one. */
   attemptsPerSource: number
@@ -46,6 +51,8 @@ export class FailoverSource implements Source {
   readonly authoritative = true
   readonly identity: string
   private inflightRequests = 0
+  /** Files whose copy at a site cache was damaged, until when they are read without it. */
+  private distrusted = new Map<string, number>()
 
   constructor(readonly set: SourceSet, private opts: FailoverOptions) {
     this.identity = set.identity
@@ -53,6 +60,26 @@ export class FailoverSource implements Source {
 
   locate(relPath: string): string {
     return this.set.locate(relPath)
+  }
+
+  /**
+   * Reads `relPath` without the site caches for a while: its bytes failed the archive's checksum,
+   * and a site cache would serve the same damaged copy again. No-op without a site cache.
+   */
+  distrust(relPath: string): void {
+    if (!this.set.sources.some((s) => s.bytesOnly)) return
+    const now = this.opts.clock.now()
+    if (this.distrusted.size >= MAX_DISTRUSTED) {
+      for (const [k, until] of this.distrusted) if (until <= now) this.distrusted.delete(k)
+      if (this.distrusted.size >= MAX_DISTRUSTED) this.distrusted.clear()
+    }
+    log.warn('reading the file without the site cache for a while: it did not match the archive checksum', { path: relPath })
+    this.distrusted.set(relPath, now + DISTRUST_MS)
+  }
+
+  /** Whether `relPath` is being read without the site caches (see distrust). */
+  distrusting(relPath: string): boolean {
+    return (this.distrusted.get(relPath) ?? 0) > this.opts.clock.now()
   }
 
   /** Sources a read would still try, leaving out `avoid` and those marked down. */
@@ -70,7 +97,8 @@ export class FailoverSource implements Source {
     let lastErr: SourceError | undefined
     let candidates: Source[]
     try {
-      candidates = this.set.candidates().filter((s) => !ro.avoid?.has(s))
+      const noSite = this.distrusting(relPath)
+      candidates = this.set.candidates().filter((s) => !ro.avoid?.has(s) && !(noSite && s.bytesOnly))
     } catch (err) {
       throw err as SourceError
     }
