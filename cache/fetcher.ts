@@ -1,8 +1,8 @@
 // Gets blocks to readers and into the cache: from the recent blocks in memory, from the cache file,
 // or fetched, with one request per block however many want it (runs.ts) and runs of blocks fetched
-// with one ranged GET (fetch-run.ts: deadlines, retries, failover). Read-ahead follows each handle's
-// sequential pattern (read-ahead.ts) within a memory budget for what is in flight or waiting to be
-// written. Readers wait with their own deadline; a fetch that outlives it still fills the cache for
+// with one ranged GET (fetch-run.ts) through the failover source (sources/failover.ts: deadlines,
+// retries, the next source). Read-ahead follows each handle's sequential pattern (read-ahead.ts)
+// within a memory budget for what is in flight or waiting to be written. Readers wait with their own deadline; a fetch that outlives it still fills the cache for
 // the next reader. Sync and get make whole files present (whole-file.ts).
 import { LRUCache } from 'lru-cache'
 import type { BlockStore, CachedFile } from './block-store.js'
@@ -16,6 +16,7 @@ import { fetchWholeFile, type WholeFileDeps } from './whole-file.js'
 import { DEFAULT_FETCHER_OPTIONS, type FetcherDeps, type FetcherOptions, type FetchStats } from './fetcher-options.js'
 import { SourceError } from './sources/source.js'
 import type { SourceSet } from './sources/source-set.js'
+import { failover, type FailoverSource } from './sources/failover.js'
 import { log } from '../daemon/log.js'
 
 // fs/ops.ts takes the read pattern from here; tests and the daemon the options.
@@ -52,11 +53,16 @@ export class Fetcher {
    */
   private failed = new Map<string, { err: Error; until: number }>()
   private count = fetchCounters()
+  private source: FailoverSource
   readonly stats: FetchStats = this.count.values
+  /** Bytes received per source name (site vs archive), for status. */
+  readonly bytesBySource: Readonly<Record<string, number>> = this.count.bySource
 
   constructor(sources: SourceSet, store: BlockStore, opts: Partial<FetcherOptions> = {}, deps: Partial<FetcherDeps> = {}) {
     this.opts = { ...DEFAULT_FETCHER_OPTIONS, ...opts }
-    const loop = new RunLoop(sources, this.opts, { clock: systemClock, random: Math.random, ...deps }, this.count, {
+    // Bytes come through one Source: the set's sources with their tries, stall guard and failover.
+    this.source = failover(sources, { ...this.opts, clock: systemClock, random: Math.random, ...deps, count: this.count })
+    const loop = new RunLoop(this.source, this.count, {
       serve: (file, idx, block, d) => this.serve(file, idx, block, d),
       store: (file, idx, block, adler) => this.storeBlock(file, idx, block, adler),
       forget: (k, promise) => this.runs.forget(k, promise),
@@ -70,9 +76,7 @@ export class Fetcher {
       block: (file, idx) => this.block(file, idx),
     }
     this.recent = new LRUCache<string, Block>({ maxSize: this.opts.recentBytes, sizeCalculation: (b) => Math.max(1, blockBytes(b)) })
-    store.onEvict = (key) => {
-      for (const k of [...this.recent.keys()]) if (k.startsWith(key + ':')) this.recent.delete(k)
-    }
+    store.onEvict = (key) => this.forgetRecent(key)
   }
 
   /**
@@ -240,8 +244,21 @@ export class Fetcher {
    * Makes a whole file present in the cache (sync, get; whole-file.ts says how). Resolves with the
    * bytes that had to be transferred; rejects when a block cannot be fetched or stored, or on abort.
    */
-  fetchWhole(file: CachedFile, signal?: AbortSignal, onBytes?: (n: number) => void): Promise<number> {
-    return fetchWholeFile(this.wholeFileDeps, file, signal, onBytes)
+  async fetchWhole(file: CachedFile, signal?: AbortSignal, onBytes?: (n: number) => void): Promise<number> {
+    const hadSite = !this.source.distrusting(file.relPath)
+    let transferred = 0
+    const counted = (n: number) => {
+      transferred += n
+      onBytes?.(n)
+    }
+    try {
+      return await fetchWholeFile(this.wholeFileDeps, file, signal, counted)
+    } catch (err) {
+      // The file failed the archive's checksum with bytes from a site cache (and was dropped): once
+      // more without it, rather than give up on a copy the archive has right.
+      if (!hadSite || !this.source.distrusting(file.relPath) || signal?.aborted) throw err
+      return transferred + (await fetchWholeFile(this.wholeFileDeps, file, signal, onBytes))
+    }
   }
 
   /** Resolves once no run is in flight: every block asked for so far is stored, or failed. */
@@ -256,10 +273,22 @@ export class Fetcher {
     d.resolve(block)
   }
 
+  /** Drops a file's blocks from the recent ones in memory (evicted, or failed its checksum). */
+  private forgetRecent(key: string): void {
+    for (const k of [...this.recent.keys()]) if (k.startsWith(key + ':')) this.recent.delete(k)
+  }
+
   /** Stores a block in the cache; resolves once it is stored (or could not be). */
   private async storeBlock(file: CachedFile, idx: number, block: Block, adler: number): Promise<void> {
     try {
-      this.storeRefusing = !(await file.writeBlock(idx, block, adler))
+      const stored = await file.writeBlock(idx, block, adler)
+      this.storeRefusing = !stored
+      // Stored and gone at once: the block completed the file, which failed the archive's checksum
+      // and was dropped; if a site cache sent the bytes, it would send them again.
+      if (stored && file.adler32 && !file.has(idx)) {
+        this.forgetRecent(file.key) // nor may readers get those bytes from memory
+        this.source.distrust(file.relPath)
+      }
     } catch (err) {
       log.error('storing a block failed', { path: file.relPath, block: idx, error: (err as Error).message })
     }
