@@ -44,7 +44,7 @@ export function nginxMissing(): string | undefined {
 }
 
 /** A port nobody listens on right now (nginx cannot be given port 0). */
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((res, rej) => {
     const s = createServer()
     s.once('error', rej)
@@ -55,7 +55,7 @@ function freePort(): Promise<number> {
   })
 }
 
-function canConnect(port: number): Promise<boolean> {
+export function canConnect(port: number): Promise<boolean> {
   return new Promise((res) => {
     const c = createConnection({ host: '127.0.0.1', port })
     c.once('connect', () => { c.destroy(); res(true) })
