@@ -2,9 +2,11 @@
 // archive directory over xroot, an XCache in front of it speaking HTTP, and desfs daemons ("nodes")
 // reading through it with `--site-cache`. Bytes the origin served are counted from its own trace.
 import t, { type Test } from 'tap'
-import { readFileSync, writeFileSync } from 'node:fs'
-import { makeArchive, processAlive, run, skipBecause, sourceBytes } from './helpers.js'
-import { coveredBytes, parseOriginReads, startXCache, xcacheMissing } from './xcache.js'
+import { lstatSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { ArchiveServer } from '../bin/demo/server.js'
+import { desfs, makeArchive, md5, parseMd5sum, processAlive, run, skipBecause, sourceBytes, startDaemon, startServer, until, type ArchiveFixture } from './helpers.js'
+import { coveredBytes, parseOriginReads, startXCache, xcacheMissing, type XCache } from './xcache.js'
 
 t.jobs = 1
 
@@ -72,4 +74,154 @@ t.test('the XCache fixture: ranged GET 206 with the right bytes, PROPFIND Depth 
   t.not(down.stdout, '206', 'stopCache(): the XCache no longer answers')
   await x.stop()
   t.same(x.pids().filter(processAlive), [], 'no xrootd left running')
+})
+
+// --- The acceptance tests of issue 14: desfs daemons ("nodes") reading through the XCache ---------
+
+/** Body bytes the dCache-like archive served for GETs of these archive paths. */
+function archiveGetBytes(server: ArchiveServer, rels: Iterable<string>): number {
+  const want = new Set(rels)
+  return server.log.filter((r) => r.method === 'GET' && want.has(r.path) && r.status < 300).reduce((a, r) => a + r.bytes, 0)
+}
+
+/** Reads files whole through a mount (md5sum in a child process); the paths whose md5 is wrong or missing. */
+async function wrongMd5s(a: ArchiveFixture, mnt: string, rels: string[], timeoutMs = 120_000): Promise<string[]> {
+  const r = await run('md5sum', rels.map((rel) => join(mnt, rel)), { timeoutMs })
+  const got = parseMd5sum(r.stdout)
+  return rels.filter((rel) => got.get(join(mnt, rel)) !== md5(sourceBytes(a, rel)))
+}
+
+/** Bytes a daemon's block store holds on disk (allocated, so sparse files count what they hold). */
+function storedBytes(cacheDir: string): number {
+  let total = 0
+  const walk = (d: string) => {
+    let names: string[]
+    try {
+      names = readdirSync(d)
+    } catch {
+      return
+    }
+    for (const n of names) {
+      const p = join(d, n)
+      const st = lstatSync(p)
+      if (st.isDirectory()) walk(p)
+      else if (st.isFile()) total += st.blocks * 512
+    }
+  }
+  walk(join(cacheDir, 'data'))
+  return total
+}
+
+const siteFlags = (x: XCache) => ['--site-cache', x.url]
+
+t.test('three nodes read the same 20 files through one XCache: md5s right, the origin serves each byte at most once; without it the archive serves them three times', async (t) => {
+  if (!needXCache(t)) return
+  const a = makeArchive(t, { hostile: false })
+  const { server, tokenFile } = await startServer(t, a.root)
+  const x = await startXCache(t, a.root)
+  const files = [...a.manifest.files].sort((p, q) => q.size - p.size || (p.rel < q.rel ? -1 : 1)).slice(0, 20)
+  const rels = files.map((f) => f.rel)
+  const total = files.reduce((s, f) => s + f.size, 0)
+  t.equal(rels.length, 20)
+
+  const nodes = []
+  for (let i = 0; i < 3; i++) nodes.push(await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: siteFlags(x) }))
+  server.clearLog()
+  const wrong = await Promise.all(nodes.map((d) => wrongMd5s(a, d.mnt, rels)))
+  t.same(wrong, [[], [], []], 'every md5 right on every node')
+  const cov = x.originCoverage()
+  t.same(rels.filter((rel) => cov.get(rel)?.distinct !== a.manifest.files.find((f) => f.rel === rel)!.size), [], 'the origin served every byte of every file')
+  t.same(rels.filter((rel) => cov.get(rel)!.bytes !== cov.get(rel)!.distinct), [], 'and no byte twice')
+  t.equal(x.originBytes(), total, `the origin served ${total} bytes in all: each file once for three nodes`)
+  t.equal(archiveGetBytes(server, rels), 0, 'the archive served no file bytes (sizes and checksums only)')
+  for (const d of nodes) await d.stop()
+
+  // Without the site cache: three fresh nodes, the same files, all from the archive.
+  const plain = []
+  for (let i = 0; i < 3; i++) plain.push(await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile }))
+  server.clearLog()
+  const originBefore = x.originBytes()
+  t.same(await Promise.all(plain.map((d) => wrongMd5s(a, d.mnt, rels))), [[], [], []], 'every md5 right without the site cache')
+  t.equal(archiveGetBytes(server, rels), 3 * total, `the archive served ${3 * total} bytes: each file three times`)
+  t.equal(x.originBytes(), originBefore, 'the XCache was not asked')
+})
+
+t.test('the XCache stopped mid-read: the read completes from the archive within the deadline', async (t) => {
+  if (!needXCache(t)) return
+  const a = makeArchive(t, { hostile: false, largeFileBytes: 40 << 20 })
+  const large = a.manifest.largeFile!
+  const size = sourceBytes(a, large).length
+  const { server, tokenFile } = await startServer(t, a.root)
+  const x = await startXCache(t, a.root)
+  const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: [...siteFlags(x), '--read-timeout', '30s'] })
+  // The XCache holds the first 16 MiB; then the origin is frozen, so a read through the XCache gets
+  // those bytes and then hangs: it cannot finish through the site.
+  const warm = await run('curl', ['-sS', '-f', '-o', '/dev/null', '-H', `Range: bytes=0-${(16 << 20) - 1}`, `${x.url}/${large}`], { timeoutMs: 60_000 })
+  t.equal(warm.code, 0, warm.stderr)
+  t.ok(x.originCoverage().get(large)!.distinct < size, 'the XCache holds part of the file only')
+  x.pauseOrigin()
+  server.clearLog()
+  const reader = wrongMd5s(a, d.mnt, [large], 180_000)
+  const midRead = await until(() => storedBytes(d.cacheDir) >= 4 << 20, 60_000)
+  t.ok(midRead, 'the node got bytes of the file from the site')
+  t.equal(archiveGetBytes(server, [large]), 0, 'none from the archive yet: it is mid-read through the XCache')
+  await x.stopCache()
+  x.resumeOrigin()
+  t.same(await reader, [], 'the read completed with the right bytes (no EIO: within the read deadline)')
+  t.ok(archiveGetBytes(server, [large]) > 0, 'the rest came from the archive')
+  t.ok(archiveGetBytes(server, [large]) < size, 'not the whole file: what the site gave was kept')
+  t.match(d.log(), /fetch failed[^\n]*site|site[^\n]*(down|fail)/, 'a log line says the site failed')
+})
+
+t.test('the XCache serving a corrupted block: detected by the checksum, refetched from the archive, never served', async (t) => {
+  if (!needXCache(t)) return
+  const a = makeArchive(t, { hostile: false })
+  const { server, tokenFile } = await startServer(t, a.root)
+  const x = await startXCache(t, a.root)
+  // A file smaller than desfs's run, so it is fetched whole and checked against the archive's
+  // Adler-32 before any of it is served (cache/fetch-run.ts deliverWhole).
+  const f = [...a.manifest.files].sort((p, q) => q.size - p.size)[0]!
+  const url = `${x.url}/${f.rel}`
+  const first = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: siteFlags(x) })
+  t.same(await wrongMd5s(a, first.mnt, [f.rel]), [], 'a first node reads it through the XCache, which now holds it')
+  await first.stop()
+  const cached = x.cachedFile(f.rel)
+  const data = readFileSync(cached)
+  const at = Math.floor(f.size / 2)
+  data[at] = data[at]! ^ 0x5a
+  writeFileSync(cached, data)
+  const bad = await run('curl', ['-sS', '-f', '-o', '-', url], { binary: true })
+  t.not(md5(Buffer.from(bad.stdout, 'latin1')), md5(sourceBytes(a, f.rel)), 'the XCache now serves a corrupted copy')
+
+  server.clearLog()
+  const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: siteFlags(x) })
+  t.same(await wrongMd5s(a, d.mnt, [f.rel]), [], 'a second node reads the right bytes')
+  t.match(d.log(), /checksum mismatch|does not match the archive/, 'the corruption was detected')
+  t.equal(archiveGetBytes(server, [f.rel]), f.size, 'the file was refetched from the archive')
+  t.same(await wrongMd5s(a, d.mnt, [f.rel]), [], 'and what the node keeps is right')
+})
+
+t.test('desfs sync and desfs headers go through the site cache', async (t) => {
+  if (!needXCache(t)) return
+  const a = makeArchive(t, { hostile: false })
+  const { server, tokenFile } = await startServer(t, a.root)
+  const x = await startXCache(t, a.root)
+  const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: siteFlags(x) })
+  const env = { ...process.env, DESFS_STATE_DIR: d.stateDir, DESFS_CACHE_DIR: d.cacheDir, DESFS_CONFIG: '/nonexistent' }
+  const fits = a.manifest.files.filter((f) => f.rel.endsWith('.fits') || f.rel.endsWith('.fits.fz'))
+  const toSync = fits.slice(0, 5)
+  const toSurvey = fits.slice(5, 10)
+  server.clearLog()
+
+  const s = await desfs(['sync', ...toSync.map((f) => f.rel)], { env, timeoutMs: 120_000 })
+  t.equal(s.code, 0, s.stderr)
+  const cov = x.originCoverage()
+  t.same(toSync.filter((f) => cov.get(f.rel)?.distinct !== f.size).map((f) => f.rel), [], 'sync: the origin served every synced file whole')
+  t.equal(archiveGetBytes(server, toSync.map((f) => f.rel)), 0, 'sync: no file bytes from the archive')
+
+  const h = await desfs(['headers', '--state-dir', d.stateDir, '--keys', 'NAXIS', ...toSurvey.map((f) => f.rel)], { env, timeoutMs: 120_000 })
+  t.equal(h.code, 0, h.stderr)
+  const cov2 = x.originCoverage()
+  t.same(toSurvey.filter((f) => !(cov2.get(f.rel)?.distinct ?? 0)).map((f) => f.rel), [], 'headers: the origin served part of every surveyed file')
+  t.equal(archiveGetBytes(server, toSurvey.map((f) => f.rel)), 0, 'headers: no file bytes from the archive')
 })

@@ -180,6 +180,18 @@ export class XCache {
     return [this.origin, this.cache].flatMap((s) => (s?.child.pid ? [s.child.pid] : []))
   }
 
+  /**
+   * Freezes the origin (SIGSTOP): the XCache's misses hang, so a read through it stops mid-body, an
+   * event a test can wait for before the next fault. resumeOrigin() undoes it; stop() does too.
+   */
+  pauseOrigin(): void {
+    if (this.origin?.child.pid) process.kill(this.origin.child.pid, 'SIGSTOP')
+  }
+
+  resumeOrigin(): void {
+    if (this.origin?.child.pid && this.origin.child.exitCode === null) process.kill(this.origin.child.pid, 'SIGCONT')
+  }
+
   /** Stops the XCache only (the origin keeps running): the site cache going down under a reader. */
   async stopCache(): Promise<void> {
     if (this.cache) await stopServer(this.cache)
@@ -292,6 +304,7 @@ export function rangedGet(port: number, path: string, first: number, last: numbe
 async function stopServer(s: Server): Promise<void> {
   const c = s.child
   if (c.exitCode !== null || c.signalCode !== null) return
+  c.kill('SIGCONT') // a paused server would not act on SIGTERM
   c.kill('SIGTERM')
   if (await Promise.race([s.exited.then(() => true), sleep(10_000).then(() => false)])) return
   c.kill('SIGKILL')
