@@ -18,7 +18,7 @@ import { FLAGS_ON_STDIN } from '../daemon/daemon-args.js'
 const daemonMain = () => import('../daemon/main.js')
 const fuseMount = () => import('../fs/mount.js')
 
-const MOUNT_SETTINGS = ['db', 'archive', 'cache_dir', 'state_dir', 'cache_size', 'pin_size', 'cache_min_free', 'sources', 'mirror_dir', 's3_url', 's3_endpoint', 's3_region', 'read_timeout', 'connect_timeout', 'stall_timeout', 'min_rate', 'ca_file', 'token_file', 'tree_query', 'index_timeout', 'sql_timeout', 'passthrough', 'allow_other', 'log_level']
+const MOUNT_SETTINGS = ['db', 'archive', 'cache_dir', 'state_dir', 'cache_size', 'pin_size', 'cache_min_free', 'sources', 'mirror_dir', 'site_cache', 'site_token_file', 's3_url', 's3_endpoint', 's3_region', 'read_timeout', 'connect_timeout', 'stall_timeout', 'min_rate', 'ca_file', 'token_file', 'tree_query', 'index_timeout', 'sql_timeout', 'passthrough', 'allow_other', 'log_level']
 
 export const mountCommand: Command = {
   name: 'mount',

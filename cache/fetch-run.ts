@@ -2,8 +2,10 @@
 // deadlines: connect and headers (in the HTTP client) and a minimum rate for the body, checked over a
 // window (rate-guard.ts), so a stalled or trickling body counts as a failure. Failures are retried with
 // exponential backoff and jitter, or after the server's Retry-After (retry.ts), resuming from the first
-// byte not yet received; then the next source is tried. A small file fetched whole is checked against
-// the archive's Adler-32 before any of it is served.
+// byte not yet received; then the next source is tried. A site cache (a source that serves bytes
+// only) is tried once per request: the archive behind it serves the read at once when it fails. A
+// small file fetched whole is checked against the archive's Adler-32 before any of it is served, and
+// fetched again from the next source when its bytes do not match.
 import type { CachedFile } from './cached-file.js'
 import { blockAdler32, type Block } from './block.js'
 import { rateGuard } from './rate-guard.js'
@@ -53,7 +55,7 @@ export class RunLoop {
    */
   async run(file: CachedFile, first: number, end: number, defs: Deferred[], calledOff: AbortSignal): Promise<void> {
     const wholeFile = first === 0 && end === file.blocks
-    const held: { idx: number; block: Block; adler: number }[] = []
+    let held: { idx: number; block: Block; adler: number }[] = []
     let idx = first
     let parts: Block = []
     let need = file.blockLength(idx)
@@ -76,8 +78,11 @@ export class RunLoop {
       candidates = []
       lastErr = err as SourceError
     }
-    outer: for (const source of candidates) {
-      const tries = new Retrier({ tries: this.opts.attemptsPerSource, baseMs: this.opts.backoffMs, maxMs: this.opts.maxBackoffMs, maxThrottledWaits: MAX_THROTTLED_WAITS }, this.deps.clock, this.deps.random)
+    outer: for (const [n, source] of candidates.entries()) {
+      const next = candidates[n + 1]
+      if (n > 0 && lastErr) log.warn('reading from the next source', { failed: candidates[n - 1]!.name, source: source.name, path: file.relPath, error: lastErr.message })
+      // A site cache is not worth waiting for: the archive behind it is the retry.
+      const tries = new Retrier(source.bytesOnly ? { tries: 1, baseMs: 0, maxMs: 0 } : { tries: this.opts.attemptsPerSource, baseMs: this.opts.backoffMs, maxMs: this.opts.maxBackoffMs, maxThrottledWaits: MAX_THROTTLED_WAITS }, this.deps.clock, this.deps.random)
       // Every request to this source but the first waits first (after a 429 on the first try too).
       for (let asked = false; tries.more && idx < end; asked = true) {
         if (asked) {
@@ -142,7 +147,22 @@ export class RunLoop {
         // its own wait.
         if (idx < end) tries.failed({ throttled: lastErr?.kind === 'throttled', retryAfterMs: lastErr?.retryAfterMs })
       }
-      if (idx >= end) break
+      if (idx < end) continue
+      // Every byte arrived; a file fetched whole is checked before any of it is served, and fetched
+      // again from the next source when it does not match (a site cache's copy may be damaged).
+      if (held.length && next && combinedAdler32(file, held) !== file.adler32) {
+        lastErr = new SourceError('protocol', `${file.relPath}: checksum mismatch from ${source.name} (archive adler32 ${file.adler32}, received ${combinedAdler32(file, held)})`)
+        log.error('received data does not match the archive checksum; not served, fetching it again from the next source', { source: source.name, path: file.relPath, expected: file.adler32, next: next.name })
+        fetchMetrics.errors.inc({ source: source.name, kind: 'checksum' })
+        this.sources.noteFailure(source, lastErr)
+        held = []
+        idx = first
+        parts = []
+        fill = 0
+        need = file.blockLength(idx)
+        continue
+      }
+      break
     }
     await Promise.all(pending)
     if (idx < end && calledOff.aborted) {

@@ -8,6 +8,7 @@ import { findAwsCredentials } from './sources/aws-credentials.js'
 import { HttpClient } from './sources/http-client.js'
 import { MirrorSource } from './sources/mirror.js'
 import { S3Source } from './sources/s3.js'
+import { SiteSource, SiteToken } from './sources/site.js'
 import { SourceSet } from './sources/source-set.js'
 import type { Source } from './sources/source.js'
 import { log } from '../daemon/log.js'
@@ -19,8 +20,10 @@ import { parseSize } from '../daemon/units.js'
  * network deadlines, and the cache's place and bounds.
  */
 export interface ReadPathSettings {
-  sources: readonly ('archive' | 's3' | 'mirror')[]
+  sources: readonly ('archive' | 's3' | 'mirror' | 'site')[]
   archive: string
+  siteCache: string | undefined
+  siteTokenFile: string | undefined
   mirrorDir: string | undefined
   s3Url: string | undefined
   s3Endpoint: string | undefined
@@ -83,6 +86,21 @@ export function buildSources(c: ReadPathSettings, token: ArchiveToken): SourceSe
       }
       case 'mirror':
         return new MirrorSource(c.mirrorDir!)
+      case 'site': {
+        // Its own HTTP client: the archive's token goes only to the archive's origin, the site's
+        // token (if any) only to the site's.
+        const siteToken = new SiteToken(c.siteTokenFile)
+        log.info('site cache source', { url: c.siteCache, token: c.siteTokenFile ?? 'none' })
+        return new SiteSource({
+          base: c.siteCache!,
+          http: new HttpClient({
+            ...timeouts,
+            trustedOrigin: c.siteTokenFile ? new URL(c.siteCache!).origin : undefined,
+            authorization: () => siteToken.authorization(),
+            reloadToken: c.siteTokenFile ? () => siteToken.reload() : undefined,
+          }),
+        })
+      }
     }
   })
   return new SourceSet(sources)

@@ -32,8 +32,10 @@ export const SETTINGS: SettingDef[] = [
   { key: 'cache_size', flag: 'cache-size', env: ['DESFS_CACHE_SIZE'], help: 'cache size bound (e.g. 50G); auto = 25% of the disk, at most 100G', default: () => 'auto' },
   { key: 'pin_size', flag: 'pin-size', env: ['DESFS_PIN_SIZE'], help: 'cap on the total size of pinned files (e.g. 20G); auto = half the cache size', default: () => 'auto' },
   { key: 'cache_min_free', flag: 'cache-min-free', env: ['DESFS_CACHE_MIN_FREE'], help: 'free space the cache leaves on its disk; auto = 5% of the disk, at most 5G', default: () => 'auto' },
-  { key: 'sources', flag: 'sources', env: ['DESFS_SOURCES'], help: 'where files are read from, in order, comma-separated: archive, s3, mirror (e.g. s3,archive prefers the cloud copy; s3 alone is cloud-only); auto = mirror (if set), archive, s3 (if set)', default: () => 'auto' },
+  { key: 'sources', flag: 'sources', env: ['DESFS_SOURCES'], help: 'where files are read from, in order, comma-separated: archive, s3, mirror, site (e.g. s3,archive prefers the cloud copy; s3 alone is cloud-only); auto = mirror (if set), site (if set), archive, s3 (if set)', default: () => 'auto' },
   { key: 'mirror_dir', flag: 'mirror-dir', env: ['DESFS_MIRROR_DIR'], help: 'local copy of (part of) the archive with the same paths, read before the network' },
+  { key: 'site_cache', flag: 'site-cache', env: ['DESFS_SITE_CACHE'], help: "the site's shared cache (an XRootD XCache's HTTP port, or any server with byte ranges) holding the archive's tree at the same paths, read before the archive; sizes and checksums still come from the archive" },
+  { key: 'site_token_file', flag: 'site-token-file', env: ['DESFS_SITE_TOKEN_FILE'], help: "bearer token file for the site cache (none: no token is sent; the archive's token never is)" },
   { key: 's3_url', flag: 's3-url', env: ['DESFS_S3_URL'], help: 'S3 copy of the archive, s3://BUCKET/PREFIX (AWS credentials from the environment or ~/.aws; anonymous otherwise)' },
   { key: 's3_endpoint', flag: 's3-endpoint', env: ['DESFS_S3_ENDPOINT', 'AWS_ENDPOINT_URL_S3', 'AWS_ENDPOINT_URL'], help: 'S3 endpoint URL; default AWS for the region' },
   { key: 's3_region', flag: 's3-region', env: ['DESFS_S3_REGION', 'AWS_REGION', 'AWS_DEFAULT_REGION'], help: 'S3 region', default: () => 'us-east-1' },
@@ -107,18 +109,21 @@ export function resolveSettings(flags: Record<string, string | undefined>, env: 
   return out
 }
 
-export const SOURCE_NAMES = ['archive', 's3', 'mirror'] as const
+export const SOURCE_NAMES = ['archive', 's3', 'mirror', 'site'] as const
 export type SourceName = (typeof SOURCE_NAMES)[number]
 
-/** The source order from the `sources` setting; 'auto' is mirror (if set), archive, s3 (if set). */
-export function parseSources(text: string, have: { mirror: boolean; s3: boolean }): SourceName[] {
-  if (text === 'auto') return [...(have.mirror ? ['mirror' as const] : []), 'archive', ...(have.s3 ? ['s3' as const] : [])]
+/** The source order from the `sources` setting; 'auto' is mirror (if set), site (if set), archive, s3 (if set). */
+export function parseSources(text: string, have: { mirror: boolean; s3: boolean; site?: boolean }): SourceName[] {
+  if (text === 'auto') return [...(have.mirror ? ['mirror' as const] : []), ...(have.site ? ['site' as const] : []), 'archive', ...(have.s3 ? ['s3' as const] : [])]
   const names = text.split(',').map((s) => s.trim()).filter((s) => s !== '')
   if (names.length === 0) throw new Error('is empty; give one or more of archive, s3, mirror')
-  for (const n of names) if (!(SOURCE_NAMES as readonly string[]).includes(n)) throw new Error(`'${n}' is not a source; use archive, s3 or mirror`)
+  for (const n of names) if (!(SOURCE_NAMES as readonly string[]).includes(n)) throw new Error(`'${n}' is not a source; use archive, s3, mirror or site`)
   if (new Set(names).size !== names.length) throw new Error(`'${text}' names a source twice`)
   if (names.includes('mirror') && !have.mirror) throw new Error('names mirror but mirror_dir is not set (--mirror-dir)')
   if (names.includes('s3') && !have.s3) throw new Error('names s3 but s3_url is not set (--s3-url s3://BUCKET/PREFIX)')
+  if (names.includes('site') && !have.site) throw new Error('names site but site_cache is not set (--site-cache URL)')
+  // A site cache serves bytes only: sizes and checksums need a source that knows them.
+  if (names.includes('site') && !names.includes('archive') && !names.includes('s3')) throw new Error(`'${text}' has no source for sizes and checksums: the site cache serves bytes only; add archive (e.g. site,archive)`)
   return names as SourceName[]
 }
 
@@ -138,6 +143,9 @@ export interface DaemonConfig {
   sources: SourceName[]
   mirrorDir: string | undefined
   s3Url: string | undefined
+  /** The site cache's URL of the archive root, without trailing slashes. */
+  siteCache: string | undefined
+  siteTokenFile: string | undefined
   s3Endpoint: string | undefined
   s3Region: string
   readTimeoutMs: number
@@ -216,8 +224,10 @@ export function daemonConfig(settings: Map<string, Setting>, opts: { needMountpo
     cacheSize: cacheSize === 'auto' ? undefined : parseWith(settings, 'cache_size', parseSize),
     pinSize: settings.get('pin_size')!.value === 'auto' ? undefined : parseWith(settings, 'pin_size', parseSize),
     cacheMinFree: settings.get('cache_min_free')!.value === 'auto' ? undefined : parseWith(settings, 'cache_min_free', parseSize),
-    sources: parseWith(settings, 'sources', (v) => parseSources(v, { mirror: !!settings.get('mirror_dir')!.value, s3: !!settings.get('s3_url')!.value })),
+    sources: parseWith(settings, 'sources', (v) => parseSources(v, { mirror: !!settings.get('mirror_dir')!.value, s3: !!settings.get('s3_url')!.value, site: !!settings.get('site_cache')!.value })),
     mirrorDir: settings.get('mirror_dir')!.value ? resolve(settings.get('mirror_dir')!.value!) : undefined,
+    siteCache: settings.get('site_cache')!.value ? parseWith(settings, 'site_cache', (v) => checkHttpUrl(v, 'site cache URL')) : undefined,
+    siteTokenFile: settings.get('site_token_file')!.value ? resolve(settings.get('site_token_file')!.value!) : undefined,
     s3Url: settings.get('s3_url')!.value ? parseWith(settings, 's3_url', (v) => (parseS3Url(v), v)) : undefined,
     // Checked only when S3 is configured: AWS_ENDPOINT_URL may be set for other tools.
     s3Endpoint: settings.get('s3_endpoint')!.value ? (settings.get('s3_url')!.value ? parseWith(settings, 's3_endpoint', (v) => checkHttpUrl(v, 'S3 endpoint')) : settings.get('s3_endpoint')!.value) : undefined,

@@ -1,7 +1,8 @@
 // The dCache WebDAV door as a Source: ranged GETs (always a single `bytes=a-b` range), PROPFIND
 // Depth:1 for directory listings with sizes and checksums, HEAD with `Want-Digest: adler32` for
 // single files.
-import { HttpClient, header, classifyError, discard, readRangeBody, retryAfterMs, type HttpResponse } from './http-client.js'
+import { HttpClient, header, classifyError, discard, getRange } from './http-client.js'
+import { statusError, type ServerWords } from './http-status.js'
 import { PROPFIND_BODY, adler32From, parseMultistatus } from './propfind.js'
 import { parseByteCount, shown } from './byte-count.js'
 import { SourceError, type ReadOptions, type Source } from './source.js'
@@ -25,18 +26,6 @@ export function encodePath(relPath: string): string {
   return relPath.split('/').filter((s) => s !== '').map(encodeURIComponent).join('/')
 }
 
-/** Turns a non-success status into a SourceError whose message says what to do. */
-function statusError(res: HttpResponse, what: string, tokenHint: string): SourceError {
-  const s = res.status
-  if (s === 401) return new SourceError('auth', `${what}: HTTP 401, the bearer token is missing, expired or rejected: ${tokenHint}`, s)
-  if (s === 403) return new SourceError('forbidden', `${what}: HTTP 403, this token is not permitted to read it (check the token's scopes and your DES membership)`, s)
-  if (s === 404) return new SourceError('not_found', `${what}: HTTP 404, not in the archive`, s)
-  if (s === 416) return new SourceError('range', `${what}: HTTP 416, range not satisfiable`, s)
-  if (s === 429) return new SourceError('throttled', `${what}: HTTP 429, the archive asks us to slow down`, s, retryAfterMs(res))
-  if (s >= 500) return new SourceError('server', `${what}: HTTP ${s} from the archive`, s, retryAfterMs(res))
-  return new SourceError('protocol', `${what}: unexpected HTTP ${s}`, s)
-}
-
 export class ArchiveSource implements Source {
   readonly name = 'archive'
   readonly authoritative = true
@@ -44,14 +33,14 @@ export class ArchiveSource implements Source {
   private base: string
   private basePath: string
   private http: HttpClient
-  private tokenHint: string
+  private words: ServerWords
 
   constructor(opts: ArchiveSourceOptions) {
     this.base = opts.base
     this.identity = archiveIdentity(opts.base)
     this.basePath = decodeURIComponent(new URL(opts.base).pathname).replace(/\/+$/, '')
     this.http = opts.http
-    this.tokenHint = opts.tokenHint
+    this.words = { server: 'the archive', tokenHint: opts.tokenHint }
   }
 
   locate(relPath: string): string {
@@ -59,15 +48,9 @@ export class ArchiveSource implements Source {
   }
 
   async read(relPath: string, start: number, end: number, opts: ReadOptions): Promise<void> {
-    if (end <= start) return
     const url = this.locate(relPath)
     const what = `GET ${url} bytes=${start}-${end - 1}`
-    const res = await this.http.request('GET', url, { range: `bytes=${start}-${end - 1}` }, opts.signal)
-    if (res.status !== 200 && res.status !== 206) {
-      discard(res.body)
-      throw statusError(res, what, this.tokenHint)
-    }
-    await readRangeBody(res, start, end, what, opts.onData)
+    await getRange((h) => this.http.request('GET', url, h, opts.signal), start, end, what, opts, (res) => statusError(res, what, this.words))
   }
 
   async list(relDir: string, signal?: AbortSignal): Promise<Map<string, FileFacts> | null> {
@@ -85,7 +68,7 @@ export class ArchiveSource implements Source {
     }
     if (res.status !== 207) {
       discard(res.body)
-      throw statusError(res, what, this.tokenHint)
+      throw statusError(res, what, this.words)
     }
     let xml: string
     try {
@@ -116,7 +99,7 @@ export class ArchiveSource implements Source {
     const res = await this.http.request('HEAD', url, { 'want-digest': 'adler32' }, signal)
     discard(res.body)
     if (res.status === 404) return null
-    if (res.status !== 200) throw statusError(res, `HEAD ${url}`, this.tokenHint)
+    if (res.status !== 200) throw statusError(res, `HEAD ${url}`, this.words)
     const length = header(res.headers, 'content-length')
     const size = parseByteCount(length)
     if (size === undefined) throw new SourceError('protocol', `HEAD ${url}: Content-Length ${shown(length)} is not a byte count`)

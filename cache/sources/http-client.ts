@@ -4,7 +4,7 @@
 // origin), and 401 answered by re-reading the token once.
 import { readFileSync } from 'node:fs'
 import { Pool, errors as undiciErrors, type Dispatcher } from 'undici'
-import { SourceError } from './source.js'
+import { SourceError, type ReadOptions } from './source.js'
 import { parseByteCount } from './byte-count.js'
 
 export interface HttpClientOptions {
@@ -91,6 +91,20 @@ export async function readRangeBody(res: HttpResponse, start: number, end: numbe
     } else discard(res.body)
   }
   if (want > 0) throw new SourceError('protocol', `${what}: body ended ${want} bytes short`)
+}
+
+/**
+ * One ranged GET of bytes [start, end) of `url`, delivered through opts.onData; any answer but 200
+ * or 206 becomes the error `onStatus` makes of it. The archive, a site cache and S3 read this way.
+ */
+export async function getRange(send: (headers: Record<string, string>) => Promise<HttpResponse>, start: number, end: number, what: string, opts: ReadOptions, onStatus: (res: HttpResponse) => SourceError): Promise<void> {
+  if (end <= start) return
+  const res = await send({ range: `bytes=${start}-${end - 1}` })
+  if (res.status !== 200 && res.status !== 206) {
+    discard(res.body)
+    throw onStatus(res)
+  }
+  await readRangeBody(res, start, end, what, opts.onData)
 }
 
 export function header(h: HttpResponse['headers'], name: string): string | undefined {

@@ -3,7 +3,7 @@
 // SigV4 when credentials are found (see aws-credentials.ts) and sent anonymously otherwise (public
 // buckets). AWS endpoints are addressed virtual-host style; any other endpoint path style.
 import { XMLParser } from 'fast-xml-parser'
-import { HttpClient, classifyError, discard, header, readRangeBody, retryAfterMs, type HttpResponse } from './http-client.js'
+import { HttpClient, classifyError, discard, getRange, header, retryAfterMs, type HttpResponse } from './http-client.js'
 import { encodePath } from './archive.js'
 import { adler32From } from './propfind.js'
 import { signRequest, uriEncode, type AwsCredentials } from './sigv4.js'
@@ -79,15 +79,9 @@ export class S3Source implements Source {
   }
 
   async read(relPath: string, start: number, end: number, opts: ReadOptions): Promise<void> {
-    if (end <= start) return
     const url = this.objectUrl(relPath)
     const what = `GET ${this.locate(relPath)} bytes=${start}-${end - 1}`
-    const res = await this.send('GET', url, { range: `bytes=${start}-${end - 1}` }, opts.signal)
-    if (res.status !== 200 && res.status !== 206) {
-      discard(res.body)
-      throw this.statusError(res, what)
-    }
-    await readRangeBody(res, start, end, what, opts.onData)
+    await getRange((h) => this.send('GET', url, h, opts.signal), start, end, what, opts, (res) => this.statusError(res, what))
   }
 
   async list(relDir: string, signal?: AbortSignal): Promise<Map<string, FileFacts> | null> {

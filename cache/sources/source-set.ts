@@ -2,7 +2,9 @@
 // connect several times in a row is marked down for a while, so that when the network is gone reads
 // of uncached bytes fail at once instead of each waiting out its own timeouts. Serves the tree too:
 // listings come from the first authoritative source that answers (a partial mirror's listing only
-// adds to it), single-file facts from the first source that has the file.
+// adds to it), single-file facts from the first source that has the file. A source that serves bytes
+// only (a site cache) gives no facts, and any failure of it counts towards marking it down: the
+// archive behind it is there to serve the read meanwhile.
 import { SourceError, type Source } from './source.js'
 import type { FileFacts } from './source.js'
 import { fetchMetrics } from '../metrics.js'
@@ -18,6 +20,16 @@ export interface SourceSetOptions {
   clock: Clock
 }
 
+/**
+ * Whether a failure counts towards marking its source down: failing to connect, for any source; for
+ * a site cache, any failure but a file it lacks (a 5xx, a stall, a wrong length or a refused token
+ * repeated on every read would cost each read a request before the archive serves it).
+ */
+function countsAsDown(s: Source, err: SourceError): boolean {
+  if (err.unreachable) return true
+  return !!s.bytesOnly && err.kind !== 'not_found' && err.kind !== 'cancelled'
+}
+
 interface Health {
   failures: number
   downUntil: number
@@ -30,7 +42,10 @@ export class SourceSet implements Omit<Source, 'read'> {
   readonly name = 'sources'
   readonly authoritative = true
   readonly sources: Source[]
-  /** Its sources' identities; their order does not change which facts are true, so it is left out. */
+  /**
+   * The identities of the sources that give facts; their order does not change which facts are true,
+   * so it is left out, and a site cache gives none, so adding one keeps the facts learned.
+   */
   readonly identity: string
   private opts: SourceSetOptions
   private health = new Map<Source, Health>()
@@ -38,7 +53,7 @@ export class SourceSet implements Omit<Source, 'read'> {
   constructor(sources: Source[], opts: Partial<SourceSetOptions> = {}) {
     if (sources.length === 0) throw new Error('no sources configured')
     this.sources = sources
-    this.identity = sources.map((s) => s.identity).sort().join('\n')
+    this.identity = sources.filter((s) => !s.bytesOnly).map((s) => s.identity).sort().join('\n')
     this.opts = { downAfter: 3, downMs: 10_000, clock: systemClock, ...opts }
     for (const s of sources) this.health.set(s, { failures: 0, downUntil: 0, lastError: undefined })
   }
@@ -48,10 +63,10 @@ export class SourceSet implements Omit<Source, 'read'> {
   }
 
   /** Sources to try, in order; throws when every one is down (the caller fails fast). */
-  candidates(): Source[] {
-    const up = this.sources.filter((s) => !this.isDown(s))
+  candidates(among: Source[] = this.sources): Source[] {
+    const up = among.filter((s) => !this.isDown(s))
     if (up.length) return up
-    const why = this.sources.map((s) => `${s.name}: ${this.health.get(s)!.lastError ?? 'down'}`).join('; ')
+    const why = among.map((s) => `${s.name}: ${this.health.get(s)!.lastError ?? 'down'}`).join('; ')
     throw new SourceError('unreachable', `no source reachable (each failed ${this.opts.downAfter} times in a row; retrying in a few seconds): ${why}`)
   }
 
@@ -68,7 +83,7 @@ export class SourceSet implements Omit<Source, 'read'> {
 
   noteFailure(s: Source, err: SourceError): void {
     const h = this.health.get(s)
-    if (!h || !err.unreachable) return
+    if (!h || !countsAsDown(s, err)) return
     h.lastError = err.message
     if (++h.failures >= this.opts.downAfter) {
       if (!this.isDown(s)) log.warn('source marked down after repeated connection failures', { source: s.name, failures: h.failures, for: `${this.opts.downMs / 1000}s`, error: err.message })
@@ -93,10 +108,15 @@ export class SourceSet implements Omit<Source, 'read'> {
     return this.sources[0]!.locate(relPath)
   }
 
+  /** The sources to ask for facts, in order (throws when every one is down). */
+  private factCandidates(): Source[] {
+    return this.candidates(this.sources.filter((s) => !s.bytesOnly))
+  }
+
   async list(relDir: string, signal?: AbortSignal): Promise<Map<string, FileFacts> | null> {
     const merged = new Map<string, FileFacts>()
     let last: SourceError | undefined
-    for (const s of this.candidates()) {
+    for (const s of this.factCandidates()) {
       let listing: Map<string, FileFacts> | null
       try {
         listing = await this.attempt(s, () => s.list(relDir, signal))
@@ -121,7 +141,7 @@ export class SourceSet implements Omit<Source, 'read'> {
   async stat(relPath: string, signal?: AbortSignal): Promise<FileFacts | null> {
     let last: SourceError | undefined
     let found: FileFacts | null = null
-    for (const s of this.candidates()) {
+    for (const s of this.factCandidates()) {
       try {
         const f = await this.attempt(s, () => s.stat(relPath, signal))
         if (f && (s.authoritative || !found)) {

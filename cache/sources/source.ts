@@ -68,6 +68,12 @@ export interface Source {
    * the archive. A site mirror may be partial: its listings only add facts.
    */
   readonly authoritative: boolean
+  /**
+   * A cache in front of the archive (a site's XCache): it serves bytes only. It gives no facts (sizes
+   * and checksums come from the sources that know them) and is not worth retrying: a failed read
+   * moves on to the next source at once, and any failure of it counts towards marking it down.
+   */
+  readonly bytesOnly?: boolean
   /** Where a file is, as a person would write it (URL or path). */
   locate(relPath: string): string
   /**

@@ -23,6 +23,8 @@ export interface Step {
   deliver?: number
   /** Then fail with this error. */
   fail?: SourceError
+  /** Deliver the range with one byte changed (a damaged copy). */
+  corrupt?: boolean
 }
 
 export interface ReadCall {
@@ -33,7 +35,7 @@ export interface ReadCall {
 
 export class ScriptedSource implements Source {
   readonly identity: string
-  readonly authoritative = true
+  readonly authoritative: boolean = true
   readonly calls: ReadCall[] = []
   /** Bytes of reads started and not yet ended, now and at most. */
   inflightBytes = 0
@@ -75,7 +77,9 @@ export class ScriptedSource implements Source {
       if (this.gate) await this.gate
       if (opts.signal?.aborted) throw new SourceError('network', 'aborted')
       const n = step.fail ? Math.min(step.deliver ?? 0, end - start) : end - start
-      if (n > 0) opts.onData(expected(start, start + n))
+      const bytes = expected(start, start + n)
+      if (step.corrupt && n > 0) bytes[0] = bytes[0]! ^ 0xff
+      if (n > 0) opts.onData(bytes)
       if (step.fail) throw step.fail
     } finally {
       this.inflightBytes -= end - start
@@ -94,6 +98,12 @@ export class ScriptedSource implements Source {
   close(): Promise<void> {
     return Promise.resolve()
   }
+}
+
+/** A scripted site cache: serves bytes only, like cache/sources/site.ts (no facts, not authoritative). */
+export class ScriptedSite extends ScriptedSource {
+  override readonly authoritative = false
+  readonly bytesOnly = true
 }
 
 /** A clock whose time moves only when someone sleeps on it (or the test says so); every sleep is recorded. */

@@ -1,0 +1,202 @@
+// The site cache source (cache/sources/site.ts) and failover around it. In this process with scripted
+// sources and a fake clock: a site that is down, answers 5xx or a wrong length hands the read to the
+// archive at once (tried once, no backoff), is marked down after repeated failures and asked again
+// once its down time has passed; a damaged copy at the site is caught by the archive's checksum and
+// fetched again from the archive, never served; facts never come from the site. Over loopback HTTP
+// (servers that record headers): the archive's token never reaches the site, the site's own token
+// only the site, and real 5xx, cut bodies, wrong ranges and a stopped site fall back to the archive.
+import t, { type Test } from 'tap'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { BlockStore } from '../cache/block-store.js'
+import { Fetcher, newReadPattern, type FetcherOptions } from '../cache/fetcher.js'
+import { SourceSet } from '../cache/sources/source-set.js'
+import { SourceError, type Source } from '../cache/sources/source.js'
+import { buildSources, type ReadPathSettings } from '../cache/setup.js'
+import { adler32, adler32Hex } from '../cache/adler32.js'
+import { daemonConfig, parseSources, resolveSettings } from '../daemon/config.js'
+import { FakeClock, ScriptedSite, ScriptedSource, expected } from './fakes/scripted-source.js'
+import { RangeServer } from './fakes/range-server.js'
+import { tmp } from './helpers.js'
+
+const BS = 65536
+
+function setup(t: Test, sources: Source[], opts: Partial<FetcherOptions> = {}) {
+  const store = new BlockStore(join(tmp(t), 'cache'), { limit: 256 << 20, blockSize: BS, minFree: 0, cleanupDelayMs: 3_600_000 })
+  t.teardown(() => store.close())
+  const clock = new FakeClock()
+  const set = new SourceSet(sources, { clock, downAfter: 3, downMs: 10_000 })
+  const fetcher = new Fetcher(set, store, { smallFileBytes: 0, backoffMs: 10, runBytes: 4 * BS, maxWindowBytes: 16 * BS, attemptsPerSource: 4, ...opts }, { clock, random: () => 0.5 })
+  return { store, clock, set, fetcher }
+}
+
+async function read(fetcher: Fetcher, file: ReturnType<BlockStore['file']>, pos: number, len: number): Promise<Buffer> {
+  const dest = Buffer.alloc(len)
+  const n = await fetcher.readInto(file, pos, len, dest, () => true, newReadPattern())
+  return dest.subarray(0, n)
+}
+
+const refused = () => ({ fail: new SourceError('unreachable', 'connect ECONNREFUSED 127.0.0.1:9') })
+
+t.test('site down: the archive serves each read at once; the site is marked down after three, and asked again 10 s later', async (t) => {
+  const site = new ScriptedSite('site', Array.from({ length: 3 }, refused))
+  const archive = new ScriptedSource('archive')
+  const { store, clock, set, fetcher } = setup(t, [site, archive])
+  const one = store.file('OPS/s1.fits', 2 * BS, null)
+  t.ok((await read(fetcher, one, 0, 1000)).equals(expected(0, 1000)), 'the bytes came from the archive')
+  t.equal(site.calls.length, 1, 'the site was tried once (no retries: the archive is the retry)')
+  t.equal(archive.calls.length, 1)
+  t.same(clock.sleeps, [], 'and nothing waited for a backoff')
+  for (const f of ['OPS/s2.fits', 'OPS/s3.fits']) await read(fetcher, store.file(f, 2 * BS, null), 0, 10)
+  t.equal(site.calls.length, 3)
+  t.ok(set.isDown(site), 'three failures in a row mark the site down')
+  await read(fetcher, store.file('OPS/s4.fits', 2 * BS, null), 0, 10)
+  t.equal(site.calls.length, 3, 'while down it is not asked')
+  t.equal(archive.calls.length, 4)
+  clock.advance(10_001)
+  const back = store.file('OPS/s5.fits', 2 * BS, null)
+  t.ok((await read(fetcher, back, 0, 1000)).equals(expected(0, 1000)))
+  t.equal(site.calls.length, 4, 'after its 10 s the site is asked again')
+  t.equal(archive.calls.length, 4, 'and, being back, served the read itself')
+  t.notOk(set.isDown(site), 'it is up again')
+})
+
+t.test('site answers 5xx: the archive serves at once, and repeated 5xx mark the site down', async (t) => {
+  const site = new ScriptedSite('site', Array.from({ length: 3 }, () => ({ fail: new SourceError('server', 'HTTP 503 from the site cache', 503) })))
+  const archive = new ScriptedSource('archive')
+  const { store, clock, set, fetcher } = setup(t, [site, archive])
+  t.ok((await read(fetcher, store.file('OPS/x1.fits', 2 * BS, null), 5, 1000)).equals(expected(5, 1005)), 'the bytes came from the archive')
+  t.equal(site.calls.length, 1, 'one request to the site')
+  t.same(clock.sleeps, [], 'no backoff before the archive')
+  for (const f of ['OPS/x2.fits', 'OPS/x3.fits']) await read(fetcher, store.file(f, 2 * BS, null), 0, 10)
+  t.ok(set.isDown(site), 'a site failing with 5xx three times is marked down like an unreachable one')
+  t.notOk(set.isDown(archive))
+})
+
+t.test('wrong length: a site body that ends early is finished by the archive from the first missing byte', async (t) => {
+  const site = new ScriptedSite('site', [{ deliver: 1000, fail: new SourceError('protocol', 'body ended 130072 bytes short') }])
+  const archive = new ScriptedSource('archive')
+  const { store, fetcher } = setup(t, [site, archive])
+  const file = store.file('OPS/w.fits', 2 * BS, null)
+  t.ok((await read(fetcher, file, 0, 2 * BS)).equals(expected(0, 2 * BS)), 'every byte right')
+  t.same(archive.calls.map((c) => [c.start, c.end]), [[1000, BS]], 'the archive was asked only for what the site did not bring of block 0')
+  t.same(site.calls.map((c) => [c.start, c.end]), [[0, BS], [BS, 2 * BS]], 'and block 1 came from the site (tried again on the next request)')
+})
+
+t.test('a damaged copy at the site: caught by the checksum, fetched again from the archive, never served', async (t) => {
+  const size = 3 * BS + 100
+  const sum = adler32Hex(adler32(expected(0, size)))
+  const site = new ScriptedSite('site', [{ corrupt: true }])
+  const archive = new ScriptedSource('archive')
+  const { store, fetcher } = setup(t, [site, archive], { smallFileBytes: 4 << 20 })
+  const file = store.file('OPS/small.fits', size, sum)
+  t.ok((await read(fetcher, file, 0, size)).equals(expected(0, size)), 'the reader got the archive\'s bytes')
+  t.equal(site.calls.length, 1)
+  t.same(archive.calls.map((c) => [c.start, c.end]), [[0, size]], 'the whole file was fetched again from the archive')
+  await fetcher.settled()
+  t.ok(file.checkWhole(), 'and the cache holds the right bytes')
+
+  // Damaged everywhere: the reader gets an error, never the bytes.
+  const bad = new ScriptedSite('site', [{ corrupt: true }])
+  const alsoBad = new ScriptedSource('archive', [{ corrupt: true }])
+  const two = setup(t, [bad, alsoBad], { smallFileBytes: 4 << 20 })
+  const f2 = two.store.file('OPS/small2.fits', size, sum)
+  const err = await read(two.fetcher, f2, 0, size).catch((e: Error) => e)
+  t.match(String(err), /checksum mismatch/, `no bytes served (${String(err)})`)
+  await two.fetcher.settled()
+  t.equal(f2.has(0), false, 'and none stored')
+})
+
+t.test('facts never come from the site: identity, stat and list are the archive\'s', async (t) => {
+  const site = new ScriptedSite('site', [], new Map([['OPS/f.fits', 5]]))
+  const archive = new ScriptedSource('archive', [], new Map([['OPS/f.fits', 777]]))
+  const withSite = new SourceSet([site, archive])
+  t.equal(withSite.identity, new SourceSet([archive]).identity, 'adding a site cache keeps the facts learned from the archive')
+  t.equal((await withSite.stat('OPS/f.fits'))?.size, 777, 'the size is the archive\'s')
+  const clock = new FakeClock()
+  const down = new SourceSet([site, archive], { clock, downAfter: 1 })
+  down.noteFailure(archive, new SourceError('unreachable', 'refused'))
+  await t.rejects(down.stat('OPS/f.fits'), /no source reachable/, 'with the archive down, facts are unknown (not "missing"), though the site is up')
+})
+
+function settings(over: Partial<ReadPathSettings>): ReadPathSettings {
+  return {
+    sources: ['site', 'archive'], archive: 'http://127.0.0.1:9/des', siteCache: undefined, siteTokenFile: undefined, mirrorDir: undefined,
+    s3Url: undefined, s3Endpoint: undefined, s3Region: 'us-east-1', caFile: undefined, connectTimeoutMs: 2000, stallTimeoutMs: 5000,
+    minRate: 1024, readTimeoutMs: 0, cacheDir: '', cacheSize: undefined, pinSize: undefined, cacheMinFree: undefined, ...over,
+  }
+}
+
+const archiveToken = { authorization: () => 'Bearer ARCHIVE-SECRET', reload: () => Promise.resolve(), hint: 'get a token' }
+
+async function httpPair(t: Test, siteTokenFile?: string) {
+  const bytes = expected(0, 5 * BS + 17)
+  const archive = await new RangeServer(new Map([['/des/OPS/a.fits', bytes]])).start()
+  const site = await new RangeServer(new Map([['/xcache/des/OPS/a.fits', bytes]])).start()
+  t.teardown(() => Promise.all([archive.stop(), site.stop()]))
+  const set = buildSources(settings({ archive: `${archive.url}/des`, siteCache: `${site.url}/xcache/des`, siteTokenFile }), archiveToken)
+  t.teardown(() => set.close())
+  const store = new BlockStore(join(tmp(t), 'cache'), { limit: 64 << 20, blockSize: BS, minFree: 0, cleanupDelayMs: 3_600_000 })
+  t.teardown(() => store.close())
+  const fetcher = new Fetcher(set, store, { smallFileBytes: 0, runBytes: 2 * BS, maxWindowBytes: 2 * BS, attemptsPerSource: 2, backoffMs: 1 })
+  return { bytes, archive, site, set, store, fetcher }
+}
+
+t.test('over HTTP: the site serves ranges; the archive token never reaches it, its own token only it', async (t) => {
+  const { bytes, archive, site, set, store, fetcher } = await httpPair(t)
+  t.same(set.sources.map((s) => s.name), ['site', 'archive'])
+  const file = store.file('OPS/a.fits', bytes.length, null)
+  t.ok((await read(fetcher, file, BS + 3, 2 * BS)).equals(bytes.subarray(BS + 3, 3 * BS + 3)), 'the bytes are right')
+  t.ok(site.log.length > 0 && site.log.every((r) => r.method === 'GET' && /^bytes=\d+-\d+$/.test(String(r.headers.range))), 'ranged GETs went to the site')
+  t.equal(archive.log.length, 0, 'nothing was asked of the archive')
+  t.ok(site.log.every((r) => r.headers.authorization === undefined), 'with no site_token_file the site gets no Authorization header at all')
+
+  // The site fails: the archive serves, with its token; the site still never saw that token.
+  site.fault = 503
+  const again = store.file('OPS/a.fits', bytes.length, null)
+  t.ok((await read(fetcher, again, 4 * BS, BS)).equals(bytes.subarray(4 * BS, 5 * BS)), 'the archive served the read')
+  t.ok(archive.log.length > 0 && archive.log.every((r) => r.headers.authorization === 'Bearer ARCHIVE-SECRET'), 'the archive got its token')
+  t.notOk(site.log.some((r) => JSON.stringify(r.headers).includes('ARCHIVE-SECRET')), 'no request to the site carried the archive token')
+
+  const file2 = join(tmp(t), 'site-token')
+  writeFileSync(file2, 'SITE-TOKEN\n', { mode: 0o600 })
+  const withToken = await httpPair(t, file2)
+  await read(withToken.fetcher, withToken.store.file('OPS/a.fits', bytes.length, null), 0, 100)
+  t.ok(withToken.site.log.length > 0 && withToken.site.log.every((r) => r.headers.authorization === 'Bearer SITE-TOKEN'), 'with site_token_file the site gets its own token')
+  t.equal(withToken.archive.log.length, 0)
+})
+
+t.test('over HTTP: 5xx, a body cut short, a wrong Content-Range and a stopped site each fall back to the archive', async (t) => {
+  const faults: [string, (s: RangeServer) => Promise<void> | void][] = [
+    ['HTTP 500', (s) => { s.fault = 500 }],
+    ['a body cut short', (s) => { s.fault = 'short' }],
+    ['a wrong Content-Range', (s) => { s.fault = 'wrong-range' }],
+    ['the site stopped', (s) => s.stop()],
+  ]
+  for (const [what, breakIt] of faults) {
+    const { bytes, archive, site, store, fetcher } = await httpPair(t)
+    await breakIt(site)
+    const file = store.file('OPS/a.fits', bytes.length, null)
+    const got = await read(fetcher, file, 0, 2 * BS).catch((e: Error) => e)
+    t.ok(Buffer.isBuffer(got) && got.equals(bytes.subarray(0, 2 * BS)), `${what}: the read got the right bytes (${Buffer.isBuffer(got) ? 'ok' : String(got)})`)
+    t.ok(archive.log.some((r) => r.method === 'GET'), `${what}: from the archive`)
+    const ranges = site.log.map((r) => String(r.headers.range))
+    t.equal(new Set(ranges).size, ranges.length, `${what}: no range was asked of the site twice (no retries of it: ${ranges.join(' ') || 'none'})`)
+  }
+})
+
+t.test('settings: auto puts the site before the archive; site alone or unset is refused with the fix', async (t) => {
+  t.same(parseSources('auto', { mirror: false, s3: false, site: true }), ['site', 'archive'])
+  t.same(parseSources('auto', { mirror: true, s3: true, site: true }), ['mirror', 'site', 'archive', 's3'])
+  t.throws(() => parseSources('site', { mirror: false, s3: false, site: true }), /serves bytes only; add archive \(e\.g\. site,archive\)/)
+  t.throws(() => parseSources('site,archive', { mirror: false, s3: false, site: false }), /site_cache is not set \(--site-cache URL\)/)
+  const env = { DESFS_CONFIG: '/nonexistent/desfs-config', DESDATA: '/tmp/mnt', DESFS_SITE_CACHE: 'http://xcache.example:8443/des/' }
+  const saved = process.env.DESFS_CONFIG
+  process.env.DESFS_CONFIG = env.DESFS_CONFIG
+  t.teardown(() => { if (saved === undefined) delete process.env.DESFS_CONFIG; else process.env.DESFS_CONFIG = saved })
+  const c = daemonConfig(resolveSettings({}, env))
+  t.equal(c.siteCache, 'http://xcache.example:8443/des', 'DESFS_SITE_CACHE is read, trailing slash dropped')
+  t.same(c.sources, ['site', 'archive'], 'and the default order is site,archive')
+  t.throws(() => daemonConfig(resolveSettings({ 'site-cache': 'http://u:p@xcache.example/des' }, env)), /site_cache \(from flag --site-cache\): .*never takes credentials in a URL/)
+  t.throws(() => buildSources(settings({ siteCache: 'http://127.0.0.1:9/x', siteTokenFile: '/nonexistent/site-token' }), archiveToken), /site_token_file \/nonexistent\/site-token: cannot read it \(ENOENT\)/)
+})
