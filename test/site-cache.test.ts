@@ -229,3 +229,23 @@ t.test('desfs sync and desfs headers go through the site cache', async (t) => {
   t.same(toSurvey.filter((f) => !(cov2.get(f.rel)?.distinct ?? 0)).map((f) => f.rel), [], 'headers: the origin served part of every surveyed file')
   t.equal(archiveGetBytes(server, toSurvey.map((f) => f.rel)), 0, 'headers: no file bytes from the archive')
 })
+
+t.test('a read near the end of a large file through the XCache: the origin serves the blocks around it, not the file', async (t) => {
+  if (!needXCache(t)) return
+  // XrdHttp 5.5 honours a header spelt `Range` only; a lower-case `range:` gets 200 and the whole
+  // file from byte 0, which the XCache would fetch from the origin to stream it.
+  const a = makeArchive(t, { hostile: false, largeFileBytes: 48 << 20 })
+  const large = a.manifest.largeFile!
+  const size = sourceBytes(a, large).length
+  const { server, tokenFile } = await startServer(t, a.root)
+  const x = await startXCache(t, a.root)
+  const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: siteFlags(x) })
+  server.clearLog()
+  const r = await run('tail', ['-c', '1000', join(d.mnt, large)], { binary: true })
+  t.equal(r.code, 0, r.stderr)
+  t.equal(md5(Buffer.from(r.stdout, 'latin1')), md5(sourceBytes(a, large).subarray(size - 1000)), 'the last 1000 bytes are right')
+  t.equal(archiveGetBytes(server, [large]), 0, 'they came through the site')
+  await until(() => (x.originCoverage().get(large)?.distinct ?? 0) > 0, 10_000)
+  const served = x.originCoverage().get(large)?.distinct ?? 0
+  t.ok(served > 0 && served <= 16 << 20, `the origin served ${served} bytes of the ${size}: the blocks near the end, not the file from its start`)
+})
