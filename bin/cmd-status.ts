@@ -7,6 +7,7 @@ import { call, socketPath } from './client.js'
 import { resolveSettings } from '../daemon/config.js'
 import { EXIT } from '../daemon/errors.js'
 import { formatDuration, formatSize } from '../daemon/units.js'
+import { siteHitRatio } from '../cache/metrics.js'
 
 interface Status {
   pid: number
@@ -19,7 +20,7 @@ interface Status {
   tree: { files: number; dirs: number; skippedSummary?: string; table: string; index: string } | null
   token: { source: string; subject?: string; expires?: string; problem?: string } | null
   cache: { dir: string; bytes: number; limit: number; pinnedBytes?: number } | null
-  sources?: { name: string; down?: boolean }[] | null
+  sources?: { name: string; down?: boolean; bytesFetched?: number }[] | null
   fetch: { requests: number; bytesFetched: number; failures: number } | null
   plane?: { passthrough: boolean; passthroughNote: string; workers: number; maxRead: number; nativeReadBytes: number; nativeReads: number; passthroughOpens: number; toJavaScript: number; rootMount: boolean } | null
   sql?: { running: number; served: number; timeoutMs: number } | null
@@ -32,14 +33,22 @@ function relative(iso: string, now = Date.now()): string {
   return ms >= 0 ? `in ${formatDuration(ms)}` : `${formatDuration(-ms)} ago`
 }
 
-function humanStatus(s: Status, now = Date.now()): string {
+/** '; site hit ratio 83%' when a site cache is among the sources: bytes from it / bytes fetched. */
+function siteLine(s: Status): string {
+  if (!s.sources?.some((x) => x.name === 'site')) return ''
+  const bySource = Object.fromEntries(s.sources.map((x) => [x.name, x.bytesFetched ?? 0]))
+  const total = Object.values(bySource).reduce((a, b) => a + b, 0)
+  return total > 0 ? `; site hit ratio ${Math.round((100 * siteHitRatio(bySource)))}% of bytes fetched` : '; nothing fetched yet'
+}
+
+export function humanStatus(s: Status, now = Date.now()): string {
   const lines = [`mounted     ${s.mountpoint} (pid ${s.pid}, up ${formatDuration(now - Date.parse(s.startedAt))}${s.ready ? '' : ', still starting'})`]
   const dbFacts = s.dbFile ? ` (${formatSize(s.dbFile.bytes)}, modified ${s.dbFile.modified.slice(0, 16).replace('T', ' ')})` : s.dbFile === null ? ' (MISSING)' : ''
   lines.push(`metadata    ${s.db}${dbFacts}`)
   if (s.tree) lines.push(`tree        ${s.tree.files} files in ${s.tree.dirs} directories from ${s.tree.table}`)
   if (s.tree?.skippedSummary) lines.push(`            ${s.tree.skippedSummary}`)
-  const sources = s.sources?.length ? s.sources.map((x) => `${x.name}${x.down ? ' (DOWN)' : ''}`).join(', ') : s.archive
-  lines.push(`sources     ${sources}`)
+  const sources = s.sources?.length ? s.sources.map((x) => `${x.name}${x.down ? ' (DOWN)' : ''}${x.bytesFetched !== undefined ? ` ${formatSize(x.bytesFetched)}` : ''}`).join(', ') : s.archive
+  lines.push(`sources     ${sources}${siteLine(s)}`)
   if (s.token) {
     const t = s.token
     const expires = t.expires ? `, expires ${relative(t.expires, now)} (${t.expires})` : ''

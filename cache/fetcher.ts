@@ -53,6 +53,8 @@ export class Fetcher {
   private failed = new Map<string, { err: Error; until: number }>()
   private count = fetchCounters()
   readonly stats: FetchStats = this.count.values
+  /** Bytes received per source name (site vs archive), for status. */
+  readonly bytesBySource: Readonly<Record<string, number>> = this.count.bySource
 
   constructor(sources: SourceSet, store: BlockStore, opts: Partial<FetcherOptions> = {}, deps: Partial<FetcherDeps> = {}) {
     this.opts = { ...DEFAULT_FETCHER_OPTIONS, ...opts }

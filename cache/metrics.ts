@@ -25,6 +25,19 @@ export const cacheMetrics = {
   writeErrors: metrics.counter('desfs_cache_write_errors_total', 'Failed writes to the cache, by errno code'),
 }
 
+/** Bytes received per source, daemon-wide: what the site cache's hit ratio is computed from. */
+const fetchedBySource: Record<string, number> = {}
+
+/**
+ * The site cache's hit ratio as desfs sees it: bytes fetched from the site / bytes fetched from every
+ * source (0 before anything was fetched). What the site cache itself fetched from the archive on a
+ * miss is not seen here: a miss at the site still counts as bytes from the site.
+ */
+export function siteHitRatio(bySource: Record<string, number>): number {
+  const total = Object.values(bySource).reduce((a, b) => a + b, 0)
+  return total > 0 ? (bySource.site ?? 0) / total : 0
+}
+
 export const fetchMetrics = {
   /** tier: memory (recent blocks), disk (the cache), network (fetched for this read). */
   hits: metrics.counter('desfs_read_hits_total', 'Block reads by where the bytes came from (memory, disk, network)'),
@@ -38,6 +51,7 @@ export const fetchMetrics = {
   inflightRequests: metrics.gauge('desfs_fetch_inflight_requests', 'Requests to sources in flight'),
   inflightBytes: metrics.gauge('desfs_fetch_inflight_bytes', 'Bytes being fetched or waiting to be stored'),
   sourceDown: metrics.gauge('desfs_source_down', 'Sources marked down after repeated connection failures (1 = down)'),
+  siteHitRatio: metrics.gauge('desfs_site_hit_ratio', 'Share of the bytes fetched that came from the site cache (bytes from site / bytes fetched from all sources)', () => siteHitRatio(fetchedBySource)),
 }
 
 /** The store's figures (block-store.ts) and the metric each feeds; `blockSize` turns evicted bytes into blocks. */
@@ -52,17 +66,26 @@ export function storeCounters(blockSize: number) {
   })
 }
 
-/** The fetcher's figures (fetcher.ts, fetch-run.ts) and the metric each feeds; the label is the source's name. */
+/**
+ * The fetcher's figures (fetcher.ts, fetch-run.ts) and the metric each feeds; the label is the
+ * source's name. `bySource` keeps the bytes fetched per source besides (site vs archive, for status).
+ */
 export function fetchCounters() {
-  return new Counters({
+  const bySource: Record<string, number> = {}
+  const counters = new Counters({
     requests: (n, source) => fetchMetrics.requests.inc({ source: source ?? 'any' }, n),
-    bytesFetched: (n, source) => fetchMetrics.bytesFetched.inc({ source: source ?? 'any' }, n),
+    bytesFetched: (n, source = 'any') => {
+      fetchMetrics.bytesFetched.inc({ source }, n)
+      bySource[source] = (bySource[source] ?? 0) + n
+      fetchedBySource[source] = (fetchedBySource[source] ?? 0) + n
+    },
     retries: (n) => fetchMetrics.retries.inc(undefined, n),
     failures: (n) => fetchMetrics.failures.inc(undefined, n),
     memoryHits: (n) => fetchMetrics.hits.inc({ tier: 'memory' }, n),
     diskHits: (n) => fetchMetrics.hits.inc({ tier: 'disk' }, n),
     networkReads: (n) => fetchMetrics.hits.inc({ tier: 'network' }, n),
   })
+  return Object.assign(counters, { bySource })
 }
 
 export type StoreCounters = ReturnType<typeof storeCounters>

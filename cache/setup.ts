@@ -4,10 +4,10 @@ import { statfs } from 'node:fs/promises'
 import { BlockStore } from './block-store.js'
 import { Fetcher } from './fetcher.js'
 import { ArchiveSource } from './sources/archive.js'
-import { findAwsCredentials } from './sources/aws-credentials.js'
 import { HttpClient } from './sources/http-client.js'
 import { MirrorSource } from './sources/mirror.js'
 import { S3Source } from './sources/s3.js'
+import { S3Signer } from './sources/s3-signer.js'
 import { SiteSource, SiteToken } from './sources/site.js'
 import { SourceSet } from './sources/source-set.js'
 import type { Source } from './sources/source.js'
@@ -79,11 +79,9 @@ export function buildSources(c: ReadPathSettings, token: ArchiveToken): SourceSe
           }),
           tokenHint: token.hint,
         })
-      case 's3': {
-        const creds = findAwsCredentials()
-        log.info('S3 source', { url: c.s3Url, endpoint: c.s3Endpoint ?? 'AWS', region: c.s3Region, credentials: creds.source })
-        return new S3Source({ url: c.s3Url!, endpoint: c.s3Endpoint, region: c.s3Region, credentials: creds.credentials, http: new HttpClient(timeouts) })
-      }
+      case 's3':
+        log.info('S3 source', { url: c.s3Url, endpoint: c.s3Endpoint ?? 'AWS', region: c.s3Region, credentials: 'AWS SDK chain' })
+        return new S3Source({ url: c.s3Url!, endpoint: c.s3Endpoint, region: c.s3Region, signer: new S3Signer(c.s3Region), http: new HttpClient(timeouts) })
       case 'mirror':
         return new MirrorSource(c.mirrorDir!)
       case 'site': {

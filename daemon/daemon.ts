@@ -204,7 +204,7 @@ export class Daemon {
       tree: this.catalog ? { index: this.catalog.file, table: this.catalog.table, ...this.catalog.result, reload: this.reloader?.status } : null,
       token: tok ? { source: tok.source, subject: tok.subject, scopes: tok.scopes, expires: tok.exp ? new Date(tok.exp * 1000).toISOString() : undefined, problem: tok.problem } : null,
       cache: this.store ? this.store.summary() : null,
-      sources: this.sources ? this.sources.sources.map((s) => ({ name: s.name, down: this.sources.isDown(s) })) : null,
+      sources: this.sources ? this.sources.sources.map((s) => ({ name: s.name, down: this.sources.isDown(s), bytesFetched: this.fetcher?.bytesBySource[s.name] ?? 0 })) : null,
       fetch: this.fetcher?.stats ?? null,
       archiveRequests: this.tree?.stats ?? null,
       ops: this.opsStats ?? null,

@@ -12,6 +12,7 @@ import { oidcStatePath, readOidcState } from './token-store.js'
 import { formatDuration, formatSize } from './units.js'
 import { HttpClient, classifyError, discard } from '../cache/sources/http-client.js'
 import { PROPFIND_BODY } from '../cache/sources/propfind.js'
+import { checkSiteCache } from './doctor-site.js'
 
 export type CheckStatus = 'OK' | 'WARN' | 'FAIL'
 
@@ -167,8 +168,8 @@ export interface DaemonView {
 }
 
 /** The settings doctor checks, and which of them are paths. */
-export const DOCTOR_SETTINGS = ['db', 'archive', 'cache_dir', 'state_dir', 'token_file', 'ca_file', 'connect_timeout']
-const PATH_SETTINGS = new Set(['db', 'cache_dir', 'token_file', 'ca_file'])
+export const DOCTOR_SETTINGS = ['db', 'archive', 'cache_dir', 'state_dir', 'token_file', 'ca_file', 'connect_timeout', 'site_cache', 'site_token_file']
+const PATH_SETTINGS = new Set(['db', 'cache_dir', 'token_file', 'ca_file', 'site_token_file'])
 
 /**
  * The settings to check when a daemon runs: what the daemon uses, except where a flag given to doctor
@@ -192,13 +193,14 @@ export function daemonCheck(daemon: DaemonView): CheckResult {
 }
 
 export async function runDoctor(settings: Map<string, Setting>): Promise<CheckResult[]> {
-  const [dev, lib, tokens, archive, cache, state] = await Promise.all([
+  const [dev, lib, tokens, archive, cache, state, site] = await Promise.all([
     checkFuseDevice(),
     checkLibfuse(),
     checkToken(settings),
     checkArchive(settings),
     checkPrivateDir('cache dir', resolve(settings.get('cache_dir')!.value!), true),
     checkPrivateDir('state dir', resolve(settings.get('state_dir')!.value!), false),
+    checkSiteCache(settings),
   ])
-  return [dev, checkFusermount(), lib, ...tokens, checkDb(settings), archive, cache, state]
+  return [dev, checkFusermount(), lib, ...tokens, checkDb(settings), archive, ...(site ? [site] : []), cache, state]
 }

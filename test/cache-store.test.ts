@@ -5,8 +5,6 @@ import { existsSync, readdirSync, writeFileSync, mkdirSync, statSync } from 'nod
 import { join } from 'node:path'
 import { BlockStore, cacheKey, type CachedFile } from '../cache/block-store.js'
 import { adler32 } from '../cache/adler32.js'
-import { signRequest } from '../cache/sources/sigv4.js'
-import { parseIni, findAwsCredentials } from '../cache/sources/aws-credentials.js'
 import { archivePath } from '../daemon/routes-cache.js'
 import { parseSources } from '../daemon/config.js'
 import { tmp } from './helpers.js'
@@ -118,25 +116,6 @@ t.test('a block whose bytes changed on disk is dropped, not served', async (t) =
   t.equal(s.bytes, 2 * BS, 'the record shrank with it')
   t.ok(statSync(data).size >= 3 * BS)
   t.equal(readdirSync(join(dir, 'data')).length, 1)
-})
-
-t.test('SigV4 matches the example in the AWS S3 documentation', async (t) => {
-  const h = signRequest({ accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' }, {
-    method: 'GET', url: new URL('https://examplebucket.s3.amazonaws.com/test.txt'), headers: { range: 'bytes=0-9' }, region: 'us-east-1', now: new Date('2013-05-24T00:00:00Z'),
-  })
-  t.equal(h.authorization, 'AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41')
-})
-
-t.test('AWS credentials: environment first, then the profile in the shared file, else anonymous', async (t) => {
-  const dir = tmp(t)
-  const file = join(dir, 'credentials')
-  writeFileSync(file, '[default]\naws_access_key_id = AKIDDEFAULT\naws_secret_access_key = s1\n\n[profile desfs]\naws_access_key_id=AKIDDESFS\naws_secret_access_key=s2\naws_session_token = tok\n')
-  t.equal(parseIni('[a]\nk = v\n').get('a')?.get('k'), 'v')
-  t.equal(findAwsCredentials({ AWS_ACCESS_KEY_ID: 'AKIDENV', AWS_SECRET_ACCESS_KEY: 'x', AWS_SHARED_CREDENTIALS_FILE: file }).credentials?.accessKeyId, 'AKIDENV')
-  t.equal(findAwsCredentials({ AWS_SHARED_CREDENTIALS_FILE: file }).credentials?.accessKeyId, 'AKIDDEFAULT')
-  const p = findAwsCredentials({ AWS_SHARED_CREDENTIALS_FILE: file, AWS_PROFILE: 'desfs' })
-  t.same([p.credentials?.accessKeyId, p.credentials?.sessionToken], ['AKIDDESFS', 'tok'])
-  t.equal(findAwsCredentials({ AWS_SHARED_CREDENTIALS_FILE: join(dir, 'none'), HOME: dir }).source, 'anonymous')
 })
 
 t.test('paths given to desfs cache map to archive paths without touching the mount', async (t) => {

@@ -5,6 +5,8 @@
 // fetched again from the archive, never served; facts never come from the site. Over loopback HTTP
 // (servers that record headers): the archive's token never reaches the site, the site's own token
 // only the site, and real 5xx, cut bodies, wrong ranges and a stopped site fall back to the archive.
+// Operations: bytes per source and the site hit ratio in the fetcher, the metrics and `desfs status`;
+// `desfs doctor`'s check of the site cache.
 import t, { type Test } from 'tap'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -17,6 +19,11 @@ import { adler32, adler32Hex } from '../cache/adler32.js'
 import { daemonConfig, parseSources, resolveSettings } from '../daemon/config.js'
 import { FakeClock, ScriptedSite, ScriptedSource, expected } from './fakes/scripted-source.js'
 import { RangeServer } from './fakes/range-server.js'
+import { siteHitRatio } from '../cache/metrics.js'
+import { metrics } from '../daemon/metrics.js'
+import { humanStatus } from '../bin/cmd-status.js'
+import { checkSiteCache } from '../daemon/doctor-site.js'
+import Database from 'better-sqlite3'
 import { tmp } from './helpers.js'
 
 const BS = 65536
@@ -199,4 +206,71 @@ t.test('settings: auto puts the site before the archive; site alone or unset is 
   t.same(c.sources, ['site', 'archive'], 'and the default order is site,archive')
   t.throws(() => daemonConfig(resolveSettings({ 'site-cache': 'http://u:p@xcache.example/des' }, env)), /site_cache \(from flag --site-cache\): .*never takes credentials in a URL/)
   t.throws(() => buildSources(settings({ siteCache: 'http://127.0.0.1:9/x', siteTokenFile: '/nonexistent/site-token' }), archiveToken), /site_token_file \/nonexistent\/site-token: cannot read it \(ENOENT\)/)
+})
+
+t.test('operations: bytes per source and the site hit ratio, in the fetcher, the metrics and status', async (t) => {
+  const site = new ScriptedSite('site', [{ fail: new SourceError('server', 'HTTP 503 from the site cache', 503) }])
+  const archive = new ScriptedSource('archive')
+  const { store, fetcher } = setup(t, [site, archive])
+  const f = store.file('OPS/ops.fits', 4 * BS, null)
+  await read(fetcher, f, 0, BS) // the site fails: the archive brings block 0
+  await read(fetcher, f, 3 * BS, BS) // the site brings block 3
+  await read(fetcher, f, 2 * BS, BS) // and block 2
+  await fetcher.settled()
+  const fromSite = fetcher.stats.bytesFetched - BS
+  t.ok(fromSite >= 2 * BS, 'blocks 2 and 3 (and any read ahead) came from the site')
+  t.same(fetcher.bytesBySource, { archive: BS, site: fromSite }, 'bytes per source')
+  t.equal(siteHitRatio(fetcher.bytesBySource), fromSite / (fromSite + BS), 'site hit ratio = bytes from the site / bytes fetched')
+
+  // The gauge is daemon-wide: bytes from the site over bytes from every source, as the counter has them.
+  const text = metrics.render()
+  const byLabel = [...text.matchAll(/^desfs_fetch_bytes_total\{source="([^"]+)"\} (\d+)$/gm)].map((m) => [m[1]!, Number(m[2])] as const)
+  const all = byLabel.reduce((a, [, n]) => a + n, 0)
+  const siteAll = byLabel.filter(([s]) => s === 'site').reduce((a, [, n]) => a + n, 0)
+  t.ok(siteAll >= fromSite, 'the per-source byte counter has the site')
+  t.match(text, new RegExp(`^desfs_site_hit_ratio ${String(siteAll / all).replace('.', '\\.')}$`, 'm'), `desfs_site_hit_ratio = ${siteAll}/${all}`)
+
+  const status = humanStatus({
+    pid: 1, mountpoint: '/mnt', startedAt: new Date().toISOString(), ready: true, db: '/db', archive: 'https://archive', tree: null, token: null, cache: null, fetch: null, settings: {},
+    sources: [{ name: 'site', down: false, bytesFetched: 3 << 20 }, { name: 'archive', down: true, bytesFetched: 1 << 20 }],
+  })
+  t.match(status, /^sources {5}site 3\.00 MiB, archive \(DOWN\) 1\.00 MiB; site hit ratio 75% of bytes fetched$/m, 'status shows bytes per source and the site hit ratio')
+})
+
+t.test('doctor: the site cache reachable, a ranged GET of the first DB file matching the archive; each fault named with its fix', async (t) => {
+  const dir = tmp(t)
+  const db = join(dir, 'meta.db')
+  const w = new Database(db)
+  w.exec("CREATE TABLE Y6A2_FILE_ARCHIVE_INFO (PATH TEXT, FILENAME TEXT, COMPRESSION TEXT); INSERT INTO Y6A2_FILE_ARCHIVE_INFO VALUES ('OPS/finalcut/x', 'D1_c01.fits', '.fz')")
+  w.close()
+  const rel = 'OPS/finalcut/x/D1_c01.fits.fz'
+  const bytes = expected(0, 100_000)
+  const archive = await new RangeServer(new Map([[`/des/${rel}`, bytes]])).start()
+  const good = await new RangeServer(new Map([[`/x/des/${rel}`, bytes]])).start()
+  const damaged = Buffer.from(bytes)
+  damaged[70_000] = damaged[70_000]! ^ 1
+  damaged[5] = damaged[5]! ^ 1
+  const bad = await new RangeServer(new Map([[`/x/des/${rel}`, damaged]])).start()
+  t.teardown(() => Promise.all([archive.stop(), good.stop(), bad.stop()]))
+  const check = (site: string | undefined, extra: Record<string, string> = {}) =>
+    checkSiteCache(resolveSettings({ db, archive: `${archive.url}/des`, 'token-file': '/nonexistent/token', 'site-cache': site, 'connect-timeout': '2s', ...extra }, { DESFS_CONFIG: '/nonexistent/config' }))
+
+  t.equal(await check(undefined), undefined, 'no site cache configured: no check')
+  const ok = await check(`${good.url}/x/des`)
+  t.match(ok, { status: 'OK', name: 'site cache' })
+  t.match(ok?.detail, new RegExp(`serves ${rel} \\(bytes 0-65535 of 97\\.7 KiB, the archive's\\)`), ok?.detail ?? 'no detail')
+  t.ok(good.log.some((r) => r.headers.range === 'bytes=0-65535'), 'it made a ranged GET of the file at the site cache')
+  t.notOk(good.log.some((r) => r.headers.authorization), 'with no token for it')
+
+  const differ = await check(`${bad.url}/x/des`)
+  t.match(differ, { status: 'FAIL', detail: /first 64\.0 KiB of .* differ from the archive's/, fix: /pss\.origin/ })
+  const wrongRoot = await check(`${good.url}/wrong`)
+  t.match(wrongRoot, { status: 'FAIL', detail: /HTTP 404, not in the site cache/, fix: /must be the archive root/ })
+  good.fault = 401
+  t.match(await check(`${good.url}/x/des`), { status: 'FAIL', detail: /HTTP 401/, fix: /site_token_file \(--site-token-file\)/ })
+  good.fault = 'wrong-range'
+  t.match(await check(`${good.url}/x/des`), { status: 'FAIL', detail: /Content-Range/, fix: /byte ranges/ })
+  await bad.stop()
+  t.match(await check(`${bad.url}/x/des`), { status: 'FAIL', detail: /connection refused/, fix: /check --site-cache/ })
+  t.match(await check('ftp://site/x'), { status: 'FAIL', detail: /not an http\(s\) site cache URL/ })
 })

@@ -1,12 +1,12 @@
 // An S3 bucket holding a copy of the archive (the same relative paths under a prefix): ranged GETs,
 // ListObjectsV2 for directory listings with sizes, HEAD for single files. Requests are signed with
-// SigV4 when credentials are found (see aws-credentials.ts) and sent anonymously otherwise (public
-// buckets). AWS endpoints are addressed virtual-host style; any other endpoint path style.
+// the AWS SDK's SigV4 signer when its credential chain finds credentials (s3-signer.ts), and sent
+// anonymously otherwise (public buckets). AWS endpoints are addressed virtual-host style; any other endpoint path style.
 import { XMLParser } from 'fast-xml-parser'
 import { HttpClient, classifyError, discard, getRange, header, retryAfterMs, type HttpResponse } from './http-client.js'
 import { encodePath } from './archive.js'
 import { adler32From } from './propfind.js'
-import { signRequest, uriEncode, type AwsCredentials } from './sigv4.js'
+import { S3Signer, uriEncode } from './s3-signer.js'
 import { parseByteCount, shown } from './byte-count.js'
 import { SourceError, type ReadOptions, type Source } from './source.js'
 import { parseS3Url } from './s3-url.js'
@@ -18,7 +18,8 @@ export interface S3SourceOptions {
   /** https://s3.REGION.amazonaws.com by default. */
   endpoint?: string | undefined
   region: string
-  credentials: AwsCredentials | undefined
+  /** Signs requests (with the AWS SDK's credential chain, or what a test gives it). */
+  signer: S3Signer
   http: HttpClient
 }
 
@@ -30,8 +31,7 @@ export class S3Source implements Source {
   readonly identity: string
   private bucket: string
   private prefix: string
-  private region: string
-  private creds: AwsCredentials | undefined
+  private signer: S3Signer
   private http: HttpClient
   /** Origin plus the path up to the bucket ('' for virtual-host style). */
   private base: string
@@ -40,8 +40,7 @@ export class S3Source implements Source {
     const { bucket, prefix } = parseS3Url(opts.url)
     this.bucket = bucket
     this.prefix = prefix
-    this.region = opts.region
-    this.creds = opts.credentials
+    this.signer = opts.signer
     this.http = opts.http
     const endpoint = (opts.endpoint || `https://s3.${opts.region}.amazonaws.com`).replace(/\/+$/, '')
     const u = new URL(endpoint)
@@ -63,7 +62,7 @@ export class S3Source implements Source {
   }
 
   private async send(method: 'GET' | 'HEAD', url: URL, headers: Record<string, string>, signal?: AbortSignal): Promise<HttpResponse> {
-    const h = this.creds ? signRequest(this.creds, { method, url, headers, region: this.region }) : headers
+    const h = { ...(await this.signer.sign(method, url, headers)) }
     delete h.host // undici sets it; it was signed with the same value
     return this.http.request(method, url.href, h, signal)
   }

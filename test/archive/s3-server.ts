@@ -7,9 +7,36 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { open, readdir, stat } from 'node:fs/promises'
 import type { AddressInfo, Socket } from 'node:net'
 import { join } from 'node:path'
-import { canonicalRequest, type AwsCredentials } from '../../cache/sources/sigv4.js'
 import { createHash, createHmac } from 'node:crypto'
 import { drained } from '../../bin/demo/server.js'
+
+export interface AwsCredentials {
+  accessKeyId: string
+  secretAccessKey: string
+}
+
+/** RFC 3986 percent-encoding, as SigV4 encodes a query. */
+function rfc3986(s: string): string {
+  return encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)
+}
+
+/**
+ * The SigV4 canonical request of a request as S3 received it: written here, apart from the signer
+ * desfs uses (the AWS SDK's), so that the server checks signatures the way S3 does, not the way the
+ * client made them.
+ */
+function canonicalRequest(method: string, url: URL, headers: Record<string, string>, payloadHash: string): string {
+  const query = [...url.searchParams.entries()]
+    .map(([k, v]) => [rfc3986(k), rfc3986(v)] as const)
+    .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0))
+    .map(([k, v]) => `${k}=${v}`)
+    .join('&')
+  const names = Object.keys(headers).map((h) => h.toLowerCase()).sort()
+  const lower: Record<string, string> = {}
+  for (const [k, v] of Object.entries(headers)) lower[k.toLowerCase()] = v.trim().replace(/\s+/g, ' ')
+  // S3 takes the path as sent (percent-encoded once), without encoding it again.
+  return [method, url.pathname || '/', query, names.map((n) => `${n}:${lower[n]}\n`).join(''), names.join(';'), payloadHash].join('\n')
+}
 
 export interface S3ServerOptions {
   root: string
@@ -88,7 +115,7 @@ export class S3Server {
     const headers: Record<string, string> = {}
     for (const h of m[4]!.split(';')) headers[h] = String(req.headers[h] ?? '')
     const date = headers['x-amz-date'] ?? ''
-    const { text } = canonicalRequest(req.method!, url, headers, String(req.headers['x-amz-content-sha256'] ?? ''))
+    const text = canonicalRequest(req.method!, url, headers, String(req.headers['x-amz-content-sha256'] ?? ''))
     const scope = `${m[2]}/${m[3]}/s3/aws4_request`
     const toSign = ['AWS4-HMAC-SHA256', date, scope, createHash('sha256').update(text).digest('hex')].join('\n')
     const hmac = (k: Buffer | string, s: string) => createHmac('sha256', k).update(s).digest()
