@@ -38,7 +38,7 @@ t.test('the XCache fixture: ranged GET 206 with the right bytes, PROPFIND Depth 
   const f = [...a.manifest.files].sort((p, q) => q.size - p.size)[0]!
   const url = `${x.url}/${f.rel}`
   const r = await run('curl', ['-sS', '-f', '-r', '100-199', '-o', '-', '-w', '', url], { binary: true })
-  t.equal(r.code, 0, r.stderr)
+  t.equal(r.code, 0, `curl: ${r.stderr}`)
   t.equal(Buffer.from(r.stdout, 'latin1').toString('hex'), sourceBytes(a, f.rel).subarray(100, 200).toString('hex'), 'a range through the XCache gives those bytes')
   const code = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '-r', '0-9', url])
   t.equal(code.stdout, '206', 'a ranged GET answers 206')

@@ -19,7 +19,7 @@ import { get as httpGet } from 'node:http'
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir, userInfo } from 'node:os'
 import { join, relative, resolve, sep } from 'node:path'
-import { canConnect, freePort } from './archive/nginx.js'
+import { freePort } from './archive/nginx.js'
 
 export const XROOTD = '/usr/bin/xrootd'
 const PLUGIN_DIR = '/usr/lib/x86_64-linux-gnu'
@@ -274,10 +274,9 @@ export class XCache {
     const end = Date.now() + 20_000
     while (Date.now() < end) {
       if (this.origin!.child.exitCode !== null || this.cache!.child.exitCode !== null) return false
-      if ((await canConnect(this.httpPort)) && (await canConnect(this.originPort))) {
-        const r = await rangedGet(this.httpPort, '/probe', 0, 5).catch(() => undefined)
-        if (r?.status === 206 && r.body.toString() === 'desfs ') return true
-      }
+      // Only the probe: bare connects would fill the servers' logs with "handshake not received".
+      const r = await rangedGet(this.httpPort, '/probe', 0, 5).catch(() => undefined)
+      if (r?.status === 206 && r.body.toString() === 'desfs ') return true
       await sleep(100)
     }
     return false

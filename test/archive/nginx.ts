@@ -55,7 +55,7 @@ export function freePort(): Promise<number> {
   })
 }
 
-export function canConnect(port: number): Promise<boolean> {
+function canConnect(port: number): Promise<boolean> {
   return new Promise((res) => {
     const c = createConnection({ host: '127.0.0.1', port })
     c.once('connect', () => { c.destroy(); res(true) })
