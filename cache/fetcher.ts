@@ -1,6 +1,7 @@
 // Gets blocks to readers and into the cache: from the recent blocks in memory, from the cache file,
 // or fetched, with one request per block however many want it (runs.ts) and runs of blocks fetched
-// with one ranged GET (fetch-run.ts: deadlines, retries, failover). Read-ahead follows each handle's
+// with one ranged GET (fetch-run.ts) through the failover source (sources/failover.ts: deadlines,
+// retries, the next source). Read-ahead follows each handle's
 // sequential pattern (read-ahead.ts) within a memory budget for what is in flight or waiting to be
 // written. Readers wait with their own deadline; a fetch that outlives it still fills the cache for
 // the next reader. Sync and get make whole files present (whole-file.ts).
@@ -16,6 +17,7 @@ import { fetchWholeFile, type WholeFileDeps } from './whole-file.js'
 import { DEFAULT_FETCHER_OPTIONS, type FetcherDeps, type FetcherOptions, type FetchStats } from './fetcher-options.js'
 import { SourceError } from './sources/source.js'
 import type { SourceSet } from './sources/source-set.js'
+import { failover } from './sources/failover.js'
 import { log } from '../daemon/log.js'
 
 // fs/ops.ts takes the read pattern from here; tests and the daemon the options.
@@ -58,7 +60,9 @@ export class Fetcher {
 
   constructor(sources: SourceSet, store: BlockStore, opts: Partial<FetcherOptions> = {}, deps: Partial<FetcherDeps> = {}) {
     this.opts = { ...DEFAULT_FETCHER_OPTIONS, ...opts }
-    const loop = new RunLoop(sources, this.opts, { clock: systemClock, random: Math.random, ...deps }, this.count, {
+    // Bytes come through one Source: the set's sources with their tries, stall guard and failover.
+    const source = failover(sources, { ...this.opts, clock: systemClock, random: Math.random, ...deps, count: this.count })
+    const loop = new RunLoop(source, this.count, {
       serve: (file, idx, block, d) => this.serve(file, idx, block, d),
       store: (file, idx, block, adler) => this.storeBlock(file, idx, block, adler),
       forget: (k, promise) => this.runs.forget(k, promise),

@@ -19,7 +19,8 @@ import { adler32, adler32Hex } from '../cache/adler32.js'
 import { daemonConfig, parseSources, resolveSettings } from '../daemon/config.js'
 import { FakeClock, ScriptedSite, ScriptedSource, expected } from './fakes/scripted-source.js'
 import { RangeServer } from './fakes/range-server.js'
-import { siteHitRatio } from '../cache/metrics.js'
+import { fetchCounters, siteHitRatio } from '../cache/metrics.js'
+import { failover } from '../cache/sources/failover.js'
 import { metrics } from '../daemon/metrics.js'
 import { humanStatus } from '../bin/cmd-status.js'
 import { checkSiteCache } from '../daemon/doctor-site.js'
@@ -112,6 +113,24 @@ t.test('a damaged copy at the site: caught by the checksum, fetched again from t
   t.match(String(err), /checksum mismatch/, `no bytes served (${String(err)})`)
   await two.fetcher.settled()
   t.equal(f2.has(0), false, 'and none stored')
+})
+
+t.test('failover(set) is a Source: one read resumes on the next source where the last stopped, with no fetcher around it', async (t) => {
+  const site = new ScriptedSite('site', [{ deliver: 5000, fail: new SourceError('network', 'connection reset') }])
+  const archive = new ScriptedSource('archive', [{ fail: new SourceError('server', 'HTTP 503 from the archive', 503) }])
+  const clock = new FakeClock()
+  const count = fetchCounters()
+  const src = failover(new SourceSet([site, archive], { clock }), { attemptsPerSource: 3, backoffMs: 10, maxBackoffMs: 100, minRate: 1, rateWindowMs: 60_000, clock, random: () => 0.5, count })
+  const parts: Buffer[] = []
+  let servedBy = ''
+  await src.read('OPS/f.fits', 100, 20_100, { onData: (c) => parts.push(c), onServed: (s) => { servedBy = s.name } })
+  t.ok(Buffer.concat(parts).equals(expected(100, 20_100)), 'the bytes are right across the switch')
+  t.same(site.calls.map((c) => [c.start, c.end]), [[100, 20_100]], 'the site was asked once')
+  t.same(archive.calls.map((c) => [c.start, c.end]), [[5100, 20_100], [5100, 20_100]], 'the archive from the first missing byte, retried once after its 503')
+  t.equal(servedBy, 'archive')
+  t.same(clock.sleeps, [10], 'one backoff wait, for the archive\'s retry')
+  t.same(count.bySource, { site: 5000, archive: 15_000 }, 'bytes counted per source')
+  t.equal(count.values.retries, 1)
 })
 
 t.test('facts never come from the site: identity, stat and list are the archive\'s', async (t) => {
