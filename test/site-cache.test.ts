@@ -47,7 +47,7 @@ t.test('the XCache fixture: ranged GET 206 with the right bytes, PROPFIND Depth 
   const served = x.originBytes()
   t.ok(served >= 100 && served <= f.size, `the origin served the block holding the range (${served} of ${f.size} bytes)`)
   const again = await run('curl', ['-sS', '-f', '-r', '100-199', '-o', '/dev/null', url])
-  t.equal(again.code, 0, again.stderr)
+  t.equal(again.code, 0, `the same range again: ${again.stderr}`)
   t.equal(x.originBytes(), served, 'the same range again comes from the cache: the origin served nothing more')
   const cov = x.originCoverage().get(f.rel)!
   t.equal(cov.bytes, cov.distinct, 'no byte served twice')
@@ -55,7 +55,7 @@ t.test('the XCache fixture: ranged GET 206 with the right bytes, PROPFIND Depth 
   const dir = f.rel.slice(0, f.rel.lastIndexOf('/'))
   const siblings = a.manifest.files.filter((g) => g.rel.startsWith(dir + '/') && !g.rel.slice(dir.length + 1).includes('/'))
   const p = await run('curl', ['-sS', '-X', 'PROPFIND', '-H', 'Depth: 1', `${x.url}/${dir}/`])
-  t.equal(p.code, 0, p.stderr)
+  t.equal(p.code, 0, `PROPFIND: ${p.stderr}`)
   for (const g of siblings) t.match(p.stdout, `<D:href>/archive/${g.rel}</D:href>`, `PROPFIND lists ${g.rel.slice(dir.length + 1)}`)
   t.match(p.stdout, new RegExp(`<lp1:getcontentlength>${f.size}</lp1:getcontentlength>`), 'with its size')
 
@@ -122,7 +122,7 @@ t.test('three nodes read the same 20 files through one XCache: md5s right, the o
   const files = [...a.manifest.files].sort((p, q) => q.size - p.size || (p.rel < q.rel ? -1 : 1)).slice(0, 20)
   const rels = files.map((f) => f.rel)
   const total = files.reduce((s, f) => s + f.size, 0)
-  t.equal(rels.length, 20)
+  t.equal(rels.length, 20, '20 files')
 
   const nodes = []
   for (let i = 0; i < 3; i++) nodes.push(await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: siteFlags(x) }))
@@ -159,7 +159,7 @@ t.test('the XCache stopped mid-read: the read completes from the archive within 
   // The XCache holds the first 16 MiB; then the origin is frozen, so a read through the XCache gets
   // those bytes and then hangs: it cannot finish through the site.
   const warm = await run('curl', ['-sS', '-f', '-o', '/dev/null', '-H', `Range: bytes=0-${(16 << 20) - 1}`, `${x.url}/${large}`], { timeoutMs: 60_000 })
-  t.equal(warm.code, 0, warm.stderr)
+  t.equal(warm.code, 0, `the XCache was warmed with the first 16 MiB ${warm.stderr}`)
   t.ok(x.originCoverage().get(large)!.distinct < size, 'the XCache holds part of the file only')
   x.pauseOrigin()
   server.clearLog()
@@ -216,14 +216,14 @@ t.test('desfs sync and desfs headers go through the site cache', async (t) => {
   server.clearLog()
 
   const s = await desfs(['sync', ...toSync.map((f) => f.rel)], { env, timeoutMs: 120_000 })
-  t.equal(s.code, 0, s.stderr)
+  t.equal(s.code, 0, `desfs sync: ${s.stderr}`)
   await until(() => toSync.every((f) => x.originCoverage().get(f.rel)?.distinct === f.size), 10_000)
   const cov = x.originCoverage()
   t.same(toSync.filter((f) => cov.get(f.rel)?.distinct !== f.size).map((f) => f.rel), [], 'sync: the origin served every synced file whole')
   t.equal(archiveGetBytes(server, toSync.map((f) => f.rel)), 0, 'sync: no file bytes from the archive')
 
   const h = await desfs(['headers', '--state-dir', d.stateDir, '--keys', 'NAXIS', ...toSurvey.map((f) => f.rel)], { env, timeoutMs: 120_000 })
-  t.equal(h.code, 0, h.stderr)
+  t.equal(h.code, 0, `desfs headers: ${h.stderr}`)
   await until(() => toSurvey.every((f) => x.originCoverage().has(f.rel)), 10_000)
   const cov2 = x.originCoverage()
   t.same(toSurvey.filter((f) => !(cov2.get(f.rel)?.distinct ?? 0)).map((f) => f.rel), [], 'headers: the origin served part of every surveyed file')
@@ -242,7 +242,7 @@ t.test('a read near the end of a large file through the XCache: the origin serve
   const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: siteFlags(x) })
   server.clearLog()
   const r = await run('tail', ['-c', '1000', join(d.mnt, large)], { binary: true })
-  t.equal(r.code, 0, r.stderr)
+  t.equal(r.code, 0, `tail: ${r.stderr}`)
   t.equal(md5(Buffer.from(r.stdout, 'latin1')), md5(sourceBytes(a, large).subarray(size - 1000)), 'the last 1000 bytes are right')
   t.equal(archiveGetBytes(server, [large]), 0, 'they came through the site')
   await until(() => (x.originCoverage().get(large)?.distinct ?? 0) > 0, 10_000)
