@@ -5,6 +5,7 @@ import t, { type Test } from 'tap'
 import { lstatSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ArchiveServer } from '../bin/demo/server.js'
+import type { GenerateOptions } from '../bin/demo/generate.js'
 import { desfs, makeArchive, md5, parseMd5sum, processAlive, run, skipBecause, sourceBytes, startDaemon, startServer, until, type ArchiveFixture } from './helpers.js'
 import { coveredBytes, parseOriginReads, startXCache, xcacheMissing, type XCache } from './xcache.js'
 
@@ -114,11 +115,17 @@ function storedBytes(cacheDir: string): number {
 
 const siteFlags = (x: XCache) => ['--site-cache', x.url]
 
-t.test('three nodes read the same 20 files through one XCache: md5s right, the origin serves each byte at most once; without it the archive serves them three times', async (t) => {
-  if (!needXCache(t)) return
-  const a = makeArchive(t, { hostile: false })
+/** The test archive, the dCache-like server over it, and an XCache whose origin serves the same directory. */
+async function archiveWithXCache(t: Test, opts: Omit<GenerateOptions, 'out'>) {
+  const a = makeArchive(t, opts)
   const { server, tokenFile } = await startServer(t, a.root)
   const x = await startXCache(t, a.root)
+  return { a, server, tokenFile, x }
+}
+
+t.test('three nodes read the same 20 files through one XCache: md5s right, the origin serves each byte at most once; without it the archive serves them three times', async (t) => {
+  if (!needXCache(t)) return
+  const { a, server, tokenFile, x } = await archiveWithXCache(t, { hostile: false })
   const files = [...a.manifest.files].sort((p, q) => q.size - p.size || (p.rel < q.rel ? -1 : 1)).slice(0, 20)
   const rels = files.map((f) => f.rel)
   const total = files.reduce((s, f) => s + f.size, 0)
@@ -150,11 +157,9 @@ t.test('three nodes read the same 20 files through one XCache: md5s right, the o
 
 t.test('the XCache stopped mid-read: the read completes from the archive within the deadline', async (t) => {
   if (!needXCache(t)) return
-  const a = makeArchive(t, { hostile: false, largeFileBytes: 40 << 20 })
+  const { a, server, tokenFile, x } = await archiveWithXCache(t, { hostile: false, largeFileBytes: 40 << 20 })
   const large = a.manifest.largeFile!
   const size = sourceBytes(a, large).length
-  const { server, tokenFile } = await startServer(t, a.root)
-  const x = await startXCache(t, a.root)
   const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: [...siteFlags(x), '--read-timeout', '30s'] })
   // The XCache holds the first 16 MiB; then the origin is frozen, so a read through the XCache gets
   // those bytes and then hangs: it cannot finish through the site.
@@ -177,9 +182,7 @@ t.test('the XCache stopped mid-read: the read completes from the archive within 
 
 t.test('the XCache serving a corrupted block: detected by the checksum, refetched from the archive, never served', async (t) => {
   if (!needXCache(t)) return
-  const a = makeArchive(t, { hostile: false })
-  const { server, tokenFile } = await startServer(t, a.root)
-  const x = await startXCache(t, a.root)
+  const { a, server, tokenFile, x } = await archiveWithXCache(t, { hostile: false })
   // A file smaller than desfs's run, so it is fetched whole and checked against the archive's
   // Adler-32 before any of it is served (cache/fetch-run.ts deliverWhole).
   const f = [...a.manifest.files].sort((p, q) => q.size - p.size)[0]!
@@ -205,9 +208,7 @@ t.test('the XCache serving a corrupted block: detected by the checksum, refetche
 
 t.test('desfs sync and desfs headers go through the site cache', async (t) => {
   if (!needXCache(t)) return
-  const a = makeArchive(t, { hostile: false })
-  const { server, tokenFile } = await startServer(t, a.root)
-  const x = await startXCache(t, a.root)
+  const { a, server, tokenFile, x } = await archiveWithXCache(t, { hostile: false })
   const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: siteFlags(x) })
   const env = { ...process.env, DESFS_STATE_DIR: d.stateDir, DESFS_CACHE_DIR: d.cacheDir, DESFS_CONFIG: '/nonexistent' }
   const fits = a.manifest.files.filter((f) => f.rel.endsWith('.fits') || f.rel.endsWith('.fits.fz'))
@@ -234,11 +235,9 @@ t.test('a read near the end of a large file through the XCache: the origin serve
   if (!needXCache(t)) return
   // XrdHttp 5.5 honours a header spelt `Range` only; a lower-case `range:` gets 200 and the whole
   // file from byte 0, which the XCache would fetch from the origin to stream it.
-  const a = makeArchive(t, { hostile: false, largeFileBytes: 48 << 20 })
+  const { a, server, tokenFile, x } = await archiveWithXCache(t, { hostile: false, largeFileBytes: 48 << 20 })
   const large = a.manifest.largeFile!
   const size = sourceBytes(a, large).length
-  const { server, tokenFile } = await startServer(t, a.root)
-  const x = await startXCache(t, a.root)
   const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: siteFlags(x) })
   server.clearLog()
   const r = await run('tail', ['-c', '1000', join(d.mnt, large)], { binary: true })
