@@ -98,9 +98,9 @@ export const uriCommand: Command = {
   async run({ flags, positionals }) {
     if (!positionals.length) throw new UserError('give one or more archive paths', EXIT.USAGE)
     const c = daemonConfig(resolveSettings(settingFlags(flags)), { needMountpoint: false })
-    // The first configured source's address (archive URL, S3 URI or mirror path); nothing is contacted.
+    // The first configured source's address (archive URL, S3 URI or mirror path; never a site cache's copy); nothing is contacted.
     const sources = buildSources(c, new TokenProvider())
-    for (const p of positionals) process.stdout.write(`${sources.sources[0]!.locate(archivePath(p, c.mountpoint || undefined))}\n`)
+    for (const p of positionals) process.stdout.write(`${sources.locate(archivePath(p, c.mountpoint || undefined))}\n`)
     await sources.close()
     return EXIT.OK
   },

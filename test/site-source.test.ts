@@ -139,6 +139,7 @@ t.test('facts never come from the site: identity, stat and list are the archive\
   const withSite = new SourceSet([site, archive])
   t.equal(withSite.identity, new SourceSet([archive]).identity, 'adding a site cache keeps the facts learned from the archive')
   t.equal((await withSite.stat('OPS/f.fits'))?.size, 777, 'the size is the archive\'s')
+  t.equal(withSite.locate('OPS/f.fits'), 'archive:OPS/f.fits', 'and where a file is, the archive (desfs uri, the url attribute)')
   const clock = new FakeClock()
   const down = new SourceSet([site, archive], { clock, downAfter: 1 })
   down.noteFailure(archive, new SourceError('unreachable', 'refused'))
@@ -155,7 +156,7 @@ function settings(over: Partial<ReadPathSettings>): ReadPathSettings {
 
 const archiveToken = { authorization: () => 'Bearer ARCHIVE-SECRET', reload: () => Promise.resolve(), hint: 'get a token' }
 
-async function httpPair(t: Test, siteTokenFile?: string) {
+async function httpPair(t: Test, siteTokenFile?: string, opts: Partial<FetcherOptions> = {}) {
   const bytes = expected(0, 5 * BS + 17)
   const archive = await new RangeServer(new Map([['/des/OPS/a.fits', bytes]])).start()
   const site = await new RangeServer(new Map([['/xcache/des/OPS/a.fits', bytes]])).start()
@@ -164,7 +165,7 @@ async function httpPair(t: Test, siteTokenFile?: string) {
   t.teardown(() => set.close())
   const store = new BlockStore(join(tmp(t), 'cache'), { limit: 64 << 20, blockSize: BS, minFree: 0, cleanupDelayMs: 3_600_000 })
   t.teardown(() => store.close())
-  const fetcher = new Fetcher(set, store, { smallFileBytes: 0, runBytes: 2 * BS, maxWindowBytes: 2 * BS, attemptsPerSource: 2, backoffMs: 1 })
+  const fetcher = new Fetcher(set, store, { smallFileBytes: 0, runBytes: 2 * BS, maxWindowBytes: 2 * BS, attemptsPerSource: 2, backoffMs: 1, ...opts })
   return { bytes, archive, site, set, store, fetcher }
 }
 
@@ -190,6 +191,14 @@ t.test('over HTTP: the site serves ranges; the archive token never reaches it, i
   await read(withToken.fetcher, withToken.store.file('OPS/a.fits', bytes.length, null), 0, 100)
   t.ok(withToken.site.log.length > 0 && withToken.site.log.every((r) => r.headers.authorization === 'Bearer SITE-TOKEN'), 'with site_token_file the site gets its own token')
   t.equal(withToken.archive.log.length, 0)
+
+  // The site's token is replaced: its 401 makes desfs read the file again, and the site serves.
+  writeFileSync(file2, 'NEW-SITE-TOKEN\n')
+  withToken.site.requireToken = 'NEW-SITE-TOKEN'
+  const before = withToken.site.log.length
+  t.ok((await read(withToken.fetcher, withToken.store.file('OPS/a.fits', bytes.length, null), 4 * BS, 100)).equals(bytes.subarray(4 * BS, 4 * BS + 100)))
+  t.same(withToken.site.log.slice(before).map((r) => r.headers.authorization), ['Bearer SITE-TOKEN', 'Bearer NEW-SITE-TOKEN'], 'refused once, then asked again with the new token')
+  t.equal(withToken.archive.log.length, 0, 'the archive was not needed')
 })
 
 t.test('over HTTP: 5xx, a body cut short, a wrong Content-Range and a stopped site each fall back to the archive', async (t) => {
@@ -198,9 +207,11 @@ t.test('over HTTP: 5xx, a body cut short, a wrong Content-Range and a stopped si
     ['a body cut short', (s) => { s.fault = 'short' }],
     ['a wrong Content-Range', (s) => { s.fault = 'wrong-range' }],
     ['the site stopped', (s) => s.stop()],
+    ['a stalled body (the stall guard)', (s) => { s.fault = 'stall' }],
   ]
   for (const [what, breakIt] of faults) {
-    const { bytes, archive, site, store, fetcher } = await httpPair(t)
+    // A short stall window, so that the stall guard gives up on a stalled site soon.
+    const { bytes, archive, site, store, fetcher } = await httpPair(t, undefined, { rateWindowMs: 300, minRate: 1024 })
     await breakIt(site)
     const file = store.file('OPS/a.fits', bytes.length, null)
     const got = await read(fetcher, file, 0, 2 * BS).catch((e: Error) => e)

@@ -1,8 +1,8 @@
 // The dCache WebDAV door as a Source: ranged GETs (always a single `bytes=a-b` range), PROPFIND
 // Depth:1 for directory listings with sizes and checksums, HEAD with `Want-Digest: adler32` for
 // single files.
-import { HttpClient, header, classifyError, discard, getRange } from './http-client.js'
-import { statusError, type ServerWords } from './http-status.js'
+import { HttpClient, header, classifyError, discard } from './http-client.js'
+import { statusError, webdavRead, type ServerWords } from './http-status.js'
 import { PROPFIND_BODY, adler32From, parseMultistatus } from './propfind.js'
 import { parseByteCount, shown } from './byte-count.js'
 import { SourceError, type ReadOptions, type Source } from './source.js'
@@ -47,10 +47,8 @@ export class ArchiveSource implements Source {
     return `${this.base}/${encodePath(relPath)}`
   }
 
-  async read(relPath: string, start: number, end: number, opts: ReadOptions): Promise<void> {
-    const url = this.locate(relPath)
-    const what = `GET ${url} bytes=${start}-${end - 1}`
-    await getRange((h) => this.http.request('GET', url, h, opts.signal), start, end, what, opts, (res) => statusError(res, what, this.words))
+  read(relPath: string, start: number, end: number, opts: ReadOptions): Promise<void> {
+    return webdavRead(this.http, this.locate(relPath), start, end, opts, this.words)
   }
 
   async list(relDir: string, signal?: AbortSignal): Promise<Map<string, FileFacts> | null> {

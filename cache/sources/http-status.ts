@@ -1,8 +1,8 @@
 // What an HTTP status from a WebDAV server (the archive's dCache door, a site's XCache) means for a
-// read, as a SourceError whose message says what to do. Both speak the same HTTP; only who answered
-// and how to fix a refused token differ.
-import { retryAfterMs, type HttpResponse } from './http-client.js'
-import { SourceError } from './source.js'
+// read, as a SourceError whose message says what to do, and the ranged GET both answer alike. Both
+// speak the same HTTP; only who answered and how to fix a refused token differ.
+import { getRange, retryAfterMs, type HttpClient, type HttpResponse } from './http-client.js'
+import { SourceError, type ReadOptions } from './source.js'
 
 export interface ServerWords {
   /** Who answered, for messages: 'the archive', 'the site cache'. */
@@ -21,4 +21,10 @@ export function statusError(res: HttpResponse, what: string, words: ServerWords)
   if (s === 429) return new SourceError('throttled', `${what}: HTTP 429, ${words.server} asks us to slow down`, s, retryAfterMs(res))
   if (s >= 500) return new SourceError('server', `${what}: HTTP ${s} from ${words.server}`, s, retryAfterMs(res))
   return new SourceError('protocol', `${what}: unexpected HTTP ${s}`, s)
+}
+
+/** Bytes [start, end) of the file at `url` with one ranged GET, failures worded for `words.server`. */
+export function webdavRead(http: HttpClient, url: string, start: number, end: number, opts: ReadOptions, words: ServerWords): Promise<void> {
+  const what = `GET ${url} bytes=${start}-${end - 1}`
+  return getRange((h) => http.request('GET', url, h, opts.signal), start, end, what, opts, (res) => statusError(res, what, words))
 }

@@ -5,9 +5,9 @@
 // against them like the archive's. It has its own token or none: the archive's is never sent to it.
 import { readFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
-import { HttpClient, getRange } from './http-client.js'
+import type { HttpClient } from './http-client.js'
 import { encodePath } from './archive.js'
-import { statusError, type ServerWords } from './http-status.js'
+import { webdavRead, type ServerWords } from './http-status.js'
 import type { FileFacts, ReadOptions, Source } from './source.js'
 import { UserError } from '../../daemon/errors.js'
 
@@ -41,10 +41,8 @@ export class SiteSource implements Source {
     return `${this.base}/${encodePath(relPath)}`
   }
 
-  async read(relPath: string, start: number, end: number, opts: ReadOptions): Promise<void> {
-    const url = this.locate(relPath)
-    const what = `GET ${url} bytes=${start}-${end - 1}`
-    await getRange((h) => this.http.request('GET', url, h, opts.signal), start, end, what, opts, (res) => statusError(res, what, this.words))
+  read(relPath: string, start: number, end: number, opts: ReadOptions): Promise<void> {
+    return webdavRead(this.http, this.locate(relPath), start, end, opts, this.words)
   }
 
   /** Listings come from the archive: a cache holds what was asked of it, not what exists. */

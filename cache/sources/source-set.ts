@@ -104,8 +104,9 @@ export class SourceSet implements Omit<Source, 'read'> {
     }
   }
 
+  /** Where a file is: at the first source that gives facts (a site cache only holds copies). */
   locate(relPath: string): string {
-    return this.sources[0]!.locate(relPath)
+    return (this.sources.find((s) => !s.bytesOnly) ?? this.sources[0]!).locate(relPath)
   }
 
   /** The sources to ask for facts, in order (throws when every one is down). */

@@ -11,12 +11,17 @@ export interface Recorded {
   headers: IncomingHttpHeaders
 }
 
-/** What the next requests get instead of the bytes: an HTTP status, a body cut short, or a 206 naming another range. */
-export type Fault = number | 'short' | 'wrong-range' | undefined
+/**
+ * What the next requests get instead of the bytes: an HTTP status, a body cut short, a 206 naming
+ * another range, or a body that stops after its first bytes and never ends (a stalled server).
+ */
+export type Fault = number | 'short' | 'wrong-range' | 'stall' | undefined
 
 export class RangeServer {
   readonly log: Recorded[] = []
   fault: Fault
+  /** When set, requests without `Authorization: Bearer <this>` get 401. */
+  requireToken: string | undefined
   private server: Server | undefined
   private port = 0
 
@@ -33,6 +38,7 @@ export class RangeServer {
       this.log.push({ method: req.method ?? '', path, headers: req.headers })
       const body = this.files.get(path)
       if (typeof this.fault === 'number') return void res.writeHead(this.fault).end()
+      if (this.requireToken && req.headers.authorization !== `Bearer ${this.requireToken}`) return void res.writeHead(401).end()
       if (!body) return void res.writeHead(404).end()
       const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '')
       const start = m ? Number(m[1]) : 0
@@ -42,6 +48,7 @@ export class RangeServer {
       const named = this.fault === 'wrong-range' ? `bytes ${start + 1}-${end}/${body.length}` : `bytes ${start}-${end - 1}/${body.length}`
       const headers = m ? { 'content-range': named, 'content-length': slice.length } : { 'content-length': slice.length }
       res.writeHead(m ? 206 : 200, headers)
+      if (this.fault === 'stall') return void res.write(slice.subarray(0, 10))
       if (this.fault === 'short') {
         // Half the body, then the connection is cut.
         res.write(slice.subarray(0, slice.length >> 1), () => res.destroy())
