@@ -237,7 +237,8 @@ export class XCache {
   }
 
   private writeConfigs(): void {
-    const common = (name: string) => [`all.export /`, `all.adminpath ${join(this.dir, name, 'admin')}`, `all.pidpath ${join(this.dir, name, 'admin')}`]
+    // xrootd has no listen address: it binds every interface, so only loopback clients are let in.
+    const common = (name: string) => [`xrd.allow host localhost`, `all.export /`, `all.adminpath ${join(this.dir, name, 'admin')}`, `all.pidpath ${join(this.dir, name, 'admin')}`]
     const origin = [
       `xrd.port ${this.originPort}`,
       ...common('origin'),
