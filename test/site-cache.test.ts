@@ -248,3 +248,24 @@ t.test('a read near the end of a large file through the XCache: the origin serve
   const served = x.originCoverage().get(large)?.distinct ?? 0
   t.ok(served > 0 && served <= 16 << 20, `the origin served ${served} bytes of the ${size}: the blocks near the end, not the file from its start`)
 })
+
+// Not covered yet (a todo, so it shows in every run): a file larger than one run is served block by
+// block as it arrives, and checked whole only once all of it is in the cache (sync, get, or a read
+// that completes it). A corrupted block from the XCache then reaches the reader, and `desfs sync`
+// drops the file without fetching it again from the archive.
+t.test('a corrupted block of a large file in the XCache is not served', { todo: 'blocks of files larger than one run are not checked before they are served (only whole files are); the site gives no per-block checksum' }, async (t) => {
+  if (!needXCache(t)) return
+  const { a, server, tokenFile, x } = await archiveWithXCache(t, { hostile: false, largeFileBytes: 24 << 20 })
+  const large = a.manifest.largeFile!
+  const warm = await run('curl', ['-sS', '-f', '-o', '/dev/null', `${x.url}/${large}`], { timeoutMs: 60_000 })
+  t.equal(warm.code, 0, `the XCache holds the whole file ${warm.stderr}`)
+  const cached = x.cachedFile(large)
+  const data = readFileSync(cached)
+  data[5 << 20] = data[5 << 20]! ^ 0x5a
+  writeFileSync(cached, data)
+  const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: siteFlags(x) })
+  t.same(await wrongMd5s(a, d.mnt, [large]), [], 'a read through the mount gets the right bytes')
+  const env = { ...process.env, DESFS_STATE_DIR: d.stateDir, DESFS_CACHE_DIR: d.cacheDir, DESFS_CONFIG: '/nonexistent' }
+  const s = await desfs(['sync', large], { env, timeoutMs: 120_000 })
+  t.equal(s.code, 0, `desfs sync fetches it again from the archive: ${s.stdout.slice(-300)}`)
+})
