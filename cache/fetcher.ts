@@ -1,9 +1,8 @@
 // Gets blocks to readers and into the cache: from the recent blocks in memory, from the cache file,
 // or fetched, with one request per block however many want it (runs.ts) and runs of blocks fetched
 // with one ranged GET (fetch-run.ts) through the failover source (sources/failover.ts: deadlines,
-// retries, the next source). Read-ahead follows each handle's
-// sequential pattern (read-ahead.ts) within a memory budget for what is in flight or waiting to be
-// written. Readers wait with their own deadline; a fetch that outlives it still fills the cache for
+// retries, the next source). Read-ahead follows each handle's sequential pattern (read-ahead.ts)
+// within a memory budget for what is in flight or waiting to be written. Readers wait with their own deadline; a fetch that outlives it still fills the cache for
 // the next reader. Sync and get make whole files present (whole-file.ts).
 import { LRUCache } from 'lru-cache'
 import type { BlockStore, CachedFile } from './block-store.js'

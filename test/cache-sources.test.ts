@@ -10,7 +10,8 @@ import { run, sourceBytes, startDaemon, startServer, tmp, type ArchiveFixture, m
 
 t.jobs = 1
 const CREDS = { accessKeyId: 'AKIDDESFSTEST', secretAccessKey: 'desfs-test-secret/0123456789' }
-const AWS_ENV = { AWS_ACCESS_KEY_ID: CREDS.accessKeyId, AWS_SECRET_ACCESS_KEY: CREDS.secretAccessKey, AWS_SHARED_CREDENTIALS_FILE: '/nonexistent' }
+// Credentials from the environment only: no profile of the user's, and never the instance metadata service.
+const AWS_ENV = { AWS_ACCESS_KEY_ID: CREDS.accessKeyId, AWS_SECRET_ACCESS_KEY: CREDS.secretAccessKey, AWS_SHARED_CREDENTIALS_FILE: '/nonexistent', AWS_CONFIG_FILE: '/nonexistent', AWS_PROFILE: '', AWS_EC2_METADATA_DISABLED: 'true' }
 
 async function allMd5Match(t: Test, mnt: string, a: ArchiveFixture): Promise<void> {
   const list = a.manifest.files.map((f) => f.rel)

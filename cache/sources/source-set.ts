@@ -36,7 +36,7 @@ interface Health {
   lastError: string | undefined
 }
 
-// Not a Source itself: bytes are read by the fetcher, which tries the sources in turn with its own
+// Not a Source itself: bytes are read through failover.ts, which tries the sources in turn with their
 // retries; the set serves listings and facts (the tree) and the sources' health.
 export class SourceSet implements Omit<Source, 'read'> {
   readonly name = 'sources'
@@ -86,7 +86,7 @@ export class SourceSet implements Omit<Source, 'read'> {
     if (!h || !countsAsDown(s, err)) return
     h.lastError = err.message
     if (++h.failures >= this.opts.downAfter) {
-      if (!this.isDown(s)) log.warn('source marked down after repeated connection failures', { source: s.name, failures: h.failures, for: `${this.opts.downMs / 1000}s`, error: err.message })
+      if (!this.isDown(s)) log.warn(`source marked down after repeated ${s.bytesOnly ? '' : 'connection '}failures`, { source: s.name, failures: h.failures, for: `${this.opts.downMs / 1000}s`, error: err.message })
       h.downUntil = this.opts.clock.now() + this.opts.downMs
       fetchMetrics.sourceDown.set(1, { source: s.name })
     }
