@@ -44,7 +44,7 @@ export function nginxMissing(): string | undefined {
 }
 
 /** A port nobody listens on right now (nginx cannot be given port 0). */
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((res, rej) => {
     const s = createServer()
     s.once('error', rej)
