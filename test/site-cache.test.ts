@@ -249,12 +249,8 @@ t.test('a read near the end of a large file through the XCache: the origin serve
   t.ok(served > 0 && served <= 16 << 20, `the origin served ${served} bytes of the ${size}: the blocks near the end, not the file from its start`)
 })
 
-// Not covered yet (a todo, so it shows in every run): a file larger than one run is served block by
-// block as it arrives, and checked whole only once all of it is in the cache (sync, get, or a read
-// that completes it). A corrupted block from the XCache then reaches the reader, and `desfs sync`
-// drops the file without fetching it again from the archive.
-t.test('a corrupted block of a large file in the XCache is not served', { todo: 'blocks of files larger than one run are not checked before they are served (only whole files are); the site gives no per-block checksum' }, async (t) => {
-  if (!needXCache(t)) return
+/** The test archive with a large file whose block at 5 MiB is corrupted in the XCache's copy. */
+async function corruptLargeAtSite(t: Test) {
   const { a, server, tokenFile, x } = await archiveWithXCache(t, { hostile: false, largeFileBytes: 24 << 20 })
   const large = a.manifest.largeFile!
   const warm = await run('curl', ['-sS', '-f', '-o', '/dev/null', `${x.url}/${large}`], { timeoutMs: 60_000 })
@@ -263,9 +259,27 @@ t.test('a corrupted block of a large file in the XCache is not served', { todo: 
   const data = readFileSync(cached)
   data[5 << 20] = data[5 << 20]! ^ 0x5a
   writeFileSync(cached, data)
+  return { a, server, tokenFile, x, large }
+}
+
+t.test('desfs sync of a large file with a corrupted block at the site: the whole-file check fails, the file is fetched again from the archive', async (t) => {
+  if (!needXCache(t)) return
+  const { a, server, tokenFile, x, large } = await corruptLargeAtSite(t)
   const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: siteFlags(x) })
-  t.same(await wrongMd5s(a, d.mnt, [large]), [], 'a read through the mount gets the right bytes')
   const env = { ...process.env, DESFS_STATE_DIR: d.stateDir, DESFS_CACHE_DIR: d.cacheDir, DESFS_CONFIG: '/nonexistent' }
   const s = await desfs(['sync', large], { env, timeoutMs: 120_000 })
-  t.equal(s.code, 0, `desfs sync fetches it again from the archive: ${s.stdout.slice(-300)}`)
+  t.equal(s.code, 0, `desfs sync ends well: ${s.stdout.slice(-300)}${s.stderr.slice(-300)}`)
+  t.match(d.log(), /checksum mismatch|does not match the archive/, 'the damaged copy was detected by the archive\'s Adler-32')
+  t.match(d.log(), /without the site cache/, 'and the file was read again from the archive')
+  t.same(await wrongMd5s(a, d.mnt, [large]), [], 'the synced file reads right through the mount')
+})
+
+// Not covered yet (a todo, so it shows in every run): a file larger than one run is served block by
+// block as it arrives, and checked whole only once all of it is in the cache (sync, get, or a read
+// that completes it). A corrupted block from the XCache then reaches a reader of the mount.
+t.test('a corrupted block of a large file in the XCache is not served to a reader', { todo: 'blocks of files larger than one run are not checked before they are served (only whole files are); neither the archive nor the site gives a per-block checksum' }, async (t) => {
+  if (!needXCache(t)) return
+  const { a, server, tokenFile, x, large } = await corruptLargeAtSite(t)
+  const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: siteFlags(x) })
+  t.same(await wrongMd5s(a, d.mnt, [large]), [], 'a read through the mount gets the right bytes')
 })
