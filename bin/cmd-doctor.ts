@@ -4,7 +4,7 @@ import { resolve } from 'node:path'
 import { settingOptions, settingFlags, type Command } from './command.js'
 import { call, socketPath } from './client.js'
 import { resolveSettings, type Setting } from '../daemon/config.js'
-import { DOCTOR_SETTINGS, daemonCheck, runDoctor, withDaemonSettings, type CheckResult, type DaemonView } from '../daemon/doctor.js'
+import { DOCTOR_SETTINGS, daemonCheck, runDoctor, withDaemonSettings, type CheckResult, type DaemonView } from './doctor.js'
 import { EXIT } from '../daemon/errors.js'
 
 /** The running daemon's settings, or undefined when none answers on the state dir's socket. */

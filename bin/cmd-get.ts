@@ -7,13 +7,13 @@ import { call, daemonRunning, socketPath } from './client.js'
 import { attach, report } from './cmd-sync.js'
 import { daemonConfig, resolveSettings } from '../daemon/config.js'
 import { EXIT, UserError } from '../daemon/errors.js'
-import type { JobFile, JobRecord } from '../daemon/jobs.js'
-import { placeModeProblem, type PlaceMode } from '../daemon/materialize.js'
-import { archivePath, getPaths, getRunner, type GetSpec } from '../daemon/sync.js'
+import type { JobFile, JobRecord } from '../daemon/jobs/jobs.js'
+import { placeModeProblem, type PlaceMode } from '../daemon/catalog/materialize.js'
+import { archivePath, getPaths, getRunner, type GetSpec } from '../daemon/jobs/sync.js'
 import { expandControlPaths } from './control-paths.js'
-import { withStandaloneEngine } from '../daemon/standalone.js'
+import { withStandaloneEngine } from './standalone.js'
 import { buildSources } from '../cache/setup.js'
-import { TokenProvider } from '../daemon/token.js'
+import { TokenProvider } from '../daemon/token/token.js'
 
 function readPaths(positionals: string[], list: unknown): string[] {
   const paths = [...positionals]

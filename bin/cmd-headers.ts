@@ -1,5 +1,5 @@
 // desfs headers: a header survey of many archive files, one row per file (or per HDU), written like a
-// `desfs sql` result. It runs in the daemon as a job (daemon/headers.ts): the daemon reads only the
+// `desfs sql` result. It runs in the daemon as a job (daemon/jobs/headers.ts): the daemon reads only the
 // header bytes through its cache, many files at once, and keeps the rows in the job's record, so the
 // survey survives this client (Ctrl-C detaches; --attach ID comes back for the result) and a restart
 // of the daemon resumes it.
@@ -13,9 +13,9 @@ import { ProgressBar } from './progress.js'
 import { checkOutputFile, fileSink, stdoutSink, type Sink } from './sql-output.js'
 import { resolveSettings } from '../daemon/config.js'
 import { EXIT, UserError } from '../daemon/errors.js'
-import { columnsOf, parseKeys, type HeadersFile, type HeadersSpec } from '../daemon/headers.js'
-import type { JobProgress, JobRecord } from '../daemon/jobs.js'
-import { tsvField, type Value } from '../daemon/sql-framing.js'
+import { columnsOf, parseKeys, type HeadersFile, type HeadersSpec } from '../daemon/jobs/headers.js'
+import type { JobProgress, JobRecord } from '../daemon/jobs/jobs.js'
+import { tsvField, type Value } from '../daemon/sql/sql-framing.js'
 
 /** Follows a job to its end with a bar of files (on a terminal); undefined when detached by Ctrl-C. */
 async function follow(socket: string, id: string): Promise<JobRecord<HeadersSpec> | undefined> {

@@ -9,7 +9,7 @@ import { expandControlPaths } from './control-paths.js'
 import { ProgressBar } from './progress.js'
 import { resolveSettings } from '../daemon/config.js'
 import { EXIT, UserError } from '../daemon/errors.js'
-import type { JobFile, JobProgress, JobRecord } from '../daemon/jobs.js'
+import type { JobFile, JobProgress, JobRecord } from '../daemon/jobs/jobs.js'
 import { formatDuration, formatSize } from '../daemon/units.js'
 import { writeFileAtomicSync } from '../daemon/safe-write.js'
 

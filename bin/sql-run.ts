@@ -1,16 +1,16 @@
 // Running one statement for `desfs sql`: through the daemon's socket when one runs, otherwise on the
-// DB directly with the same engine (daemon/sql-engine.ts), reading the result stream into a sink
+// DB directly with the same engine (daemon/sql/sql-engine.ts), reading the result stream into a sink
 // (parsed NDJSON rows, or TSV bytes copied as they come), and printing des-archive-access's
 // `found N rows in S seconds (R rows/s)`. Also easyaccess's describe_table and find_tables.
 import { StringDecoder } from 'node:string_decoder'
 import { EXIT, UserError } from '../daemon/errors.js'
-import type { ChildLine, ColumnInfo } from '../daemon/sql-child.js'
-import { SqlEngine } from '../daemon/sql-engine.js'
+import type { ChildLine, ColumnInfo } from '../daemon/sql/sql-child.js'
+import { SqlEngine } from '../daemon/sql/sql-engine.js'
 import { callStream } from './client.js'
 import { resolve } from 'node:path'
-import type { ScriptStatement } from '../daemon/sql-text.js'
+import type { ScriptStatement } from '../daemon/sql/sql-text.js'
 import { checkOutputFile, fileSink, stdoutSink, type RowSink, type Sink, type TsvSink } from './sql-output.js'
-import { Framer, type ResultFormat, type Value } from '../daemon/sql-framing.js'
+import { Framer, type ResultFormat, type Value } from '../daemon/sql/sql-framing.js'
 
 /** Exit codes by the kind of failure the engine reports. */
 export const KIND_EXIT: Record<string, number> = { refused: EXIT.FAILURE, sql: EXIT.FAILURE, timeout: EXIT.FAILURE, crashed: EXIT.FAILURE, db: EXIT.CONFIG, busy: EXIT.UNAVAILABLE, cancelled: EXIT.INTERRUPTED }

@@ -11,7 +11,7 @@ import { desArchiveAccessDir } from '../daemon/paths.js'
 import { ensurePrivateDir } from '../daemon/state-dir.js'
 import { appendNoFollow } from '../daemon/safe-write.js'
 import { EXIT, oneLine } from '../daemon/errors.js'
-import { isBlank, parseScript } from '../daemon/sql-text.js'
+import { isBlank, parseScript } from '../daemon/sql/sql-text.js'
 import { runOne, type SqlSession } from './sql-run.js'
 
 const QUIT = new Set([':q', ':quit', ':exit', 'exit', 'quit', '\\q'])

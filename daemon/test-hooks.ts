@@ -1,7 +1,7 @@
 // Hooks only the test suite turns on (DESFS_TEST_HOOKS=1 in the daemon's environment): a way to
 // stall the event loop on purpose, to show that cached reads never wait for it, and a short native
 // backstop, so deadline races can be provoked in seconds. Off, they add nothing.
-import type { ControlServer } from './control.js'
+import type { ControlServer } from './control/control.js'
 
 const enabled = () => process.env.DESFS_TEST_HOOKS === '1'
 

@@ -30,7 +30,7 @@ export interface OpsContext {
   released?: (rel: string) => void
   /** The hidden control directory .desfs (query-defined directories); absent, it does not exist. */
   queryDirs?: QueryDirs
-  /** The user.desfs.hdus attribute: a FITS file's HDU index as JSON (daemon/headers-index.ts). */
+  /** The user.desfs.hdus attribute: a FITS file's HDU index as JSON (daemon/jobs/headers-index.ts). */
   hdus?: (rel: string, facts: FileFacts) => Promise<Buffer>
 }
 

@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path'
 import { BlockStore, cacheKey } from '../cache/block-store.js'
 import { adler32 } from '../cache/adler32.js'
 import { ensurePrivateDir } from '../daemon/state-dir.js'
-import { JobManager } from '../daemon/jobs.js'
+import { JobManager } from '../daemon/jobs/jobs.js'
 import { desfs, tmp } from './helpers.js'
 
 const BS = 64 * 1024

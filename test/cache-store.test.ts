@@ -5,7 +5,7 @@ import { existsSync, readdirSync, writeFileSync, mkdirSync, statSync } from 'nod
 import { join } from 'node:path'
 import { BlockStore, cacheKey, type CachedFile } from '../cache/block-store.js'
 import { adler32 } from '../cache/adler32.js'
-import { archivePath } from '../daemon/routes-cache.js'
+import { archivePath } from '../daemon/control/routes-cache.js'
 import { parseSources } from '../daemon/config.js'
 import { tmp } from './helpers.js'
 

@@ -6,13 +6,13 @@ import { readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'no
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { HttpError, type ControlServer, type Handler } from '../daemon/control.js'
-import { dbFileIdentity } from '../daemon/metadata.js'
-import { registerCacheRoutes } from '../daemon/routes-cache.js'
-import { registerJobRoutes, type JobsReady } from '../daemon/routes-jobs.js'
-import { registerReloadRoutes } from '../daemon/routes-reload.js'
+import { HttpError, type ControlServer, type Handler } from '../daemon/control/control.js'
+import { dbFileIdentity } from '../daemon/catalog/metadata.js'
+import { registerCacheRoutes } from '../daemon/control/routes-cache.js'
+import { registerJobRoutes, type JobsReady } from '../daemon/control/routes-jobs.js'
+import { registerReloadRoutes } from '../daemon/control/routes-reload.js'
 import type { BlockStore } from '../cache/block-store.js'
-import type { TokenProvider } from '../daemon/token.js'
+import type { TokenProvider } from '../daemon/token/token.js'
 import { tmp } from './helpers.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
@@ -51,8 +51,8 @@ t.test('the DB identity is computed in one place', async (t) => {
   const walk = (dir: string): string[] =>
     readdirSync(join(ROOT, dir), { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(dir, e.name)) : e.name.endsWith('.ts') ? [join(dir, e.name)] : []))
   const files = ['daemon', 'fs', 'cache', 'bin'].flatMap((d) => walk(d))
-  const twins = files.filter((f) => f !== join('daemon', 'metadata.ts') && /\.ino\b[^\n]*\.(size|mtimeMs)\b|\.(dev|size)\b[^\n]*\.ino\b/.test(readFileSync(join(ROOT, f), 'utf8')))
-  t.same(twins.map((f) => relative('.', f)), [], 'no module but daemon/metadata.ts combines dev/ino/size/mtime')
+  const twins = files.filter((f) => f !== join('daemon', 'catalog', 'metadata.ts') && /\.ino\b[^\n]*\.(size|mtimeMs)\b|\.(dev|size)\b[^\n]*\.ino\b/.test(readFileSync(join(ROOT, f), 'utf8')))
+  t.same(twins.map((f) => relative('.', f)), [], 'no module but daemon/catalog/metadata.ts combines dev/ino/size/mtime')
 })
 
 t.test('POST /reload: the token and the DB file, from its declared dependencies', async (t) => {

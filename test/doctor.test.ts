@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { makeToken, writeTokenFile } from '../bin/demo/token.js'
 import { desfs, makeArchive, startDaemon, startServer, tmp } from './helpers.js'
 import { resolveSettings } from '../daemon/config.js'
-import { withDaemonSettings } from '../daemon/doctor.js'
+import { withDaemonSettings } from '../bin/doctor.js'
 
 const CHECKS = ['fuse device', 'fusermount', 'libfuse', 'token', 'metadata DB', 'archive', 'cache dir', 'state dir']
 

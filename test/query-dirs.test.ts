@@ -10,7 +10,7 @@ import { basename, dirname, join, resolve } from 'node:path'
 import { DESFS, makeArchive, startServer, startDaemon, run, tmp, until, md5, sourceBytes } from './helpers.js'
 import { expectedTileFiles } from './archive/expect.js'
 import { linkNames } from '../fs/query-dirs.js'
-import { parseRecipe } from '../daemon/recipes.js'
+import { parseRecipe } from '../daemon/catalog/recipes.js'
 
 t.jobs = 1
 

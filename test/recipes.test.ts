@@ -4,8 +4,8 @@ import Database from 'better-sqlite3'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { makeArchive, tmp } from './helpers.js'
-import { loadRecipesLenient, parseRecipe, recipeWithParams } from '../daemon/recipes.js'
-import { rowsToPaths } from '../daemon/sync.js'
+import { loadRecipesLenient, parseRecipe, recipeWithParams } from '../daemon/catalog/recipes.js'
+import { rowsToPaths } from '../daemon/jobs/sync.js'
 import { expectedTileFiles } from './archive/expect.js'
 
 t.test('the tile recipe selects exactly the expected files', async (t) => {

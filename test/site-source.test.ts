@@ -23,7 +23,7 @@ import { fetchCounters, siteHitRatio } from '../cache/metrics.js'
 import { failover } from '../cache/sources/failover.js'
 import { metrics } from '../daemon/metrics.js'
 import { humanStatus } from '../bin/cmd-status.js'
-import { checkSiteCache } from '../daemon/doctor-site.js'
+import { checkSiteCache } from '../bin/doctor-site.js'
 import Database from 'better-sqlite3'
 import { tmp } from './helpers.js'
 

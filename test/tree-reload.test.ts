@@ -163,7 +163,7 @@ t.test('the DB replaced while mounted', async (t) => {
 
 t.test('a build in progress is not swapped in when the DB changes again under it', async (t) => {
   // Unit-level: prepareTreeIndex notices a DB replaced during its build and builds again.
-  const { prepareTreeIndex } = await import('../daemon/catalog.js')
+  const { prepareTreeIndex } = await import('../daemon/catalog/catalog.js')
   const dir = tmp(t)
   const a = makeArchive(t, { exposures: 1, ccds: 2, hostile: false, fpack: 'never' })
   const db = join(dir, 'metadata.db')

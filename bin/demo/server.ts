@@ -19,7 +19,7 @@ import type { AddressInfo, Socket } from 'node:net'
 import { randomUUID } from 'node:crypto'
 import { join } from 'node:path'
 import { adler32Fast } from '../../cache/adler32.js'
-import { jwtClaims } from '../../daemon/token.js'
+import { jwtClaims } from '../../daemon/token/token.js'
 
 export const ARCHIVE_BASE = '/des/persistent/DESDM_ARCHIVE'
 

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { downloadMetadataDb } from '../../daemon/db-download.js'
+import { downloadMetadataDb } from '../../bin/db-download.js'
 import { FileServer } from '../archive/file-server.js'
 import { mbps, table, timed } from './util.js'
 

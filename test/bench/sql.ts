@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import { generateArchive } from '../../bin/demo/generate.js'
 import { ArchiveServer } from '../../bin/demo/server.js'
-import { SqlEngine } from '../../daemon/sql-engine.js'
+import { SqlEngine } from '../../daemon/sql/sql-engine.js'
 import { now, percentile, rssMb, startBenchArchive, table } from './util.js'
 
 const DESFS = fileURLToPath(new URL('../../bin/desfs.js', import.meta.url))
