@@ -13,6 +13,10 @@ export interface FetcherOptions {
   smallFileBytes: number
   /** Upper bound of the read-ahead window, bytes. */
   maxWindowBytes: number
+  /** The first read-ahead window and the unit it grows by, bytes (read-ahead.ts). */
+  readAheadStepBytes: number
+  /** Bytes a handle reads sequentially before read-ahead starts (more than the kernel's own read-ahead of a header read). */
+  readAheadAfterBytes: number
   /** Bytes per ranged GET when reading ahead (several run in parallel). */
   runBytes: number
   /** Bytes that may be in flight (being fetched, or fetched and not yet stored) at once. */
@@ -38,6 +42,8 @@ export const DEFAULT_FETCHER_OPTIONS: FetcherOptions = {
   maxBackoffMs: 10_000,
   smallFileBytes: 4 << 20,
   maxWindowBytes: 64 << 20,
+  readAheadStepBytes: 1 << 20,
+  readAheadAfterBytes: 512 << 10,
   runBytes: 8 << 20,
   memoryBudget: 128 << 20,
   recentBytes: 32 << 20,

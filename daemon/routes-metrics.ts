@@ -18,6 +18,7 @@ export function registerMetricsRoutes(control: ControlServer, daemon: Daemon): v
   const fuseOps = metrics.counter('desfs_fuse_ops_total', 'FUSE operations by kind')
   const fuseErrors = metrics.counter('desfs_fuse_errors_total', 'FUSE operations that failed with EIO (timeouts, archive failures), by kind')
   const served = metrics.counter('desfs_fuse_bytes_served_total', 'bytes returned to readers of the mount')
+  const requested = metrics.counter('desfs_fuse_read_requested_bytes_total', 'bytes the kernel\'s READ requests asked for, of those that reached the daemon (reads of cached blocks the FUSE plane serves itself are not counted)')
   metrics.gauge('desfs_start_time_seconds', 'when the daemon started (Unix time)', () => Math.floor(daemon.startedAt / 1000))
   metrics.gauge('desfs_token_expiry_seconds', 'when the bearer token expires (Unix time; 0 when unknown or no token)', () => daemon.token?.current.exp ?? 0)
 
@@ -27,6 +28,7 @@ export function registerMetricsRoutes(control: ControlServer, daemon: Daemon): v
       mirror(fuseOps, s.ops, 'op')
       mirror(fuseErrors, s.errors, 'op')
       if (s.bytesServed > served.get()) served.inc(undefined, s.bytesServed - served.get())
+      if (s.bytesRequested > requested.get()) requested.inc(undefined, s.bytesRequested - requested.get())
     }
     const text = metrics.render()
     res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'content-length': Buffer.byteLength(text) })
