@@ -23,8 +23,8 @@ function filler(i: number, n: number): Card[] {
   return Array.from({ length: n }, (_, k) => ({ key: `HK${String(k).padStart(5, '0')}`, value: (i * 1000 + k) / 7, comment: 'filler, as DES headers carry many keywords' }))
 }
 
-/** Writes N sparse multi-extension files of about `bytes` each and adds them to the metadata DB. */
-function addSurveyFiles(root: string, db: string, n: number, bytes: number): string[] {
+/** Writes N sparse multi-extension files of about `bytes` each and adds them to the metadata DB (test/fetch-grain-mount.test.ts uses them too). */
+export function addSurveyFiles(root: string, db: string, n: number, bytes: number): string[] {
   const top = 'OPS/bench/headers'
   const width = 2048
   const height = Math.max(1, Math.floor(bytes / EXTS.length / (width * 4)))
