@@ -6,7 +6,9 @@
 // decompresses the whole HDU, so only fitsio is measured here.)
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
+import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { makeArchive, startServer, startDaemon, run, desfs, needTool, needPythonModule, PYTHON } from './helpers.js'
 import { addBenchFiles } from './bench/util.js'
 
@@ -14,58 +16,26 @@ const DIR = 'OPS/bench/cutout'
 const NAME = 'cutout_sci.fits.fz'
 const SECTION = { y0: 1500, x0: 2000, n: 100 }
 
-/** Writes a 4096x4096 int16 image with noise as EXTNAME SCI and fpacks it (RICE, one tile per row). */
-const MAKE = String.raw`
-import sys, os, numpy as np
-from astropy.io import fits
-rng = np.random.default_rng(11)
-img = (1000 + rng.normal(0, 300, (4096, 4096))).astype(np.int16)
-out = sys.argv[1]
-fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(img, name='SCI')]).writeto(out[:-3], overwrite=True)
-os.system('fpack -D -Y ' + out[:-3])
-`
-
-/** The section's pixels, and the compressed bytes of the tiles that intersect it (from the descriptors). */
-const INSPECT = String.raw`
-import sys, json, numpy as np, fitsio
-from astropy.io import fits
-path, y0, x0, n, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-with fits.open(path, disable_image_compression=True) as h:
-    hdu = next(u for u in h if u.header.get('EXTNAME') == 'SCI')
-    hd = hdu.header
-    t1, t2 = hd['ZTILE1'], hd['ZTILE2']
-    per_row = -(-hd['ZNAXIS1'] // t1)
-    col = hdu.data.field('COMPRESSED_DATA')
-    tiles = [ty * per_row + tx for ty in range(y0 // t2, (y0 + n - 1) // t2 + 1) for tx in range(x0 // t1, (x0 + n - 1) // t1 + 1)]
-    tile_bytes = int(sum(col[i].nbytes for i in tiles))
-    file_bytes = h.fileinfo(0)['filename'] and __import__('os').path.getsize(path)
-np.save(out, fitsio.FITS(path)['SCI'][y0:y0 + n, x0:x0 + n])
-print(json.dumps({'tiles': len(tiles), 'tileBytes': tile_bytes, 'fileBytes': file_bytes}))
-`
-
-const READ = String.raw`
-import sys, numpy as np, fitsio
-path, y0, x0, n, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-with fitsio.FITS(path) as f:
-    np.save(out, f['SCI'][y0:y0 + n, x0:x0 + n])
-`
+/** Makes the image, counts its tiles and reads sections (test/readers/fpacked_image.py). */
+const FPACKED = fileURLToPath(new URL('../../test/readers/fpacked_image.py', import.meta.url))
 
 t.test('a 100x100 cutout of an fpacked 4096x4096 image fetches about its tiles', async (t) => {
   if (!needTool(t, 'fpack', 'libcfitsio-bin') || !needPythonModule(t, 'astropy', 'python3-astropy') || !needPythonModule(t, 'fitsio', 'python3-fitsio')) return
   const a = makeArchive(t, { exposures: 1, ccds: 1, hostile: false })
   addBenchFiles(a.db, 1, 950_000, () => {
-    execFileSync('mkdir', ['-p', join(a.root, DIR)])
-    execFileSync(PYTHON, ['-c', MAKE, join(a.root, DIR, NAME)], { timeout: 120_000 })
+    mkdirSync(join(a.root, DIR), { recursive: true })
+    execFileSync(PYTHON, [FPACKED, 'make', join(a.root, DIR, NAME)], { timeout: 120_000 })
     return [DIR, NAME]
   })
   const src = join(a.root, DIR, NAME)
   const args = [String(SECTION.y0), String(SECTION.x0), String(SECTION.n)]
-  const want = JSON.parse(execFileSync(PYTHON, ['-c', INSPECT, src, ...args, join(a.root, 'want.npy')], { encoding: 'utf8', timeout: 120_000 })) as { tiles: number; tileBytes: number; fileBytes: number }
+  const want = JSON.parse(execFileSync(PYTHON, [FPACKED, 'tiles', src, ...args], { encoding: 'utf8', timeout: 120_000 })) as { tiles: number; tileBytes: number; fileBytes: number }
+  execFileSync(PYTHON, [FPACKED, 'read', src, ...args, join(a.root, 'want.npy')], { timeout: 120_000 })
   const { server, tokenFile } = await startServer(t, a.root)
   const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile })
   await run('stat', [join(d.mnt, DIR, NAME)]) // the listing first
   server.clearLog()
-  const r = await run(PYTHON, ['-c', READ, join(d.mnt, DIR, NAME), ...args, join(a.root, 'got.npy')], { timeoutMs: 120_000 })
+  const r = await run(PYTHON, [FPACKED, 'read', join(d.mnt, DIR, NAME), ...args, join(a.root, 'got.npy')], { timeoutMs: 120_000 })
   t.equal(r.code, 0, r.stderr)
   const same = await run(PYTHON, ['-c', 'import sys, numpy as np; print(np.array_equal(np.load(sys.argv[1]), np.load(sys.argv[2])))', join(a.root, 'want.npy'), join(a.root, 'got.npy')])
   t.equal(same.stdout.trim(), 'True', 'the pixels equal the source\'s')

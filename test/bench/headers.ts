@@ -1,4 +1,4 @@
-// `npm run bench -- headers [--files 200] [--mb 16] [--parallel 16]`
+// `npm run bench -- headers [--files 200] [--mb 16] [--parallel 16] [--cutout yes|no]`
 // A header survey of N multi-extension FITS files (a primary and SCI, MSK, WGT images, headers of
 // about 10 KB like DES's) against the project's archive server on 127.0.0.1, on loopback and on a
 // WAN-like link (20 ms per request, 50 MB/s per stream), side by side in one run:
@@ -6,12 +6,15 @@
 //   - astropy getheader of every HDU through the mount (what a user's own script does);
 //   - curl of the whole files, PARALLEL at a time (what a survey costs without desfs);
 //   - the same desfs survey with 1 MiB blocks (the grain before 64 KiB blocks);
-//   - astropy getheader over HTTP with use_fsspec=True and the bearer header (python3-fsspec).
+//   - astropy getheader over HTTP with use_fsspec=True and the bearer header (python3-fsspec);
+//   - a 100x100 cutout of an fpacked 4096x4096 image with fitsio through the mount vs curl of the file.
 // Figures: bytes the archive sent per header read, and time against curl. The files are sparse (only
 // their headers take disk), so 1,000 files of 16 MB fit anywhere.
+import { execFileSync } from 'node:child_process'
 import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync, ftruncateSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { generateArchive } from '../../bin/demo/generate.js'
 import type { Faults } from '../../bin/demo/server.js'
 import { header, RECORD, type Card } from '../../daemon/fits.js'
@@ -152,6 +155,39 @@ export async function run_(args: string[]): Promise<void> {
         else {
           results.push([`astropy use_fsspec=True over HTTP: bytes per header (${gets()} GETs)`, tag, Math.round(fileBytes() / hdus), 65536, fileBytes() / hdus / 65536])
           results.push(['desfs (astropy via mount) time (ms) vs astropy use_fsspec=True', tag, Math.round(astropyMs), Math.round(ms), ms / astropyMs])
+        }
+      }
+    }
+    // A 100x100 cutout of an fpacked 4096x4096 image (fitsio, through the mount) vs downloading it whole.
+    if (option(args, 'cutout', 'yes') === 'yes') {
+      const dir = 'OPS/bench/cutout'
+      const name = 'cutout_sci.fits.fz'
+      const fpacked = fileURLToPath(new URL('../../../test/readers/fpacked_image.py', import.meta.url))
+      addBenchFiles(db, 1, 990_000, () => {
+        mkdirSync(join(root, dir), { recursive: true })
+        execFileSync(PYTHON, [fpacked, 'make', join(root, dir, name)], { timeout: 300_000 })
+        return [dir, name]
+      })
+      const section = ['1500', '2000', '100']
+      const tiles = JSON.parse(execFileSync(PYTHON, [fpacked, 'tiles', join(root, dir, name), ...section], { encoding: 'utf8' })) as { tiles: number; tileBytes: number; fileBytes: number }
+      const cutoutBytes = () => server.log.filter((r) => r.method === 'GET' && r.path === `${dir}/${name}`).reduce((a, r) => a + r.bytes, 0)
+      for (const [tag, faults] of links) {
+        server.faults = { ...faults }
+        const d = await startBenchDaemon(base, { db, archive: server.archiveUrl, tokenFile })
+        try {
+          await timedRun('stat', [join(d.mnt, dir, name)])
+          server.clearLog()
+          const t0 = now()
+          const r = await run(PYTHON, [fpacked, 'read', join(d.mnt, dir, name), ...section, join(base, 'cut.npy')], { timeoutMs: 600_000 })
+          const ms = now() - t0
+          if (r.code !== 0) throw new Error(`cutout failed: ${r.stderr.slice(-500)}`)
+          const sent = cutoutBytes()
+          const wholeMs = await timedRun('curl', ['-sS', '-f', '-L', '-o', '/dev/null', '-H', `Authorization: Bearer ${token}`, `${server.archiveUrl}/${dir}/${name}`])
+          results.push([`cutout 100x100 (fitsio): bytes fetched vs 3x its ${tiles.tiles} tiles`, tag, sent, 3 * tiles.tileBytes, sent / (3 * tiles.tileBytes)])
+          results.push([`cutout 100x100: bytes fetched vs the whole file`, tag, sent, tiles.fileBytes, sent / tiles.fileBytes])
+          results.push(['cutout 100x100: time (ms) vs curl of the whole file', tag, Math.round(ms), Math.round(wholeMs), wholeMs / ms])
+        } finally {
+          await d.stop()
         }
       }
     }
