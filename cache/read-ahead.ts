@@ -59,7 +59,9 @@ export function advance(pattern: ReadPattern, pos: number, len: number, policy: 
     if (lastStep > pattern.step) {
       entered = true
       pattern.step = lastStep
-      if (pos > 0) pattern.windowBytes = Math.min(pattern.windowBytes * 2, max)
+      // The window grows only once read-ahead runs: the first one is a single step, so a reader
+      // that stops soon after (a cutout's run of tiles) is not fetched far past its end.
+      if (pos > 0 && wasReading) pattern.windowBytes = Math.min(pattern.windowBytes * 2, max)
     }
   }
   pattern.seqBytes += len
