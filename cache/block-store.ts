@@ -40,7 +40,15 @@ export { openCacheFile } from './open-cache-file.js'
 export type { CacheEntry } from './cache-entry.js'
 export type { PinRequest } from './pins.js'
 
-const DEFAULT_BLOCK_SIZE = 1 << 20
+/**
+ * Block size of a new cache dir: the grain of what is fetched, recorded and checked. 64 KiB, so a
+ * header read (2880 bytes, 16-128 KiB once the kernel's read-ahead is added) fetches about what it
+ * asks for rather than a MiB; sequential readers still fetch MiBs per request, since runs and
+ * read-ahead are counted in bytes (fetcher-options.ts). The cost is more of everything per byte:
+ * record rows (16 per MiB), promises and map entries in flight, and the FUSE plane's presence map
+ * (one byte per block: 16 KiB for a 1 GiB file).
+ */
+const DEFAULT_BLOCK_SIZE = 64 << 10
 
 export interface StoreOptions {
   /** Size bound for cached data, bytes. */

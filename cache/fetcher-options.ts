@@ -13,6 +13,14 @@ export interface FetcherOptions {
   smallFileBytes: number
   /** Upper bound of the read-ahead window, bytes. */
   maxWindowBytes: number
+  /** The first read-ahead window and the unit it grows by, bytes (read-ahead.ts). */
+  readAheadStepBytes: number
+  /**
+   * Bytes a handle reads sequentially before read-ahead starts: more than the kernel asks for a
+   * header read (up to 256 KiB at the start of a file) or a cutout's run of tiles, whose own
+   * read-ahead doubles from 64 KiB while a reader goes on in order.
+   */
+  readAheadAfterBytes: number
   /** Bytes per ranged GET when reading ahead (several run in parallel). */
   runBytes: number
   /** Bytes that may be in flight (being fetched, or fetched and not yet stored) at once. */
@@ -38,6 +46,8 @@ export const DEFAULT_FETCHER_OPTIONS: FetcherOptions = {
   maxBackoffMs: 10_000,
   smallFileBytes: 4 << 20,
   maxWindowBytes: 64 << 20,
+  readAheadStepBytes: 1 << 20,
+  readAheadAfterBytes: 1 << 20,
   runBytes: 8 << 20,
   memoryBudget: 128 << 20,
   recentBytes: 32 << 20,

@@ -72,7 +72,7 @@ export class Fetcher {
       runs: this.runs,
       store,
       runBytes: this.opts.runBytes,
-      fetch: (file, from, to, signal) => this.fetchMissing(file, from, to, true, 1, signal),
+      fetch: (file, from, to, signal) => void this.fetchMissing(file, from, to, true, 1, signal),
       block: (file, idx) => this.block(file, idx),
     }
     this.recent = new LRUCache<string, Block>({ maxSize: this.opts.recentBytes, sizeCalculation: (b) => Math.max(1, blockBytes(b)) })
@@ -90,7 +90,7 @@ export class Fetcher {
     const bs = file.blockSize
     const first = Math.floor(pos / bs)
     const last = Math.floor((pos + len - 1) / bs)
-    if (file.size <= this.opts.smallFileBytes) this.fetchMissing(file, 0, file.blocks)
+    if (file.size <= this.opts.smallFileBytes) void this.fetchMissing(file, 0, file.blocks)
     else if (pattern) this.readAhead(file, pos, len, pattern)
     fetchMetrics.bytesServed.inc(len)
 
@@ -118,9 +118,13 @@ export class Fetcher {
       }
     }
     const giveUpAt = this.opts.readerDeadlineMs > 0 ? performance.now() + this.opts.readerDeadlineMs - READER_MARGIN_MS : Infinity
+    // The read's missing blocks in one ranged GET (a 128 KiB read spans several 64 KiB blocks:
+    // asking for them one by one would cost a round trip each).
+    const ownRun = last > first && !this.failsFast(file, first, last) && this.fetchMissing(file, first, last + 1, true)
+    if (ownRun) this.count.add('networkReads')
     let at = 0
     for (let i = first; i <= last; i++) {
-      const blk = await this.blockForReader(file, i, last, giveUpAt)
+      const blk = await this.blockForReader(file, i, last, giveUpAt, ownRun)
       if (!open()) return 0
       at += copyFromBlock(blk, i === first ? pos - i * bs : 0, i === last ? pos + len - i * bs : bs, dest, at)
     }
@@ -132,16 +136,15 @@ export class Fetcher {
    * failed a moment ago; otherwise waits until `giveUpAt` at most, and records a failure (or the
    * deadline passing) for the next readers.
    */
-  private async blockForReader(file: CachedFile, i: number, last: number, giveUpAt: number): Promise<Block> {
-    const k = `${file.key}:${i}`
-    const known = this.failed.get(k)
-    if (known && known.until > performance.now() && !this.recent.has(k) && !file.has(i)) throw known.err
+  private async blockForReader(file: CachedFile, i: number, last: number, giveUpAt: number, ownRun: boolean): Promise<Block> {
+    const known = this.failsFast(file, i, i)
+    if (known) throw known
     let timer: NodeJS.Timeout | undefined
     const wait = giveUpAt === Infinity ? undefined : new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new SourceError('timeout', `${file.relPath}: block ${i} did not arrive within the read deadline (${this.opts.readerDeadlineMs / 1000}s); reads of it fail at once for ${this.opts.failFastMs / 1000}s`)), Math.max(0, giveUpAt - performance.now()))
     })
     try {
-      return await (wait ? Promise.race([this.block(file, i), wait]) : this.block(file, i))
+      return await (wait ? Promise.race([this.block(file, i, ownRun), wait]) : this.block(file, i, ownRun))
     } catch (err) {
       // Only failures that took their time (retries, backoff, a deadline) are worth repeating at
       // once: a 401 or a 404 is answered quickly anyway, and a replaced token must work at once.
@@ -151,6 +154,18 @@ export class Fetcher {
     } finally {
       clearTimeout(timer)
     }
+  }
+
+  /** The error a block of [from, to] failed a reader with a moment ago (then it fails at once), if any. */
+  private failsFast(file: CachedFile, from: number, to: number): Error | undefined {
+    if (this.failed.size === 0) return undefined
+    const now = performance.now()
+    for (let i = from; i <= to; i++) {
+      const k = `${file.key}:${i}`
+      const known = this.failed.get(k)
+      if (known && known.until > now && !this.recent.has(k) && !file.has(i)) return known.err
+    }
+    return undefined
   }
 
   /** Remembers that blocks [from, to] failed a reader, for failFastMs. */
@@ -163,8 +178,11 @@ export class Fetcher {
     for (let i = from; i <= to; i++) this.failed.set(`${file.key}:${i}`, { err, until: now + this.opts.failFastMs })
   }
 
-  /** One whole block: from memory, from disk (checked), or fetched (single-flight). */
-  async block(file: CachedFile, idx: number): Promise<Block> {
+  /**
+   * One whole block: from memory, from disk (checked), or fetched (single-flight). `ownRun`: the
+   * caller started the run bringing it (not a hit on someone else's fetch).
+   */
+  async block(file: CachedFile, idx: number, ownRun = false): Promise<Block> {
     const k = `${file.key}:${idx}`
     const mem = this.recent.get(k)
     if (mem) {
@@ -180,11 +198,11 @@ export class Fetcher {
     }
     let p = this.runs.get(k)
     if (p) {
-      fetchMetrics.hits.inc({ tier: 'memory' })
+      if (!ownRun) fetchMetrics.hits.inc({ tier: 'memory' })
       this.runs.join(k, undefined)
     } else {
       this.count.add('networkReads')
-      this.fetchMissing(file, idx, idx + 1, true)
+      void this.fetchMissing(file, idx, idx + 1, true)
       p = this.runs.get(k)!
     }
     try {
@@ -201,11 +219,17 @@ export class Fetcher {
     // While blocks cannot be stored, what is read ahead waits in memory among the recent blocks of
     // every reader, least recently used first out: a window beyond a quarter of that memory fetches
     // blocks that are dropped before the reader gets to them, and then fetched again.
-    const maxBytes = this.storeRefusing ? Math.min(this.opts.maxWindowBytes, this.opts.recentBytes / 4) : this.opts.maxWindowBytes
-    const ahead = advance(pattern, pos, len, file.blockSize, Math.max(1, Math.floor(maxBytes / file.blockSize)))
+    const maxWindowBytes = this.storeRefusing ? Math.min(this.opts.maxWindowBytes, this.opts.recentBytes / 4) : this.opts.maxWindowBytes
+    const ahead = advance(pattern, pos, len, { stepBytes: this.opts.readAheadStepBytes, afterBytes: this.opts.readAheadAfterBytes, maxWindowBytes })
     if (!ahead) return
-    const runBlocks = Math.max(1, Math.floor(this.opts.runBytes / file.blockSize))
-    this.fetchMissing(file, ahead.from, Math.min(file.blocks, ahead.to), false, Math.min(runBlocks, pattern.window))
+    const bs = file.blockSize
+    // The block holding the read's last byte is the reader's own; read-ahead starts after it.
+    const from = Math.ceil(ahead.from / bs)
+    const runBlocks = Math.max(1, Math.floor(this.opts.runBytes / bs))
+    // A gap at the window's edge waits until it is half a window (or a whole run): the window is
+    // looked at again only once the reader enters the next step, so a gap left whenever it is
+    // shorter than the whole window would leave the reader to fetch block by block meanwhile.
+    this.fetchMissing(file, from, Math.min(file.blocks, Math.ceil(ahead.to / bs)), false, Math.min(runBlocks, Math.ceil(pattern.windowBytes / 2 / bs)))
   }
 
   /**
@@ -213,10 +237,11 @@ export class Fetcher {
    * leaves a gap shorter than `minRun` blocks at the window's edge for a later call, so that requests
    * stay large (a GET per block would cost a round trip, and dCache a redirect, per MiB).
    */
-  private fetchMissing(file: CachedFile, from: number, to: number, demand = false, minRun = 1, signal?: AbortSignal): void {
+  private fetchMissing(file: CachedFile, from: number, to: number, demand = false, minRun = 1, signal?: AbortSignal): boolean {
     const runBlocks = Math.max(1, Math.floor(this.opts.runBytes / file.blockSize))
     let runStart = -1
     let stop = false
+    let started = false
     const flush = (end: number) => {
       if (runStart < 0) return
       for (let s = runStart; s < end && !stop; s += runBlocks) {
@@ -229,6 +254,7 @@ export class Fetcher {
           break
         }
         this.runs.start(file, s, e, signal)
+        started = true
       }
       runStart = -1
     }
@@ -238,6 +264,7 @@ export class Fetcher {
       else if (runStart < 0) runStart = i
     }
     flush(to)
+    return started
   }
 
   /**

@@ -47,6 +47,12 @@ export interface OpsStats {
   ops: Record<string, number>
   errors: Record<string, number>
   bytesServed: number
+  /**
+   * Bytes the kernel's READ requests asked for, of those that reach JavaScript: reads the plane
+   * serves itself (every block cached and verified) fetch nothing and are not counted. What is
+   * fetched is judged against this (the kernel's read-ahead makes a 2880-byte read a 128 KiB one).
+   */
+  bytesRequested: number
 }
 
 const JOB_NAMES: Record<number, string> = { [JOB.LOOKUP]: 'lookup', [JOB.READDIR]: 'readdir', [JOB.OPEN]: 'open', [JOB.READ]: 'read', [JOB.GETXATTR]: 'getxattr', [JOB.STATFS]: 'statfs', [JOB.READLINK]: 'readlink' }
@@ -64,7 +70,7 @@ export interface Ops {
 
 export function createOps(ctx: OpsContext): Ops {
   const handles = new Map<number, Handle>()
-  const stats: OpsStats = { ops: {}, errors: {}, bytesServed: 0 }
+  const stats: OpsStats = { ops: {}, errors: {}, bytesServed: 0, bytesRequested: 0 }
   let addon: NativeAddon | undefined
   let plane: Plane | undefined
   /** The plane's presence maps, for the block store's files. */
@@ -241,6 +247,7 @@ export function createOps(ctx: OpsContext): Ops {
   function read(req: number, fh: number, offset: number, size: number): void {
     const h = handles.get(fh)
     if (!h) return void fail(req, ERRNO.EBADF)
+    stats.bytesRequested += size
     const buf = Buffer.allocUnsafe(size)
     run(
       'read',

@@ -56,7 +56,7 @@ t.test('desfs cache: stats, ls, pin, unpin, evict, clear', async (t) => {
 
   const stats = await cache('stats')
   t.equal(stats.code, 0)
-  t.match(stats.stdout, /^cache +\S+\nused +[\d.]+ MiB of 64\.0 MiB \(\d+%\) in 6 files \(blocks of 1\.00 MiB\)\npinned +0 files/m)
+  t.match(stats.stdout, /^cache +\S+\nused +[\d.]+ MiB of 64\.0 MiB \(\d+%\) in 6 files \(blocks of 64\.0 KiB\)\npinned +0 files/m)
   const ls = await cache('ls')
   t.equal(ls.stdout.trim().split('\n').length, 6, 'ls lists the six cached files')
   t.match(ls.stdout, new RegExp(`^- +24\\.0 MiB / 24\\.0 MiB .* ${a.manifest.largeFile!.replace(/[.]/g, '\\.')}$`, 'm'))

@@ -68,7 +68,7 @@ t.test('with nothing evictable, a sequential read fetches each byte about once',
   const size = 64 * MiB
   const data = content(size)
   writeFileSync(join(mirror, 'OPS/big.fits'), data)
-  const store = new BlockStore(join(dir, 'cache'), { limit: 8 * MiB, pinLimit: 8 * MiB, minFree: 0, cleanupDelayMs: 3_600_000 })
+  const store = new BlockStore(join(dir, 'cache'), { limit: 8 * MiB, pinLimit: 8 * MiB, blockSize: MiB, minFree: 0, cleanupDelayMs: 3_600_000 })
   t.teardown(() => store.close())
   // Fill the cache with a pinned file: nothing can be evicted, so no new block is stored.
   store.pin([{ rel: 'OPS/pinned.fits', size: 8 * MiB }])

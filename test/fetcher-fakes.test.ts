@@ -18,7 +18,8 @@ function setup(t: Test, sources: ScriptedSource[], opts: Partial<FetcherOptions>
   t.teardown(() => store.close())
   const clock = new FakeClock()
   const set = new SourceSet(sources, { clock, downAfter: 3, downMs: 10_000 })
-  const fetcher = new Fetcher(set, store, { smallFileBytes: 0, backoffMs: 10, runBytes: 4 * BS, maxWindowBytes: 16 * BS, ...opts }, { clock, random: () => 0.5 })
+  // Read-ahead steps of one block, starting after half a block: the policy's figures scaled to BS.
+  const fetcher = new Fetcher(set, store, { smallFileBytes: 0, backoffMs: 10, runBytes: 4 * BS, maxWindowBytes: 16 * BS, readAheadStepBytes: BS, readAheadAfterBytes: BS / 2, ...opts }, { clock, random: () => 0.5 })
   return { store, clock, fetcher }
 }
 
@@ -46,7 +47,7 @@ t.test('single-flight: ten readers of one block make one request, and all get it
   t.equal(src.calls.length, 1)
 })
 
-t.test('read-ahead: the window doubles per block entered while reading sequentially, and falls back to one block on a seek', async (t) => {
+t.test('read-ahead: the window doubles per step entered while reading sequentially, and falls back to one block on a seek', async (t) => {
   const src = new ScriptedSource()
   const { store, fetcher } = setup(t, [src])
   const file = store.file('OPS/b.fits', 64 * BS, null)
@@ -55,7 +56,7 @@ t.test('read-ahead: the window doubles per block entered while reading sequentia
   for (let blk = 0; blk < 6; blk++) {
     const got = await read(fetcher, file, blk * BS, BS, p)
     t.ok(got.equals(expected(blk * BS, (blk + 1) * BS)), `block ${blk} read right`)
-    windows.push(p.window)
+    windows.push(p.windowBytes / BS)
     await fetcher.settled()
   }
   t.same(windows, [1, 2, 4, 8, 16, 16], 'doubling from one block up to the cap (16 blocks)')
@@ -65,9 +66,9 @@ t.test('read-ahead: the window doubles per block entered while reading sequentia
   t.equal(asked, new Set(src.calls.flatMap((c) => Array.from({ length: (c.end - c.start) / BS }, (_, i) => c.start / BS + i))).size * BS, 'no byte was asked for twice')
 
   await read(fetcher, file, 40 * BS + 5, 100, p)
-  t.equal(p.window, 1, 'a seek far ahead resets the window to one block')
+  t.equal(p.windowBytes, BS, 'a seek far ahead resets the window to one block')
   await read(fetcher, file, 5, 100, p)
-  t.equal(p.window, 1, 'so does a seek back')
+  t.equal(p.windowBytes, BS, 'so does a seek back')
   const before = src.calls.length
   await read(fetcher, file, 41 * BS, 3000, newReadPattern())
   await fetcher.settled()

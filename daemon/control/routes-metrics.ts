@@ -25,6 +25,10 @@ export function registerMetricsRoutes(control: ControlServer, deps: MetricsRoute
     const s = deps.opsStats()
     return s && [{ labels: {}, value: s.bytesServed }]
   })
+  metrics.totals('desfs_fuse_read_requested_bytes_total', 'bytes the kernel\'s READ requests asked for, of those that reached the daemon (reads of cached blocks the FUSE plane serves itself are not counted)', [], () => {
+    const s = deps.opsStats()
+    return s && [{ labels: {}, value: s.bytesRequested }]
+  })
   metrics.gauge('desfs_start_time_seconds', 'when the daemon started (Unix time)', { value: () => Math.floor(deps.startedAt / 1000) })
   metrics.gauge('desfs_token_expiry_seconds', 'when the bearer token expires (Unix time; 0 when unknown or no token)', { value: () => deps.tokenExpiry() ?? 0 })
 
