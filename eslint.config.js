@@ -19,7 +19,10 @@ export default tseslint.config(
       'no-regex-spaces': 'off',
       // A leading underscore marks what is unused on purpose (a route handler's `_req`, a drained
       // `for await (const _ of req)`); rest siblings drop a property from a copy.
-      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrorsIgnorePattern: '^_', ignoreRestSiblings: true }],
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrorsIgnorePattern: '^_', ignoreRestSiblings: true },
+      ],
     },
   },
 )

@@ -17,11 +17,13 @@ export interface CallOptions {
 /** Why a request to the socket failed, as one line (the socket missing, refused, or another user's). */
 function connectError(sock: string, method: string, path: string, err: NodeJS.ErrnoException): Error {
   if (err instanceof UserError) return err
-  if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') return new UserError(`no desfs daemon is running (no socket at ${sock}): start one with desfs mount`, EXIT.UNAVAILABLE)
+  if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED')
+    return new UserError(`no desfs daemon is running (no socket at ${sock}): start one with desfs mount`, EXIT.UNAVAILABLE)
   if (err.code === 'EACCES') return new UserError(`permission denied on ${sock}: the daemon belongs to another user`, EXIT.UNAVAILABLE)
   if (err.name === 'AbortError') return err
   // The connection was cut mid-answer: the daemon died or was stopped (kill -9, a crash, umount).
-  if (err.code === 'ECONNRESET' || err.code === 'EPIPE') return new UserError(`the daemon closed the connection during ${method} ${path} (did it stop? see desfs status)`, EXIT.UNAVAILABLE)
+  if (err.code === 'ECONNRESET' || err.code === 'EPIPE')
+    return new UserError(`the daemon closed the connection during ${method} ${path} (did it stop? see desfs status)`, EXIT.UNAVAILABLE)
   return new UserError(`${method} ${path} on ${sock} failed: ${err.message}`, EXIT.UNAVAILABLE)
 }
 
@@ -91,7 +93,13 @@ export function call<T = unknown>(sock: string, method: string, path: string, bo
  * yes; an error answer rejects with its message, its `kind` mapped to an exit code by `kinds`.
  * Aborting the signal closes the connection, which the daemon takes as "cancel".
  */
-export function callStream(sock: string, method: string, path: string, body: unknown, opts: { signal?: AbortSignal; kinds?: Record<string, number> } = {}): Promise<IncomingMessage> {
+export function callStream(
+  sock: string,
+  method: string,
+  path: string,
+  body: unknown,
+  opts: { signal?: AbortSignal; kinds?: Record<string, number> } = {},
+): Promise<IncomingMessage> {
   return new Promise((resolve, reject) => {
     const payload = JSON.stringify(body)
     const req = request({ socketPath: sock, method, path, headers: bodyHeaders(payload), signal: opts.signal }, (res) => {

@@ -25,7 +25,15 @@ interface Stats {
   blocksDropped: number
   writeErrors: number
   notStored: number
-  fetch?: { requests: number; bytesFetched: number; retries: number; failures: number; memoryHits: number; diskHits: number; networkReads: number }
+  fetch?: {
+    requests: number
+    bytesFetched: number
+    retries: number
+    failures: number
+    memoryHits: number
+    diskHits: number
+    networkReads: number
+  }
   sources?: { name: string; down: boolean }[]
 }
 
@@ -73,15 +81,23 @@ export const cacheCommand: Command = {
   },
   async run({ flags, positionals }) {
     const [sub, ...paths] = positionals
-    if (!sub || !SUBCOMMANDS.includes(sub)) throw new UserError(`desfs cache: ${sub ? `unknown subcommand '${sub}'` : 'give a subcommand'}: one of ${SUBCOMMANDS.join(', ')} (see desfs cache --help)`, EXIT.USAGE)
-    if (['pin', 'unpin', 'evict'].includes(sub) && paths.length === 0) throw new UserError(`desfs cache ${sub}: give one or more PATHs`, EXIT.USAGE)
+    if (!sub || !SUBCOMMANDS.includes(sub))
+      throw new UserError(
+        `desfs cache: ${sub ? `unknown subcommand '${sub}'` : 'give a subcommand'}: one of ${SUBCOMMANDS.join(', ')} (see desfs cache --help)`,
+        EXIT.USAGE,
+      )
+    if (['pin', 'unpin', 'evict'].includes(sub) && paths.length === 0)
+      throw new UserError(`desfs cache ${sub}: give one or more PATHs`, EXIT.USAGE)
     if (['stats', 'clear'].includes(sub) && paths.length) throw new UserError(`desfs cache ${sub} takes no PATH`, EXIT.USAGE)
     if (sub === 'ls' && paths.length > 1) throw new UserError('desfs cache ls takes at most one PATH', EXIT.USAGE)
     const settings = resolveSettings(settingFlags(flags))
     const sock = socketPath(resolve(settings.get('state_dir')!.value!))
     const out = (v: unknown, text: () => string) => process.stdout.write(flags.json ? JSON.stringify(v, null, 2) + '\n' : text())
     // A .desfs path (a query-defined directory or by-name link) stands for the files it selects.
-    const body = { paths: ['pin', 'unpin', 'evict'].includes(sub) ? expandControlPaths(paths, { absolute: true }) : paths, cwd: process.cwd() }
+    const body = {
+      paths: ['pin', 'unpin', 'evict'].includes(sub) ? expandControlPaths(paths, { absolute: true }) : paths,
+      cwd: process.cwd(),
+    }
 
     switch (sub) {
       case 'stats': {
@@ -94,7 +110,10 @@ export const cacheCommand: Command = {
             `disk        ${s.diskFree >= 0 ? formatSize(s.diskFree) : 'unknown'} free, ${formatSize(s.minFree)} kept free`,
             `evicted     ${s.filesEvicted} files (${formatSize(s.bytesEvicted)}) since start; ${s.blocksDropped} blocks dropped, ${s.notStored} not stored, ${s.writeErrors} write errors`,
           ]
-          if (s.fetch) lines.push(`fetched     ${formatSize(s.fetch.bytesFetched)} in ${s.fetch.requests} requests (${s.fetch.retries} retries, ${s.fetch.failures} failed); hits: ${s.fetch.memoryHits} memory, ${s.fetch.diskHits} disk, ${s.fetch.networkReads} network`)
+          if (s.fetch)
+            lines.push(
+              `fetched     ${formatSize(s.fetch.bytesFetched)} in ${s.fetch.requests} requests (${s.fetch.retries} retries, ${s.fetch.failures} failed); hits: ${s.fetch.memoryHits} memory, ${s.fetch.diskHits} disk, ${s.fetch.networkReads} network`,
+            )
           if (s.sources) lines.push(`sources     ${s.sources.map((x) => `${x.name}${x.down ? ' (down)' : ''}`).join(', ')}`)
           return lines.join('\n') + '\n'
         })
@@ -103,7 +122,14 @@ export const cacheCommand: Command = {
       case 'ls': {
         const q = new URLSearchParams({ path: paths[0] ?? '', cwd: process.cwd(), ...(flags.pinned ? { pinned: '1' } : {}) })
         const { entries } = await call<{ entries: Entry[] }>(sock, 'GET', `/cache/list?${q}`)
-        out(entries, () => entries.map((e) => `${e.pinned ? 'P' : '-'} ${formatSize(e.cached).padStart(10)} / ${formatSize(e.size).padEnd(10)} ${e.atime.slice(0, 19).replace('T', ' ')}  ${e.path}\n`).join(''))
+        out(entries, () =>
+          entries
+            .map(
+              (e) =>
+                `${e.pinned ? 'P' : '-'} ${formatSize(e.cached).padStart(10)} / ${formatSize(e.size).padEnd(10)} ${e.atime.slice(0, 19).replace('T', ' ')}  ${e.path}\n`,
+            )
+            .join(''),
+        )
         return EXIT.OK
       }
       case 'pin': {
@@ -123,7 +149,11 @@ export const cacheCommand: Command = {
       }
       default: {
         const r = await call<EvictResult & { dryRun: boolean }>(sock, 'POST', '/cache/clear', { yes: flags.yes === true })
-        out(r, () => (r.dryRun ? `desfs: clear would evict ${r.files} files (${formatSize(r.bytes)})${kept(r)}; run desfs cache clear --yes to do it\n` : `desfs: evicted ${r.files} files (${formatSize(r.bytes)})${kept(r)}\n`))
+        out(r, () =>
+          r.dryRun
+            ? `desfs: clear would evict ${r.files} files (${formatSize(r.bytes)})${kept(r)}; run desfs cache clear --yes to do it\n`
+            : `desfs: evicted ${r.files} files (${formatSize(r.bytes)})${kept(r)}\n`,
+        )
         return EXIT.OK
       }
     }

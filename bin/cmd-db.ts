@@ -32,7 +32,10 @@ export const dbCommand: Command = {
     if (sub === 'download') {
       const url = settings.get('db_url')!.value!
       const bar = new ProgressBar('downloading DB')
-      const say = (l: string) => { bar.done(); process.stderr.write(`desfs: ${l}\n`) }
+      const say = (l: string) => {
+        bar.done()
+        process.stderr.write(`desfs: ${l}\n`)
+      }
       const MiB = 1024 * 1024
       const r = await downloadMetadataDb({
         url,
@@ -42,7 +45,10 @@ export const dbCommand: Command = {
         onProgress: (done, total) => bar.update(Math.floor(done / MiB), total ? Math.ceil(total / MiB) : 0, ' MiB'),
       }).finally(() => bar.done())
       if (r.outcome === 'up-to-date') process.stdout.write(`desfs: ${dest} is up to date with ${url} (use --force to download it again)\n`)
-      else process.stdout.write(`desfs: downloaded ${url} to ${dest} (${formatSize(r.info!.bytes)}, ${r.info!.tables.length} tables${r.resumedFrom ? `, resumed at ${formatSize(r.resumedFrom)}` : ''})\n`)
+      else
+        process.stdout.write(
+          `desfs: downloaded ${url} to ${dest} (${formatSize(r.info!.bytes)}, ${r.info!.tables.length} tables${r.resumedFrom ? `, resumed at ${formatSize(r.resumedFrom)}` : ''})\n`,
+        )
       return EXIT.OK
     }
     if (sub === 'info') {
@@ -52,7 +58,13 @@ export const dbCommand: Command = {
         return EXIT.OK
       }
       const width = Math.max(...info.tables.map((t) => t.name.length)) + 2
-      const lines = [`file      ${info.path}`, `size      ${formatSize(info.bytes)} (${info.bytes} bytes)`, `modified  ${info.modified}`, `tree      ${info.fileTable}`, 'tables:']
+      const lines = [
+        `file      ${info.path}`,
+        `size      ${formatSize(info.bytes)} (${info.bytes} bytes)`,
+        `modified  ${info.modified}`,
+        `tree      ${info.fileTable}`,
+        'tables:',
+      ]
       for (const t of info.tables) lines.push(`  ${t.name.padEnd(width)}${String(t.rows).padStart(12)} rows`)
       process.stdout.write(lines.join('\n') + '\n')
       return EXIT.OK

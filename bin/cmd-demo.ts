@@ -14,7 +14,8 @@ import { parseSize } from '../daemon/units.js'
 
 export const demoCommand: Command = {
   name: 'demo',
-  summary: 'Generate a small DES-like archive, serve it on 127.0.0.1 like the real dCache door, and mount it, to try desfs without an account.',
+  summary:
+    'Generate a small DES-like archive, serve it on 127.0.0.1 like the real dCache door, and mount it, to try desfs without an account.',
   usage: 'desfs demo [DIR] [--large SIZE] [--keep]',
   options: {
     large: { type: 'string', value: 'SIZE', help: 'also generate one large uncompressed file of this size (e.g. 256M)' },
@@ -48,16 +49,18 @@ export const demoCommand: Command = {
     // Until mounted, only errors: the demo DB's deliberately broken rows would otherwise open the
     // first screen with a long warning; they get one calm line below instead.
     if (!flags.verbose) log.setLevel('error')
-    const config = daemonConfig(resolveSettings({
-      mountpoint: mnt,
-      db: join(gen, 'metadata.db'),
-      archive: server.archiveUrl,
-      'cache-dir': join(dir, 'cache'),
-      'state-dir': join(dir, 'state'),
-      'token-file': tokenFile,
-      'cache-size': '1G',
-      'log-level': flags.verbose ? 'info' : 'error',
-    }))
+    const config = daemonConfig(
+      resolveSettings({
+        mountpoint: mnt,
+        db: join(gen, 'metadata.db'),
+        archive: server.archiveUrl,
+        'cache-dir': join(dir, 'cache'),
+        'state-dir': join(dir, 'state'),
+        'token-file': tokenFile,
+        'cache-size': '1G',
+        'log-level': flags.verbose ? 'info' : 'error',
+      }),
+    )
     let daemon
     try {
       daemon = await runDaemon(config, { notify: false })
@@ -81,7 +84,11 @@ export const demoCommand: Command = {
         '',
         `Mounted ${manifest.files.length} files at ${mnt}`,
         `(archive served at ${server.archiveUrl} with a demo bearer token; metadata DB ${join(gen, 'metadata.db')})`,
-        ...(refused ? [`The demo DB also has ${refused} deliberately malformed rows; desfs leaves them out, as it would in a real DB (the status command below lists them).`] : []),
+        ...(refused
+          ? [
+              `The demo DB also has ${refused} deliberately malformed rows; desfs leaves them out, as it would in a real DB (the status command below lists them).`,
+            ]
+          : []),
         '',
         'Try, in another terminal:',
         `  ls -l ${join(mnt, dirname(immask))}`,
@@ -91,7 +98,9 @@ export const demoCommand: Command = {
         `  python3 -c "from astropy.io import fits; print(fits.open('${join(mnt, cat)}')[1].data[:3])"`,
         `  getfattr -d ${join(mnt, immask)}`,
         `  ${desfs} status --state-dir ${shellWord(join(dir, 'state'))}`,
-        ...(manifest.largeFile ? [`  time cat ${join(mnt, manifest.largeFile)} > /dev/null   # twice: the second read comes from the cache`] : []),
+        ...(manifest.largeFile
+          ? [`  time cat ${join(mnt, manifest.largeFile)} > /dev/null   # twice: the second read comes from the cache`]
+          : []),
         '',
         'Press Ctrl-C to stop (unmounts, stops the server' + (!given && !flags.keep ? ', removes the demo files).' : ').'),
         '',

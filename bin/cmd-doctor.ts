@@ -10,7 +10,9 @@ import { EXIT } from '../daemon/errors.js'
 /** The running daemon's settings, or undefined when none answers on the state dir's socket. */
 async function askDaemon(settings: Map<string, Setting>): Promise<DaemonView | undefined> {
   try {
-    const s = await call<DaemonView>(socketPath(resolve(settings.get('state_dir')!.value!)), 'GET', '/status', undefined, { timeoutMs: 5000 })
+    const s = await call<DaemonView>(socketPath(resolve(settings.get('state_dir')!.value!)), 'GET', '/status', undefined, {
+      timeoutMs: 5000,
+    })
     return s && typeof s.pid === 'number' && s.settings && typeof s.settings === 'object' ? s : undefined
   } catch {
     return undefined // no daemon (or not ours to ask): the settings here are the ones to check
@@ -19,7 +21,8 @@ async function askDaemon(settings: Map<string, Setting>): Promise<DaemonView | u
 
 export const doctorCommand: Command = {
   name: 'doctor',
-  summary: 'Check FUSE, the token, the metadata DB, the archive, and the cache and state dirs (those of the running daemon, if one runs); print the fix for each problem.',
+  summary:
+    'Check FUSE, the token, the metadata DB, the archive, and the cache and state dirs (those of the running daemon, if one runs); print the fix for each problem.',
   usage: 'desfs doctor [options]',
   options: { json: { type: 'boolean', help: 'print the checks as JSON' }, ...settingOptions(DOCTOR_SETTINGS) },
   async run({ flags }) {
@@ -30,7 +33,8 @@ export const doctorCommand: Command = {
     if (flags.json) process.stdout.write(JSON.stringify(checks, null, 2) + '\n')
     else {
       const width = Math.max(...checks.map((c) => c.name.length)) + 2
-      for (const c of checks) process.stdout.write(`${c.status.padEnd(5)}${c.name.padEnd(width)}${c.detail}${c.fix ? ` -> fix: ${c.fix}` : ''}\n`)
+      for (const c of checks)
+        process.stdout.write(`${c.status.padEnd(5)}${c.name.padEnd(width)}${c.detail}${c.fix ? ` -> fix: ${c.fix}` : ''}\n`)
     }
     return checks.some((c) => c.status === 'FAIL') ? EXIT.FAILURE : EXIT.OK
   },

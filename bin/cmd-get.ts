@@ -19,7 +19,12 @@ function readPaths(positionals: string[], list: unknown): string[] {
   const paths = [...positionals]
   if (typeof list === 'string') {
     try {
-      paths.push(...(list === '-' ? readFileSync(0, 'utf8') : readFileSync(list, 'utf8')).split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#')))
+      paths.push(
+        ...(list === '-' ? readFileSync(0, 'utf8') : readFileSync(list, 'utf8'))
+          .split('\n')
+          .map((l) => l.trim())
+          .filter((l) => l && !l.startsWith('#')),
+      )
     } catch (err) {
       throw new UserError(`cannot read --list ${list}: ${(err as NodeJS.ErrnoException).code}`, EXIT.USAGE)
     }
@@ -30,23 +35,34 @@ function readPaths(positionals: string[], list: unknown): string[] {
 
 /** Runs a get without a daemon: the same runner, files a few at a time, in this process. */
 async function getStandalone(flags: Record<string, unknown>, paths: string[], spec: GetSpec): Promise<JobRecord<GetSpec>> {
-  if (spec.mode === 'symlink') throw new UserError('--mode symlink links into the mount: start one with desfs mount first', EXIT.UNAVAILABLE)
+  if (spec.mode === 'symlink')
+    throw new UserError('--mode symlink links into the mount: start one with desfs mount first', EXIT.UNAVAILABLE)
   const c = daemonConfig(resolveSettings(settingFlags(flags)), { needMountpoint: false })
   const files: JobFile[] = getPaths(paths, c.mountpoint || undefined).map((path) => ({ path, size: null, status: 'pending' }))
-  const job: JobRecord<GetSpec> = { id: 'local', kind: 'get', spec, state: 'running', createdAt: new Date().toISOString(), updatedAt: '', files }
+  const job: JobRecord<GetSpec> = {
+    id: 'local',
+    kind: 'get',
+    spec,
+    state: 'running',
+    createdAt: new Date().toISOString(),
+    updatedAt: '',
+    files,
+  }
   await withStandaloneEngine(c, async (deps) => {
     const runner = getRunner(deps, 4)
     const signal = new AbortController().signal
     const queue = [...files]
-    await Promise.all(Array.from({ length: runner.parallelism }, async () => {
-      for (let f = queue.shift(); f; f = queue.shift()) {
-        try {
-          Object.assign(f, await runner.runFile(job, f, signal, () => undefined), { status: 'ok' })
-        } catch (err) {
-          Object.assign(f, { status: 'failed', message: (err as Error).message, url: deps.locate(f.path) })
+    await Promise.all(
+      Array.from({ length: runner.parallelism }, async () => {
+        for (let f = queue.shift(); f; f = queue.shift()) {
+          try {
+            Object.assign(f, await runner.runFile(job, f, signal, () => undefined), { status: 'ok' })
+          } catch (err) {
+            Object.assign(f, { status: 'failed', message: (err as Error).message, url: deps.locate(f.path) })
+          }
         }
-      }
-    }))
+      }),
+    )
   })
   job.state = files.some((f) => f.status === 'failed') ? 'failed' : 'done'
   return job
@@ -54,17 +70,23 @@ async function getStandalone(flags: Record<string, unknown>, paths: string[], sp
 
 export const getCommand: Command = {
   name: 'get',
-  summary: 'Place archive files into a real DESDATA directory (DESDATA/<archive path>), like des-archive-access-download: through the daemon\'s cache when one runs, standalone otherwise.',
+  summary:
+    "Place archive files into a real DESDATA directory (DESDATA/<archive path>), like des-archive-access-download: through the daemon's cache when one runs, standalone otherwise.",
   usage: 'desfs get PATH... | --list FILE [--desdata DIR] [--mode copy|symlink] [--force] [--manifest FILE]',
   options: {
     list: { type: 'string', short: 'l', value: 'FILE', help: 'archive paths, one per line (- for stdin)' },
     desdata: { type: 'string', short: 'd', value: 'DIR', help: 'destination DESDATA directory [env DESDATA, when it is not the mount]' },
-    mode: { type: 'string', value: 'MODE', help: 'copy (default; a reflink, sharing disk blocks with the cache, where the file system offers one) or symlink (into the mount)' },
+    mode: {
+      type: 'string',
+      value: 'MODE',
+      help: 'copy (default; a reflink, sharing disk blocks with the cache, where the file system offers one) or symlink (into the mount)',
+    },
     force: { type: 'boolean', short: 'f', help: 'fetch and place again even when a correct file is there' },
     manifest: { type: 'string', value: 'FILE', help: 'write the manifest (path, size, status, message, url) as .json or .tsv' },
     ...settingOptions(['state_dir', 'cache_dir', 'archive', 'token_file']),
   },
-  details: 'Existing files with the right size and Adler-32 are skipped. Files are written under a temporary name,\nchecked, then renamed. Prints each file\'s local path; exit code 1 when any file failed.',
+  details:
+    "Existing files with the right size and Adler-32 are skipped. Files are written under a temporary name,\nchecked, then renamed. Prints each file's local path; exit code 1 when any file failed.",
   async run({ flags, positionals }) {
     const mode = ((flags.mode as string | undefined) ?? 'copy') as PlaceMode
     const problem = placeModeProblem(mode)
@@ -79,7 +101,13 @@ export const getCommand: Command = {
     const spec: GetSpec = { desdata, mode, force: !!flags.force }
     let job: JobRecord | undefined
     if (await daemonRunning(sock)) {
-      const answer = await call<{ id: string; files: number }>(sock, 'POST', '/get', { paths, desdata, mode, force: spec.force }, { timeoutMs: 600_000 })
+      const answer = await call<{ id: string; files: number }>(
+        sock,
+        'POST',
+        '/get',
+        { paths, desdata, mode, force: spec.force },
+        { timeoutMs: 600_000 },
+      )
       job = await attach(sock, answer.id, 'get')
       if (!job) return EXIT.INTERRUPTED
     } else {

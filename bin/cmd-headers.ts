@@ -26,7 +26,9 @@ async function follow(socket: string, id: string): Promise<JobRecord<HeadersSpec
   const onInt = () => {
     detached = true
     bar.done()
-    process.stderr.write(`detached; the survey goes on in the daemon: desfs headers --attach ${id} for its result, desfs jobs cancel ${id} to stop it\n`)
+    process.stderr.write(
+      `detached; the survey goes on in the daemon: desfs headers --attach ${id} for its result, desfs jobs cancel ${id} to stop it\n`,
+    )
     res.destroy()
   }
   process.once('SIGINT', onInt)
@@ -46,7 +48,11 @@ async function follow(socket: string, id: string): Promise<JobRecord<HeadersSpec
     bar.done()
   }
   if (detached) return undefined
-  if (!final) throw new UserError(`the daemon stopped while following headers ${id} (connection lost); the survey resumes when it starts again (desfs mount), then get it with desfs headers --attach ${id}`, EXIT.UNAVAILABLE)
+  if (!final)
+    throw new UserError(
+      `the daemon stopped while following headers ${id} (connection lost); the survey resumes when it starts again (desfs mount), then get it with desfs headers --attach ${id}`,
+      EXIT.UNAVAILABLE,
+    )
   return final
 }
 
@@ -88,19 +94,32 @@ function listLines(file: string): string[] {
 
 export const headersCommand: Command = {
   name: 'headers',
-  summary: 'Read FITS header keywords of many archive files: one row per file (or per HDU), fetching only the parts of files that hold headers. Runs as a daemon job.',
-  usage: 'desfs headers (PATH... | --list FILE | --query SQL | --tilename T --band B) [--keys KEY,HDU:KEY,...] [--output FILE.fits|.csv|.json|.tsv]\n       desfs headers --attach ID [--output FILE]',
+  summary:
+    'Read FITS header keywords of many archive files: one row per file (or per HDU), fetching only the parts of files that hold headers. Runs as a daemon job.',
+  usage:
+    'desfs headers (PATH... | --list FILE | --query SQL | --tilename T --band B) [--keys KEY,HDU:KEY,...] [--output FILE.fits|.csv|.json|.tsv]\n       desfs headers --attach ID [--output FILE]',
   options: {
-    keys: { type: 'string', short: 'k', value: 'KEYS', help: 'keywords, comma-separated: KEY (first HDU that has it), N:KEY or EXTNAME:KEY (that HDU), *:KEY (a row per HDU); none: a row per HDU with its EXTNAME and type' },
+    keys: {
+      type: 'string',
+      short: 'k',
+      value: 'KEYS',
+      help: 'keywords, comma-separated: KEY (first HDU that has it), N:KEY or EXTNAME:KEY (that HDU), *:KEY (a row per HDU); none: a row per HDU with its EXTNAME and type',
+    },
     list: { type: 'string', short: 'l', value: 'FILE', help: 'archive paths, one per line (- for stdin)' },
     query: { type: 'string', value: 'SQL', help: 'a SELECT returning (path, filename, compression) or archive paths' },
     tilename: { type: 'string', value: 'TILE', help: 'coadd tile, e.g. DES2041-5248 (the files of recipe "tile")' },
     band: { type: 'string', value: 'BAND', help: 'band: g, r, i, z or Y (recipe "tile")' },
-    output: { type: 'string', short: 'o', value: 'FILE', help: 'write the rows to FILE (.fits, .csv, .tsv, .json, optionally .gz) instead of stdout' },
+    output: {
+      type: 'string',
+      short: 'o',
+      value: 'FILE',
+      help: 'write the rows to FILE (.fits, .csv, .tsv, .json, optionally .gz) instead of stdout',
+    },
     attach: { type: 'string', value: 'ID', help: 'follow a survey already started, then write its rows' },
     ...settingOptions(['state_dir']),
   },
-  details: 'The archive path is the first column; a keyword a file lacks is NULL; T/F values are written as T and F.\nA file that cannot be read (not in the archive, not FITS) is one line on stderr, and the exit code is 1.\nCtrl-C detaches: the survey goes on in the daemon.',
+  details:
+    'The archive path is the first column; a keyword a file lacks is NULL; T/F values are written as T and F.\nA file that cannot be read (not in the archive, not FITS) is one line on stderr, and the exit code is 1.\nCtrl-C detaches: the survey goes on in the daemon.',
   async run({ flags, positionals }) {
     const socket = socketPath(resolve(resolveSettings(settingFlags(flags)).get('state_dir')!.value!))
     const out = flags.output as string | undefined
@@ -112,14 +131,21 @@ export const headersCommand: Command = {
     const keys = (flags.keys as string | undefined) ?? ''
     parseKeys(keys) // a bad key is said here, before the daemon is asked anything
     const body: Record<string, unknown> = { keys, cwd: process.cwd() }
-    const given = [positionals.length > 0, flags.list !== undefined, flags.query !== undefined, flags.tilename !== undefined || flags.band !== undefined].filter(Boolean).length
-    if (given !== 1) throw new UserError('say which files: archive paths, --list FILE, --query SQL, or --tilename T --band B (exactly one)', EXIT.USAGE)
+    const given = [
+      positionals.length > 0,
+      flags.list !== undefined,
+      flags.query !== undefined,
+      flags.tilename !== undefined || flags.band !== undefined,
+    ].filter(Boolean).length
+    if (given !== 1)
+      throw new UserError('say which files: archive paths, --list FILE, --query SQL, or --tilename T --band B (exactly one)', EXIT.USAGE)
     // A .desfs path (a query-defined directory, a by-name link) stands for the files it selects.
     if (positionals.length) body.paths = expandControlPaths(positionals, { absolute: true })
     if (flags.list !== undefined) body.list = listLines(flags.list as string)
     if (flags.query !== undefined) body.query = flags.query
     if (flags.tilename !== undefined || flags.band !== undefined) {
-      if (!flags.tilename || !flags.band) throw new UserError('--tilename and --band go together (the files of one tile in one band)', EXIT.USAGE)
+      if (!flags.tilename || !flags.band)
+        throw new UserError('--tilename and --band go together (the files of one tile in one band)', EXIT.USAGE)
       body.recipe = 'tile'
       body.params = { tilename: flags.tilename, band: flags.band }
     }

@@ -7,7 +7,7 @@ import { EXIT } from '../daemon/errors.js'
 
 export const metricsCommand: Command = {
   name: 'metrics',
-  summary: 'Print the running daemon\'s metrics in the Prometheus text format.',
+  summary: "Print the running daemon's metrics in the Prometheus text format.",
   usage: 'desfs metrics [--state-dir DIR]',
   options: { ...settingOptions(['state_dir']) },
   async run({ flags }) {

@@ -18,7 +18,34 @@ import { FLAGS_ON_STDIN } from '../daemon/daemon-args.js'
 const daemonMain = () => import('../daemon/main.js')
 const fuseMount = () => import('../fs/mount.js')
 
-const MOUNT_SETTINGS = ['db', 'archive', 'cache_dir', 'state_dir', 'cache_size', 'pin_size', 'cache_min_free', 'sources', 'mirror_dir', 'site_cache', 'site_token_file', 's3_url', 's3_endpoint', 's3_region', 'read_timeout', 'connect_timeout', 'stall_timeout', 'min_rate', 'ca_file', 'token_file', 'tree_query', 'index_timeout', 'sql_timeout', 'passthrough', 'allow_other', 'log_level']
+const MOUNT_SETTINGS = [
+  'db',
+  'archive',
+  'cache_dir',
+  'state_dir',
+  'cache_size',
+  'pin_size',
+  'cache_min_free',
+  'sources',
+  'mirror_dir',
+  'site_cache',
+  'site_token_file',
+  's3_url',
+  's3_endpoint',
+  's3_region',
+  'read_timeout',
+  'connect_timeout',
+  'stall_timeout',
+  'min_rate',
+  'ca_file',
+  'token_file',
+  'tree_query',
+  'index_timeout',
+  'sql_timeout',
+  'passthrough',
+  'allow_other',
+  'log_level',
+]
 
 export const mountCommand: Command = {
   name: 'mount',
@@ -28,7 +55,8 @@ export const mountCommand: Command = {
     foreground: { type: 'boolean', short: 'f', help: 'stay in the foreground and log to stderr' },
     ...settingOptions(MOUNT_SETTINGS),
   },
-  details: 'Settings come from flags, then the environment, then ~/.config/desfs/config (key = value), then defaults;\n`desfs status` shows each value and where it came from.',
+  details:
+    'Settings come from flags, then the environment, then ~/.config/desfs/config (key = value), then defaults;\n`desfs status` shows each value and where it came from.',
   async run({ flags, positionals }) {
     if (positionals.length > 1) throw new UserError('desfs mount takes one MOUNTPOINT', EXIT.USAGE)
     const sflags = settingFlags(flags)
@@ -46,7 +74,9 @@ export const mountCommand: Command = {
     try {
       logFd = openSync(logPath, APPEND_FLAGS, 0o600)
     } catch (err) {
-      throw new UserError(`cannot open the log ${logPath} (${(err as NodeJS.ErrnoException).code === 'ELOOP' ? 'it is a symbolic link: remove it' : (err as Error).message})`)
+      throw new UserError(
+        `cannot open the log ${logPath} (${(err as NodeJS.ErrnoException).code === 'ELOOP' ? 'it is a symbolic link: remove it' : (err as Error).message})`,
+      )
     }
     const daemonScript = fileURLToPath(new URL('../daemon/main.js', import.meta.url))
     // The settings go over the daemon's stdin, not the command line (/proc/PID/cmdline is readable by
@@ -134,5 +164,3 @@ export const umountCommand: Command = {
     throw new UserError(`${dir} is not mounted`, EXIT.FAILURE)
   },
 }
-
-

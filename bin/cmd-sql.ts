@@ -33,12 +33,22 @@ async function cancellable<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<
 
 export const sqlCommand: Command = {
   name: 'sql',
-  summary: 'Query the metadata DB with SQL (read-only). No query: an interactive shell. `...; > out.fits` writes a file (.fits, .csv, .tsv, .json).',
+  summary:
+    'Query the metadata DB with SQL (read-only). No query: an interactive shell. `...; > out.fits` writes a file (.fits, .csv, .tsv, .json).',
   usage: 'desfs sql [-c SQL | -l FILE | SQL...] [--timeout DURATION] [--db FILE] [--state-dir DIR]',
   options: {
     command: { type: 'string', short: 'c', value: 'SQL', help: 'run one statement (end it with `; > FILE` to write a file)' },
-    loadsql: { type: 'string', short: 'l', value: 'FILE', help: 'run the statements in FILE, each ending with `;` and optionally `> OUTFILE`' },
-    timeout: { type: 'string', value: 'DURATION', help: 'stop a query that runs longer (e.g. 30s, 10m; 0 for none; default: the sql_timeout setting, 60s)' },
+    loadsql: {
+      type: 'string',
+      short: 'l',
+      value: 'FILE',
+      help: 'run the statements in FILE, each ending with `;` and optionally `> OUTFILE`',
+    },
+    timeout: {
+      type: 'string',
+      value: 'DURATION',
+      help: 'stop a query that runs longer (e.g. 30s, 10m; 0 for none; default: the sql_timeout setting, 60s)',
+    },
     ...settingOptions(['db', 'state_dir']),
   },
   details: [

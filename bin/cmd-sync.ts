@@ -27,10 +27,21 @@ function manifestFormat(path: string): 'json' | 'tsv' {
 export function writeManifest(path: string, files: JobFile[]): void {
   if (manifestFormat(path) === 'tsv') {
     const clean = (s: unknown) => String(s ?? '').replace(/[\t\n]/g, ' ')
-    const lines = ['path\tsize\tstatus\tmessage\turl', ...files.map((f) => [f.path, f.size ?? '', f.status, f.message ?? '', f.url ?? ''].map(clean).join('\t'))]
+    const lines = [
+      'path\tsize\tstatus\tmessage\turl',
+      ...files.map((f) => [f.path, f.size ?? '', f.status, f.message ?? '', f.url ?? ''].map(clean).join('\t')),
+    ]
     writeFileAtomicSync(path, lines.join('\n') + '\n', { mode: 0o644 })
   } else {
-    writeFileAtomicSync(path, JSON.stringify(files.map(({ path: p, size, status, message, url }) => ({ path: p, size, status, message: message ?? '', url: url ?? '' })), null, 1) + '\n', { mode: 0o644 })
+    writeFileAtomicSync(
+      path,
+      JSON.stringify(
+        files.map(({ path: p, size, status, message, url }) => ({ path: p, size, status, message: message ?? '', url: url ?? '' })),
+        null,
+        1,
+      ) + '\n',
+      { mode: 0o644 },
+    )
   }
 }
 
@@ -53,14 +64,21 @@ export function attach(socket: string, id: string, label = 'sync'): Promise<JobR
     // resumes when it starts again, so say that, once, rather than crash on the reset connection.
     const gone = () => {
       bar.done()
-      fail(new UserError(`the daemon stopped while following ${label} ${id} (connection lost); the job resumes when it starts again (desfs mount), then follow it with desfs sync --attach ${id}`, EXIT.UNAVAILABLE))
+      fail(
+        new UserError(
+          `the daemon stopped while following ${label} ${id} (connection lost); the job resumes when it starts again (desfs mount), then follow it with desfs sync --attach ${id}`,
+          EXIT.UNAVAILABLE,
+        ),
+      )
     }
     const req = request({ socketPath: socket, method: 'GET', path: `/jobs/watch?id=${encodeURIComponent(id)}` }, (res) => {
       res.on('error', gone)
       if ((res.statusCode ?? 500) >= 400) {
         let text = ''
         res.on('data', (c: Buffer) => (text += c))
-        res.on('end', () => fail(new UserError((JSON.parse(text || '{}') as { error?: string }).error ?? `HTTP ${res.statusCode}`, EXIT.FAILURE)))
+        res.on('end', () =>
+          fail(new UserError((JSON.parse(text || '{}') as { error?: string }).error ?? `HTTP ${res.statusCode}`, EXIT.FAILURE)),
+        )
         return
       }
       const lines = createInterface({ input: res })
@@ -84,12 +102,15 @@ export function attach(socket: string, id: string, label = 'sync'): Promise<JobR
       })
     })
     req.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') fail(new UserError('no desfs daemon is running: start one with desfs mount', EXIT.UNAVAILABLE))
+      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED')
+        fail(new UserError('no desfs daemon is running: start one with desfs mount', EXIT.UNAVAILABLE))
       else gone()
     })
     process.once('SIGINT', () => {
       bar.done()
-      process.stderr.write(`detached; the job goes on in the daemon: desfs jobs show ${id} for its result, desfs jobs cancel ${id} to stop it\n`)
+      process.stderr.write(
+        `detached; the job goes on in the daemon: desfs jobs show ${id} for its result, desfs jobs cancel ${id} to stop it\n`,
+      )
       req.destroy()
       done(undefined)
     })
@@ -104,7 +125,9 @@ export function report(job: JobRecord, manifest: string | undefined, out: NodeJS
   const failed = job.files.filter((f) => f.status === 'failed')
   const bytes = ok.reduce((a, f) => a + (f.size ?? 0), 0)
   const fetched = ok.reduce((a, f) => a + (f.fetched ?? 0), 0)
-  out.write(`${job.kind} ${job.id} ${job.state}: ${ok.length} of ${job.files.length} files (${formatSize(bytes)}, ${formatSize(fetched)} transferred)${failed.length ? `, ${failed.length} failed` : ''}\n`)
+  out.write(
+    `${job.kind} ${job.id} ${job.state}: ${ok.length} of ${job.files.length} files (${formatSize(bytes)}, ${formatSize(fetched)} transferred)${failed.length ? `, ${failed.length} failed` : ''}\n`,
+  )
   for (const f of failed.slice(0, 20)) out.write(`  failed ${f.path}: ${f.message}\n`)
   if (failed.length > 20) out.write(`  ... and ${failed.length - 20} more (see the manifest: --manifest FILE.tsv)\n`)
   return job.state === 'done' ? EXIT.OK : EXIT.FAILURE
@@ -112,8 +135,10 @@ export function report(job: JobRecord, manifest: string | undefined, out: NodeJS
 
 export const syncCommand: Command = {
   name: 'sync',
-  summary: 'Prefetch and pin files through the daemon: everything for a tile and band, a recipe, a list of paths, or a query. Runs as a daemon job that survives the client.',
-  usage: 'desfs sync (--tilename T --band B | --recipe NAME [--param K=V] | PATH... | --list FILE | --query SQL) [--dry-run] [--manifest FILE.json|.tsv]\n       desfs sync --attach ID | --recipes',
+  summary:
+    'Prefetch and pin files through the daemon: everything for a tile and band, a recipe, a list of paths, or a query. Runs as a daemon job that survives the client.',
+  usage:
+    'desfs sync (--tilename T --band B | --recipe NAME [--param K=V] | PATH... | --list FILE | --query SQL) [--dry-run] [--manifest FILE.json|.tsv]\n       desfs sync --attach ID | --recipes',
   options: {
     tilename: { type: 'string', value: 'TILE', help: 'coadd tile, e.g. DES2041-5248 (recipe "tile")' },
     band: { type: 'string', value: 'BAND', help: 'band: g, r, i, z or Y (recipe "tile")' },
@@ -128,14 +153,18 @@ export const syncCommand: Command = {
     recipes: { type: 'boolean', help: 'list the recipes' },
     ...settingOptions(['state_dir']),
   },
-  details: 'PATHs are archive paths or paths in the mount; one under $DESDATA/.desfs (a recipe directory, a by-name link) means the files it selects.\nExit code 0 when every file was synced, 1 when any failed (see the manifest), 4 without a daemon.\nCtrl-C detaches: the job goes on in the daemon.',
+  details:
+    'PATHs are archive paths or paths in the mount; one under $DESDATA/.desfs (a recipe directory, a by-name link) means the files it selects.\nExit code 0 when every file was synced, 1 when any failed (see the manifest), 4 without a daemon.\nCtrl-C detaches: the job goes on in the daemon.',
   async run({ flags, positionals }) {
     const socket = sock(flags)
     const manifest = flags.manifest as string | undefined
     if (manifest) manifestFormat(manifest) // fail early on a bad name
     if (flags.recipes) {
       const recipes = await call<{ name: string; description: string; params: string[]; file: string }[]>(socket, 'GET', '/recipes')
-      for (const r of recipes) process.stdout.write(`${r.name}${r.params.length ? ` (${r.params.map((p) => `--${p}`).join(' ')})` : ''}\n  ${r.description}\n  ${r.file}\n`)
+      for (const r of recipes)
+        process.stdout.write(
+          `${r.name}${r.params.length ? ` (${r.params.map((p) => `--${p}`).join(' ')})` : ''}\n  ${r.description}\n  ${r.file}\n`,
+        )
       return EXIT.OK
     }
     if (flags.attach) {
@@ -163,15 +192,26 @@ export const syncCommand: Command = {
         throw new UserError(`cannot read --list ${flags.list}: ${(err as NodeJS.ErrnoException).code}`, EXIT.USAGE)
       }
       // Paths named on the command line join the list; .desfs paths stand for the files they select.
-      const lines = [...positionals, ...text.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'))]
+      const lines = [
+        ...positionals,
+        ...text
+          .split('\n')
+          .map((l) => l.trim())
+          .filter((l) => l && !l.startsWith('#')),
+      ]
       body.list = expandControlPaths(lines)
     }
     if (flags.query) body.query = flags.query
-    const answer = await call<{ id?: string; files: number | JobFile[]; bytes: number; refused: string[] }>(socket, 'POST', '/sync', body, { timeoutMs: 600_000 })
+    const answer = await call<{ id?: string; files: number | JobFile[]; bytes: number; refused: string[] }>(socket, 'POST', '/sync', body, {
+      timeoutMs: 600_000,
+    })
     for (const r of answer.refused.slice(0, 5)) process.stderr.write(`desfs: refused row ${r}\n`)
     if (flags['dry-run']) {
       const files = answer.files as JobFile[]
-      for (const f of files) process.stdout.write(`${f.status === 'failed' ? 'MISSING'.padStart(10) : formatSize(f.size ?? 0).padStart(10)}  ${f.path}${f.message ? `  (${f.message})` : ''}\n`)
+      for (const f of files)
+        process.stdout.write(
+          `${f.status === 'failed' ? 'MISSING'.padStart(10) : formatSize(f.size ?? 0).padStart(10)}  ${f.path}${f.message ? `  (${f.message})` : ''}\n`,
+        )
       const missing = files.filter((f) => f.status === 'failed').length
       process.stdout.write(`${files.length} files, ${formatSize(answer.bytes)}${missing ? `, ${missing} not available` : ''}\n`)
       if (manifest) writeManifest(manifest, files)
@@ -185,9 +225,13 @@ export const syncCommand: Command = {
 
 export const jobsCommand: Command = {
   name: 'jobs',
-  summary: 'List the daemon\'s jobs, show one (its manifest), or cancel one.',
+  summary: "List the daemon's jobs, show one (its manifest), or cancel one.",
   usage: 'desfs jobs [list | show ID [--manifest FILE] | cancel ID]',
-  options: { manifest: { type: 'string', value: 'FILE', help: 'with show: write the manifest as .json or .tsv' }, json: { type: 'boolean', help: 'print JSON' }, ...settingOptions(['state_dir']) },
+  options: {
+    manifest: { type: 'string', value: 'FILE', help: 'with show: write the manifest as .json or .tsv' },
+    json: { type: 'boolean', help: 'print JSON' },
+    ...settingOptions(['state_dir']),
+  },
   async run({ flags, positionals }) {
     const socket = sock(flags)
     const [verb = 'list', id] = positionals

@@ -21,7 +21,9 @@ function tokenEnv(settings: Map<string, Setting>): NodeJS.ProcessEnv {
 
 /** Tells a running daemon to re-read its token and login state; silent when none runs. */
 async function pokeDaemon(settings: Map<string, Setting>): Promise<void> {
-  await call(socketPath(resolve(settings.get('state_dir')!.value!)), 'POST', '/token/reload', undefined, { timeoutMs: 5000 }).catch(() => undefined)
+  await call(socketPath(resolve(settings.get('state_dir')!.value!)), 'POST', '/token/reload', undefined, { timeoutMs: 5000 }).catch(
+    () => undefined,
+  )
 }
 
 interface TokenReport {
@@ -33,7 +35,13 @@ interface TokenReport {
 
 async function report(settings: Map<string, Setting>): Promise<TokenReport> {
   try {
-    const r = await call<{ token: TokenSummary; refresher: RefresherStatus; pid: number }>(socketPath(resolve(settings.get('state_dir')!.value!)), 'GET', '/token', undefined, { timeoutMs: 5000 })
+    const r = await call<{ token: TokenSummary; refresher: RefresherStatus; pid: number }>(
+      socketPath(resolve(settings.get('state_dir')!.value!)),
+      'GET',
+      '/token',
+      undefined,
+      { timeoutMs: 5000 },
+    )
     return { token: r.token, refresher: r.refresher, via: `daemon pid ${r.pid}` }
   } catch (err) {
     if (!(err instanceof UserError) || err.exitCode !== EXIT.UNAVAILABLE) throw err
@@ -43,7 +51,12 @@ async function report(settings: Map<string, Setting>): Promise<TokenReport> {
   const refresher: RefresherStatus = { active: false, statePath }
   try {
     const s = await readOidcState(statePath)
-    if (s) Object.assign(refresher, { issuer: s.issuer, accessTokenFile: s.accessTokenFile, lastRefresh: new Date(s.accessIssuedAt).toISOString() })
+    if (s)
+      Object.assign(refresher, {
+        issuer: s.issuer,
+        accessTokenFile: s.accessTokenFile,
+        lastRefresh: new Date(s.accessIssuedAt).toISOString(),
+      })
   } catch (err) {
     refresher.problem = (err as Error).message
   }
@@ -68,7 +81,9 @@ function printReport(r: TokenReport): void {
   const f = r.refresher
   if (f.issuer) {
     const next = f.nextRefresh ? `, next refresh ${f.nextRefresh}` : ''
-    lines.push(`renewal   desfs token login at ${f.issuer}, keeps ${f.accessTokenFile} fresh${next}${f.problem ? ` (PROBLEM: ${f.problem})` : ''}`)
+    lines.push(
+      `renewal   desfs token login at ${f.issuer}, keeps ${f.accessTokenFile} fresh${next}${f.problem ? ` (PROBLEM: ${f.problem})` : ''}`,
+    )
   } else if (f.problem) lines.push(`renewal   PROBLEM: ${f.problem}`)
   else lines.push('renewal   none by desfs (htgettoken or by hand); `desfs token login` sets it up')
   lines.push(`via       ${r.via}`)
@@ -77,10 +92,16 @@ function printReport(r: TokenReport): void {
 
 function requireLoginSettings(settings: Map<string, Setting>, currentIssuer: string | undefined): void {
   const o = oidcSettings(settings)
-  const missing = [!o.issuer && 'oidc_issuer (--issuer, DESFS_OIDC_ISSUER)', !o.clientId && 'oidc_client_id (--client-id, DESFS_OIDC_CLIENT_ID)'].filter(Boolean)
+  const missing = [
+    !o.issuer && 'oidc_issuer (--issuer, DESFS_OIDC_ISSUER)',
+    !o.clientId && 'oidc_client_id (--client-id, DESFS_OIDC_CLIENT_ID)',
+  ].filter(Boolean)
   if (!missing.length) return
   const hint = currentIssuer ? ` (your current token was issued by ${currentIssuer})` : ''
-  throw new UserError(`desfs token login needs ${missing.join(' and ')}: set them in ${configFilePath()} or the environment, with a client id registered for the device flow at your issuer${hint}`, EXIT.USAGE)
+  throw new UserError(
+    `desfs token login needs ${missing.join(' and ')}: set them in ${configFilePath()} or the environment, with a client id registered for the device flow at your issuer${hint}`,
+    EXIT.USAGE,
+  )
 }
 
 export const tokenCommand: Command = {
@@ -110,12 +131,28 @@ export const tokenCommand: Command = {
       case 'login': {
         requireLoginSettings(settings, (await discoverToken(tokenEnv(settings))).issuer)
         const tokenFile = resolve(loginTokenFile(settings.get('token_file')!.value))
-        const r = await login({ ...oidcSettings(settings), tokenFile, statePath: oidcStatePath(), say: (l) => process.stdout.write(l + '\n') })
-        process.stdout.write(`desfs: logged in${r.subject ? ` as ${r.subject}` : ''}; access token in ${tokenFile} (expires ${new Date(r.expiresAt).toISOString()})\n`)
-        if (r.refreshable) process.stdout.write(`desfs: refresh token kept in ${oidcStatePath()}; a running desfs daemon renews the access token before it expires\n`)
-        else process.stdout.write('desfs: the issuer gave no refresh token (add offline_access to oidc_scope); run desfs token login again when it expires\n')
+        const r = await login({
+          ...oidcSettings(settings),
+          tokenFile,
+          statePath: oidcStatePath(),
+          say: (l) => process.stdout.write(l + '\n'),
+        })
+        process.stdout.write(
+          `desfs: logged in${r.subject ? ` as ${r.subject}` : ''}; access token in ${tokenFile} (expires ${new Date(r.expiresAt).toISOString()})\n`,
+        )
+        if (r.refreshable)
+          process.stdout.write(
+            `desfs: refresh token kept in ${oidcStatePath()}; a running desfs daemon renews the access token before it expires\n`,
+          )
+        else
+          process.stdout.write(
+            'desfs: the issuer gave no refresh token (add offline_access to oidc_scope); run desfs token login again when it expires\n',
+          )
         const used = await discoverToken(tokenEnv(settings))
-        if (used.source !== tokenFile) process.stdout.write(`desfs: note: desfs will use ${used.source}, found earlier in the discovery order; remove it or use --token-file ${tokenFile}\n`)
+        if (used.source !== tokenFile)
+          process.stdout.write(
+            `desfs: note: desfs will use ${used.source}, found earlier in the discovery order; remove it or use --token-file ${tokenFile}\n`,
+          )
         await pokeDaemon(settings)
         return EXIT.OK
       }
@@ -126,7 +163,9 @@ export const tokenCommand: Command = {
       }
       case 'refresh': {
         const { state } = await refreshAccessToken(oidcStatePath())
-        process.stdout.write(`desfs: refreshed; access token in ${state.accessTokenFile} expires ${new Date(state.accessExpiresAt).toISOString()}\n`)
+        process.stdout.write(
+          `desfs: refreshed; access token in ${state.accessTokenFile} expires ${new Date(state.accessExpiresAt).toISOString()}\n`,
+        )
         await pokeDaemon(settings)
         return EXIT.OK
       }

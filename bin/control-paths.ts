@@ -19,10 +19,14 @@ function mountOfControl(abs: string): string | undefined {
 }
 
 function problem(path: string, err: NodeJS.ErrnoException): UserError {
-  const why = err.code === 'ENOENT' ? 'no such query directory, value or file name'
-    : err.code === 'EACCES' ? 'this level cannot be listed (its recipe gives no values query); name a value below it'
-      : err.code === 'EIO' ? "its query failed or timed out; the daemon's log says why"
-        : err.code ?? err.message
+  const why =
+    err.code === 'ENOENT'
+      ? 'no such query directory, value or file name'
+      : err.code === 'EACCES'
+        ? 'this level cannot be listed (its recipe gives no values query); name a value below it'
+        : err.code === 'EIO'
+          ? "its query failed or timed out; the daemon's log says why"
+          : (err.code ?? err.message)
   return new UserError(`${path}: ${why}`, err.code === 'ENOENT' || err.code === 'EACCES' ? EXIT.USAGE : EXIT.FAILURE)
 }
 

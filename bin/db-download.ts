@@ -79,7 +79,6 @@ async function feed(to: Writable, chunk: Buffer, failed: Promise<never>): Promis
   if (!to.write(chunk)) await Promise.race([once(to, 'drain').catch(() => failed), failed])
 }
 
-
 async function readMeta(path: string): Promise<PartialMeta | undefined> {
   try {
     return JSON.parse(await readFile(path, 'utf8')) as PartialMeta
@@ -105,7 +104,11 @@ async function download(o: DownloadOptions): Promise<DownloadResult> {
   }
   // The URL is printed and logged; a password in it would be too (a query string, such as a signed
   // URL's, is the file's own address here, so it stays allowed).
-  if (url.username || url.password) throw new UserError(`'${withoutCredentials(o.url)}' holds a user name or password: desfs never takes credentials in a URL; give a URL without them`, EXIT.USAGE)
+  if (url.username || url.password)
+    throw new UserError(
+      `'${withoutCredentials(o.url)}' holds a user name or password: desfs never takes credentials in a URL; give a URL without them`,
+      EXIT.USAGE,
+    )
   const compressed = /\.zst$/i.test(url.pathname)
   const partial = `${o.dest}.download`
   const metaPath = `${o.dest}.download.json`
@@ -126,7 +129,8 @@ async function download(o: DownloadOptions): Promise<DownloadResult> {
       const lm = Date.parse(headerOf(head.headers, 'last-modified') ?? '')
       const mine = statSync(o.dest).mtimeMs
       if (Number.isFinite(lm) && lm <= mine + 1000) return { outcome: 'up-to-date', resumedFrom: 0, payloadBytes: 0 }
-      if (!Number.isFinite(lm)) throw new UserError(`${o.dest} exists and ${o.url} gives no date to compare it with: use --force to download it again`, EXIT.USAGE)
+      if (!Number.isFinite(lm))
+        throw new UserError(`${o.dest} exists and ${o.url} gives no date to compare it with: use --force to download it again`, EXIT.USAGE)
       say(`${o.url} (${new Date(lm).toISOString()}) is newer than ${o.dest} (${new Date(mine).toISOString()}): downloading`)
     }
 
@@ -154,7 +158,10 @@ async function download(o: DownloadOptions): Promise<DownloadResult> {
     } else {
       await res.body.dump()
       if (offset === 0) await rm(partial, { force: true }) // made empty just now: nothing to resume
-      throw new UserError(`GET ${o.url}: HTTP ${res.statusCode}${res.statusCode === 404 ? ' (not found: check --url / db_url)' : ''}`, EXIT.UNAVAILABLE)
+      throw new UserError(
+        `GET ${o.url}: HTTP ${res.statusCode}${res.statusCode === 404 ? ' (not found: check --url / db_url)' : ''}`,
+        EXIT.UNAVAILABLE,
+      )
     }
     const resumedFrom = offset
     if (offset > 0) say(`resuming at ${offset} bytes`)
@@ -168,12 +175,24 @@ async function download(o: DownloadOptions): Promise<DownloadResult> {
     }
     // Decoder failures are the payload's fault (corrupt); file errors (disk full) are the disk's.
     const asDecodeError = (e: unknown) => (IO_ERRORS.has((e as NodeJS.ErrnoException).code ?? '') ? e : new DecodeError(oneLine(e)))
-    const decodeEnd = decoder ? decoder.done.catch((e: unknown) => { throw asDecodeError(e) }) : Promise.resolve()
-    const writeEnd = decoder && outStream ? pipeline(decoder.output as Readable, outStream).catch((e: unknown) => { throw asDecodeError(e) }) : Promise.resolve()
+    const decodeEnd = decoder
+      ? decoder.done.catch((e: unknown) => {
+          throw asDecodeError(e)
+        })
+      : Promise.resolve()
+    const writeEnd =
+      decoder && outStream
+        ? pipeline(decoder.output as Readable, outStream).catch((e: unknown) => {
+            throw asDecodeError(e)
+          })
+        : Promise.resolve()
     let inputEnded = false
     const never = new Promise<never>(() => undefined)
     const failed: Promise<never> = decoder
-      ? Promise.race([decodeEnd.then(() => (inputEnded ? never : Promise.reject(new DecodeError('the zstd stream ended before the download did')))), writeEnd.then(() => never)])
+      ? Promise.race([
+          decodeEnd.then(() => (inputEnded ? never : Promise.reject(new DecodeError('the zstd stream ended before the download did')))),
+          writeEnd.then(() => never),
+        ])
       : never
     failed.catch(() => undefined)
     decodeEnd.catch(() => undefined)
@@ -182,7 +201,8 @@ async function download(o: DownloadOptions): Promise<DownloadResult> {
     let current: Dispatcher.ResponseData | undefined = res
     try {
       if (decoder && offset > 0) {
-        for await (const chunk of fh.createReadStream({ start: 0, end: offset - 1, autoClose: false })) await feed(decoder.input, chunk as Buffer, failed)
+        for await (const chunk of fh.createReadStream({ start: 0, end: offset - 1, autoClose: false }))
+          await feed(decoder.input, chunk as Buffer, failed)
       }
       // Lost connections are resumed from the bytes on disk, with the read path's backoff between tries.
       const tries = new Retrier({ tries: o.attempts ?? 4, ...RESUME_BACKOFF })
@@ -192,10 +212,15 @@ async function download(o: DownloadOptions): Promise<DownloadResult> {
           res = current
           if (res.statusCode === 206) {
             const cr = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(headerOf(res.headers, 'content-range') ?? '')
-            if (!cr || Number(cr[1]) !== offset) throw new UserError(`GET ${o.url}: answered Content-Range ${headerOf(res.headers, 'content-range')} to a request for bytes ${offset}-`, EXIT.UNAVAILABLE)
+            if (!cr || Number(cr[1]) !== offset)
+              throw new UserError(
+                `GET ${o.url}: answered Content-Range ${headerOf(res.headers, 'content-range')} to a request for bytes ${offset}-`,
+                EXIT.UNAVAILABLE,
+              )
             if (cr[2] !== '*') meta.total = Number(cr[2])
           } else if (res.statusCode === 200) {
-            if (offset > 0) throw new UserError(`${o.url} stopped honouring ranges mid-download: run desfs db download again`, EXIT.UNAVAILABLE)
+            if (offset > 0)
+              throw new UserError(`${o.url} stopped honouring ranges mid-download: run desfs db download again`, EXIT.UNAVAILABLE)
             const len = Number(headerOf(res.headers, 'content-length'))
             meta.total = Number.isFinite(len) && len > 0 ? len : undefined
           } else if (res.statusCode !== 416) {
@@ -216,7 +241,8 @@ async function download(o: DownloadOptions): Promise<DownloadResult> {
               o.onProgress?.(offset, meta.total)
             }
           }
-          if (meta.total !== undefined && offset !== meta.total) throw new NetworkError(`connection closed at ${offset} of ${meta.total} bytes`)
+          if (meta.total !== undefined && offset !== meta.total)
+            throw new NetworkError(`connection closed at ${offset} of ${meta.total} bytes`)
           break
         } catch (err) {
           if (current) {
@@ -228,8 +254,12 @@ async function download(o: DownloadOptions): Promise<DownloadResult> {
           await fh.sync()
           meta.synced = offset
           await saveMeta()
-          const why = err instanceof NetworkError ? err.message : (err as NodeJS.ErrnoException).code ?? oneLine(err)
-          if (!tries.failed()) throw new UserError(`download interrupted at ${offset}${meta.total ? ` of ${meta.total}` : ''} bytes (${why}): run desfs db download again to resume`, EXIT.UNAVAILABLE)
+          const why = err instanceof NetworkError ? err.message : ((err as NodeJS.ErrnoException).code ?? oneLine(err))
+          if (!tries.failed())
+            throw new UserError(
+              `download interrupted at ${offset}${meta.total ? ` of ${meta.total}` : ''} bytes (${why}): run desfs db download again to resume`,
+              EXIT.UNAVAILABLE,
+            )
           say(`connection lost at ${offset} bytes (${why}); resuming`)
           await tries.wait()
         }
@@ -252,10 +282,16 @@ async function download(o: DownloadOptions): Promise<DownloadResult> {
       if (err instanceof DecodeError) {
         await rm(partial, { force: true })
         await rm(metaPath, { force: true })
-        throw new UserError(`the download from ${o.url} is corrupt (${err.message}); it was removed and ${o.dest} was not touched: run desfs db download again`, EXIT.FAILURE)
+        throw new UserError(
+          `the download from ${o.url} is corrupt (${err.message}); it was removed and ${o.dest} was not touched: run desfs db download again`,
+          EXIT.FAILURE,
+        )
       }
       const code = (err as NodeJS.ErrnoException).code
-      if (code === 'ENOSPC' || code === 'EDQUOT') throw new UserError(`disk full while writing next to ${o.dest}: free some space (the DB needs about 8 GB) or set DES_ARCHIVE_ACCESS_DB elsewhere; the partial download is kept for resuming`)
+      if (code === 'ENOSPC' || code === 'EDQUOT')
+        throw new UserError(
+          `disk full while writing next to ${o.dest}: free some space (the DB needs about 8 GB) or set DES_ARCHIVE_ACCESS_DB elsewhere; the partial download is kept for resuming`,
+        )
       throw err
     }
 
@@ -276,7 +312,13 @@ async function download(o: DownloadOptions): Promise<DownloadResult> {
     await dh.close()
     await rm(partial, { force: true })
     await rm(metaPath, { force: true })
-    return { outcome: 'downloaded', info: { ...info, path: o.dest }, resumedFrom, payloadBytes: offset, ...(decoder ? { decoder: decoder.kind } : {}) }
+    return {
+      outcome: 'downloaded',
+      info: { ...info, path: o.dest },
+      resumedFrom,
+      payloadBytes: offset,
+      ...(decoder ? { decoder: decoder.kind } : {}),
+    }
   } catch (err) {
     if (err instanceof NetworkError) throw new UserError(`${err.message}: check the network and --url`, EXIT.UNAVAILABLE)
     throw err

@@ -26,7 +26,11 @@ export function checkMetadataDb(path: string, what = 'metadata DB'): DbInfo {
   try {
     const st = statSync(path)
     const source = findTreeSource(db, path)
-    const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name").all() as { name: string }[]).map((r) => ({ name: r.name }))
+    const tables = (
+      db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name").all() as {
+        name: string
+      }[]
+    ).map((r) => ({ name: r.name }))
     return { path, bytes: st.size, modified: st.mtime.toISOString(), fileTable: source.description, tables }
   } finally {
     db.close()
@@ -37,7 +41,13 @@ export function checkMetadataDb(path: string, what = 'metadata DB'): DbInfo {
 export function countRows(info: DbInfo): DbInfo {
   const db = openMetadataDb(info.path)
   try {
-    for (const t of info.tables) t.rows = Number(db.prepare(`SELECT count(*) FROM "${t.name.replace(/"/g, '""')}"`).pluck().get())
+    for (const t of info.tables)
+      t.rows = Number(
+        db
+          .prepare(`SELECT count(*) FROM "${t.name.replace(/"/g, '""')}"`)
+          .pluck()
+          .get(),
+      )
   } finally {
     db.close()
   }

@@ -38,16 +38,18 @@ function version(): string {
 async function mainHelp(): Promise<string> {
   const all = await Promise.all(COMMANDS.map(([, load]) => load()))
   const width = Math.max(...all.map((c) => c.name.length)) + 4
-  return [
-    'usage: desfs COMMAND [options]',
-    '',
-    'Mounts the Dark Energy Survey archive as a read-only DESDATA tree, fetching only the bytes you read.',
-    '',
-    'commands:',
-    ...all.map((c) => `  ${c.name.padEnd(width)}${c.summary.split('. ')[0]!.replace(/\.$/, '')}`),
-    '',
-    'Run `desfs COMMAND --help` for a command\'s options.',
-  ].join('\n') + '\n'
+  return (
+    [
+      'usage: desfs COMMAND [options]',
+      '',
+      'Mounts the Dark Energy Survey archive as a read-only DESDATA tree, fetching only the bytes you read.',
+      '',
+      'commands:',
+      ...all.map((c) => `  ${c.name.padEnd(width)}${c.summary.split('. ')[0]!.replace(/\.$/, '')}`),
+      '',
+      "Run `desfs COMMAND --help` for a command's options.",
+    ].join('\n') + '\n'
+  )
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -24,7 +24,10 @@ const PROBE_BYTES = 64 * 1024
 export function firstDbFile(dbPath: string, treeQuery?: string): string | undefined {
   const db = openMetadataDb(dbPath)
   try {
-    const rows = db.prepare(`SELECT * FROM (${findTreeSource(db, dbPath, treeQuery).sql}) LIMIT 100`).raw().all() as unknown[][]
+    const rows = db
+      .prepare(`SELECT * FROM (${findTreeSource(db, dbPath, treeQuery).sql}) LIMIT 100`)
+      .raw()
+      .all() as unknown[][]
     for (const [path, filename, compression] of rows) {
       const r = checkRow(path, filename, compression)
       if (typeof r !== 'string') return [...r.dir, r.name].join('/')
@@ -77,8 +80,17 @@ export async function checkSiteCache(settings: Map<string, Setting>): Promise<Ch
   }
   const connectTimeoutMs = durationSetting(settings, 'connect_timeout')
   const deadline = connectTimeoutMs + 10_000
-  const timeouts = { connectTimeoutMs, headersTimeoutMs: deadline, stallTimeoutMs: deadline, caFile: settings.get('ca_file')?.value, connections: 1 }
-  const site = new SiteSource({ base, http: new HttpClient({ ...timeouts, trustedOrigin: new URL(base).origin, authorization: () => siteToken.authorization() }) })
+  const timeouts = {
+    connectTimeoutMs,
+    headersTimeoutMs: deadline,
+    stallTimeoutMs: deadline,
+    caFile: settings.get('ca_file')?.value,
+    connections: 1,
+  }
+  const site = new SiteSource({
+    base,
+    http: new HttpClient({ ...timeouts, trustedOrigin: new URL(base).origin, authorization: () => siteToken.authorization() }),
+  })
   let archive: ArchiveSource | undefined
   try {
     let rel: string | undefined
@@ -87,14 +99,19 @@ export async function checkSiteCache(settings: Map<string, Setting>): Promise<Ch
     } catch {
       rel = undefined // the metadata DB check says what is wrong with it
     }
-    if (!rel) return warn(`${base}: not checked (no file to try: the metadata DB names none that desfs can use)`, 'see the metadata DB check')
+    if (!rel)
+      return warn(`${base}: not checked (no file to try: the metadata DB names none that desfs can use)`, 'see the metadata DB check')
     // The file's size and first bytes, from the archive (the authority), with the archive's token.
     const tokenFile = settings.get('token_file')?.value
     const token = (await discoverToken(tokenFile ? { ...process.env, DESFS_TOKEN_FILE: resolve(tokenFile) } : process.env)).token
     const archiveUrl = archiveUrlSetting(settings)
     archive = new ArchiveSource({
       base: archiveUrl,
-      http: new HttpClient({ ...timeouts, trustedOrigin: new URL(archiveUrl).origin, authorization: () => (token ? `Bearer ${token}` : undefined) }),
+      http: new HttpClient({
+        ...timeouts,
+        trustedOrigin: new URL(archiveUrl).origin,
+        authorization: () => (token ? `Bearer ${token}` : undefined),
+      }),
       tokenHint: MAKE_TOKEN_HINT,
     })
     let size: number | undefined
@@ -115,11 +132,22 @@ export async function checkSiteCache(settings: Map<string, Setting>): Promise<Ch
       return fail(`${base}: ${e.message}`, siteFix(e))
     }
     const ms = Math.round(performance.now() - t0)
-    if (!expected) return warn(`${base} answers a ranged GET of ${rel} (${ms} ms), but its bytes were not compared: the archive did not give the file's size`, 'see the archive check')
+    if (!expected)
+      return warn(
+        `${base} answers a ranged GET of ${rel} (${ms} ms), but its bytes were not compared: the archive did not give the file's size`,
+        'see the archive check',
+      )
     if (!got.equals(expected)) {
-      return fail(`${base}: the first ${formatSize(n)} of ${rel} differ from the archive's: its copy is damaged or it caches another origin`, "ask the site admins to check the cache's origin (pss.origin) and drop the file from the cache; meanwhile leave it out (--sources archive)")
+      return fail(
+        `${base}: the first ${formatSize(n)} of ${rel} differ from the archive's: its copy is damaged or it caches another origin`,
+        "ask the site admins to check the cache's origin (pss.origin) and drop the file from the cache; meanwhile leave it out (--sources archive)",
+      )
     }
-    return { name: NAME, status: 'OK', detail: `${base} serves ${rel} (bytes 0-${n - 1} of ${formatSize(size!)}, the archive's) in ${ms} ms` }
+    return {
+      name: NAME,
+      status: 'OK',
+      detail: `${base} serves ${rel} (bytes 0-${n - 1} of ${formatSize(size!)}, the archive's) in ${ms} ms`,
+    }
   } finally {
     await site.close()
     await archive?.close()

@@ -35,21 +35,27 @@ async function checkFuseDevice(): Promise<CheckResult> {
     return ok('fuse device', '/dev/fuse')
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
-    if (code === 'ENOENT') return fail('fuse device', 'no /dev/fuse', 'sudo modprobe fuse (in a container: run it with --device /dev/fuse --cap-add SYS_ADMIN)')
+    if (code === 'ENOENT')
+      return fail('fuse device', 'no /dev/fuse', 'sudo modprobe fuse (in a container: run it with --device /dev/fuse --cap-add SYS_ADMIN)')
     return fail('fuse device', `/dev/fuse is not usable (${code})`, 'check its permissions (crw-rw-rw- root root is usual)')
   }
 }
 
 function checkFusermount(): CheckResult {
   if (process.getuid?.() === 0) return ok('fusermount', 'not needed (root mounts with mount(2))')
-  return onPath('fusermount3') ? ok('fusermount', 'fusermount3 on PATH') : fail('fusermount', 'fusermount3 not on PATH', 'apt-get install fuse3')
+  return onPath('fusermount3')
+    ? ok('fusermount', 'fusermount3 on PATH')
+    : fail('fusermount', 'fusermount3 not on PATH', 'apt-get install fuse3')
 }
 
 async function checkLibfuse(): Promise<CheckResult> {
   try {
     const { native } = await import('../fs/native.js')
     native()
-    const pt = process.getuid?.() === 0 ? 'passthrough of complete cache files where the kernel offers it (Linux 6.9+)' : 'cached reads by pread in the plane (passthrough needs root)'
+    const pt =
+      process.getuid?.() === 0
+        ? 'passthrough of complete cache files where the kernel offers it (Linux 6.9+)'
+        : 'cached reads by pread in the plane (passthrough needs root)'
     return ok('libfuse', `desfs's native FUSE plane loads; ${pt}`)
   } catch (err) {
     return fail('libfuse', oneLine(err), 'run npm ci in the desfs checkout (it builds the addon with g++ and make)')
@@ -82,9 +88,16 @@ function checkDb(settings: Map<string, Setting>): CheckResult {
   const path = resolve(settings.get('db')!.value!)
   try {
     const info = checkMetadataDb(path)
-    return ok('metadata DB', `${path}: ${formatSize(info.bytes)}, ${info.tables.length} tables, files from ${info.fileTable}, modified ${info.modified.slice(0, 10)}`)
+    return ok(
+      'metadata DB',
+      `${path}: ${formatSize(info.bytes)}, ${info.tables.length} tables, files from ${info.fileTable}, modified ${info.modified.slice(0, 10)}`,
+    )
   } catch (err) {
-    return fail('metadata DB', oneLine(err), `desfs db download${/not found/.test(oneLine(err)) ? '' : ' --force'} (or point DES_ARCHIVE_ACCESS_DB / --db at the DB)`)
+    return fail(
+      'metadata DB',
+      oneLine(err),
+      `desfs db download${/not found/.test(oneLine(err)) ? '' : ' --force'} (or point DES_ARCHIVE_ACCESS_DB / --db at the DB)`,
+    )
   }
 }
 
@@ -111,11 +124,18 @@ async function checkArchive(settings: Map<string, Setting>): Promise<CheckResult
     connections: 1,
   })
   try {
-    const res = await http.request('PROPFIND', `${archive}/`, { depth: '0', 'content-type': 'application/xml; charset=utf-8' }, AbortSignal.timeout(deadline), PROPFIND_BODY)
+    const res = await http.request(
+      'PROPFIND',
+      `${archive}/`,
+      { depth: '0', 'content-type': 'application/xml; charset=utf-8' },
+      AbortSignal.timeout(deadline),
+      PROPFIND_BODY,
+    )
     discard(res.body)
     if (res.status === 207 || res.status === 200) return ok('archive', `${archive} answers (HTTP ${res.status})`)
     if (res.status === 401) return fail('archive', `${archive} rejects the token (HTTP 401)`, MAKE_TOKEN_HINT)
-    if (res.status === 403) return fail('archive', `${archive} does not permit this token (HTTP 403)`, "check the token's scopes and your DES membership")
+    if (res.status === 403)
+      return fail('archive', `${archive} does not permit this token (HTTP 403)`, "check the token's scopes and your DES membership")
     return fail('archive', `${archive} answered HTTP ${res.status}`, 'check DES_ARCHIVE_ACCESS_ARCHIVE / --archive')
   } catch (err) {
     return fail('archive', classifyError(err, `PROPFIND ${archive}/`).message, 'check the network, --archive and --ca-file')
@@ -134,7 +154,13 @@ async function checkPrivateDir(name: string, dir: string, needSpace: boolean): P
     exists = false
     while (existing !== dirname(existing)) {
       existing = dirname(existing)
-      if (await stat(existing).then(() => true, () => false)) break
+      if (
+        await stat(existing).then(
+          () => true,
+          () => false,
+        )
+      )
+        break
     }
     try {
       await access(existing, constants.W_OK)
@@ -168,7 +194,17 @@ export interface DaemonView {
 }
 
 /** The settings doctor checks, and which of them are paths. */
-export const DOCTOR_SETTINGS = ['db', 'archive', 'cache_dir', 'state_dir', 'token_file', 'ca_file', 'connect_timeout', 'site_cache', 'site_token_file']
+export const DOCTOR_SETTINGS = [
+  'db',
+  'archive',
+  'cache_dir',
+  'state_dir',
+  'token_file',
+  'ca_file',
+  'connect_timeout',
+  'site_cache',
+  'site_token_file',
+]
 const PATH_SETTINGS = new Set(['db', 'cache_dir', 'token_file', 'ca_file', 'site_token_file'])
 
 /**

@@ -11,7 +11,8 @@ export function progressLine(label: string, done: number, total: number, unit = 
     const elapsed = Date.now() - startedAt
     eta = ` ETA ${formatDuration((elapsed / done) * (total - done))}`
   }
-  const counts = total > 0 ? `${done.toLocaleString('en-US')}/${total.toLocaleString('en-US')}${unit}` : `${done.toLocaleString('en-US')}${unit}`
+  const counts =
+    total > 0 ? `${done.toLocaleString('en-US')}/${total.toLocaleString('en-US')}${unit}` : `${done.toLocaleString('en-US')}${unit}`
   return `${label} [${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${pct.toFixed(0).padStart(3)}% ${counts}${eta}`
 }
 

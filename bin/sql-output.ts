@@ -158,13 +158,24 @@ function tableSink(out: TextOut): Omit<RowSink, 'abort'> {
   let widths: number[] = []
   let numeric: boolean[] = []
   const cell = (v: Value) => (v === null ? 'NULL' : String(v))
-  const fmt = (values: Value[]) => values.map((v, i) => (numeric[i] ? cell(v).padStart(widths[i]!) : cell(v).padEnd(widths[i]!))).join('  ').trimEnd() + '\n'
+  const fmt = (values: Value[]) =>
+    values
+      .map((v, i) => (numeric[i] ? cell(v).padStart(widths[i]!) : cell(v).padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd() + '\n'
   const flushSample = async () => {
     const rows = sample!
     sample = undefined
     widths = names.map((n, i) => Math.max(n.length, ...rows.map((r) => cell(r[i]!).length)))
-    numeric = names.map((_, i) => rows.some((r) => typeof r[i] === 'number') && rows.every((r) => r[i] === null || typeof r[i] === 'number'))
-    await out.write(names.map((n, i) => (numeric[i] ? n.padStart(widths[i]!) : n.padEnd(widths[i]!))).join('  ').trimEnd() + '\n')
+    numeric = names.map(
+      (_, i) => rows.some((r) => typeof r[i] === 'number') && rows.every((r) => r[i] === null || typeof r[i] === 'number'),
+    )
+    await out.write(
+      names
+        .map((n, i) => (numeric[i] ? n.padStart(widths[i]!) : n.padEnd(widths[i]!)))
+        .join('  ')
+        .trimEnd() + '\n',
+    )
     await out.write(widths.map((w) => '-'.repeat(w)).join('  ') + '\n')
     for (const r of rows) await out.write(fmt(r))
   }
@@ -196,7 +207,11 @@ const EXTENSIONS: Record<string, Format> = { fits: 'fits', fit: 'fits', csv: 'cs
 export function formatOf(file: string): { format: Format; gzip: boolean } {
   const m = /\.([A-Za-z]+)(\.gz)?$/.exec(file)
   const format = m ? EXTENSIONS[m[1]!.toLowerCase()] : undefined
-  if (!format) throw new UserError(`cannot tell the output format of '${file}': end the file name with .fits, .csv, .tsv, .tab or .json (optionally .gz)`, EXIT.USAGE)
+  if (!format)
+    throw new UserError(
+      `cannot tell the output format of '${file}': end the file name with .fits, .csv, .tsv, .tab or .json (optionally .gz)`,
+      EXIT.USAGE,
+    )
   return { format, gzip: !!m![2] }
 }
 
@@ -208,7 +223,11 @@ export function checkOutputFile(file: string): void {
   if (!file) throw new UserError("'>' after the statement needs a file name, e.g. SELECT ...; > out.fits", EXIT.USAGE)
   formatOf(file)
   const path = resolve(file)
-  if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) throw new UserError(`cannot write ${file}: it is a directory; name a file, e.g. ${join(file, `result${extname(file) || '.fits'}`)}`, EXIT.USAGE)
+  if (statSync(path, { throwIfNoEntry: false })?.isDirectory())
+    throw new UserError(
+      `cannot write ${file}: it is a directory; name a file, e.g. ${join(file, `result${extname(file) || '.fits'}`)}`,
+      EXIT.USAGE,
+    )
   const parent = statSync(dirname(path), { throwIfNoEntry: false })
   if (!parent?.isDirectory()) throw new UserError(`cannot write ${file}: ${dirname(path)} is not a directory (create it first)`, EXIT.USAGE)
 }
@@ -220,7 +239,12 @@ function textSink(format: Exclude<Format, 'fits'>, out: TextOut): Inner {
 /** A sink writing to stdout in the given format (a table on a terminal, TSV otherwise). */
 export function stdoutSink(format: 'table' | 'tsv'): Sink {
   const out = new TextOut(process.stdout)
-  return { ...textSink(format, out), abort: async () => { await out.flush().catch(() => undefined) } } as Sink
+  return {
+    ...textSink(format, out),
+    abort: async () => {
+      await out.flush().catch(() => undefined)
+    },
+  } as Sink
 }
 
 /** A sink writing the file `path` (format by extension), atomically. */

@@ -13,7 +13,15 @@ import { checkOutputFile, fileSink, stdoutSink, type RowSink, type Sink, type Ts
 import { Framer, type ResultFormat, type Value } from '../daemon/sql/sql-framing.js'
 
 /** Exit codes by the kind of failure the engine reports. */
-export const KIND_EXIT: Record<string, number> = { refused: EXIT.FAILURE, sql: EXIT.FAILURE, timeout: EXIT.FAILURE, crashed: EXIT.FAILURE, db: EXIT.CONFIG, busy: EXIT.UNAVAILABLE, cancelled: EXIT.INTERRUPTED }
+export const KIND_EXIT: Record<string, number> = {
+  refused: EXIT.FAILURE,
+  sql: EXIT.FAILURE,
+  timeout: EXIT.FAILURE,
+  crashed: EXIT.FAILURE,
+  db: EXIT.CONFIG,
+  busy: EXIT.UNAVAILABLE,
+  cancelled: EXIT.INTERRUPTED,
+}
 
 export interface QueryOptions {
   timeoutMs?: number
@@ -31,7 +39,14 @@ export interface SqlTarget {
 export function daemonTarget(sock: string): SqlTarget {
   return {
     description: `the daemon at ${sock}`,
-    open: (sql, opts) => callStream(sock, 'POST', '/sql', { sql, format: opts.format ?? 'ndjson', ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}) }, { signal: opts.signal, kinds: KIND_EXIT }),
+    open: (sql, opts) =>
+      callStream(
+        sock,
+        'POST',
+        '/sql',
+        { sql, format: opts.format ?? 'ndjson', ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}) },
+        { signal: opts.signal, kinds: KIND_EXIT },
+      ),
     close: async () => undefined,
   }
 }
@@ -152,7 +167,9 @@ export function expandConvenience(sql: string): { sql: string; emptyMessage?: st
   if (f) {
     const p = f[1] ?? '%'
     const pattern = p.includes('%') ? p : `%${p}%`
-    return { sql: `SELECT name AS TABLE_NAME, type AS TYPE FROM sqlite_master WHERE type IN ('table', 'view') AND name LIKE ${sqlString(pattern)} ORDER BY name` }
+    return {
+      sql: `SELECT name AS TABLE_NAME, type AS TYPE FROM sqlite_master WHERE type IN ('table', 'view') AND name LIKE ${sqlString(pattern)} ORDER BY name`,
+    }
   }
   return { sql }
 }

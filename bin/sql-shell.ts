@@ -51,7 +51,10 @@ async function loadHistory(path: string): Promise<string[]> {
 
 function historyEntry(entry: string): string {
   const ts = new Date().toISOString().replace('T', ' ').replace('Z', '000')
-  return `\n# ${ts}\n${entry.split('\n').map((l) => '+' + l).join('\n')}\n`
+  return `\n# ${ts}\n${entry
+    .split('\n')
+    .map((l) => '+' + l)
+    .join('\n')}\n`
 }
 
 export async function runShell(session: SqlSession, stateDir: string): Promise<number> {
@@ -70,7 +73,8 @@ export async function runShell(session: SqlSession, stateDir: string): Promise<n
     rl.setPrompt(cont ? '... ' : '> ')
     rl.prompt()
   }
-  if (interactive) process.stdout.write(`desfs sql on ${session.target.description}; end statements with ';'. Type help for help, :q to leave.\n`)
+  if (interactive)
+    process.stdout.write(`desfs sql on ${session.target.description}; end statements with ';'. Type help for help, :q to leave.\n`)
 
   let buffer = ''
   let running: AbortController | undefined

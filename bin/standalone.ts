@@ -22,7 +22,10 @@ export async function withStandaloneEngine<T>(c: DaemonConfig, fn: (deps: FetchD
   } catch (err) {
     await sources.close()
     if (err instanceof UserError && /in use by another desfs daemon/.test(err.message)) {
-      throw new UserError(`${err.message.split(':')[0]}; its daemon is not answering on this state dir: pass the same --state-dir, or stop it`, EXIT.UNAVAILABLE)
+      throw new UserError(
+        `${err.message.split(':')[0]}; its daemon is not answering on this state dir: pass the same --state-dir, or stop it`,
+        EXIT.UNAVAILABLE,
+      )
     }
     throw err
   }

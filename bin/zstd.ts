@@ -23,13 +23,18 @@ export function zstdDecoder(): ZstdDecoder {
   if (typeof make === 'function') {
     const s = make()
     // Its complaints ("Restored data doesn't match checksum") read like the CLI's: "zstd: ...".
-    s.once('error', (err) => { err.message = `zstd: ${err.message}` })
+    s.once('error', (err) => {
+      err.message = `zstd: ${err.message}`
+    })
     return { kind: 'node:zlib', input: s, output: s, done: finished(s), destroy: () => s.destroy() }
   }
-  if (!onPath('zstd')) throw new UserError('decompressing a .zst download needs the zstd program (apt-get install zstd) or Node.js 22.15 or later')
+  if (!onPath('zstd'))
+    throw new UserError('decompressing a .zst download needs the zstd program (apt-get install zstd) or Node.js 22.15 or later')
   const child = spawn('zstd', ['-d', '-c', '-q'], { stdio: ['pipe', 'pipe', 'pipe'] })
   let stderr = ''
-  child.stderr.on('data', (d: Buffer) => { if (stderr.length < 2000) stderr += d.toString() })
+  child.stderr.on('data', (d: Buffer) => {
+    if (stderr.length < 2000) stderr += d.toString()
+  })
   // A dead decoder makes writes to its stdin fail with EPIPE: the exit code tells the real story.
   child.stdin.on('error', () => undefined)
   const done = new Promise<void>((resolve, reject) => {

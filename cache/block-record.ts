@@ -27,7 +27,17 @@ export interface RecordHooks {
   lost(blocks: { key: string; idx: number }[]): void
 }
 
-type Stmt = 'loadFile' | 'loadBlocks' | 'upsertFile' | 'insertBlock' | 'deleteBlock' | 'deleteBlocks' | 'deleteFile' | 'setVerified' | 'touch' | 'setPinned'
+type Stmt =
+  | 'loadFile'
+  | 'loadBlocks'
+  | 'upsertFile'
+  | 'insertBlock'
+  | 'deleteBlock'
+  | 'deleteBlocks'
+  | 'deleteFile'
+  | 'setVerified'
+  | 'touch'
+  | 'setPinned'
 
 export class BlockRecord {
   /** The cache dir's block size (an existing record keeps the one it was made with). */
@@ -72,28 +82,37 @@ export class BlockRecord {
       this.db.exec('DELETE FROM blocks WHERE key NOT IN (SELECT key FROM files)')
     } catch (err) {
       this.db.close()
-      if ((err as { code?: string }).code === 'SQLITE_BUSY') throw new UserError(`cache dir ${dir} is in use by another desfs daemon: stop it (desfs umount) or use another --cache-dir`)
+      if ((err as { code?: string }).code === 'SQLITE_BUSY')
+        throw new UserError(`cache dir ${dir} is in use by another desfs daemon: stop it (desfs umount) or use another --cache-dir`)
       throw new UserError(`cache record ${file} is unusable (${(err as Error).message}): move it aside or choose another --cache-dir`)
     }
     this.blockSize = blockSize
     this.stmt = {
       loadFile: this.db.prepare('SELECT verified FROM files WHERE key = ?').pluck(),
       loadBlocks: this.db.prepare('SELECT idx, adler, len FROM blocks WHERE key = ?'),
-      upsertFile: this.db.prepare('INSERT INTO files(key, path, size, atime) VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET atime = excluded.atime'),
+      upsertFile: this.db.prepare(
+        'INSERT INTO files(key, path, size, atime) VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET atime = excluded.atime',
+      ),
       insertBlock: this.db.prepare('INSERT OR REPLACE INTO blocks(key, idx, adler, len) VALUES (?, ?, ?, ?)'),
       deleteBlock: this.db.prepare('DELETE FROM blocks WHERE key = ? AND idx = ?'),
       deleteBlocks: this.db.prepare('DELETE FROM blocks WHERE key = ?'),
       deleteFile: this.db.prepare('DELETE FROM files WHERE key = ?'),
       setVerified: this.db.prepare('UPDATE files SET verified = ? WHERE key = ?'),
       touch: this.db.prepare('UPDATE files SET atime = ? WHERE key = ?'),
-      setPinned: this.db.prepare('INSERT INTO files(key, path, size, atime, pinned) VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET pinned = excluded.pinned'),
+      setPinned: this.db.prepare(
+        'INSERT INTO files(key, path, size, atime, pinned) VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET pinned = excluded.pinned',
+      ),
     }
   }
 
   /** Every file on record with its cached bytes, oldest access first. */
   files(): FileRow[] {
-    const rows = this.db.prepare(`SELECT f.key, f.path, f.size, f.atime, f.pinned, coalesce(sum(b.len), 0) AS bytes
-      FROM files f LEFT JOIN blocks b ON b.key = f.key GROUP BY f.key ORDER BY f.atime`).all() as (Omit<FileRow, 'pinned'> & { pinned: number })[]
+    const rows = this.db
+      .prepare(
+        `SELECT f.key, f.path, f.size, f.atime, f.pinned, coalesce(sum(b.len), 0) AS bytes
+      FROM files f LEFT JOIN blocks b ON b.key = f.key GROUP BY f.key ORDER BY f.atime`,
+      )
+      .all() as (Omit<FileRow, 'pinned'> & { pinned: number })[]
     return rows.map((r) => ({ ...r, pinned: r.pinned === 1 }))
   }
 

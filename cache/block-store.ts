@@ -116,7 +116,13 @@ export class BlockStore implements FileStore {
     this.count = storeCounters(this.blockSize)
     this.stats = this.count.values
     this.space = new SpaceBound(dir, opts)
-    this.pins = new Pins(Math.min(opts.pinLimit ?? Math.floor(opts.limit / 2), opts.limit), this.index, this.record, (key) => void this.evictKey(key), () => this.clock())
+    this.pins = new Pins(
+      Math.min(opts.pinLimit ?? Math.floor(opts.limit / 2), opts.limit),
+      this.index,
+      this.record,
+      (key) => void this.evictKey(key),
+      () => this.clock(),
+    )
     this.linkCheckMs = opts.linkCheckMs ?? 1000
     // The LRU order as it was: oldest access first, so the most recent end up most recent.
     for (const r of this.record.files()) {
@@ -225,7 +231,9 @@ export class BlockStore implements FileStore {
       // What is being unlinked already will free its share; evict only for the rest, then wait for
       // every unlink in progress (also ones another writer started), so the disk never holds more.
       const short = -this.space.room(len) - this.space.freeing
-      if (short > 0) for (const key of lruVictims(this.index, Math.max(this.limit - this.lowWater, short), f.key, (k) => this.loaded.inUse(k))) void this.evictKey(key)
+      if (short > 0)
+        for (const key of lruVictims(this.index, Math.max(this.limit - this.lowWater, short), f.key, (k) => this.loaded.inUse(k)))
+          void this.evictKey(key)
       if (this.unlinking.size) await Promise.all([...this.unlinking.values()])
       if (this.space.room(len) < 0) {
         this.count.add('notStored')
@@ -260,8 +268,12 @@ export class BlockStore implements FileStore {
     const p = prev
       .then(() => f?.forget())
       .then(() => removeCacheFile(this.dataPath(key)))
-      .then(() => { this.space.diskFree += bytes })
-      .catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') log.warn('cannot remove a cache file', { file: this.dataPath(key), error: err.message }) })
+      .then(() => {
+        this.space.diskFree += bytes
+      })
+      .catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') log.warn('cannot remove a cache file', { file: this.dataPath(key), error: err.message })
+      })
       .finally(() => {
         this.space.freeing -= bytes
         if (this.unlinking.get(key) === p) this.unlinking.delete(key)
@@ -321,7 +333,9 @@ export class BlockStore implements FileStore {
     if (now - this.lastWriteErrorLog > 10_000) {
       this.lastWriteErrorLog = now
       const full = err.code === 'ENOSPC' || /SQLITE_FULL|disk is full/i.test(String(err.code) + err.message)
-      const hint = full ? 'the cache disk is full: free space or lower --cache-size; reads are served from memory meanwhile' : 'check the cache dir'
+      const hint = full
+        ? 'the cache disk is full: free space or lower --cache-size; reads are served from memory meanwhile'
+        : 'check the cache dir'
       log.error(`cannot write to ${what}`, { ...(f ? { path: f.relPath } : {}), code: err.code, error: err.message, fix: hint })
     }
   }
@@ -332,9 +346,19 @@ export class BlockStore implements FileStore {
   summary(): Record<string, number | string> {
     const { files, pinnedFiles, pinnedBytes } = countEntries(this.index)
     return {
-      dir: this.dir, blockSize: this.blockSize, limit: this.limit, lowWater: this.lowWater, bytes: this.space.used,
-      files, pinnedFiles, pinnedBytes, pinnedSize: this.pins.size, pinLimit: this.pinLimit,
-      minFree: this.minFree, diskFree: Number.isFinite(this.space.diskFree) ? this.space.diskFree : -1, inUse: this.loaded.inUseCount,
+      dir: this.dir,
+      blockSize: this.blockSize,
+      limit: this.limit,
+      lowWater: this.lowWater,
+      bytes: this.space.used,
+      files,
+      pinnedFiles,
+      pinnedBytes,
+      pinnedSize: this.pins.size,
+      pinLimit: this.pinLimit,
+      minFree: this.minFree,
+      diskFree: Number.isFinite(this.space.diskFree) ? this.space.diskFree : -1,
+      inUse: this.loaded.inUseCount,
       ...this.stats,
     }
   }
@@ -363,7 +387,11 @@ export class BlockStore implements FileStore {
    * unless `includePinned`. With `dryRun` nothing changes and the answer says what would.
    */
   async evict(paths: string[], opts: { dryRun?: boolean; includePinned?: boolean } = {}): Promise<EvictionAnswer> {
-    const { keys, answer } = pickForEviction(paths.map((p) => this.entries(p)), opts.includePinned ?? false, (k) => this.loaded.inUse(k))
+    const { keys, answer } = pickForEviction(
+      paths.map((p) => this.entries(p)),
+      opts.includePinned ?? false,
+      (k) => this.loaded.inUse(k),
+    )
     if (!opts.dryRun) await Promise.all(keys.map((k) => this.evictKey(k)))
     return answer
   }

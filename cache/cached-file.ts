@@ -160,7 +160,9 @@ export class CachedFile {
       const gone = this.store.unlinking.get(this.key) ?? Promise.resolve()
       const fd: Promise<FileHandle> = gone.then(() => this.openData())
       this.fd = fd
-      fd.catch(() => { if (this.fd === fd) this.fd = undefined })
+      fd.catch(() => {
+        if (this.fd === fd) this.fd = undefined
+      })
     }
     return this.fd
   }
@@ -193,7 +195,10 @@ export class CachedFile {
    * changed: forget every block and remove our name (the other keeps the bytes); fetched again.
    */
   private async letGo(nlink: number): Promise<void> {
-    log.warn('a cache file has another name (a hard link) through which it could be changed: the cache lets go of it and fetches it again', { path: this.relPath, links: nlink })
+    log.warn(
+      'a cache file has another name (a hard link) through which it could be changed: the cache lets go of it and fetches it again',
+      { path: this.relPath, links: nlink },
+    )
     this.store.dropBlocks(this, [...this.present.keys()])
     await unlink(this.dataPath).catch(() => undefined)
   }
@@ -266,7 +271,8 @@ export class CachedFile {
     const parts = Array.isArray(block) ? block : [block]
     const length = parts.reduce((n, p) => n + p.length, 0)
     if (this.present.has(idx)) return true
-    if (length !== this.blockLength(idx)) throw new Error(`block ${idx} of ${this.relPath} has ${length} bytes, expected ${this.blockLength(idx)}`)
+    if (length !== this.blockLength(idx))
+      throw new Error(`block ${idx} of ${this.relPath} has ${length} bytes, expected ${this.blockLength(idx)}`)
     this.store.hold(this)
     try {
       if (!(await this.store.reserve(this, length))) return false

@@ -40,7 +40,10 @@ export async function checkAgainstRecord(store: CheckedStore): Promise<{ orphans
     const dst = await lstat(join(base, d)).catch(() => undefined)
     if (!dst) continue
     if (!dst.isDirectory()) {
-      log.warn('removed an entry that is not a desfs directory from the cache dir (desfs never follows links there)', { path: join(base, d), was: dst.isSymbolicLink() ? 'a symbolic link' : 'not a directory' })
+      log.warn('removed an entry that is not a desfs directory from the cache dir (desfs never follows links there)', {
+        path: join(base, d),
+        was: dst.isSymbolicLink() ? 'a symbolic link' : 'not a directory',
+      })
       await rm(join(base, d), { force: true }).catch(() => undefined)
       res.orphans++
       continue
@@ -77,7 +80,10 @@ export async function checkAgainstRecord(store: CheckedStore): Promise<{ orphans
       const unchanged = () => !store.busy(name) && store.entry(name) === e
       if (st.nlink > 1 && unchanged()) {
         // Its blocks are forgotten and our name removed (a pin stays); the other name keeps the bytes.
-        log.warn('a cache file has another name (a hard link) through which it could be changed: the cache lets go of it', { path: e.path, links: st.nlink })
+        log.warn('a cache file has another name (a hard link) through which it could be changed: the cache lets go of it', {
+          path: e.path,
+          links: st.nlink,
+        })
         await store.letGo(e.path, e.size, name)
         res.evicted++
         continue
@@ -94,7 +100,13 @@ export async function checkAgainstRecord(store: CheckedStore): Promise<{ orphans
     if (e.bytes > 0 && e.atime < scanStart && !onDisk.has(e.key) && !store.busy(e.key)) {
       // A file pinned before the scan may have been written since, in a data directory made after
       // the scan listed them: look again before calling it missing.
-      if (await lstat(store.dataPath(e.key)).then(() => true, () => false)) continue
+      if (
+        await lstat(store.dataPath(e.key)).then(
+          () => true,
+          () => false,
+        )
+      )
+        continue
       if (store.entry(e.key) !== e || store.busy(e.key)) continue
       log.warn('cache file missing; its record is dropped', { path: e.path })
       res.evicted++

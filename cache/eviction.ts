@@ -27,7 +27,11 @@ export interface EvictionAnswer {
  * For `desfs cache evict`: the files of `groups` (the entries at or under each path asked for) that
  * go, and the answer to give. Files in use are skipped; pinned ones too unless `includePinned`.
  */
-export function pickForEviction(groups: CacheEntry[][], includePinned: boolean, inUse: (key: string) => boolean): { keys: string[]; answer: EvictionAnswer } {
+export function pickForEviction(
+  groups: CacheEntry[][],
+  includePinned: boolean,
+  inUse: (key: string) => boolean,
+): { keys: string[]; answer: EvictionAnswer } {
   const answer = { files: 0, bytes: 0, skippedPinned: 0, skippedInUse: 0 }
   const keys: string[] = []
   const seen = new Set<string>()

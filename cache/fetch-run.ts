@@ -76,7 +76,14 @@ export class RunLoop {
       let servedBy: Source | undefined
       try {
         const start = idx * file.blockSize + fill
-        await this.source.read(file.relPath, start, Math.min(end * file.blockSize, file.size), { signal: calledOff, avoid, onData, onServed: (s) => { servedBy = s } })
+        await this.source.read(file.relPath, start, Math.min(end * file.blockSize, file.size), {
+          signal: calledOff,
+          avoid,
+          onData,
+          onServed: (s) => {
+            servedBy = s
+          },
+        })
         lastErr = undefined
       } catch (err) {
         lastErr = err instanceof SourceError ? err : new SourceError('protocol', (err as Error).message)
@@ -86,12 +93,21 @@ export class RunLoop {
       if (got === file.adler32) break
       // The bytes do not match the archive's checksum: fetched again from a source that did not send them.
       fetchMetrics.errors.inc({ source: servedBy.name, kind: 'checksum' })
-      const mismatch = new SourceError('protocol', `${file.relPath}: checksum mismatch from ${servedBy.name} (archive adler32 ${file.adler32}, received ${got})`)
+      const mismatch = new SourceError(
+        'protocol',
+        `${file.relPath}: checksum mismatch from ${servedBy.name} (archive adler32 ${file.adler32}, received ${got})`,
+      )
       this.source.set.noteFailure(servedBy, mismatch)
       avoid.add(servedBy)
       const next = this.source.others(avoid)[0]
       if (!next) break
-      log.error('received data does not match the archive checksum; not served, fetching it again from the next source', { source: servedBy.name, path: file.relPath, expected: file.adler32, got, next: next.name })
+      log.error('received data does not match the archive checksum; not served, fetching it again from the next source', {
+        source: servedBy.name,
+        path: file.relPath,
+        expected: file.adler32,
+        got,
+        next: next.name,
+      })
       held = []
       idx = first
       parts = []

@@ -100,7 +100,14 @@ export class Fetcher {
     if (inMemory) {
       this.count.add('memoryHits')
       let at = 0
-      for (let i = first; i <= last; i++) at += copyFromBlock(this.recent.get(`${file.key}:${i}`)!, i === first ? pos - i * bs : 0, i === last ? pos + len - i * bs : bs, dest, at)
+      for (let i = first; i <= last; i++)
+        at += copyFromBlock(
+          this.recent.get(`${file.key}:${i}`)!,
+          i === first ? pos - i * bs : 0,
+          i === last ? pos + len - i * bs : bs,
+          dest,
+          at,
+        )
       return at
     }
     // Fast path: every block on disk and checked already: read into a buffer of our own, then copy.
@@ -140,9 +147,21 @@ export class Fetcher {
     const known = this.failsFast(file, i, i)
     if (known) throw known
     let timer: NodeJS.Timeout | undefined
-    const wait = giveUpAt === Infinity ? undefined : new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new SourceError('timeout', `${file.relPath}: block ${i} did not arrive within the read deadline (${this.opts.readerDeadlineMs / 1000}s); reads of it fail at once for ${this.opts.failFastMs / 1000}s`)), Math.max(0, giveUpAt - performance.now()))
-    })
+    const wait =
+      giveUpAt === Infinity
+        ? undefined
+        : new Promise<never>((_, reject) => {
+            timer = setTimeout(
+              () =>
+                reject(
+                  new SourceError(
+                    'timeout',
+                    `${file.relPath}: block ${i} did not arrive within the read deadline (${this.opts.readerDeadlineMs / 1000}s); reads of it fail at once for ${this.opts.failFastMs / 1000}s`,
+                  ),
+                ),
+              Math.max(0, giveUpAt - performance.now()),
+            )
+          })
     try {
       return await (wait ? Promise.race([this.block(file, i, ownRun), wait]) : this.block(file, i, ownRun))
     } catch (err) {
@@ -220,7 +239,11 @@ export class Fetcher {
     // every reader, least recently used first out: a window beyond a quarter of that memory fetches
     // blocks that are dropped before the reader gets to them, and then fetched again.
     const maxWindowBytes = this.storeRefusing ? Math.min(this.opts.maxWindowBytes, this.opts.recentBytes / 4) : this.opts.maxWindowBytes
-    const ahead = advance(pattern, pos, len, { stepBytes: this.opts.readAheadStepBytes, afterBytes: this.opts.readAheadAfterBytes, maxWindowBytes })
+    const ahead = advance(pattern, pos, len, {
+      stepBytes: this.opts.readAheadStepBytes,
+      afterBytes: this.opts.readAheadAfterBytes,
+      maxWindowBytes,
+    })
     if (!ahead) return
     const bs = file.blockSize
     // The block holding the read's last byte is the reader's own; read-ahead starts after it.
@@ -229,7 +252,13 @@ export class Fetcher {
     // A gap at the window's edge waits until it is half a window (or a whole run): the window is
     // looked at again only once the reader enters the next step, so a gap left whenever it is
     // shorter than the whole window would leave the reader to fetch block by block meanwhile.
-    this.fetchMissing(file, from, Math.min(file.blocks, Math.ceil(ahead.to / bs)), false, Math.min(runBlocks, Math.ceil(pattern.windowBytes / 2 / bs)))
+    this.fetchMissing(
+      file,
+      from,
+      Math.min(file.blocks, Math.ceil(ahead.to / bs)),
+      false,
+      Math.min(runBlocks, Math.ceil(pattern.windowBytes / 2 / bs)),
+    )
   }
 
   /**

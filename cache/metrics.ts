@@ -17,11 +17,16 @@ export const cacheMetrics = {
   },
   bytes: metrics.gauge('desfs_cache_bytes', 'Bytes of archive data in the cache', { value: () => store?.bytes ?? 0 }),
   limit: metrics.gauge('desfs_cache_limit_bytes', 'Size bound of the cache', { value: () => store?.limit ?? 0 }),
-  pinned: metrics.gauge('desfs_cache_pinned_bytes', 'Bytes of pinned files in the cache', { value: () => Number(store?.summary().pinnedBytes ?? 0) }),
+  pinned: metrics.gauge('desfs_cache_pinned_bytes', 'Bytes of pinned files in the cache', {
+    value: () => Number(store?.summary().pinnedBytes ?? 0),
+  }),
   evictedFiles: metrics.counter('desfs_cache_evicted_files_total', 'Files evicted from the cache'),
   evictedBlocks: metrics.counter('desfs_cache_evicted_blocks_total', 'Blocks evicted from the cache'),
   corruptBlocks: metrics.counter('desfs_cache_corrupt_blocks_total', 'Cached blocks that failed their checksum and were dropped'),
-  notStored: metrics.counter('desfs_cache_not_stored_blocks_total', 'Fetched blocks served from memory without storing (no room, disk full)'),
+  notStored: metrics.counter(
+    'desfs_cache_not_stored_blocks_total',
+    'Fetched blocks served from memory without storing (no room, disk full)',
+  ),
   writeErrors: metrics.counter('desfs_cache_write_errors_total', 'Failed writes to the cache, by errno code', ['code']),
 }
 
@@ -50,8 +55,14 @@ export const fetchMetrics = {
   latency: metrics.histogram('desfs_fetch_request_seconds', 'Duration of requests to sources, by source', ['source']),
   inflightRequests: metrics.gauge('desfs_fetch_inflight_requests', 'Requests to sources in flight'),
   inflightBytes: metrics.gauge('desfs_fetch_inflight_bytes', 'Bytes being fetched or waiting to be stored'),
-  sourceDown: metrics.gauge('desfs_source_down', 'Sources marked down after repeated connection failures (1 = down)', { labelNames: ['source'] }),
-  siteHitRatio: metrics.gauge('desfs_site_hit_ratio', 'Share of the bytes fetched that came from the site cache (bytes from site / bytes fetched from all sources)', { value: () => siteHitRatio(fetchedBySource) }),
+  sourceDown: metrics.gauge('desfs_source_down', 'Sources marked down after repeated connection failures (1 = down)', {
+    labelNames: ['source'],
+  }),
+  siteHitRatio: metrics.gauge(
+    'desfs_site_hit_ratio',
+    'Share of the bytes fetched that came from the site cache (bytes from site / bytes fetched from all sources)',
+    { value: () => siteHitRatio(fetchedBySource) },
+  ),
 }
 
 /** The store's figures (block-store.ts) and the metric each feeds; `blockSize` turns evicted bytes into blocks. */

@@ -9,7 +9,10 @@ import { ensureOwnDir } from '../daemon/state-dir.js'
 /** Why a data file opened by openCacheFile cannot be used as it is. */
 class CacheFileProblem extends Error {
   /** 'replaced': a link or other odd entry is in its place; 'elsewhere': the open file is not where its path says (a directory on the way is a link). */
-  constructor(readonly kind: 'replaced' | 'elsewhere', message: string) {
+  constructor(
+    readonly kind: 'replaced' | 'elsewhere',
+    message: string,
+  ) {
     super(message)
   }
 }

@@ -35,7 +35,9 @@ export class Pins {
     const unique = new Map(add.map((f) => [f.rel, f]))
     const extra = [...unique.values()].reduce((a, f) => a + f.size, 0)
     if (this.size + extra > this.limit) {
-      throw new UserError(`cannot pin ${unique.size} files (${formatSize(extra)}): pinned files would take ${formatSize(this.size + extra)}, over the pin cap of ${formatSize(this.limit)} (${formatSize(this.size)} pinned now); unpin some or raise --pin-size`)
+      throw new UserError(
+        `cannot pin ${unique.size} files (${formatSize(extra)}): pinned files would take ${formatSize(this.size + extra)}, over the pin cap of ${formatSize(this.limit)} (${formatSize(this.size)} pinned now); unpin some or raise --pin-size`,
+      )
     }
     const now = this.now()
     this.record.transaction(() => {

@@ -24,15 +24,18 @@ export function rateGuard(total: number, minRate: number, windowMs: number): Rat
   const g: RateGuard = {
     signal: ac.signal,
     reason: undefined,
-    got: (n: number) => { received += n },
+    got: (n: number) => {
+      received += n
+    },
     done: () => clearInterval(timer),
   }
   const timer = setInterval(() => {
     const need = Math.min((minRate * windowMs) / 1000, total - atWindowStart)
     if (received - atWindowStart < need) {
-      g.reason = received === atWindowStart
-        ? `no data for ${windowMs / 1000}s (stalled)`
-        : `too slow: ${formatSize(received - atWindowStart)} in ${windowMs / 1000}s, below the minimum rate of ${formatSize(minRate)}/s`
+      g.reason =
+        received === atWindowStart
+          ? `no data for ${windowMs / 1000}s (stalled)`
+          : `too slow: ${formatSize(received - atWindowStart)} in ${windowMs / 1000}s, below the minimum rate of ${formatSize(minRate)}/s`
       clearInterval(timer)
       ac.abort()
     }

@@ -42,7 +42,11 @@ export class Retrier {
   private throttledWaits = 0
   private last: TryOutcome = {}
 
-  constructor(private policy: RetryPolicy, private clock: Clock = systemClock, private random: () => number = Math.random) {}
+  constructor(
+    private policy: RetryPolicy,
+    private clock: Clock = systemClock,
+    private random: () => number = Math.random,
+  ) {}
 
   /** Another try may be made. */
   get more(): boolean {

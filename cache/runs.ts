@@ -15,7 +15,10 @@ export interface Deferred {
 function deferred(): Deferred {
   let resolve!: (b: Block) => void
   let reject!: (e: Error) => void
-  const promise = new Promise<Block>((res, rej) => { resolve = res; reject = rej })
+  const promise = new Promise<Block>((res, rej) => {
+    resolve = res
+    reject = rej
+  })
   promise.catch(() => undefined) // a block nobody waits for must not become an unhandled rejection
   return { promise, resolve, reject }
 }
@@ -93,7 +96,9 @@ export class Runs {
       done: Promise.resolve(),
       signals: signal ? [signal] : undefined,
       stop: new AbortController(),
-      check: () => { if (run.signals?.every((s) => s.aborted)) run.stop.abort() },
+      check: () => {
+        if (run.signals?.every((s) => s.aborted)) run.stop.abort()
+      },
     }
     if (signal?.aborted) run.stop.abort()
     else signal?.addEventListener('abort', run.check, { once: true })
@@ -123,6 +128,7 @@ export class Runs {
 
   /** Resolves once no run is in flight: every block asked for so far is stored, or failed. */
   async settled(): Promise<void> {
-    for (let round = 0; round < 10_000 && this.runs.size > 0; round++) await Promise.allSettled(new Set([...this.runs.values()].map((r) => r.done)))
+    for (let round = 0; round < 10_000 && this.runs.size > 0; round++)
+      await Promise.allSettled(new Set([...this.runs.values()].map((r) => r.done)))
   }
 }

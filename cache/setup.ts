@@ -65,7 +65,12 @@ async function autoMinFree(dir: string): Promise<number> {
 }
 
 export function buildSources(c: ReadPathSettings, token: ArchiveToken): SourceSet {
-  const timeouts = { connectTimeoutMs: c.connectTimeoutMs, headersTimeoutMs: c.stallTimeoutMs, stallTimeoutMs: c.stallTimeoutMs, caFile: c.caFile }
+  const timeouts = {
+    connectTimeoutMs: c.connectTimeoutMs,
+    headersTimeoutMs: c.stallTimeoutMs,
+    stallTimeoutMs: c.stallTimeoutMs,
+    caFile: c.caFile,
+  }
   const sources: Source[] = c.sources.map((name): Source => {
     switch (name) {
       case 'archive':
@@ -75,13 +80,21 @@ export function buildSources(c: ReadPathSettings, token: ArchiveToken): SourceSe
             ...timeouts,
             trustedOrigin: new URL(c.archive).origin,
             authorization: () => token.authorization(),
-            reloadToken: async () => { await token.reload() },
+            reloadToken: async () => {
+              await token.reload()
+            },
           }),
           tokenHint: token.hint,
         })
       case 's3':
         log.info('S3 source', { url: c.s3Url, endpoint: c.s3Endpoint ?? 'AWS', region: c.s3Region, credentials: 'AWS SDK chain' })
-        return new S3Source({ url: c.s3Url!, endpoint: c.s3Endpoint, region: c.s3Region, signer: new S3Signer(c.s3Region), http: new HttpClient(timeouts) })
+        return new S3Source({
+          url: c.s3Url!,
+          endpoint: c.s3Endpoint,
+          region: c.s3Region,
+          signer: new S3Signer(c.s3Region),
+          http: new HttpClient(timeouts),
+        })
       case 'mirror':
         return new MirrorSource(c.mirrorDir!)
       case 'site': {

@@ -45,8 +45,18 @@ export class SpaceBound {
     if (now - this.lastNoRoomLog <= 10_000) return
     this.lastNoRoomLog = now
     const diskShort = this.diskFree - this.minFree - this.reserved - len < 0
-    const fields = { used: formatSize(this.used), limit: formatSize(this.limit), diskFree: formatSize(this.diskFree), keptFree: formatSize(this.minFree), path }
-    if (diskShort) log.warn('the cache disk is nearly full and nothing more can be evicted; serving from memory without storing (free space on the disk or lower --cache-size)', fields)
+    const fields = {
+      used: formatSize(this.used),
+      limit: formatSize(this.limit),
+      diskFree: formatSize(this.diskFree),
+      keptFree: formatSize(this.minFree),
+      path,
+    }
+    if (diskShort)
+      log.warn(
+        'the cache disk is nearly full and nothing more can be evicted; serving from memory without storing (free space on the disk or lower --cache-size)',
+        fields,
+      )
     else log.warn('cache full of pinned or open files; serving from memory without storing', fields)
   }
 

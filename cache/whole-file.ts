@@ -37,7 +37,12 @@ export function combinedAdler32(file: CachedFile, blocks: { idx: number; adler: 
  * stopped. Resolves with the bytes that had to be transferred; rejects when a block cannot be
  * fetched or stored, or on abort.
  */
-export async function fetchWholeFile(deps: WholeFileDeps, file: CachedFile, signal?: AbortSignal, onBytes?: (n: number) => void): Promise<number> {
+export async function fetchWholeFile(
+  deps: WholeFileDeps,
+  file: CachedFile,
+  signal?: AbortSignal,
+  onBytes?: (n: number) => void,
+): Promise<number> {
   const runBlocks = Math.max(1, Math.floor(deps.runBytes / file.blockSize))
   const step = runBlocks * WHOLE_FILE_RUNS
   let transferred = 0
@@ -51,18 +56,25 @@ export async function fetchWholeFile(deps: WholeFileDeps, file: CachedFile, sign
       if (missing.length === 0) continue
       deps.fetch(file, from, to, signal)
       // Wait for the blocks (errors surface here), then for their runs, which end once stored.
-      await Promise.all(missing.map(async (i) => {
-        await blockForJob(deps, file, i, signal)
-        transferred += file.blockLength(i)
-        onBytes?.(file.blockLength(i))
-      }))
+      await Promise.all(
+        missing.map(async (i) => {
+          await blockForJob(deps, file, i, signal)
+          transferred += file.blockLength(i)
+          onBytes?.(file.blockLength(i))
+        }),
+      )
       await Promise.all(new Set(missing.map((i) => deps.runs.done(`${file.key}:${i}`)).filter((p) => p !== undefined)))
     }
   } finally {
     deps.store.release(file)
   }
-  if (!file.complete) throw new SourceError('local', `${file.relPath}: could not be stored in the cache (cache full of pinned or open files, or the disk is full)`)
-  if (file.adler32 && !file.checkWhole()) throw new SourceError('protocol', `${file.relPath}: does not match the archive's adler32 ${file.adler32}; dropped, try again`)
+  if (!file.complete)
+    throw new SourceError(
+      'local',
+      `${file.relPath}: could not be stored in the cache (cache full of pinned or open files, or the disk is full)`,
+    )
+  if (file.adler32 && !file.checkWhole())
+    throw new SourceError('protocol', `${file.relPath}: does not match the archive's adler32 ${file.adler32}; dropped, try again`)
   return transferred
 }
 

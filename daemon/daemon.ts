@@ -87,9 +87,22 @@ export class Daemon {
     this.control = new ControlServer(join(c.stateDir, SOCKET_NAME))
     await this.control.listen()
     this.registerRoutes()
-    registerCacheRoutes(this.control, { mountpoint: c.mountpoint, store: () => this.store, fetcher: () => this.fetcher, tree: () => this.tree, sources: () => this.sources })
+    registerCacheRoutes(this.control, {
+      mountpoint: c.mountpoint,
+      store: () => this.store,
+      fetcher: () => this.fetcher,
+      tree: () => this.tree,
+      sources: () => this.sources,
+    })
 
-    const opening = openCatalog({ dbPath: c.db, stateDir: c.stateDir, treeQuery: c.treeQuery, onProgress: events.onProgress, timeoutMs: c.indexTimeoutMs, signal: this.startAbort.signal })
+    const opening = openCatalog({
+      dbPath: c.db,
+      stateDir: c.stateDir,
+      treeQuery: c.treeQuery,
+      onProgress: events.onProgress,
+      timeoutMs: c.indexTimeoutMs,
+      signal: this.startAbort.signal,
+    })
     this.opening = opening.catch(() => undefined)
     this.catalog = await opening
     this.token = new TokenProvider(c.tokenFile ? { ...process.env, DESFS_TOKEN_FILE: c.tokenFile } : process.env)
@@ -99,7 +112,8 @@ export class Daemon {
 
     this.sources = buildSources(c, this.token)
     this.facts = new Facts(join(c.stateDir, 'facts.sqlite'), this.sources.identity)
-    if (this.facts.discarded) log.info('facts from an older desfs discarded (their source is unknown); they are learned again', { files: this.facts.discarded })
+    if (this.facts.discarded)
+      log.info('facts from an older desfs discarded (their source is unknown); they are learned again', { files: this.facts.discarded })
     this.tree = new Tree(this.catalog.index, this.facts, this.sources, { deadlineMs: c.readTimeoutMs })
     ;({ store: this.store, fetcher: this.fetcher } = await openReadPath(c, this.sources))
     this.cacheSize = this.store.limit
@@ -118,7 +132,11 @@ export class Daemon {
       },
       inTree: (rel) => this.tree.current.lookup(rel)?.dir === null,
       // Files the archive lacks are hidden, as in the tree's own listings; unknown (archive down) counts as present.
-      present: (rel) => this.tree.fileFacts(rel).then((f) => f.size !== MISSING, () => true),
+      present: (rel) =>
+        this.tree.fileFacts(rel).then(
+          (f) => f.size !== MISSING,
+          () => true,
+        ),
       timeoutMs: Math.max(1000, c.readTimeoutMs - 2000),
     })
     const ops = createOps({
@@ -133,10 +151,26 @@ export class Daemon {
       hdus: (rel, facts) => this.headers.attribute(rel, facts),
     })
     this.mount = new Mount(c.mountpoint)
-    const { addon, plane } = await this.mount.mount(ops.dispatch, { allowOther: c.allowOther, deadlineMs: c.readTimeoutMs, mountTimeMs: this.startedAt, passthrough: c.passthrough, ...testHooks.planeOptions() })
+    const { addon, plane } = await this.mount.mount(ops.dispatch, {
+      allowOther: c.allowOther,
+      deadlineMs: c.readTimeoutMs,
+      mountTimeMs: this.startedAt,
+      passthrough: c.passthrough,
+      ...testHooks.planeOptions(),
+    })
     ops.bind(addon, plane)
     this.opsStats = ops.stats
-    this.reloader = new TreeReloader({ dbPath: c.db, stateDir: c.stateDir, treeQuery: c.treeQuery, timeoutMs: c.indexTimeoutMs, retireMs: 2 * c.readTimeoutMs, swapIn: (next) => this.swapTree(next) }, this.catalog)
+    this.reloader = new TreeReloader(
+      {
+        dbPath: c.db,
+        stateDir: c.stateDir,
+        treeQuery: c.treeQuery,
+        timeoutMs: c.indexTimeoutMs,
+        retireMs: 2 * c.readTimeoutMs,
+        swapIn: (next) => this.swapTree(next),
+      },
+      this.catalog,
+    )
     await this.reloader.start()
     void this.reloader.check() // the DB may have been replaced while the mount came up
     this.stopMemoryGuard = startMemoryGuard({
@@ -146,7 +180,16 @@ export class Daemon {
       forget: () => this.mount.invalidate(this.tree.current.list(ROOT_ID).map((e) => e.name)),
       paused: () => this.reloader?.status.state === 'building',
     })
-    ;({ jobs: this.jobs, deps: this.jobDeps } = startJobs({ stateDir: c.stateDir, mountpoint: c.mountpoint, tree: this.tree, store: this.store, fetcher: this.fetcher, sources: this.sources, sql: this.sql!, runners: [headersRunner({ facts: (rel) => this.tree.fileFacts(rel), reader: this.headers })] }))
+    ;({ jobs: this.jobs, deps: this.jobDeps } = startJobs({
+      stateDir: c.stateDir,
+      mountpoint: c.mountpoint,
+      tree: this.tree,
+      store: this.store,
+      fetcher: this.fetcher,
+      sources: this.sources,
+      sql: this.sql!,
+      runners: [headersRunner({ facts: (rel) => this.tree.fileFacts(rel), reader: this.headers })],
+    }))
     log.info('mounted', {
       mountpoint: c.mountpoint,
       archive: c.archive,
@@ -173,13 +216,29 @@ export class Daemon {
    */
   private forgetIfRemoved(rel: string): void {
     if (this.tree.current.lookup(rel)?.dir === null) return
-    void this.mount.invalidate(this.tree.current.list(ROOT_ID).map((e) => e.name).concat(rel.split('/')[0]!))
+    void this.mount.invalidate(
+      this.tree.current
+        .list(ROOT_ID)
+        .map((e) => e.name)
+        .concat(rel.split('/')[0]!),
+    )
   }
 
   private registerRoutes(): void {
-    this.control.route('GET', '/status', async () => ({ ...this.status(), dbFile: await stat(this.config.db).then((s) => ({ bytes: s.size, modified: s.mtime.toISOString() }), () => null), eventLoop: await eventLoopLag() }))
+    this.control.route('GET', '/status', async () => ({
+      ...this.status(),
+      dbFile: await stat(this.config.db).then(
+        (s) => ({ bytes: s.size, modified: s.mtime.toISOString() }),
+        () => null,
+      ),
+      eventLoop: await eventLoopLag(),
+    }))
     this.sql = registerSqlRoutes(this.control, this.config)
-    registerMetricsRoutes(this.control, { startedAt: this.startedAt, opsStats: () => this.opsStats, tokenExpiry: () => this.token?.current.exp })
+    registerMetricsRoutes(this.control, {
+      startedAt: this.startedAt,
+      opsStats: () => this.opsStats,
+      tokenExpiry: () => this.token?.current.exp,
+    })
     registerReloadRoutes(this.control, { dbPath: this.config.db, token: () => this.token, recycleSql: () => this.sql?.recycle() })
     const jobsReady = () => (this.jobs && this.jobDeps ? { jobs: this.jobs, deps: this.jobDeps } : undefined)
     registerJobRoutes(this.control, jobsReady)
@@ -203,10 +262,26 @@ export class Daemon {
       ready: !!this.opsStats,
       db: this.config.db,
       archive: this.config.archive,
-      tree: this.catalog ? { index: this.catalog.file, table: this.catalog.table, ...this.catalog.result, reload: this.reloader?.status } : null,
-      token: tok ? { source: tok.source, subject: tok.subject, scopes: tok.scopes, expires: tok.exp ? new Date(tok.exp * 1000).toISOString() : undefined, problem: tok.problem } : null,
+      tree: this.catalog
+        ? { index: this.catalog.file, table: this.catalog.table, ...this.catalog.result, reload: this.reloader?.status }
+        : null,
+      token: tok
+        ? {
+            source: tok.source,
+            subject: tok.subject,
+            scopes: tok.scopes,
+            expires: tok.exp ? new Date(tok.exp * 1000).toISOString() : undefined,
+            problem: tok.problem,
+          }
+        : null,
       cache: this.store ? this.store.summary() : null,
-      sources: this.sources ? this.sources.sources.map((s) => ({ name: s.name, down: this.sources.isDown(s), bytesFetched: this.fetcher?.bytesBySource[s.name] ?? 0 })) : null,
+      sources: this.sources
+        ? this.sources.sources.map((s) => ({
+            name: s.name,
+            down: this.sources.isDown(s),
+            bytesFetched: this.fetcher?.bytesBySource[s.name] ?? 0,
+          }))
+        : null,
       fetch: this.fetcher?.stats ?? null,
       archiveRequests: this.tree?.stats ?? null,
       ops: this.opsStats ?? null,

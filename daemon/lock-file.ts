@@ -38,7 +38,8 @@ export async function withLock<T>(path: string, fn: () => Promise<T>, waitMs = 3
       await unlink(lock).catch(() => undefined)
       continue
     }
-    if (Date.now() > deadline) throw new UserError(`another desfs process (pid ${owner}) holds ${lock}; if none is running, remove that file`, EXIT.UNAVAILABLE)
+    if (Date.now() > deadline)
+      throw new UserError(`another desfs process (pid ${owner}) holds ${lock}; if none is running, remove that file`, EXIT.UNAVAILABLE)
     await new Promise((r) => setTimeout(r, 100))
   }
   try {

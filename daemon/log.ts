@@ -65,10 +65,18 @@ export class Logger {
     this.out.write(line + '\n')
   }
 
-  debug(msg: string, fields?: Record<string, unknown>): void { this.log('debug', msg, fields) }
-  info(msg: string, fields?: Record<string, unknown>): void { this.log('info', msg, fields) }
-  warn(msg: string, fields?: Record<string, unknown>): void { this.log('warn', msg, fields) }
-  error(msg: string, fields?: Record<string, unknown>): void { this.log('error', msg, fields) }
+  debug(msg: string, fields?: Record<string, unknown>): void {
+    this.log('debug', msg, fields)
+  }
+  info(msg: string, fields?: Record<string, unknown>): void {
+    this.log('info', msg, fields)
+  }
+  warn(msg: string, fields?: Record<string, unknown>): void {
+    this.log('warn', msg, fields)
+  }
+  error(msg: string, fields?: Record<string, unknown>): void {
+    this.log('error', msg, fields)
+  }
 
   close(): Promise<void> {
     const f = this.file

@@ -35,13 +35,23 @@ export const metrics = {
   /** A gauge; with `value`, one computed whenever the registry is read. */
   gauge<L extends string = never>(name: string, help: string, opts: { labelNames?: readonly L[]; value?: () => number } = {}): Gauge<L> {
     const value = opts.value
-    return once(name, () => new Gauge<L>({
+    return once(
       name,
-      help,
-      labelNames: opts.labelNames ?? [],
-      registers: [registry],
-      ...(value ? { collect(this: Gauge<L>) { this.set(value()) } } : {}),
-    }))
+      () =>
+        new Gauge<L>({
+          name,
+          help,
+          labelNames: opts.labelNames ?? [],
+          registers: [registry],
+          ...(value
+            ? {
+                collect(this: Gauge<L>) {
+                  this.set(value())
+                },
+              }
+            : {}),
+        }),
+    )
   },
 
   /**
@@ -49,19 +59,28 @@ export const metrics = {
    * whenever the registry is read rather than counted twice. `read` gives each series' total, or
    * undefined while there is nothing to show yet.
    */
-  totals<L extends string = never>(name: string, help: string, labelNames: readonly L[], read: () => { labels: LabelValues<L>; value: number }[] | undefined): Counter<L> {
-    return once(name, () => new Counter<L>({
+  totals<L extends string = never>(
+    name: string,
+    help: string,
+    labelNames: readonly L[],
+    read: () => { labels: LabelValues<L>; value: number }[] | undefined,
+  ): Counter<L> {
+    return once(
       name,
-      help,
-      labelNames,
-      registers: [registry],
-      collect(this: Counter<L>) {
-        const now = read()
-        if (!now) return
-        this.reset()
-        for (const { labels, value } of now) this.inc(labels, value)
-      },
-    }))
+      () =>
+        new Counter<L>({
+          name,
+          help,
+          labelNames,
+          registers: [registry],
+          collect(this: Counter<L>) {
+            const now = read()
+            if (!now) return
+            this.reset()
+            for (const { labels, value } of now) this.inc(labels, value)
+          },
+        }),
+    )
   },
 
   histogram<L extends string = never>(name: string, help: string, labelNames: readonly L[] = [], buckets = LATENCY_BUCKETS): Histogram<L> {

@@ -49,7 +49,11 @@ export function exitWithParent(opts: ParentWatchOptions = {}): void {
   // The parent's pid as the parent gave it: a parent killed while this process was still starting
   // has already handed it to init, so process.ppid now would name the wrong one.
   const parent = Number(process.env[PARENT_PID_ENV]) || process.ppid
-  const worker = new Worker(WATCH, { eval: true, workerData: { parent, intervalMs: opts.intervalMs ?? 500, partial: opts.partial }, resourceLimits: { maxOldGenerationSizeMb: 8, maxYoungGenerationSizeMb: 1 } })
+  const worker = new Worker(WATCH, {
+    eval: true,
+    workerData: { parent, intervalMs: opts.intervalMs ?? 500, partial: opts.partial },
+    resourceLimits: { maxOldGenerationSizeMb: 8, maxYoungGenerationSizeMb: 1 },
+  })
   worker.unref()
   worker.on('error', () => undefined) // the watch is a backstop; its failure must not end the process
   // The channel closes when the parent dies, or when this process closed it after its last message:

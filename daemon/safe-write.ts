@@ -65,7 +65,11 @@ export function anonymousTempSync(near: string): number {
     const path = tempNameFor(near)
     try {
       const fd = openSync(path, CREATE_NEW, 0o600)
-      try { unlinkSync(path) } catch { /* removed already */ }
+      try {
+        unlinkSync(path)
+      } catch {
+        /* removed already */
+      }
       return fd
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || i >= 3) throw err
@@ -139,14 +143,18 @@ export function writeFileAtomicSync(final: string, data: string | Buffer, opts: 
   }
   try {
     const buf = typeof data === 'string' ? Buffer.from(data) : data
-    for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off, buf.length - off)
+    for (let off = 0; off < buf.length;) off += writeSync(fd, buf, off, buf.length - off)
     if (opts.fsync) fsyncSync(fd)
     closeSync(fd)
     fd = -1
     renameSync(path, final)
   } catch (err) {
     if (fd >= 0) closeSync(fd)
-    try { unlinkSync(path) } catch { /* already gone */ }
+    try {
+      unlinkSync(path)
+    } catch {
+      /* already gone */
+    }
     throw err
   }
 }
@@ -206,10 +214,13 @@ export async function openOwnFile(path: string, what: string, mode = 0o600): Pro
   }
   const st = await fh.stat()
   const uid = process.getuid?.()
-  const problem = !st.isFile() ? 'is not a regular file'
-    : uid !== undefined && st.uid !== uid ? `belongs to another user (uid ${st.uid})`
-    : st.nlink > 1 ? `has ${st.nlink} names (hard links)`
-    : undefined
+  const problem = !st.isFile()
+    ? 'is not a regular file'
+    : uid !== undefined && st.uid !== uid
+      ? `belongs to another user (uid ${st.uid})`
+      : st.nlink > 1
+        ? `has ${st.nlink} names (hard links)`
+        : undefined
   if (problem) {
     await fh.close()
     throw new UserError(`${what} ${path} ${problem}: desfs writes only its own files; remove it`)

@@ -18,11 +18,13 @@ export function privateDirProblem(dir: string, what: string): string | undefined
   // The configured dir itself may be a link the user made (~/.cache -> /scratch); one that another
   // user planted (in a shared /tmp) is refused, whatever it points to.
   const link = lstatSync(dir)
-  if (link.isSymbolicLink() && uid !== undefined && link.uid !== uid && link.uid !== 0) return `${what} ${dir} is a symbolic link made by another user (uid ${link.uid}): remove it or choose your own directory`
+  if (link.isSymbolicLink() && uid !== undefined && link.uid !== uid && link.uid !== 0)
+    return `${what} ${dir} is a symbolic link made by another user (uid ${link.uid}): remove it or choose your own directory`
   const st = statSync(dir)
   if (!st.isDirectory()) return `${what} ${dir} is not a directory`
   if (uid !== undefined && st.uid !== uid) return `${what} ${dir} belongs to another user (uid ${st.uid}): choose your own directory`
-  if ((st.mode & 0o077) !== 0) return `${what} ${dir} is accessible to other users (mode ${(st.mode & 0o777).toString(8)}): run chmod 700 ${dir}`
+  if ((st.mode & 0o077) !== 0)
+    return `${what} ${dir} is accessible to other users (mode ${(st.mode & 0o777).toString(8)}): run chmod 700 ${dir}`
   return undefined
 }
 
@@ -61,7 +63,10 @@ export function ensureOwnDirSync(dir: string): void {
     const wrong = notOwnDir(st)
     if (!wrong) return
     if (st.isDirectory() || attempt > 0) throw new UserError(`${dir} is ${wrong}: desfs uses only its own directories here; remove it`)
-    log.warn('removed what was in place of a desfs directory (desfs never follows links in its cache or state dir)', { path: dir, was: wrong })
+    log.warn('removed what was in place of a desfs directory (desfs never follows links in its cache or state dir)', {
+      path: dir,
+      was: wrong,
+    })
     rmSync(dir, { force: true })
   }
 }
@@ -78,7 +83,10 @@ export async function ensureOwnDir(dir: string): Promise<void> {
     const wrong = notOwnDir(st)
     if (!wrong) return
     if (st.isDirectory() || attempt > 0) throw new Error(`${dir} is ${wrong}: desfs uses only its own directories here; remove it`)
-    log.warn('removed what was in place of a desfs directory (desfs never follows links in its cache or state dir)', { path: dir, was: wrong })
+    log.warn('removed what was in place of a desfs directory (desfs never follows links in its cache or state dir)', {
+      path: dir,
+      was: wrong,
+    })
     await rm(dir, { force: true })
   }
 }
@@ -95,7 +103,10 @@ export function refuseLinks(paths: string[], what: string): void {
     } catch {
       continue
     }
-    if (!st.isFile()) throw new UserError(`${what} ${p} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a regular file'}: desfs never follows links in its cache or state dir; remove it`)
+    if (!st.isFile())
+      throw new UserError(
+        `${what} ${p} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a regular file'}: desfs never follows links in its cache or state dir; remove it`,
+      )
   }
 }
 

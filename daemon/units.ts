@@ -1,11 +1,20 @@
 // Human sizes and durations, both ways: "50G" <-> 53687091200, 1.5e9 -> "1.4 GiB".
 
 const SIZE_UNITS: Record<string, number> = {
-  '': 1, b: 1,
-  k: 1024, kb: 1000, kib: 1024,
-  m: 1024 ** 2, mb: 1000 ** 2, mib: 1024 ** 2,
-  g: 1024 ** 3, gb: 1000 ** 3, gib: 1024 ** 3,
-  t: 1024 ** 4, tb: 1000 ** 4, tib: 1024 ** 4,
+  '': 1,
+  b: 1,
+  k: 1024,
+  kb: 1000,
+  kib: 1024,
+  m: 1024 ** 2,
+  mb: 1000 ** 2,
+  mib: 1024 ** 2,
+  g: 1024 ** 3,
+  gb: 1000 ** 3,
+  gib: 1024 ** 3,
+  t: 1024 ** 4,
+  tb: 1000 ** 4,
+  tib: 1024 ** 4,
 }
 
 /** Parses "50G", "512MiB", "1.5TB", "1048576"; single letters are binary (like `du`, `df -h`). */
@@ -21,7 +30,10 @@ export function formatSize(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB']
   let v = Math.abs(bytes)
   let i = 0
-  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++ }
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024
+    i++
+  }
   const s = i === 0 ? String(v) : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)
   return `${bytes < 0 ? '-' : ''}${s} ${units[i]}`
 }
@@ -44,7 +56,12 @@ export interface DurationRange {
 
 /** A range bound as a person writes it: 100ms, 1s, 10m, 24h. */
 function boundText(ms: number): string {
-  for (const [unit, mult] of [['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) if (ms >= mult && ms % mult === 0) return `${ms / mult}${unit}`
+  for (const [unit, mult] of [
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1000],
+  ] as const)
+    if (ms >= mult && ms % mult === 0) return `${ms / mult}${unit}`
   return `${ms}ms`
 }
 
@@ -56,7 +73,9 @@ export function parseDurationIn(text: string, range: DurationRange): number {
   const ms = parseDuration(text)
   if (ms === 0 && range.zero) return 0
   if (ms < range.minMs || ms > range.maxMs) {
-    throw new Error(`'${text.trim()}' is out of range: use ${boundText(range.minMs)} to ${boundText(range.maxMs)}${range.zero ? `, or 0 for ${range.zero}` : ''}`)
+    throw new Error(
+      `'${text.trim()}' is out of range: use ${boundText(range.minMs)} to ${boundText(range.maxMs)}${range.zero ? `, or 0 for ${range.zero}` : ''}`,
+    )
   }
   return ms
 }

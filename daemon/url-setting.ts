@@ -20,11 +20,16 @@ export function checkHttpUrl(text: string, what = 'URL'): string {
   } catch {
     throw new Error(`'${shown}' is not a URL; give an http(s) ${what} such as https://host/path`)
   }
-  if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new Error(`'${shown}' is not an http(s) ${what} (${u.protocol.replace(/:$/, '')}://)`)
+  if (u.protocol !== 'https:' && u.protocol !== 'http:')
+    throw new Error(`'${shown}' is not an http(s) ${what} (${u.protocol.replace(/:$/, '')}://)`)
   if (u.username || u.password || /^[a-z]+:\/\/[^/?#]*@/i.test(text)) {
-    throw new Error(`'${shown}' holds a user name or password: desfs never takes credentials in a URL (they would show in logs, status and process lists); remove them and put the bearer token in a token file (--token-file FILE, mode 0600)`)
+    throw new Error(
+      `'${shown}' holds a user name or password: desfs never takes credentials in a URL (they would show in logs, status and process lists); remove them and put the bearer token in a token file (--token-file FILE, mode 0600)`,
+    )
   }
-  if (u.search || text.includes('?')) throw new Error(`'${shown}' has a query string: file paths are appended to this URL, so it must end in a path; remove the '?...' part`)
-  if (u.hash || text.includes('#')) throw new Error(`'${shown}' has a fragment: file paths are appended to this URL, so it must end in a path; remove the '#...' part`)
+  if (u.search || text.includes('?'))
+    throw new Error(`'${shown}' has a query string: file paths are appended to this URL, so it must end in a path; remove the '?...' part`)
+  if (u.hash || text.includes('#'))
+    throw new Error(`'${shown}' has a fragment: file paths are appended to this URL, so it must end in a path; remove the '#...' part`)
   return text.replace(/\/+$/, '')
 }

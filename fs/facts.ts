@@ -67,7 +67,9 @@ export class Facts {
     this.putFile = this.db.prepare(
       `INSERT INTO file_facts(source, path, size, adler32, mtime) VALUES (${src}, ?, ?, ?, ?) ON CONFLICT(source, path) DO UPDATE SET size = excluded.size, adler32 = coalesce(excluded.adler32, file_facts.adler32), mtime = coalesce(excluded.mtime, file_facts.mtime)`,
     )
-    this.inDir = this.db.prepare(`SELECT path, size, adler32, mtime FROM file_facts WHERE source = ${src} AND path > ? AND path < ?`).raw(true)
+    this.inDir = this.db
+      .prepare(`SELECT path, size, adler32, mtime FROM file_facts WHERE source = ${src} AND path > ? AND path < ?`)
+      .raw(true)
     this.getDir = this.db.prepare(`SELECT listed_at FROM dir_listed WHERE source = ${src} AND path = ?`).pluck()
     this.putDir = this.db.prepare(`INSERT OR REPLACE INTO dir_listed(source, path, listed_at) VALUES (${src}, ?, ?)`)
     this.getHdus = this.db.prepare(`SELECT hdus FROM file_hdus WHERE source = ${src} AND path = ?`).pluck()
@@ -76,7 +78,9 @@ export class Facts {
 
   /** Moves facts seeded without a source to this one (what this source already knows wins). */
   private adoptUnbound(): void {
-    const any = this.db.prepare('SELECT 1 FROM file_facts WHERE source = 0 LIMIT 1').get() ?? this.db.prepare('SELECT 1 FROM dir_listed WHERE source = 0 LIMIT 1').get()
+    const any =
+      this.db.prepare('SELECT 1 FROM file_facts WHERE source = 0 LIMIT 1').get() ??
+      this.db.prepare('SELECT 1 FROM dir_listed WHERE source = 0 LIMIT 1').get()
     if (!any) return
     this.db.transaction(() => {
       for (const table of ['file_facts', 'dir_listed', 'file_hdus']) {

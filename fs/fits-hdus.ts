@@ -59,7 +59,8 @@ async function readHeader(read: ReadAt, offset: number, size: number, first?: Bu
     if (whole === 0) return null
     for (let c = 0; c < whole; c += CARD) {
       const text = chunk.toString('latin1', c, c + CARD)
-      if (text.startsWith('END') && text.slice(3).trim() === '') return { cards, length: at - offset + Math.ceil((c + CARD) / RECORD) * RECORD }
+      if (text.startsWith('END') && text.slice(3).trim() === '')
+        return { cards, length: at - offset + Math.ceil((c + CARD) / RECORD) * RECORD }
       cards.push(text)
     }
     at += whole
@@ -118,7 +119,9 @@ export function dataBytes(h: HeaderCards, primary: boolean): number | undefined 
 
 function hduType(h: HeaderCards, primary: boolean): HduType {
   if (primary) return 'image'
-  const x = String(h.get('XTENSION') ?? '').trim().toUpperCase()
+  const x = String(h.get('XTENSION') ?? '')
+    .trim()
+    .toUpperCase()
   if (x === 'BINTABLE') return h.get('ZIMAGE') === true ? 'compressed' : 'bintable'
   if (x === 'IMAGE') return 'image'
   if (x === 'TABLE') return 'table'
@@ -146,7 +149,15 @@ export async function walkFits(read: ReadAt, size: number, withCards = false): P
     if (data === undefined) break
     const extname = cards.get('EXTNAME')
     const dataOffset = offset + header.length
-    walk.hdus.push({ index, extname: typeof extname === 'string' ? extname : null, type: hduType(cards, primary), headerOffset: offset, headerLength: header.length, dataOffset, dataLength: data })
+    walk.hdus.push({
+      index,
+      extname: typeof extname === 'string' ? extname : null,
+      type: hduType(cards, primary),
+      headerOffset: offset,
+      headerLength: header.length,
+      dataOffset,
+      dataLength: data,
+    })
     if (withCards) walk.headers.push(cards)
     offset = dataOffset + Math.ceil(data / RECORD) * RECORD
   }

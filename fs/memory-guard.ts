@@ -32,7 +32,12 @@ export function startMemoryGuard(o: MemoryGuardOptions): () => void {
     last = Date.now()
     void o
       .forget()
-      .then(() => log.info('memory above the limit: asked the kernel to forget the names it cached', { rssMB: Math.round(rss / 1e6), limitMB: Math.round(o.limitBytes / 1e6) }))
+      .then(() =>
+        log.info('memory above the limit: asked the kernel to forget the names it cached', {
+          rssMB: Math.round(rss / 1e6),
+          limitMB: Math.round(o.limitBytes / 1e6),
+        }),
+      )
       .catch((err) => log.warn('could not ask the kernel to forget cached names', { error: (err as Error).message }))
       .finally(() => (busy = false))
   }, o.intervalMs)

@@ -82,9 +82,15 @@ export async function prepareMountpoint(dir: string): Promise<void> {
     const real = await realpath(dir)
     if (real === '/') throw new UserError(`cannot mount on /: choose an empty directory such as ~/DESDATA`)
     const under = FORBIDDEN.find((f) => real === f || real.startsWith(f + '/'))
-    if (under) throw new UserError(`cannot mount on ${dir} (${real} is inside ${under}, a kernel file system): choose an empty directory such as ~/DESDATA`)
+    if (under)
+      throw new UserError(
+        `cannot mount on ${dir} (${real} is inside ${under}, a kernel file system): choose an empty directory such as ~/DESDATA`,
+      )
     const names = await readdir(dir)
-    if (names.length > 0) throw new UserError(`mountpoint ${dir} is not empty (${names.length} entries, e.g. ${names[0]}): the mount would hide them; choose an empty directory`)
+    if (names.length > 0)
+      throw new UserError(
+        `mountpoint ${dir} is not empty (${names.length} entries, e.g. ${names[0]}): the mount would hide them; choose an empty directory`,
+      )
   } catch (err) {
     if (err instanceof UserError) throw err
     const code = (err as NodeJS.ErrnoException).code
@@ -105,7 +111,10 @@ export async function prepareMountpoint(dir: string): Promise<void> {
  * aborted the connection, so readers get an error, never a hang; the unmount clears the path).
  */
 function startWatchdog(dir: string): ChildProcess {
-  const child = spawn('/bin/sh', ['-c', 'read _ ; exec umount -l -- "$0" 2>/dev/null', dir], { stdio: ['pipe', 'ignore', 'ignore'], detached: true })
+  const child = spawn('/bin/sh', ['-c', 'read _ ; exec umount -l -- "$0" 2>/dev/null', dir], {
+    stdio: ['pipe', 'ignore', 'ignore'],
+    detached: true,
+  })
   child.on('error', (err) => log.warn('cannot start the unmount watchdog; a crash would leave a dead mount', { error: err.message }))
   child.unref()
   ;(child.stdin as unknown as { unref?: () => void })?.unref?.()
@@ -128,18 +137,22 @@ export class Mount {
     const addon = native()
     let plane: Plane
     try {
-      plane = addon.mount(this.dir, {
-        allowOther: opts.allowOther,
-        entryTimeout: ENTRY_TIMEOUT,
-        attrTimeout: ATTR_TIMEOUT,
-        mountTimeMs: opts.mountTimeMs,
-        // Beyond our own deadline: it answers only when the event loop itself is stuck.
-        backstopMs: opts.deadlineMs + 15_000,
-        threads: opts.threads ?? 4,
-        passthrough: opts.passthrough ?? true,
-        uid: process.getuid?.() ?? 0,
-        gid: process.getgid?.() ?? 0,
-      }, dispatch)
+      plane = addon.mount(
+        this.dir,
+        {
+          allowOther: opts.allowOther,
+          entryTimeout: ENTRY_TIMEOUT,
+          attrTimeout: ATTR_TIMEOUT,
+          mountTimeMs: opts.mountTimeMs,
+          // Beyond our own deadline: it answers only when the event loop itself is stuck.
+          backstopMs: opts.deadlineMs + 15_000,
+          threads: opts.threads ?? 4,
+          passthrough: opts.passthrough ?? true,
+          uid: process.getuid?.() ?? 0,
+          gid: process.getgid?.() ?? 0,
+        },
+        dispatch,
+      )
     } catch (err) {
       throw new UserError(`cannot mount ${this.dir}: ${(err as Error).message}`)
     }
@@ -155,7 +168,7 @@ export class Mount {
   private async raiseReadAhead(st: PlaneStats): Promise<void> {
     if (process.getuid?.() !== 0 || (!st.devMajor && !st.devMinor)) return
     await writeFile(`/sys/class/bdi/${st.devMajor}:${st.devMinor}/read_ahead_kb`, String(READ_AHEAD_KB)).catch((err) =>
-      log.debug('cannot raise the mount\'s read-ahead', { error: (err as Error).message }),
+      log.debug("cannot raise the mount's read-ahead", { error: (err as Error).message }),
     )
   }
 

@@ -6,7 +6,18 @@ import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 
 /** Jobs the plane hands to JavaScript (enum js_op in fs/native/plane.h). */
-export const JOB = { LOOKUP: 1, READDIR: 2, OPEN: 3, READ: 4, GETXATTR: 5, STATFS: 6, READLINK: 7, OPENED: 8, RELEASED: 9, BACKSTOP: 10 } as const
+export const JOB = {
+  LOOKUP: 1,
+  READDIR: 2,
+  OPEN: 3,
+  READ: 4,
+  GETXATTR: 5,
+  STATFS: 6,
+  READLINK: 7,
+  OPENED: 8,
+  RELEASED: 9,
+  BACKSTOP: 10,
+} as const
 
 /** Entry kinds (enum kind): UNKNOWN is a file whose size the archive has not told yet. */
 export const KIND = { UNKNOWN: 0, FILE: 1, DIR: 2, LINK: 3 } as const
@@ -16,7 +27,16 @@ export const FLAG_ADLER = 1
 
 export type Plane = { readonly __plane: unique symbol }
 
-export type Dispatch = (op: number, req: number, path: string | null, fh: number, offset: number, size: number, name: string | null, fileId: number) => void
+export type Dispatch = (
+  op: number,
+  req: number,
+  path: string | null,
+  fh: number,
+  offset: number,
+  size: number,
+  name: string | null,
+  fileId: number,
+) => void
 
 export interface PlaneOptions {
   allowOther: boolean
@@ -63,7 +83,15 @@ export interface NativeAddon {
   unmount(p: Plane): void
   replyErr(p: Plane, req: number, errno: number): boolean
   replyEntry(p: Plane, req: number, kind: number, size: number, mtimeMs: number, flags: number): boolean
-  replyListing(p: Plane, req: number, names: string[], kinds: Uint8Array, sizes: Float64Array, mtimes: Float64Array, flags: Uint8Array): boolean
+  replyListing(
+    p: Plane,
+    req: number,
+    names: string[],
+    kinds: Uint8Array,
+    sizes: Float64Array,
+    mtimes: Float64Array,
+    flags: Uint8Array,
+  ): boolean
   /** Returns the new handle's number, 0 when the request was answered already (by the backstop). */
   replyOpen(p: Plane, req: number, fileId: number): number
   replyData(p: Plane, req: number, data: Buffer, length: number): boolean
@@ -92,7 +120,9 @@ export function native(): NativeAddon {
       loaded = createRequire(import.meta.url)(ADDON) as NativeAddon
       return loaded
     } catch (err) {
-      loadError = new Error(`the native FUSE addon is not built or does not load (${(err as Error).message.split('\n')[0]}): run npm ci (it needs g++ and make)`)
+      loadError = new Error(
+        `the native FUSE addon is not built or does not load (${(err as Error).message.split('\n')[0]}): run npm ci (it needs g++ and make)`,
+      )
     }
   }
   throw loadError

@@ -55,10 +55,27 @@ export interface OpsStats {
   bytesRequested: number
 }
 
-const JOB_NAMES: Record<number, string> = { [JOB.LOOKUP]: 'lookup', [JOB.READDIR]: 'readdir', [JOB.OPEN]: 'open', [JOB.READ]: 'read', [JOB.GETXATTR]: 'getxattr', [JOB.STATFS]: 'statfs', [JOB.READLINK]: 'readlink' }
+const JOB_NAMES: Record<number, string> = {
+  [JOB.LOOKUP]: 'lookup',
+  [JOB.READDIR]: 'readdir',
+  [JOB.OPEN]: 'open',
+  [JOB.READ]: 'read',
+  [JOB.GETXATTR]: 'getxattr',
+  [JOB.STATFS]: 'statfs',
+  [JOB.READLINK]: 'readlink',
+}
 
 /** Names of the kernel's opcodes that reach JavaScript (linux/fuse.h), for the backstop's log line. */
-const FUSE_OPCODES: Record<number, string> = { 1: 'lookup', 5: 'readlink', 14: 'open', 15: 'read', 17: 'statfs', 22: 'getxattr', 28: 'readdir', 44: 'readdirplus' }
+const FUSE_OPCODES: Record<number, string> = {
+  1: 'lookup',
+  5: 'readlink',
+  14: 'open',
+  15: 'read',
+  17: 'statfs',
+  22: 'getxattr',
+  28: 'readdir',
+  44: 'readdirplus',
+}
 
 export interface Ops {
   dispatch: Dispatch
@@ -95,7 +112,14 @@ export function createOps(ctx: OpsContext): Ops {
    * Runs an operation under a deadline: `reply` gets the result, or the request gets EIO once the
    * deadline passes first (a result that comes later goes to `late`, to release what it holds).
    */
-  function run<T>(op: string, req: number, path: string, work: (open: () => boolean) => Promise<T>, reply: (value: T) => void, late?: (value: T) => void): void {
+  function run<T>(
+    op: string,
+    req: number,
+    path: string,
+    work: (open: () => boolean) => Promise<T>,
+    reply: (value: T) => void,
+    late?: (value: T) => void,
+  ): void {
     count(op)
     let done = false
     const timer = setTimeout(() => {
@@ -145,12 +169,27 @@ export function createOps(ctx: OpsContext): Ops {
       kinds[i] = link === undefined ? KIND.DIR : KIND.LINK
       sizes[i] = link === undefined ? 0 : Buffer.byteLength(link)
     }
-    addon!.replyListing(plane!, req, entries.map((e) => e.name), kinds, sizes, new Float64Array(n).fill(ctx.mountTime), new Uint8Array(n))
+    addon!.replyListing(
+      plane!,
+      req,
+      entries.map((e) => e.name),
+      kinds,
+      sizes,
+      new Float64Array(n).fill(ctx.mountTime),
+      new Uint8Array(n),
+    )
   }
 
   function lookup(req: number, path: string): void {
     const qd = ctx.queryDirs
-    if (qd && isControlPath(path)) return run('lookup', req, path, () => qd.resolve(path), (n) => replyQueryNode(req, n))
+    if (qd && isControlPath(path))
+      return run(
+        'lookup',
+        req,
+        path,
+        () => qd.resolve(path),
+        (n) => replyQueryNode(req, n),
+      )
     // Most are answered from the index and known facts at once, without a promise or a timer.
     try {
       const now = ctx.tree.statNow(path)
@@ -162,34 +201,53 @@ export function createOps(ctx: OpsContext): Ops {
       count('lookup')
       return void fail(req, errnoOf('lookup', path, err))
     }
-    run('lookup', req, path, () => ctx.tree.resolve(path), (n) => replyNode(req, n))
+    run(
+      'lookup',
+      req,
+      path,
+      () => ctx.tree.resolve(path),
+      (n) => replyNode(req, n),
+    )
   }
 
   function readdir(req: number, path: string): void {
     const qd = ctx.queryDirs
-    if (qd && isControlPath(path)) return run('readdir', req, path, () => qd.list(path), (entries) => replyQueryListing(req, entries))
-    run('readdir', req, path, () => ctx.tree.list(path), (entries: Listed[]) => {
-      const n = entries.length
-      const names = new Array<string>(n)
-      const kinds = new Uint8Array(n)
-      const sizes = new Float64Array(n)
-      const mtimes = new Float64Array(n)
-      const flags = new Uint8Array(n)
-      for (let i = 0; i < n; i++) {
-        const e = entries[i]!
-        names[i] = e.name
-        if (e.dir) {
-          kinds[i] = KIND.DIR
-          mtimes[i] = ctx.mountTime
-        } else if (e.facts) {
-          kinds[i] = KIND.FILE
-          sizes[i] = e.facts.size
-          mtimes[i] = e.facts.mtime ?? ctx.mountTime
-          flags[i] = e.facts.adler32 ? FLAG_ADLER : 0
-        } else kinds[i] = KIND.UNKNOWN
-      }
-      addon!.replyListing(plane!, req, names, kinds, sizes, mtimes, flags)
-    })
+    if (qd && isControlPath(path))
+      return run(
+        'readdir',
+        req,
+        path,
+        () => qd.list(path),
+        (entries) => replyQueryListing(req, entries),
+      )
+    run(
+      'readdir',
+      req,
+      path,
+      () => ctx.tree.list(path),
+      (entries: Listed[]) => {
+        const n = entries.length
+        const names = new Array<string>(n)
+        const kinds = new Uint8Array(n)
+        const sizes = new Float64Array(n)
+        const mtimes = new Float64Array(n)
+        const flags = new Uint8Array(n)
+        for (let i = 0; i < n; i++) {
+          const e = entries[i]!
+          names[i] = e.name
+          if (e.dir) {
+            kinds[i] = KIND.DIR
+            mtimes[i] = ctx.mountTime
+          } else if (e.facts) {
+            kinds[i] = KIND.FILE
+            sizes[i] = e.facts.size
+            mtimes[i] = e.facts.mtime ?? ctx.mountTime
+            flags[i] = e.facts.adler32 ? FLAG_ADLER : 0
+          } else kinds[i] = KIND.UNKNOWN
+        }
+        addon!.replyListing(plane!, req, names, kinds, sizes, mtimes, flags)
+      },
+    )
   }
 
   /** A link's target: links exist only under the control directory. */
@@ -199,10 +257,16 @@ export function createOps(ctx: OpsContext): Ops {
       count('readlink')
       return void fail(req, ERRNO.EINVAL)
     }
-    run('readlink', req, path, () => qd.readlink(path), (target) => {
-      const b = Buffer.from(target)
-      addon!.replyData(plane!, req, b, b.length)
-    })
+    run(
+      'readlink',
+      req,
+      path,
+      () => qd.readlink(path),
+      (target) => {
+        const b = Buffer.from(target)
+        addon!.replyData(plane!, req, b, b.length)
+      },
+    )
   }
 
   /** Starts using a cached file for a handle: in use (never evicted), most recently used. */
@@ -317,15 +381,24 @@ export function createOps(ctx: OpsContext): Ops {
     // Called by the plane through a thread-safe function: nothing may throw out of here.
     try {
       switch (op) {
-        case JOB.LOOKUP: return lookup(req, path!)
-        case JOB.READDIR: return readdir(req, path!)
-        case JOB.OPEN: return open(req, path!)
-        case JOB.OPENED: return opened(fh, path!)
-        case JOB.READ: return read(req, fh, offset, size)
-        case JOB.RELEASED: return released(fh)
-        case JOB.GETXATTR: return getxattr(req, path!, name!)
-        case JOB.STATFS: return statfs(req)
-        case JOB.READLINK: return readlink(req, path!)
+        case JOB.LOOKUP:
+          return lookup(req, path!)
+        case JOB.READDIR:
+          return readdir(req, path!)
+        case JOB.OPEN:
+          return open(req, path!)
+        case JOB.OPENED:
+          return opened(fh, path!)
+        case JOB.READ:
+          return read(req, fh, offset, size)
+        case JOB.RELEASED:
+          return released(fh)
+        case JOB.GETXATTR:
+          return getxattr(req, path!, name!)
+        case JOB.STATFS:
+          return statfs(req)
+        case JOB.READLINK:
+          return readlink(req, path!)
         case JOB.BACKSTOP: {
           const what = FUSE_OPCODES[size] ?? `FUSE opcode ${size}`
           log.error('a request got no answer from the event loop in time; the plane answered EIO', { request: what })

@@ -198,7 +198,10 @@ export class QueryDirs {
 
   private segments(fusePath: string): string[] {
     if (!isControlPath(fusePath)) throw ENOENT()
-    const segs = fusePath.slice(CONTROL_PATH.length + 1).split('/').filter((s) => s !== '')
+    const segs = fusePath
+      .slice(CONTROL_PATH.length + 1)
+      .split('/')
+      .filter((s) => s !== '')
     // The kernel lets FUSE names reach 1024 bytes; no file or value name here is longer than 255.
     if (segs.some((s) => Buffer.byteLength(s) > MAX_NAME_BYTES)) throw new FsError(ERRNO.ENAMETOOLONG, 'name too long')
     return segs
@@ -325,7 +328,13 @@ export class QueryDirs {
       const up = '../'.repeat(3 + vals.length) // .desfs/recipes/<recipe>/<values...>
       p = this.run(recipe, 'query', recipe.sql, this.bindings(recipe, vals)).then(async (rows) => {
         const { paths, refused } = rowsToPaths(rows)
-        if (refused.length) this.logOnce(`refused:${key}`, () => log.warn(`recipe '${recipe.name}' selected rows that are not valid archive paths; left out`, { count: refused.length, first: refused[0] }))
+        if (refused.length)
+          this.logOnce(`refused:${key}`, () =>
+            log.warn(`recipe '${recipe.name}' selected rows that are not valid archive paths; left out`, {
+              count: refused.length,
+              first: refused[0],
+            }),
+          )
         const links = new Map<string, string>()
         for (const [name, rel] of linkNames(await this.existing(paths))) links.set(name, up + rel)
         return { links }
@@ -366,7 +375,13 @@ export class QueryDirs {
     const matching = rows.filter(([, n, c]) => String(n) === name || String(n) + (c == null ? '' : String(c)) === name)
     const { paths } = rowsToPaths(matching)
     const found = (await this.existing(paths)).sort()
-    if (found.length > 1) log.warn('by-name: several files have this name; linking the first by path', { name, chosen: found[0], others: found.slice(1, 6), count: found.length })
+    if (found.length > 1)
+      log.warn('by-name: several files have this name; linking the first by path', {
+        name,
+        chosen: found[0],
+        others: found.slice(1, 6),
+        count: found.length,
+      })
     return found[0] ?? null
   }
 }

@@ -159,8 +159,16 @@ export function buildTreeIndex(input: BuildInput): BuildResult {
     renameSync(tmp, input.outPath)
     return result
   } catch (err) {
-    try { out.close() } catch { /* already closed */ }
-    try { src.close() } catch { /* already closed */ }
+    try {
+      out.close()
+    } catch {
+      /* already closed */
+    }
+    try {
+      src.close()
+    } catch {
+      /* already closed */
+    }
     rmSync(tmp, { force: true })
     throw err
   }

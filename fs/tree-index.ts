@@ -30,8 +30,11 @@ export class TreeIndex {
     try {
       // Enough for the B-tree's interior pages of a 10M-row index; leaves come from the OS page cache.
       this.db.pragma('cache_size = -8000')
-      const meta = new Map((this.db.prepare('SELECT key, value FROM meta').all() as { key: string; value: string }[]).map((r) => [r.key, r.value]))
-      if (meta.get('format') !== String(INDEX_FORMAT)) throw new Error(`tree index ${file} has format ${meta.get('format')}, expected ${INDEX_FORMAT}`)
+      const meta = new Map(
+        (this.db.prepare('SELECT key, value FROM meta').all() as { key: string; value: string }[]).map((r) => [r.key, r.value]),
+      )
+      if (meta.get('format') !== String(INDEX_FORMAT))
+        throw new Error(`tree index ${file} has format ${meta.get('format')}, expected ${INDEX_FORMAT}`)
       this.identity = meta.get('identity') ?? ''
       this.result = JSON.parse(meta.get('result') ?? '{}') as BuildResult
       this.child = this.db.prepare('SELECT dir FROM node WHERE parent = ? AND name = ?').pluck()

@@ -24,13 +24,26 @@ export class FsError extends Error {
 }
 
 /** Linux errno values (negated when handed to FUSE). */
-export const ERRNO = { ENOENT: 2, EIO: 5, EBADF: 9, EACCES: 13, ENOTDIR: 20, EISDIR: 21, EINVAL: 22, EROFS: 30, ERANGE: 34, ENAMETOOLONG: 36, ENODATA: 61, EOPNOTSUPP: 95, ETIMEDOUT: 110, ENOSYS: 38 } as const
+export const ERRNO = {
+  ENOENT: 2,
+  EIO: 5,
+  EBADF: 9,
+  EACCES: 13,
+  ENOTDIR: 20,
+  EISDIR: 21,
+  EINVAL: 22,
+  EROFS: 30,
+  ERANGE: 34,
+  ENAMETOOLONG: 36,
+  ENODATA: 61,
+  EOPNOTSUPP: 95,
+  ETIMEDOUT: 110,
+  ENOSYS: 38,
+} as const
 
 const ENOENT_ERROR = new FsError(ERRNO.ENOENT, 'no such file')
 
-export type Node =
-  | { kind: 'dir'; rel: string; id: number }
-  | { kind: 'file'; rel: string; facts: FileFacts }
+export type Node = { kind: 'dir'; rel: string; id: number } | { kind: 'file'; rel: string; facts: FileFacts }
 
 /** A directory entry as readdir reports it; facts are absent when the archive could not be asked. */
 export interface Listed {
@@ -180,7 +193,8 @@ export class Tree {
       await this.learnQuietly(rel, true)
       ;({ out, unknown } = this.entries(index, rel, e.dir))
     }
-    if (unknown && (await this.headUnknown(rel, out, t0 + this.opts.deadlineMs - LIST_MARGIN_MS))) ({ out } = this.entries(index, rel, e.dir))
+    if (unknown && (await this.headUnknown(rel, out, t0 + this.opts.deadlineMs - LIST_MARGIN_MS)))
+      ({ out } = this.entries(index, rel, e.dir))
     return out
   }
 
@@ -269,7 +283,10 @@ export class Tree {
   private async doLearnDir(rel: string): Promise<void> {
     const id = this.index.dirId(rel)
     if (id === undefined) return
-    const files = this.index.list(id).filter((e) => e.dir === null).map((e) => (rel ? `${rel}/${e.name}` : e.name))
+    const files = this.index
+      .list(id)
+      .filter((e) => e.dir === null)
+      .map((e) => (rel ? `${rel}/${e.name}` : e.name))
     if (files.length === 0) return
     this.stats.propfinds++
     const listing = await this.source.list(rel)

@@ -7,7 +7,26 @@ import { ADLER32_WASM } from '../cache/adler32-wasm.js'
 import { assemble } from './tools/build-wasm.js'
 
 t.test('adler32Fast equals adler32', async (t) => {
-  const lengths = [0, 1, 2, 15, 16, 17, 31, 32, 33, 5551, 5552, 5553, 5552 * 2 + 9, 65536, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, (3 << 20) + 12345]
+  const lengths = [
+    0,
+    1,
+    2,
+    15,
+    16,
+    17,
+    31,
+    32,
+    33,
+    5551,
+    5552,
+    5553,
+    5552 * 2 + 9,
+    65536,
+    (1 << 20) - 1,
+    1 << 20,
+    (1 << 20) + 1,
+    (3 << 20) + 12345,
+  ]
   for (const len of lengths) {
     const random = randomBytes(len)
     const ones = Buffer.alloc(len, 0xff) // the largest sums: where an overflow would show

@@ -36,7 +36,10 @@ t.test('the bound holds within one block at all times under concurrent readers',
   sampling = false
   await sampler
   t.equal(rr.wrong, 0, `no wrong bytes (${rr.ok} ok)`)
-  t.ok(cats.every((c) => c.code === 0), 'the sequential readers finished')
+  t.ok(
+    cats.every((c) => c.code === 0),
+    'the sequential readers finished',
+  )
   t.ok(samples >= 10, `${samples} samples`)
   t.ok(maxRecord <= limit, `on record: at most ${maxRecord} of ${limit} bytes`)
   t.ok(maxDisk <= limit + MiB, `on disk: at most ${maxDisk} bytes, within one block of the bound`)
@@ -51,7 +54,11 @@ t.test('desfs cache: stats, ls, pin, unpin, evict, clear', async (t) => {
   const env = { ...process.env, DESFS_STATE_DIR: d.stateDir }
   const cache = (...args: string[]) => desfs(['cache', ...args], { env })
   const files = readSet(a, 3, 3)
-  const r0 = await run('cat', files.map((f) => join(d.mnt, f)), { timeoutMs: 60_000, binary: true })
+  const r0 = await run(
+    'cat',
+    files.map((f) => join(d.mnt, f)),
+    { timeoutMs: 60_000, binary: true },
+  )
   t.equal(r0.code, 0, 'files read')
 
   const stats = await cache('stats')
@@ -65,12 +72,18 @@ t.test('desfs cache: stats, ls, pin, unpin, evict, clear', async (t) => {
   const small = files[files.length - 1]!
   const refused = await cache('pin', big)
   t.equal(refused.code, 1, 'pinning beyond the cap fails with exit 1')
-  t.match(refused.stderr, /^desfs: cannot pin 1 files \(24\.0 MiB\): pinned files would take 24\.0 MiB, over the pin cap of 12\.0 MiB \(0 B pinned now\); unpin some or raise --pin-size\n$/)
+  t.match(
+    refused.stderr,
+    /^desfs: cannot pin 1 files \(24\.0 MiB\): pinned files would take 24\.0 MiB, over the pin cap of 12\.0 MiB \(0 B pinned now\); unpin some or raise --pin-size\n$/,
+  )
   const pinned = await cache('pin', small, join(d.mnt, files[3]!))
   t.equal(pinned.code, 0, pinned.stderr)
   t.equal(pinned.stdout, 'desfs: pinned 2 files\n')
   t.equal((await cache('ls', '--pinned')).stdout.trim().split('\n').length, 2, 'ls --pinned shows them')
-  const inside = await run(process.execPath, [DESFS, 'cache', 'pin', small.split('/').pop()!], { env, cwd: join(d.mnt, small.split('/').slice(0, -1).join('/')) })
+  const inside = await run(process.execPath, [DESFS, 'cache', 'pin', small.split('/').pop()!], {
+    env,
+    cwd: join(d.mnt, small.split('/').slice(0, -1).join('/')),
+  })
   t.equal(inside.code, 0, `a path relative to a directory inside the mount works ${inside.stderr}`)
   t.match(inside.stdout, /pinned 0 files \(1 were pinned already\)/)
 

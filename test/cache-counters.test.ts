@@ -22,16 +22,28 @@ t.test('Counters: add updates the figure and feeds its metric once, with its lab
   c.add('a', 5, 'x')
   c.add('b', 2)
   t.same(c.values, { a: 6, b: 2 }, 'the figures')
-  t.same(fed, [[1, undefined], [5, 'x']], 'the metric was fed each add of a, and nothing for b (it feeds none)')
+  t.same(
+    fed,
+    [
+      [1, undefined],
+      [5, 'x'],
+    ],
+    'the metric was fed each add of a, and nothing for b (it feeds none)',
+  )
   t.same(Object.keys(c.values), ['a', 'b'], 'figures keep the order they were declared in')
 })
 
-t.test('the fetcher\'s figures and its metrics move in step', async (t) => {
+t.test("the fetcher's figures and its metrics move in step", async (t) => {
   const src = new ScriptedSource('counted', [{ deliver: 100, fail: new SourceError('network', 'connection reset') }])
   const store = new BlockStore(join(tmp(t), 'cache'), { limit: 256 << 20, blockSize: BS, minFree: 0, cleanupDelayMs: 3_600_000 })
   t.teardown(() => store.close())
   const clock = new FakeClock()
-  const fetcher = new Fetcher(new SourceSet([src], { clock, downAfter: 3, downMs: 10_000 }), store, { smallFileBytes: 0, backoffMs: 10, runBytes: BS }, { clock, random: () => 0.5 })
+  const fetcher = new Fetcher(
+    new SourceSet([src], { clock, downAfter: 3, downMs: 10_000 }),
+    store,
+    { smallFileBytes: 0, backoffMs: 10, runBytes: BS },
+    { clock, random: () => 0.5 },
+  )
   const metric = async () => ({
     requests: await metrics.value(fetchMetrics.requests, { source: 'counted' }),
     bytesFetched: await metrics.value(fetchMetrics.bytesFetched, { source: 'counted' }),
@@ -50,10 +62,14 @@ t.test('the fetcher\'s figures and its metrics move in step', async (t) => {
   const after = await metric()
   const delta = Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - before[k as keyof typeof before]]))
   t.same(delta, fetcher.stats, 'each figure equals what its metric gained')
-  t.match(fetcher.stats, { requests: 2, retries: 1, networkReads: 1, memoryHits: 1, bytesFetched: BS }, 'and the figures are the ones this did')
+  t.match(
+    fetcher.stats,
+    { requests: 2, retries: 1, networkReads: 1, memoryHits: 1, bytesFetched: BS },
+    'and the figures are the ones this did',
+  )
 })
 
-t.test('the store\'s eviction figures and their metrics move in step', async (t) => {
+t.test("the store's eviction figures and their metrics move in step", async (t) => {
   const store = new BlockStore(join(tmp(t), 'cache'), { limit: 256 << 20, blockSize: BS, minFree: 0, cleanupDelayMs: 3_600_000 })
   t.teardown(() => store.close())
   const files = await metrics.value(cacheMetrics.evictedFiles)
@@ -65,5 +81,5 @@ t.test('the store\'s eviction figures and their metrics move in step', async (t)
   t.equal(store.stats.filesEvicted, 1)
   t.equal(store.stats.bytesEvicted, 3 * BS)
   t.equal((await metrics.value(cacheMetrics.evictedFiles)) - files, 1, 'the files metric gained one')
-  t.equal((await metrics.value(cacheMetrics.evictedBlocks)) - blocks, 3, 'the blocks metric gained the file\'s three blocks')
+  t.equal((await metrics.value(cacheMetrics.evictedBlocks)) - blocks, 3, "the blocks metric gained the file's three blocks")
 })

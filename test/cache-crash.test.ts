@@ -69,11 +69,27 @@ t.test('kill -9 during heavy reads, then restart: mount recovered, cache bounded
   t.equal(dead.wrong, 0, `no wrong bytes before or after the crash (${dead.ok} ok reads)`)
   t.equal(await mountedType(d.mnt), 'fuse.desfs', 'the dead mount is still there')
   server.faults = {}
-  d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags, mnt: d.mnt, stateDir: d.stateDir, cacheDir: d.cacheDir })
+  d = await startDaemon(t, {
+    db: a.db,
+    archive: server.archiveUrl,
+    tokenFile,
+    flags,
+    mnt: d.mnt,
+    stateDir: d.stateDir,
+    cacheDir: d.cacheDir,
+  })
   t.match(d.log(), /stale mount left by a crashed daemon/, 'the stale mount was recovered')
-  await md5sAll(t, d.mnt, a, a.manifest.files.map((f) => f.rel))
+  await md5sAll(
+    t,
+    d.mnt,
+    a,
+    a.manifest.files.map((f) => f.rel),
+  )
   const env = { ...process.env, DESFS_STATE_DIR: d.stateDir }
-  t.ok(await until(async () => diskUsage(join(d.cacheDir, 'data')) <= limit + MiB, 20_000, 500), `the cache is within its bound on disk (${diskUsage(join(d.cacheDir, 'data'))} bytes)`)
+  t.ok(
+    await until(async () => diskUsage(join(d.cacheDir, 'data')) <= limit + MiB, 20_000, 500),
+    `the cache is within its bound on disk (${diskUsage(join(d.cacheDir, 'data'))} bytes)`,
+  )
   const s = JSON.parse((await desfs(['cache', 'stats', '--json'], { env })).stdout) as { bytes: number; limit: number }
   t.ok(s.bytes <= limit, `and on record (${s.bytes} of ${s.limit})`)
 })

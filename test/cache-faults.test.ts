@@ -16,7 +16,9 @@ t.test('random reads under injected faults: correct bytes or EIO, never wrong by
   const { server, tokenFile } = await startServer(t, a.root)
   // A cache smaller than the files read, so blocks keep being evicted and fetched again.
   const d = await startDaemon(t, {
-    db: a.db, archive: server.archiveUrl, tokenFile,
+    db: a.db,
+    archive: server.archiveUrl,
+    tokenFile,
     flags: ['--cache-size', '8M', '--stall-timeout', '1s', '--read-timeout', '20s'],
   })
   const files = readSet(a)
@@ -30,7 +32,11 @@ t.test('random reads under injected faults: correct bytes or EIO, never wrong by
     ['bursts of 503', { fail5xxRate: 0.3 }, () => server.log.some((r) => r.status === 503)],
     ['stalled bodies', { stallAfterBytes: 100_000, stallCount: 6 }, (f) => f.stallCount! < 6],
     ['429 with Retry-After', { fail429: 12, retryAfterSec: 1 }, (f) => f.fail429! < 12],
-    ['all at once', { resetAfterBytes: 300_000, resetCount: 20, shortCount: 20, fail5xxRate: 0.15, stallAfterBytes: 50_000, stallCount: 3, latencyMs: 5 }, (f) => f.resetCount! < 20 && f.shortCount! < 20],
+    [
+      'all at once',
+      { resetAfterBytes: 300_000, resetCount: 20, shortCount: 20, fail5xxRate: 0.15, stallAfterBytes: 50_000, stallCount: 3, latencyMs: 5 },
+      (f) => f.resetCount! < 20 && f.shortCount! < 20,
+    ],
   ]
   for (const [name, faults, exercised] of scenarios) {
     await t.test(name, async (t) => {
@@ -62,7 +68,10 @@ t.test('random reads under injected faults: correct bytes or EIO, never wrong by
     t.ok(Date.now() - before < 25_000, 'within the read deadline')
     t.match(d.log(), /HTTP 401, the bearer token is missing, expired or rejected/, 'the log says why')
     writeTokenFile(tokenFile, fresh)
-    t.ok(await until(() => /bearer token loaded/.test(d.log().split('HTTP 401').pop() ?? ''), 10_000), 'the daemon re-read the replaced token file')
+    t.ok(
+      await until(() => /bearer token loaded/.test(d.log().split('HTTP 401').pop() ?? ''), 10_000),
+      'the daemon re-read the replaced token file',
+    )
     const rr = await randomReads(d.mnt, a.root, files, { seed: seed, count: 300, readers: 2 })
     totalReads += rr.reads
     t.equal(rr.wrong, 0, 'no wrong bytes')
@@ -72,14 +81,18 @@ t.test('random reads under injected faults: correct bytes or EIO, never wrong by
   t.ok(totalReads >= 4000, `${totalReads} random reads in all`)
 })
 
-
 t.test('a server that stalls after the headers: no read waits past the deadline + 1 s, and the file reads once it recovers', async (t) => {
   if (!needPythonModule(t, 'json', 'python3')) return
   const a = makeArchive(t, { exposures: 1, ccds: 2, hostile: false, largeFileBytes: 8 << 20 })
   const { server, tokenFile } = await startServer(t, a.root)
   const DEADLINE_S = 3
   // A stall is noticed after 5 s, so the read deadline answers the reader first.
-  const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: ['--read-timeout', `${DEADLINE_S}s`, '--stall-timeout', '5s'] })
+  const d = await startDaemon(t, {
+    db: a.db,
+    archive: server.archiveUrl,
+    tokenFile,
+    flags: ['--read-timeout', `${DEADLINE_S}s`, '--stall-timeout', '5s'],
+  })
   const small = [...a.manifest.files].sort((x, y) => x.size - y.size)[0]!.rel
   const large = a.manifest.largeFile!
   // Each syscall timed by the reader itself: the kernel's read-ahead and its retry of a failed page
@@ -108,13 +121,23 @@ print(json.dumps(out))
     t.equal(x.errno, 5, `${x.path.split('/').pop()}: EIO`)
     t.ok(x.seconds < DEADLINE_S + 1, `the pread returned after ${x.seconds.toFixed(2)} s, within the deadline (${DEADLINE_S} s) + 1 s`)
   }
-  t.ok(server.log.some((x) => x.method === 'GET'), 'the stalled GETs were made')
+  t.ok(
+    server.log.some((x) => x.method === 'GET'),
+    'the stalled GETs were made',
+  )
   // The failure is remembered only for a few seconds: the same bytes read right once the server is well.
   let md5Now = ''
-  t.ok(await until(async () => {
-    const c = await run('md5sum', [join(d.mnt, small)], { timeoutMs: 30_000 })
-    md5Now = c.stdout.slice(0, 32)
-    return c.code === 0
-  }, 30_000, 500), 'the small file reads again once the server recovers')
+  t.ok(
+    await until(
+      async () => {
+        const c = await run('md5sum', [join(d.mnt, small)], { timeoutMs: 30_000 })
+        md5Now = c.stdout.slice(0, 32)
+        return c.code === 0
+      },
+      30_000,
+      500,
+    ),
+    'the small file reads again once the server recovers',
+  )
   t.equal(md5Now, md5(sourceBytes(a, small)), 'with the right bytes')
 })

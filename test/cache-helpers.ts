@@ -38,11 +38,32 @@ export interface ReadResult {
  * Runs `readers` random readers in parallel (seeds seed, seed+1, ...) and adds up their counts. A
  * reader that does not finish throws, or with failedReaders: 'count' is counted and its reads lost.
  */
-export async function randomReads(mnt: string, srcRoot: string, files: string[], o: { seed: number; count: number; readers: number; maxLen?: number; timeoutMs?: number; failedReaders?: 'throw' | 'count' }): Promise<ReadResult> {
+export async function randomReads(
+  mnt: string,
+  srcRoot: string,
+  files: string[],
+  o: { seed: number; count: number; readers: number; maxLen?: number; timeoutMs?: number; failedReaders?: 'throw' | 'count' },
+): Promise<ReadResult> {
   const runs = await Promise.all(
-    Array.from({ length: o.readers }, (_, i) => run(PYTHON, [RANDOM_READS, mnt, srcRoot, String(o.seed + i), String(o.count), String(o.maxLen ?? 300_000), ...files], { timeoutMs: o.timeoutMs ?? 180_000 })),
+    Array.from({ length: o.readers }, (_, i) =>
+      run(PYTHON, [RANDOM_READS, mnt, srcRoot, String(o.seed + i), String(o.count), String(o.maxLen ?? 300_000), ...files], {
+        timeoutMs: o.timeoutMs ?? 180_000,
+      }),
+    ),
   )
-  const total: ReadResult = { reads: 0, ok: 0, eio: 0, wrong: 0, short: 0, bytes: 0, other: {}, firstWrong: null, wrongBytes: 0, maxMs: 0, failedReaders: 0 }
+  const total: ReadResult = {
+    reads: 0,
+    ok: 0,
+    eio: 0,
+    wrong: 0,
+    short: 0,
+    bytes: 0,
+    other: {},
+    firstWrong: null,
+    wrongBytes: 0,
+    maxMs: 0,
+    failedReaders: 0,
+  }
   for (const r of runs) {
     if (r.code !== 0 && o.failedReaders === 'count') {
       total.failedReaders++
@@ -62,7 +83,10 @@ export async function randomReads(mnt: string, srcRoot: string, files: string[],
 export function diskUsage(dir: string): number {
   try {
     const out = execFileSync('find', [dir, '-type', 'f', '-printf', '%b\\n'], { encoding: 'utf8', timeout: 10_000 })
-    return out.split('\n').filter(Boolean).reduce((a, b) => a + Number(b) * 512, 0)
+    return out
+      .split('\n')
+      .filter(Boolean)
+      .reduce((a, b) => a + Number(b) * 512, 0)
   } catch {
     return NaN
   }

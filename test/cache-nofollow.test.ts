@@ -111,18 +111,22 @@ t.test('a jobs directory that is a link is replaced by a real one', async (t) =>
   t.same(readdirSync(v.dir), ['precious.txt'])
 })
 
-t.test('a state dir that is a link made by another user is refused', { skip: process.getuid?.() !== 0 && 'needs root to give a link another owner' }, async (t) => {
-  const base = tmp(t)
-  const mine = join(base, 'mine')
-  mkdirSync(mine, { mode: 0o700 })
-  const planted = join(base, 'state')
-  symlinkSync(mine, planted)
-  lchownSync(planted, 65534, 65534)
-  t.throws(() => ensurePrivateDir(planted, 'state dir'), /state dir .* is a symbolic link made by another user \(uid 65534\)/)
-  const own = join(base, 'own-link')
-  symlinkSync(mine, own)
-  t.doesNotThrow(() => ensurePrivateDir(own, 'state dir'), 'a link of our own (~/.cache -> /scratch) is fine')
-})
+t.test(
+  'a state dir that is a link made by another user is refused',
+  { skip: process.getuid?.() !== 0 && 'needs root to give a link another owner' },
+  async (t) => {
+    const base = tmp(t)
+    const mine = join(base, 'mine')
+    mkdirSync(mine, { mode: 0o700 })
+    const planted = join(base, 'state')
+    symlinkSync(mine, planted)
+    lchownSync(planted, 65534, 65534)
+    t.throws(() => ensurePrivateDir(planted, 'state dir'), /state dir .* is a symbolic link made by another user \(uid 65534\)/)
+    const own = join(base, 'own-link')
+    symlinkSync(mine, own)
+    t.doesNotThrow(() => ensurePrivateDir(own, 'state dir'), 'a link of our own (~/.cache -> /scratch) is fine')
+  },
+)
 
 t.test('desfs mount does not append its log through a link in the state dir', async (t) => {
   const base = tmp(t)
@@ -133,7 +137,21 @@ t.test('desfs mount does not append its log through a link in the state dir', as
   symlinkSync(v.file, join(state, 'desfs.log'))
   const env = { ...process.env, DESFS_CONFIG: join(base, 'no-config'), HOME: base }
   // No DB and no archive are needed: the log is opened before the daemon starts.
-  const r = await desfs(['mount', join(base, 'mnt'), '--state-dir', state, '--cache-dir', join(base, 'cache'), '--db', join(base, 'none.db'), '--archive', 'http://127.0.0.1:9/x'], { env, timeoutMs: 30_000 })
+  const r = await desfs(
+    [
+      'mount',
+      join(base, 'mnt'),
+      '--state-dir',
+      state,
+      '--cache-dir',
+      join(base, 'cache'),
+      '--db',
+      join(base, 'none.db'),
+      '--archive',
+      'http://127.0.0.1:9/x',
+    ],
+    { env, timeoutMs: 30_000 },
+  )
   t.not(r.code, 0, 'the mount is refused')
   t.match(r.stderr, /^desfs: cannot open the log .*desfs\.log \(it is a symbolic link: remove it\)\n$/, 'with one line that says why')
   t.equal(readFileSync(v.file, 'utf8'), 'precious\n', 'the victim is untouched')

@@ -41,7 +41,13 @@ class CountingSource implements Source {
   async read(rel: string, start: number, end: number, opts: ReadOptions): Promise<void> {
     this.active++
     try {
-      await this.inner.read(rel, start, end, { ...opts, onData: (c) => { this.served += c.length; opts.onData(c) } })
+      await this.inner.read(rel, start, end, {
+        ...opts,
+        onData: (c) => {
+          this.served += c.length
+          opts.onData(c)
+        },
+      })
     } finally {
       if (--this.active === 0) for (const w of this.idleWaiters.splice(0)) w()
     }
@@ -68,7 +74,13 @@ t.test('with nothing evictable, a sequential read fetches each byte about once',
   const size = 64 * MiB
   const data = content(size)
   writeFileSync(join(mirror, 'OPS/big.fits'), data)
-  const store = new BlockStore(join(dir, 'cache'), { limit: 8 * MiB, pinLimit: 8 * MiB, blockSize: MiB, minFree: 0, cleanupDelayMs: 3_600_000 })
+  const store = new BlockStore(join(dir, 'cache'), {
+    limit: 8 * MiB,
+    pinLimit: 8 * MiB,
+    blockSize: MiB,
+    minFree: 0,
+    cleanupDelayMs: 3_600_000,
+  })
   t.teardown(() => store.close())
   // Fill the cache with a pinned file: nothing can be evicted, so no new block is stored.
   store.pin([{ rel: 'OPS/pinned.fits', size: 8 * MiB }])
@@ -101,14 +113,22 @@ t.test('with nothing evictable, a sequential read fetches each byte about once',
   t.equal(hash.digest('hex'), createHash('md5').update(data).digest('hex'), 'the file reads right')
   t.equal(store.summary().bytes, 8 * MiB, 'nothing of it was stored (the cache is full of the pinned file)')
   const ratio = source.served / size
-  t.ok(ratio <= 1.15, `bytes served by the source / bytes read = ${ratio.toFixed(2)} (${source.served} bytes in ${fetcher.stats.requests} requests)`)
+  t.ok(
+    ratio <= 1.15,
+    `bytes served by the source / bytes read = ${ratio.toFixed(2)} (${source.served} bytes in ${fetcher.stats.requests} requests)`,
+  )
 })
 
 t.test('through a mount, with the cache full of pinned files, a 64 MiB read fetches 64 MiB', async (t) => {
   const a = makeArchive(t, { largeFileBytes: 64 * MiB, coaddSize: [1536, 1536], hostile: false })
   const { server, tokenFile } = await startServer(t, a.root)
   const big = a.manifest.largeFile!
-  const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: ['--cache-size', '16M', '--pin-size', '16M', '--cache-min-free', '0'] })
+  const d = await startDaemon(t, {
+    db: a.db,
+    archive: server.archiveUrl,
+    tokenFile,
+    flags: ['--cache-size', '16M', '--pin-size', '16M', '--cache-min-free', '0'],
+  })
   // Pin other files up to the bound (largest first), so no block of the big file can be stored.
   let pinned = 0
   const pins: string[] = []

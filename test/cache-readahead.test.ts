@@ -17,11 +17,18 @@ t.test('header reads fetch what the kernel asks for; sequential reads fetch in l
   const gets = () => server.log.filter((r) => r.method === 'GET' && r.port === 'pool' && r.path === big)
 
   // What astropy's getheader does first: the primary header, 2880 bytes.
-  const head = await run(PYTHON, ['-c', 'import sys\nwith open(sys.argv[1], "rb") as f: sys.stdout.write(str(len(f.read(2880))))', join(d.mnt, big)])
+  const head = await run(PYTHON, [
+    '-c',
+    'import sys\nwith open(sys.argv[1], "rb") as f: sys.stdout.write(str(len(f.read(2880))))',
+    join(d.mnt, big),
+  ])
   t.equal(head.stdout, '2880', head.stderr)
   // The kernel turns the 2880 bytes into a read of 16 to 128 KiB: one request, of whole 64 KiB blocks.
   const head0 = gets().map((r) => r.bytes)
-  t.ok(head0.length === 1 && head0[0]! <= 128 << 10 && head0[0]! % (64 << 10) === 0, `a header read fetches one request of at most 128 KiB (${head0.join(', ')} bytes)`)
+  t.ok(
+    head0.length === 1 && head0[0]! <= 128 << 10 && head0[0]! % (64 << 10) === 0,
+    `a header read fetches one request of at most 128 KiB (${head0.join(', ')} bytes)`,
+  )
   const headBytes = head0.reduce((n, b) => n + b, 0)
 
   // Over a slower link (20 ms per request, 20 MB/s per stream) the reader waits, and the kernel's
@@ -31,9 +38,16 @@ t.test('header reads fetch what the kernel asks for; sequential reads fetch in l
   const cat = await run('md5sum', [join(d.mnt, big)], { timeoutMs: 120_000 })
   t.equal(cat.stdout.slice(0, 32), md5(sourceBytes(a, big)), 'the whole file reads right')
   const sizes = gets().map((r) => r.bytes)
-  t.equal(sizes.reduce((n, b) => n + b, 0), size - headBytes, `every byte after the header's blocks fetched once (${sizes.length} requests)`)
+  t.equal(
+    sizes.reduce((n, b) => n + b, 0),
+    size - headBytes,
+    `every byte after the header's blocks fetched once (${sizes.length} requests)`,
+  )
   // Read-ahead doubles its window per MiB read up to 8 MiB runs: about 16 requests for 96 MiB. A
   // detector confused by reads arriving out of order keeps restarting at one or two MiB.
-  t.ok(sizes.length <= Math.ceil(size / (8 * MiB)) + 6, `a few large requests, not one per block or two: ${sizes.map((b) => (b / MiB).toFixed(1)).join(', ')} MiB`)
+  t.ok(
+    sizes.length <= Math.ceil(size / (8 * MiB)) + 6,
+    `a few large requests, not one per block or two: ${sizes.map((b) => (b / MiB).toFixed(1)).join(', ')} MiB`,
+  )
   t.ok(sizes.filter((b) => b >= 4 * MiB).reduce((n, b) => n + b, 0) >= (size - MiB) / 2, 'most bytes come in requests of 4 MiB or more')
 })

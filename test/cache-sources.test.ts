@@ -11,14 +11,25 @@ import { run, sourceBytes, startDaemon, startServer, tmp, type ArchiveFixture, m
 t.jobs = 1
 const CREDS = { accessKeyId: 'AKIDDESFSTEST', secretAccessKey: 'desfs-test-secret/0123456789' }
 // Credentials from the environment only: no profile of the user's, and never the instance metadata service.
-const AWS_ENV = { AWS_ACCESS_KEY_ID: CREDS.accessKeyId, AWS_SECRET_ACCESS_KEY: CREDS.secretAccessKey, AWS_SHARED_CREDENTIALS_FILE: '/nonexistent', AWS_CONFIG_FILE: '/nonexistent', AWS_PROFILE: '', AWS_EC2_METADATA_DISABLED: 'true' }
+const AWS_ENV = {
+  AWS_ACCESS_KEY_ID: CREDS.accessKeyId,
+  AWS_SECRET_ACCESS_KEY: CREDS.secretAccessKey,
+  AWS_SHARED_CREDENTIALS_FILE: '/nonexistent',
+  AWS_CONFIG_FILE: '/nonexistent',
+  AWS_PROFILE: '',
+  AWS_EC2_METADATA_DISABLED: 'true',
+}
 
 async function allMd5Match(t: Test, mnt: string, a: ArchiveFixture): Promise<void> {
   const list = a.manifest.files.map((f) => f.rel)
   const r = await run('md5sum', list, { cwd: mnt, timeoutMs: 120_000 })
   t.equal(r.code, 0, `md5sum exits 0 ${r.stderr.slice(0, 500)}`)
   const got = parseMd5sum(r.stdout)
-  t.same(list.filter((f) => got.get(f) !== md5(sourceBytes(a, f))), [], `all ${list.length} files have the archive's bytes`)
+  t.same(
+    list.filter((f) => got.get(f) !== md5(sourceBytes(a, f))),
+    [],
+    `all ${list.length} files have the archive's bytes`,
+  )
 }
 
 t.test('S3 and a mirror serve the same bytes as the archive; failover from a dead source', async (t) => {
@@ -29,16 +40,31 @@ t.test('S3 and a mirror serve the same bytes as the archive; failover from a dea
 
   await t.test('cloud only: S3 with signed requests, nothing asked of the archive', async (t) => {
     const { server, tokenFile } = await startServer(t, a.root)
-    const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: [...s3Flags, '--sources', 's3'], env: AWS_ENV })
+    const d = await startDaemon(t, {
+      db: a.db,
+      archive: server.archiveUrl,
+      tokenFile,
+      flags: [...s3Flags, '--sources', 's3'],
+      env: AWS_ENV,
+    })
     await allMd5Match(t, d.mnt, a)
     t.equal(server.log.length, 0, 'no request reached the archive')
     t.ok(s3.count('GET') > a.manifest.files.length, `S3 served listings and ranges (${s3.count('GET')} GETs)`)
-    t.notOk(s3.log.some((r) => r.status === 403), 'every signature was accepted')
+    t.notOk(
+      s3.log.some((r) => r.status === 403),
+      'every signature was accepted',
+    )
   })
 
   await t.test('a wrong secret is refused by S3 and reported', async (t) => {
     const { server, tokenFile } = await startServer(t, a.root)
-    const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: [...s3Flags, '--sources', 's3', '--read-timeout', '5s'], env: { ...AWS_ENV, AWS_SECRET_ACCESS_KEY: 'wrong' } })
+    const d = await startDaemon(t, {
+      db: a.db,
+      archive: server.archiveUrl,
+      tokenFile,
+      flags: [...s3Flags, '--sources', 's3', '--read-timeout', '5s'],
+      env: { ...AWS_ENV, AWS_SECRET_ACCESS_KEY: 'wrong' },
+    })
     const r = await run('cat', [join(d.mnt, a.manifest.largeFile!)], { binary: true })
     t.not(r.code, 0, 'reading fails')
     t.match(r.stderr, /Input\/output error/)
@@ -56,8 +82,14 @@ t.test('S3 and a mirror serve the same bytes as the archive; failover from a dea
     const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, flags: ['--mirror-dir', mirror] })
     await allMd5Match(t, d.mnt, a)
     const gets = server.log.filter((r) => r.method === 'GET' && r.port === 'pool')
-    t.notOk(gets.some((r) => r.path.includes('/multiepoch/')), 'nothing the mirror has was fetched from the archive')
-    t.ok(gets.some((r) => r.path.includes('/finalcut/')), 'what it lacks came from the archive')
+    t.notOk(
+      gets.some((r) => r.path.includes('/multiepoch/')),
+      'nothing the mirror has was fetched from the archive',
+    )
+    t.ok(
+      gets.some((r) => r.path.includes('/finalcut/')),
+      'what it lacks came from the archive',
+    )
   })
 
   await t.test('archive dead: reads fail over to S3', async (t) => {
@@ -65,7 +97,13 @@ t.test('S3 and a mirror serve the same bytes as the archive; failover from a dea
     const url = server.archiveUrl
     await server.stop()
     s3.log.length = 0
-    const d = await startDaemon(t, { db: a.db, archive: url, tokenFile, flags: [...s3Flags, '--sources', 'archive,s3', '--connect-timeout', '2s'], env: AWS_ENV })
+    const d = await startDaemon(t, {
+      db: a.db,
+      archive: url,
+      tokenFile,
+      flags: [...s3Flags, '--sources', 'archive,s3', '--connect-timeout', '2s'],
+      env: AWS_ENV,
+    })
     await allMd5Match(t, d.mnt, a)
     t.match(d.log(), /source marked down after repeated connection failures source=archive/, 'the dead archive was marked down')
     t.ok(s3.count('GET') > 0, 'S3 served the reads')

@@ -59,10 +59,17 @@ t.test('files in use and pinned files are never evicted; with nothing evictable 
   t.same(await fill(c), [false, false], 'no room: the blocks are served from memory, not stored')
   t.equal(s.bytes, 4 * BS, 'nothing was evicted')
   t.equal(s.summary().notStored, 2)
-  t.throws(() => s.pin([{ rel: 'C', size: 2 * BS }]), /cannot pin 1 files \(128 KiB\): pinned files would take 256 KiB, over the pin cap of 128 KiB \(128 KiB pinned now\)/, 'pinning beyond the cap is refused with the numbers')
+  t.throws(
+    () => s.pin([{ rel: 'C', size: 2 * BS }]),
+    /cannot pin 1 files \(128 KiB\): pinned files would take 256 KiB, over the pin cap of 128 KiB \(128 KiB pinned now\)/,
+    'pinning beyond the cap is refused with the numbers',
+  )
   s.release(a)
   t.same(await fill(c), [true, true], 'once A is closed it can go')
-  t.same(s.entries().map((x) => x.path), ['B', 'C'])
+  t.same(
+    s.entries().map((x) => x.path),
+    ['B', 'C'],
+  )
   t.equal((await s.evict(['B'])).skippedPinned, 1, 'evict skips pinned files')
   t.equal(s.unpin(['B']), 1)
   const r = await s.evict([''], { dryRun: true })
@@ -89,7 +96,14 @@ t.test('a restart keeps the cache, its LRU order and its pins; leftovers of a cr
   t.equal(x.verified.size, 0, 'but not trusted until checked')
   t.ok(await x.verifyBlock(0), 'a good block passes its check')
   await fill(s.file('w', 2 * BS, null))
-  t.same(s.entries().map((e) => e.path).sort(), ['w', 'x', 'y'], 'z, least recently used before the restart, went first; y is pinned')
+  t.same(
+    s
+      .entries()
+      .map((e) => e.path)
+      .sort(),
+    ['w', 'x', 'y'],
+    'z, least recently used before the restart, went first; y is pinned',
+  )
   const res = await s.cleanup()
   t.equal(res.orphans, 1, 'the orphan data file was found')
   t.notOk(existsSync(orphan), 'and removed')

@@ -49,10 +49,20 @@ t.test('dbFileIdentity: one string per file version, empty when the file is gone
 t.test('the DB identity is computed in one place', async (t) => {
   // stat fields that make up the identity, read together outside metadata.ts, would be a second formula.
   const walk = (dir: string): string[] =>
-    readdirSync(join(ROOT, dir), { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(dir, e.name)) : e.name.endsWith('.ts') ? [join(dir, e.name)] : []))
+    readdirSync(join(ROOT, dir), { withFileTypes: true }).flatMap((e) =>
+      e.isDirectory() ? walk(join(dir, e.name)) : e.name.endsWith('.ts') ? [join(dir, e.name)] : [],
+    )
   const files = ['daemon', 'fs', 'cache', 'bin'].flatMap((d) => walk(d))
-  const twins = files.filter((f) => f !== join('daemon', 'catalog', 'metadata.ts') && /\.ino\b[^\n]*\.(size|mtimeMs)\b|\.(dev|size)\b[^\n]*\.ino\b/.test(readFileSync(join(ROOT, f), 'utf8')))
-  t.same(twins.map((f) => relative('.', f)), [], 'no module but daemon/catalog/metadata.ts combines dev/ino/size/mtime')
+  const twins = files.filter(
+    (f) =>
+      f !== join('daemon', 'catalog', 'metadata.ts') &&
+      /\.ino\b[^\n]*\.(size|mtimeMs)\b|\.(dev|size)\b[^\n]*\.ino\b/.test(readFileSync(join(ROOT, f), 'utf8')),
+  )
+  t.same(
+    twins.map((f) => relative('.', f)),
+    [],
+    'no module but daemon/catalog/metadata.ts combines dev/ino/size/mtime',
+  )
 })
 
 t.test('POST /reload: the token and the DB file, from its declared dependencies', async (t) => {
@@ -77,15 +87,32 @@ t.test('POST /reload: the token and the DB file, from its declared dependencies'
 t.test('cache and job routes answer 503 until their parts exist', async (t) => {
   const { control, call } = fakeControl()
   let store: BlockStore | undefined = undefined
-  registerCacheRoutes(control, { mountpoint: '/mnt/D', store: () => store, fetcher: () => undefined, tree: () => undefined, sources: () => undefined })
+  registerCacheRoutes(control, {
+    mountpoint: '/mnt/D',
+    store: () => store,
+    fetcher: () => undefined,
+    tree: () => undefined,
+    sources: () => undefined,
+  })
   let ready: JobsReady | undefined = undefined
   registerJobRoutes(control, () => ready)
   await t.rejects(call('GET /cache/stats'), new HttpError(503, 'the daemon is still starting; try again in a moment'))
   await t.rejects(call('GET /jobs'), new HttpError(503, 'the daemon is still starting; try again in a moment'))
-  store = { summary: () => ({ bytes: 7 }), entries: () => [{ path: 'OPS/a.fits', size: 9, bytes: 7, pinned: false, atime: 0 }] } as unknown as BlockStore
+  store = {
+    summary: () => ({ bytes: 7 }),
+    entries: () => [{ path: 'OPS/a.fits', size: 9, bytes: 7, pinned: false, atime: 0 }],
+  } as unknown as BlockStore
   t.same(await call('GET /cache/stats'), { bytes: 7, fetch: undefined, sources: undefined })
-  t.same(await call('GET /cache/list', undefined, 'http://desfs/cache/list?path=/mnt/D/OPS'), { entries: [{ path: 'OPS/a.fits', size: 9, cached: 7, pinned: false, atime: '1970-01-01T00:00:00.000Z' }] }, 'paths under the given mountpoint')
-  await t.rejects(call('POST /cache/pin', { paths: ['OPS/a.fits'] }), new HttpError(503, 'the daemon is still starting; try again in a moment'), 'pinning needs the tree too')
+  t.same(
+    await call('GET /cache/list', undefined, 'http://desfs/cache/list?path=/mnt/D/OPS'),
+    { entries: [{ path: 'OPS/a.fits', size: 9, cached: 7, pinned: false, atime: '1970-01-01T00:00:00.000Z' }] },
+    'paths under the given mountpoint',
+  )
+  await t.rejects(
+    call('POST /cache/pin', { paths: ['OPS/a.fits'] }),
+    new HttpError(503, 'the daemon is still starting; try again in a moment'),
+    'pinning needs the tree too',
+  )
   ready = { jobs: { list: () => [] }, deps: {} } as unknown as JobsReady
   t.same(await call('GET /jobs'), [])
 })

@@ -20,7 +20,22 @@ t.test('a state dir others can enter is refused, with the chmod that fixes it', 
   mkdirSync(state, { mode: 0o755 })
   chmodSync(state, 0o755)
   mkdirSync(join(dir, 'mnt'))
-  const r = await desfs(['mount', join(dir, 'mnt'), '--foreground', '--db', a.db, '--archive', server.archiveUrl, '--state-dir', state, '--cache-dir', join(dir, 'cache')], { env, timeoutMs: 30_000 })
+  const r = await desfs(
+    [
+      'mount',
+      join(dir, 'mnt'),
+      '--foreground',
+      '--db',
+      a.db,
+      '--archive',
+      server.archiveUrl,
+      '--state-dir',
+      state,
+      '--cache-dir',
+      join(dir, 'cache'),
+    ],
+    { env, timeoutMs: 30_000 },
+  )
   t.equal(r.code, 3)
   t.equal(r.stderr.trim(), `desfs: state dir ${state} is accessible to other users (mode 755): run chmod 700 ${state}`)
   t.notOk(existsSync(join(state, SOCKET_NAME)), 'no socket was created')
@@ -35,9 +50,27 @@ t.test('one daemon per socket; status, metrics and reload answer there', async (
   await t.test('a second daemon on the same state dir is refused and the first goes on', async (t) => {
     const mnt2 = join(tmp(t), 'mnt2')
     mkdirSync(mnt2)
-    const r = await desfs(['mount', mnt2, '--foreground', '--db', a.db, '--archive', server.archiveUrl, '--state-dir', d.stateDir, '--cache-dir', join(d.stateDir, '..', 'cache2')], { env, timeoutMs: 30_000 })
+    const r = await desfs(
+      [
+        'mount',
+        mnt2,
+        '--foreground',
+        '--db',
+        a.db,
+        '--archive',
+        server.archiveUrl,
+        '--state-dir',
+        d.stateDir,
+        '--cache-dir',
+        join(d.stateDir, '..', 'cache2'),
+      ],
+      { env, timeoutMs: 30_000 },
+    )
     t.equal(r.code, 3)
-    t.equal(r.stderr.trim(), `desfs: another desfs daemon is running with this state dir (socket ${sock}): stop it with desfs umount, or use another --state-dir`)
+    t.equal(
+      r.stderr.trim(),
+      `desfs: another desfs daemon is running with this state dir (socket ${sock}): stop it with desfs umount, or use another --state-dir`,
+    )
     const s = await desfs(['status', '--json', '--state-dir', d.stateDir], { env })
     t.equal(s.code, 0, 'the first daemon still answers')
     t.equal(JSON.parse(s.stdout).pid, d.child.pid)
@@ -67,7 +100,12 @@ t.test('one daemon per socket; status, metrics and reload answer there', async (
     t.equal(h.code, 0)
     t.match(h.stdout, new RegExp(`^mounted     ${d.mnt} \\(pid ${d.child.pid}, up `))
     t.match(h.stdout, /\nmetadata    .*metadata\.db \(\d+(\.\d+)? KiB, modified \d{4}-/)
-    t.match(h.stdout, new RegExp(`\\ntree        ${a.manifest.files.length + a.manifest.missing.length} files in \\d+ directories from Y6A2_FILE_ARCHIVE_INFO\\n`))
+    t.match(
+      h.stdout,
+      new RegExp(
+        `\\ntree        ${a.manifest.files.length + a.manifest.missing.length} files in \\d+ directories from Y6A2_FILE_ARCHIVE_INFO\\n`,
+      ),
+    )
     t.match(h.stdout, /\ntoken       .*bearer_token.*, expires in \d/)
     t.match(h.stdout, /\nsql         0 running, \d+ served, timeout 45s\n/)
     t.match(h.stdout, /\nevent loop  lag p99 \d+(\.\d)? ms, max \d+(\.\d)? ms since the last status or metrics read\n/)
@@ -81,7 +119,10 @@ t.test('one daemon per socket; status, metrics and reload answer there', async (
     const m = await desfs(['metrics', '--state-dir', d.stateDir], { env })
     t.equal(m.code, 0, m.stderr)
     const lines = m.stdout.trim().split('\n')
-    const bad = lines.filter((l) => !/^# (HELP|TYPE) [a-z_][a-z0-9_]* /.test(l) && !/^[a-z_][a-z0-9_]*(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+-]+$/.test(l))
+    const bad = lines.filter(
+      (l) =>
+        !/^# (HELP|TYPE) [a-z_][a-z0-9_]* /.test(l) && !/^[a-z_][a-z0-9_]*(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+-]+$/.test(l),
+    )
     t.same(bad, [], 'every line is a comment or a sample')
     t.match(m.stdout, /# TYPE desfs_sql_queries_total counter\n/)
     t.match(m.stdout, /\ndesfs_sql_queries_total\{outcome="ok"\} 1\n/)
@@ -122,7 +163,14 @@ t.test('one daemon per socket; status, metrics and reload answer there', async (
     t.equal(r.code, 4, 'status: no daemon (exit 4)')
     t.equal(r.stderr.trim(), `desfs: no desfs daemon is running (no socket at ${sock}): start one with desfs mount`)
     await run('fusermount', ['-uz', d.mnt], { timeoutMs: 10_000 })
-    const d2 = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, stateDir: d.stateDir, cacheDir: d.cacheDir, mnt: d.mnt })
+    const d2 = await startDaemon(t, {
+      db: a.db,
+      archive: server.archiveUrl,
+      tokenFile,
+      stateDir: d.stateDir,
+      cacheDir: d.cacheDir,
+      mnt: d.mnt,
+    })
     const s = await desfs(['status', '--json', '--state-dir', d.stateDir], { env })
     t.equal(s.code, 0)
     t.equal(JSON.parse(s.stdout).pid, d2.child.pid, 'the new daemon owns the socket')
@@ -130,28 +178,48 @@ t.test('one daemon per socket; status, metrics and reload answer there', async (
   })
 })
 
-t.test('another user cannot reach the socket', { skip: process.getuid?.() !== 0 && 'needs root to run a command as nobody (setpriv)' }, async (t) => {
-  const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile })
-  const sock = join(d.stateDir, SOCKET_NAME)
-  // env -i: the test runner adds its own hooks to the environment of the processes a test starts.
-  const asNobody = (args: string[]) => run('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', '--', 'env', '-i', 'HOME=/tmp', 'DESFS_CONFIG=/nonexistent', process.execPath, ...args], { timeoutMs: 30_000 })
-  const probe = `require('net').connect(process.argv[1]).on('connect', () => { console.log('connected'); process.exit(0) }).on('error', (e) => { console.log(e.code); process.exit(1) })`
-  // The state dir (0700) stops nobody first; with the dir opened up, the socket's own 0600 still does.
-  const viaDir = await asNobody(['-e', probe, sock])
-  t.equal(viaDir.stdout.trim(), 'EACCES', 'the private state dir keeps nobody out')
-  chmodSync(d.stateDir, 0o711)
-  try {
-    const viaSocket = await asNobody(['-e', probe, sock])
-    t.equal(viaSocket.stdout.trim(), 'EACCES', 'the 0600 socket keeps nobody out')
-    const cli = await asNobody([DESFS, 'status', '--state-dir', d.stateDir])
-    t.equal(cli.code, 4)
-    t.equal(cli.stderr.trim(), `desfs: permission denied on ${sock}: the daemon belongs to another user`)
-    const sql = await asNobody([DESFS, 'sql', '--state-dir', d.stateDir, '-c', 'SELECT 1'])
-    t.equal(sql.code, 4, 'desfs sql does not fall back to the DB when the daemon is another user\'s')
-    t.match(sql.stderr, /permission denied on .*desfs\.sock/)
-  } finally {
-    chmodSync(d.stateDir, 0o700)
-  }
-  const mine = await desfs(['status', '--state-dir', d.stateDir], { env })
-  t.equal(mine.code, 0, 'the owner still gets in')
-})
+t.test(
+  'another user cannot reach the socket',
+  { skip: process.getuid?.() !== 0 && 'needs root to run a command as nobody (setpriv)' },
+  async (t) => {
+    const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile })
+    const sock = join(d.stateDir, SOCKET_NAME)
+    // env -i: the test runner adds its own hooks to the environment of the processes a test starts.
+    const asNobody = (args: string[]) =>
+      run(
+        'setpriv',
+        [
+          '--reuid=nobody',
+          '--regid=nogroup',
+          '--clear-groups',
+          '--',
+          'env',
+          '-i',
+          'HOME=/tmp',
+          'DESFS_CONFIG=/nonexistent',
+          process.execPath,
+          ...args,
+        ],
+        { timeoutMs: 30_000 },
+      )
+    const probe = `require('net').connect(process.argv[1]).on('connect', () => { console.log('connected'); process.exit(0) }).on('error', (e) => { console.log(e.code); process.exit(1) })`
+    // The state dir (0700) stops nobody first; with the dir opened up, the socket's own 0600 still does.
+    const viaDir = await asNobody(['-e', probe, sock])
+    t.equal(viaDir.stdout.trim(), 'EACCES', 'the private state dir keeps nobody out')
+    chmodSync(d.stateDir, 0o711)
+    try {
+      const viaSocket = await asNobody(['-e', probe, sock])
+      t.equal(viaSocket.stdout.trim(), 'EACCES', 'the 0600 socket keeps nobody out')
+      const cli = await asNobody([DESFS, 'status', '--state-dir', d.stateDir])
+      t.equal(cli.code, 4)
+      t.equal(cli.stderr.trim(), `desfs: permission denied on ${sock}: the daemon belongs to another user`)
+      const sql = await asNobody([DESFS, 'sql', '--state-dir', d.stateDir, '-c', 'SELECT 1'])
+      t.equal(sql.code, 4, "desfs sql does not fall back to the DB when the daemon is another user's")
+      t.match(sql.stderr, /permission denied on .*desfs\.sock/)
+    } finally {
+      chmodSync(d.stateDir, 0o700)
+    }
+    const mine = await desfs(['status', '--state-dir', d.stateDir], { env })
+    t.equal(mine.code, 0, 'the owner still gets in')
+  },
+)

@@ -20,7 +20,12 @@ const SECTION = { y0: 1500, x0: 2000, n: 100 }
 const FPACKED = fileURLToPath(new URL('../../test/readers/fpacked_image.py', import.meta.url))
 
 t.test('a 100x100 cutout of an fpacked 4096x4096 image fetches about its tiles', async (t) => {
-  if (!needTool(t, 'fpack', 'libcfitsio-bin') || !needPythonModule(t, 'astropy', 'python3-astropy') || !needPythonModule(t, 'fitsio', 'python3-fitsio')) return
+  if (
+    !needTool(t, 'fpack', 'libcfitsio-bin') ||
+    !needPythonModule(t, 'astropy', 'python3-astropy') ||
+    !needPythonModule(t, 'fitsio', 'python3-fitsio')
+  )
+    return
   const a = makeArchive(t, { exposures: 1, ccds: 1, hostile: false })
   addBenchFiles(a.db, 1, 950_000, () => {
     mkdirSync(join(a.root, DIR), { recursive: true })
@@ -29,7 +34,11 @@ t.test('a 100x100 cutout of an fpacked 4096x4096 image fetches about its tiles',
   })
   const src = join(a.root, DIR, NAME)
   const args = [String(SECTION.y0), String(SECTION.x0), String(SECTION.n)]
-  const want = JSON.parse(execFileSync(PYTHON, [FPACKED, 'tiles', src, ...args], { encoding: 'utf8', timeout: 120_000 })) as { tiles: number; tileBytes: number; fileBytes: number }
+  const want = JSON.parse(execFileSync(PYTHON, [FPACKED, 'tiles', src, ...args], { encoding: 'utf8', timeout: 120_000 })) as {
+    tiles: number
+    tileBytes: number
+    fileBytes: number
+  }
   execFileSync(PYTHON, [FPACKED, 'read', src, ...args, join(a.root, 'want.npy')], { timeout: 120_000 })
   const { server, tokenFile } = await startServer(t, a.root)
   const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile })
@@ -37,14 +46,26 @@ t.test('a 100x100 cutout of an fpacked 4096x4096 image fetches about its tiles',
   server.clearLog()
   const r = await run(PYTHON, [FPACKED, 'read', join(d.mnt, DIR, NAME), ...args, join(a.root, 'got.npy')], { timeoutMs: 120_000 })
   t.equal(r.code, 0, r.stderr)
-  const same = await run(PYTHON, ['-c', 'import sys, numpy as np; print(np.array_equal(np.load(sys.argv[1]), np.load(sys.argv[2])))', join(a.root, 'want.npy'), join(a.root, 'got.npy')])
-  t.equal(same.stdout.trim(), 'True', 'the pixels equal the source\'s')
+  const same = await run(PYTHON, [
+    '-c',
+    'import sys, numpy as np; print(np.array_equal(np.load(sys.argv[1]), np.load(sys.argv[2])))',
+    join(a.root, 'want.npy'),
+    join(a.root, 'got.npy'),
+  ])
+  t.equal(same.stdout.trim(), 'True', "the pixels equal the source's")
   const fetched = server.log.filter((x) => x.method === 'GET' && x.path === `${DIR}/${NAME}`).reduce((n, x) => n + x.bytes, 0)
   const status = await desfs(['status', '--state-dir', d.stateDir, '--json'])
   const asked = (JSON.parse(status.stdout) as { ops: { bytesRequested: number } }).ops.bytesRequested
-  t.ok(fetched <= 2 * asked, `fetched ${(fetched / 1024).toFixed(0)} KiB for the ${(asked / 1024).toFixed(0)} KiB the kernel asked for (at most twice)`)
+  t.ok(
+    fetched <= 2 * asked,
+    `fetched ${(fetched / 1024).toFixed(0)} KiB for the ${(asked / 1024).toFixed(0)} KiB the kernel asked for (at most twice)`,
+  )
   // Not met yet (issue 11), reported as a todo rather than hidden: the kernel's own read-ahead,
   // doubling from 64 KiB while cfitsio reads the tiles in order, asks for about 3x the tiles' bytes
   // (desfs answers every request whole), and once 1 MiB was read in order desfs reads 1 MiB ahead.
-  t.ok(fetched <= 3 * want.tileBytes, `fetched ${(fetched / 1024).toFixed(0)} KiB for ${want.tiles} tiles of ${(want.tileBytes / 1024).toFixed(0)} KiB compressed (at most 3x), of a ${(want.fileBytes / 2 ** 20).toFixed(1)} MiB file`, { todo: 'the kernel\'s read-ahead asks for several times the tiles, and desfs answers every request whole' })
+  t.ok(
+    fetched <= 3 * want.tileBytes,
+    `fetched ${(fetched / 1024).toFixed(0)} KiB for ${want.tiles} tiles of ${(want.tileBytes / 1024).toFixed(0)} KiB compressed (at most 3x), of a ${(want.fileBytes / 2 ** 20).toFixed(1)} MiB file`,
+    { todo: "the kernel's read-ahead asks for several times the tiles, and desfs answers every request whole" },
+  )
 })

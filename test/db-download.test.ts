@@ -53,7 +53,8 @@ t.test('db download', async (t) => {
   const home = join(dir, 'home')
   const dest = join(home, '.des_archive_access', 'metadata.db')
   const env = { ...process.env, HOME: home, DESFS_CONFIG: join(dir, 'no-config'), DES_ARCHIVE_ACCESS_DB: '' }
-  const dl = (url: string, extra: string[] = []) => desfs(['db', 'download', '--url', url, '--db', dest, ...extra], { env, timeoutMs: 60_000 })
+  const dl = (url: string, extra: string[] = []) =>
+    desfs(['db', 'download', '--url', url, '--db', dest, ...extra], { env, timeoutMs: 60_000 })
 
   await t.test('downloads, decompresses, checks and installs the DB', async (t) => {
     const r = await dl(`${server.url}/good.db.zst`)
@@ -62,7 +63,11 @@ t.test('db download', async (t) => {
     t.equal(sha(dest), sha(src), 'the installed DB is the source DB, byte for byte')
     t.equal(statSync(join(home, '.des_archive_access')).mode & 0o777, 0o700, 'the DB directory is created 0700')
     t.same(leftovers(join(home, '.des_archive_access')), [], 'no partial or temporary file is left')
-    t.equal(Math.floor(statSync(dest).mtimeMs / 1000), Math.floor(statSync(join(dir, 'good.db.zst')).mtimeMs / 1000), 'the DB carries the published date')
+    t.equal(
+      Math.floor(statSync(dest).mtimeMs / 1000),
+      Math.floor(statSync(join(dir, 'good.db.zst')).mtimeMs / 1000),
+      'the DB carries the published date',
+    )
   })
 
   await t.test('db info lists tables, row counts, date and size', async (t) => {
@@ -72,8 +77,13 @@ t.test('db download', async (t) => {
     t.match(r.stdout, /Y6A2_IMAGE\s+2000 rows/)
     t.match(r.stdout, new RegExp(`size\\s+.*\\(${statSync(dest).size} bytes\\)`))
     t.match(r.stdout, /modified\s+\d{4}-\d\d-\d\dT/)
-    const j = JSON.parse((await desfs(['db', 'info', '--db', dest, '--json'], { env })).stdout) as { tables: { name: string; rows: number }[] }
-    t.same(j.tables.map((x) => x.name), ['FILLER', 'Y6A2_FILE_ARCHIVE_INFO', 'Y6A2_IMAGE'])
+    const j = JSON.parse((await desfs(['db', 'info', '--db', dest, '--json'], { env })).stdout) as {
+      tables: { name: string; rows: number }[]
+    }
+    t.same(
+      j.tables.map((x) => x.name),
+      ['FILLER', 'Y6A2_FILE_ARCHIVE_INFO', 'Y6A2_IMAGE'],
+    )
   })
 
   await t.test('an up-to-date DB is not downloaded again unless --force', async (t) => {
@@ -104,7 +114,11 @@ t.test('db download', async (t) => {
     t.equal(at.length, 2, 'two drops, two resumes')
     t.same(ranges(), [0, ...at], 'each retry asks for the bytes after those on disk')
     t.ok(at[0]! > 0 && at[1]! > at[0]!, `progress kept (${at.join(', ')})`)
-    t.equal(server.sent('/good.db.zst'), 2 * 700_000 + (zsize - at[1]!), 'the two cut bodies, then only the rest: nothing from the start again')
+    t.equal(
+      server.sent('/good.db.zst'),
+      2 * 700_000 + (zsize - at[1]!),
+      'the two cut bodies, then only the rest: nothing from the start again',
+    )
     t.equal(sha(dest), sha(src))
   })
 
@@ -146,7 +160,11 @@ t.test('db download', async (t) => {
       server.files.set(`/${name}`, join(dir, name))
       const r = await dl(`${server.url}/${name}`, ['--force'])
       t.equal(r.code, 1, `${name}: exit 1`)
-      t.match(r.stderr, /^desfs: the download from .* is corrupt \(zstd: [^\n]*\); it was removed and .*metadata\.db was not touched[^\n]*\n?$/, `${name}: one line saying it is corrupt (${r.stderr.trim()})`)
+      t.match(
+        r.stderr,
+        /^desfs: the download from .* is corrupt \(zstd: [^\n]*\); it was removed and .*metadata\.db was not touched[^\n]*\n?$/,
+        `${name}: one line saying it is corrupt (${r.stderr.trim()})`,
+      )
       t.equal(sha(dest), good, `${name}: the DB is unchanged`)
     }
   })

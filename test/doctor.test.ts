@@ -17,11 +17,16 @@ t.test('desfs doctor', async (t) => {
   const env = { ...process.env, HOME: dir, DESFS_CONFIG: join(dir, 'none'), DES_ARCHIVE_ACCESS_DIR: join(dir, 'daa') }
   const args = (o: { db?: string; archive?: string; token?: string; cache?: string; state?: string } = {}) => [
     'doctor',
-    '--db', o.db ?? a.db,
-    '--archive', o.archive ?? server.archiveUrl,
-    '--token-file', o.token ?? tokenFile,
-    '--cache-dir', o.cache ?? join(dir, 'cache'),
-    '--state-dir', o.state ?? join(dir, 'state'),
+    '--db',
+    o.db ?? a.db,
+    '--archive',
+    o.archive ?? server.archiveUrl,
+    '--token-file',
+    o.token ?? tokenFile,
+    '--cache-dir',
+    o.cache ?? join(dir, 'cache'),
+    '--state-dir',
+    o.state ?? join(dir, 'state'),
   ]
   const line = (out: string, name: string) => out.split('\n').find((l) => l.slice(5).startsWith(name + ' ')) ?? ''
 
@@ -35,7 +40,10 @@ t.test('desfs doctor', async (t) => {
     t.match(line(r.stdout, 'cache dir'), /created on first mount.*free/)
     t.equal(server.count('PROPFIND'), 1, 'one PROPFIND of the archive root')
     const j = JSON.parse((await desfs([...args(), '--json'], { env })).stdout) as { name: string; status: string }[]
-    t.same(j.map((c) => c.name), CHECKS)
+    t.same(
+      j.map((c) => c.name),
+      CHECKS,
+    )
   })
 
   await t.test('each broken piece is a FAIL line with its fix, and the exit code says so', async (t) => {
@@ -93,7 +101,7 @@ t.test('desfs doctor', async (t) => {
   })
 })
 
-t.test('doctor takes the running daemon\'s settings, except where its own flags say otherwise', async (t) => {
+t.test("doctor takes the running daemon's settings, except where its own flags say otherwise", async (t) => {
   const local = resolveSettings({ 'state-dir': '/s', 'ca-file': '/mine/ca.pem' }, {})
   const merged = withDaemonSettings(local, {
     pid: 42,
@@ -105,7 +113,7 @@ t.test('doctor takes the running daemon\'s settings, except where its own flags 
       state_dir: { value: '/elsewhere', source: 'flag --state-dir' },
     },
   })
-  t.same(merged.get('db'), { value: '/home/u/dbs/metadata.db', source: 'daemon pid 42, flag --db' }, 'relative paths are the daemon\'s')
+  t.same(merged.get('db'), { value: '/home/u/dbs/metadata.db', source: 'daemon pid 42, flag --db' }, "relative paths are the daemon's")
   t.equal(merged.get('archive')!.value, 'http://127.0.0.1:8080/des')
   t.equal(merged.get('ca_file')!.value, '/mine/ca.pem', 'a flag given to doctor wins')
   t.equal(merged.get('state_dir')!.value, '/s')

@@ -16,10 +16,21 @@ async function refusedMount(t: Test, args: string[]) {
   const dir = tmp(t)
   const mnt = join(dir, 'mnt')
   mkdirSync(mnt)
-  const r = await desfs(['mount', '--foreground', '--state-dir', join(dir, 'state'), '--cache-dir', join(dir, 'cache'), ...args.map((a) => a.replace('$MNT', mnt))], {
-    timeoutMs: 30_000,
-    env: { ...process.env, DESFS_CONFIG: join(dir, 'none') },
-  })
+  const r = await desfs(
+    [
+      'mount',
+      '--foreground',
+      '--state-dir',
+      join(dir, 'state'),
+      '--cache-dir',
+      join(dir, 'cache'),
+      ...args.map((a) => a.replace('$MNT', mnt)),
+    ],
+    {
+      timeoutMs: 30_000,
+      env: { ...process.env, DESFS_CONFIG: join(dir, 'none') },
+    },
+  )
   return { r, mnt, dir }
 }
 
@@ -47,7 +58,11 @@ t.test('start-up problems are one line with the fix', async (t) => {
     sql.close()
     const { r } = await refusedMount(t, ['$MNT', '--db', db, '--archive', 'http://127.0.0.1:9'])
     t.equal(r.code, 3)
-    oneClearLine(t, r.stderr, /has no usable file table \(looked for a table named like Y6A2_FILE_ARCHIVE_INFO.*found Y6A2_IMAGE\).*--tree-query/)
+    oneClearLine(
+      t,
+      r.stderr,
+      /has no usable file table \(looked for a table named like Y6A2_FILE_ARCHIVE_INFO.*found Y6A2_IMAGE\).*--tree-query/,
+    )
   })
 
   await t.test('a file that is not SQLite', async (t) => {
@@ -92,7 +107,11 @@ t.test('archive trouble gives EIO within the deadline, with a log line', async (
 
   await t.test('archive unreachable', async (t) => {
     // A port that refuses connections.
-    const d = await startDaemon(t, { db: a.db, archive: 'http://127.0.0.1:9/des/persistent/DESDM_ARCHIVE', flags: ['--read-timeout', '5s'] })
+    const d = await startDaemon(t, {
+      db: a.db,
+      archive: 'http://127.0.0.1:9/des/persistent/DESDM_ARCHIVE',
+      flags: ['--read-timeout', '5s'],
+    })
     const t0 = Date.now()
     const r = await run('cat', [join(d.mnt, file)], { timeoutMs: 30_000 })
     t.not(r.code, 0)
@@ -110,7 +129,11 @@ t.test('archive trouble gives EIO within the deadline, with a log line', async (
       silent.close()
     })
     const port = (silent.address() as { port: number }).port
-    const d = await startDaemon(t, { db: a.db, archive: `http://127.0.0.1:${port}/des/persistent/DESDM_ARCHIVE`, flags: ['--read-timeout', '3s'] })
+    const d = await startDaemon(t, {
+      db: a.db,
+      archive: `http://127.0.0.1:${port}/des/persistent/DESDM_ARCHIVE`,
+      flags: ['--read-timeout', '3s'],
+    })
     const t0 = Date.now()
     const r = await run('stat', ['-c', '%s', join(d.mnt, file)], { timeoutMs: 30_000 })
     const waited = Date.now() - t0
@@ -159,7 +182,14 @@ t.test('lifecycle: signals unmount, a stale mount is recovered, mount/status/umo
     await killLeavingStaleMount(d)
     const stale = await run('ls', [d.mnt])
     t.match(stale.stderr, /Transport endpoint is not connected/, 'the old mount is stale')
-    const d2 = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, mnt: d.mnt, stateDir: d.stateDir, cacheDir: d.cacheDir })
+    const d2 = await startDaemon(t, {
+      db: a.db,
+      archive: server.archiveUrl,
+      tokenFile,
+      mnt: d.mnt,
+      stateDir: d.stateDir,
+      cacheDir: d.cacheDir,
+    })
     const r = await run('cmp', [join(d2.mnt, file), join(a.root, file)])
     t.equal(r.code, 0, 'the new mount serves the right bytes')
     t.match(d2.log(), /stale mount/)
@@ -169,7 +199,16 @@ t.test('lifecycle: signals unmount, a stale mount is recovered, mount/status/umo
     const dir = tmp(t)
     const mnt = join(dir, 'DESDATA')
     mkdirSync(mnt)
-    const env = { ...process.env, DESFS_CONFIG: join(dir, 'none'), DESFS_STATE_DIR: join(dir, 'state'), DESFS_CACHE_DIR: join(dir, 'cache'), DESDATA: mnt, DES_ARCHIVE_ACCESS_DB: a.db, DES_ARCHIVE_ACCESS_ARCHIVE: server.archiveUrl, DESFS_TOKEN_FILE: tokenFile }
+    const env = {
+      ...process.env,
+      DESFS_CONFIG: join(dir, 'none'),
+      DESFS_STATE_DIR: join(dir, 'state'),
+      DESFS_CACHE_DIR: join(dir, 'cache'),
+      DESDATA: mnt,
+      DES_ARCHIVE_ACCESS_DB: a.db,
+      DES_ARCHIVE_ACCESS_ARCHIVE: server.archiveUrl,
+      DESFS_TOKEN_FILE: tokenFile,
+    }
     t.teardown(() => run('fusermount', ['-uz', mnt]))
     const m = await desfs(['mount'], { env, timeoutMs: 60_000 })
     t.equal(m.code, 0, m.stderr)

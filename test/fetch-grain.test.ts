@@ -22,7 +22,13 @@ function setup(t: Test, dir = join(tmp(t), 'cache'), blockSize?: number, opts: P
   return { store, src, fetcher, close: () => store.close() }
 }
 
-async function read(fetcher: Fetcher, file: ReturnType<BlockStore['file']>, pos: number, len: number, pattern = newReadPattern()): Promise<Buffer> {
+async function read(
+  fetcher: Fetcher,
+  file: ReturnType<BlockStore['file']>,
+  pos: number,
+  len: number,
+  pattern = newReadPattern(),
+): Promise<Buffer> {
   const dest = Buffer.alloc(len)
   const n = await fetcher.readInto(file, pos, len, dest, () => true, pattern)
   return dest.subarray(0, n)
@@ -38,7 +44,14 @@ t.test('a new cache dir has 64 KiB blocks: a header read fetches 64 KiB, a seek 
   t.ok((await read(fetcher, file, 0, 2880)).equals(expected(0, 2880)), 'the header reads right')
   t.ok((await read(fetcher, file, 16 * MiB - 2880, 2880)).equals(expected(16 * MiB - 2880, 16 * MiB)), 'so does the end')
   await fetcher.settled()
-  t.same(src.calls.map((c) => [c.start, c.end]), [[0, 64 * KiB], [16 * MiB - 64 * KiB, 16 * MiB]], 'two requests of 64 KiB each')
+  t.same(
+    src.calls.map((c) => [c.start, c.end]),
+    [
+      [0, 64 * KiB],
+      [16 * MiB - 64 * KiB, 16 * MiB],
+    ],
+    'two requests of 64 KiB each',
+  )
 })
 
 t.test('a read spanning several missing blocks fetches them in one request', async (t) => {
@@ -49,7 +62,11 @@ t.test('a read spanning several missing blocks fetches them in one request', asy
   const pos = 3 * MiB + 1000
   t.ok((await read(fetcher, file, pos, 128 * KiB)).equals(expected(pos, pos + 128 * KiB)), 'the bytes are right')
   await fetcher.settled()
-  t.same(src.calls.map((c) => [c.start, c.end]), [[3 * MiB, 3 * MiB + 192 * KiB]], 'one request for the three blocks it touches')
+  t.same(
+    src.calls.map((c) => [c.start, c.end]),
+    [[3 * MiB, 3 * MiB + 192 * KiB]],
+    'one request for the three blocks it touches',
+  )
 })
 
 t.test('a sequential reader in 128 KiB reads gets MiB-sized runs: few requests, each byte once', async (t) => {
@@ -92,5 +109,8 @@ t.test('a cache dir made with 1 MiB blocks keeps them (and fetches a MiB for a h
   t.teardown(again.close)
   t.equal(again.store.blockSize, MiB, 'the recorded block size, not the new default')
   await read(again.fetcher, again.store.file('OPS/g5.fits', 16 * MiB, null), 0, 2880)
-  t.same(again.src.calls.map((c) => c.end - c.start), [MiB])
+  t.same(
+    again.src.calls.map((c) => c.end - c.start),
+    [MiB],
+  )
 })

@@ -19,12 +19,31 @@ function setup(t: Test, sources: ScriptedSource[], opts: Partial<FetcherOptions>
   const clock = new FakeClock()
   const set = new SourceSet(sources, { clock, downAfter: 3, downMs: 10_000 })
   // Read-ahead steps of one block, starting after half a block: the policy's figures scaled to BS.
-  const fetcher = new Fetcher(set, store, { smallFileBytes: 0, backoffMs: 10, runBytes: 4 * BS, maxWindowBytes: 16 * BS, readAheadStepBytes: BS, readAheadAfterBytes: BS / 2, ...opts }, { clock, random: () => 0.5 })
+  const fetcher = new Fetcher(
+    set,
+    store,
+    {
+      smallFileBytes: 0,
+      backoffMs: 10,
+      runBytes: 4 * BS,
+      maxWindowBytes: 16 * BS,
+      readAheadStepBytes: BS,
+      readAheadAfterBytes: BS / 2,
+      ...opts,
+    },
+    { clock, random: () => 0.5 },
+  )
   return { store, clock, fetcher }
 }
 
 /** Bytes [pos, pos+len) of a file read through the fetcher, as a reader would. */
-async function read(fetcher: Fetcher, file: ReturnType<BlockStore['file']>, pos: number, len: number, pattern = newReadPattern()): Promise<Buffer> {
+async function read(
+  fetcher: Fetcher,
+  file: ReturnType<BlockStore['file']>,
+  pos: number,
+  len: number,
+  pattern = newReadPattern(),
+): Promise<Buffer> {
   const dest = Buffer.alloc(len)
   const n = await fetcher.readInto(file, pos, len, dest, () => true, pattern)
   return dest.subarray(0, n)
@@ -37,10 +56,17 @@ t.test('single-flight: ten readers of one block make one request, and all get it
   src.hold()
   const readers = Array.from({ length: 10 }, (_, i) => read(fetcher, file, 3 * BS + i * 100, 1000))
   await new Promise((r) => setImmediate(r))
-  t.same(src.calls.map((c) => [c.start, c.end]), [[3 * BS, 4 * BS]], 'one request, for block 3 only, while all ten wait')
+  t.same(
+    src.calls.map((c) => [c.start, c.end]),
+    [[3 * BS, 4 * BS]],
+    'one request, for block 3 only, while all ten wait',
+  )
   src.release()
   const got = await Promise.all(readers)
-  t.ok(got.every((b, i) => b.equals(expected(3 * BS + i * 100, 3 * BS + i * 100 + 1000))), 'every reader got its own slice right')
+  t.ok(
+    got.every((b, i) => b.equals(expected(3 * BS + i * 100, 3 * BS + i * 100 + 1000))),
+    'every reader got its own slice right',
+  )
   await fetcher.settled()
   t.equal(src.calls.length, 1, 'still one request once the block is stored')
   t.equal((await read(fetcher, file, 3 * BS, 10)).length, 10, 'a later reader is served without one')
@@ -63,7 +89,11 @@ t.test('read-ahead: the window doubles per step entered while reading sequential
   const furthest = Math.max(...src.calls.map((c) => c.end))
   t.ok(furthest > 6 * BS + 8 * BS, `the source was asked for bytes well ahead of the reader (up to block ${furthest / BS})`)
   const asked = src.calls.reduce((n, c) => n + c.end - c.start, 0)
-  t.equal(asked, new Set(src.calls.flatMap((c) => Array.from({ length: (c.end - c.start) / BS }, (_, i) => c.start / BS + i))).size * BS, 'no byte was asked for twice')
+  t.equal(
+    asked,
+    new Set(src.calls.flatMap((c) => Array.from({ length: (c.end - c.start) / BS }, (_, i) => c.start / BS + i))).size * BS,
+    'no byte was asked for twice',
+  )
 
   await read(fetcher, file, 40 * BS + 5, 100, p)
   t.equal(p.windowBytes, BS, 'a seek far ahead resets the window to one block')
@@ -75,7 +105,7 @@ t.test('read-ahead: the window doubles per step entered while reading sequential
   t.equal(src.calls.length, before + 1, 'a fresh handle reading a small piece fetches its block and nothing ahead')
 })
 
-t.test('the memory budget: read-ahead waits for room, a reader\'s own block never does', async (t) => {
+t.test("the memory budget: read-ahead waits for room, a reader's own block never does", async (t) => {
   const runSeq = async (budgetBlocks: number) => {
     const src = new ScriptedSource()
     const { store, fetcher } = setup(t, [src], { memoryBudget: budgetBlocks * BS, runBytes: BS })
@@ -98,14 +128,17 @@ t.test('the memory budget: read-ahead waits for room, a reader\'s own block neve
   }
   const tight = await runSeq(3)
   t.ok(tight.peak <= 3 * BS, `in flight at most the budget of 3 blocks (${tight.peak / BS}), blocks ${tight.blocks.join(',')}`)
-  t.ok(tight.ownAsked, 'a reader\'s block beyond the budget is still fetched')
+  t.ok(tight.ownAsked, "a reader's block beyond the budget is still fetched")
   const roomy = await runSeq(64)
   t.ok(roomy.blocks.length > tight.blocks.length, `with room, read-ahead goes further (${roomy.blocks.join(',')})`)
 })
 
 t.test('failover: a source that cannot connect is tried its tries, then the next one serves', async (t) => {
   const down = new SourceError('unreachable', 'connect ECONNREFUSED 127.0.0.1:9')
-  const a = new ScriptedSource('a', Array.from({ length: 50 }, () => ({ fail: down })))
+  const a = new ScriptedSource(
+    'a',
+    Array.from({ length: 50 }, () => ({ fail: down })),
+  )
   const b = new ScriptedSource('b')
   const { store, clock, fetcher } = setup(t, [a, b], { attemptsPerSource: 2 })
   const one = store.file('OPS/d1.fits', 2 * BS, null)

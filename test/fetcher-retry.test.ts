@@ -14,12 +14,22 @@ import { tmp } from './helpers.js'
 
 const SIZE = 3 * 65536 + 100
 
-async function fetchAll(t: Test, script: Step[], opts: Partial<FetcherOptions> = {}, random = () => 0.5): Promise<{ source: ScriptedSource; clock: FakeClock; store: BlockStore; result: number | Error }> {
+async function fetchAll(
+  t: Test,
+  script: Step[],
+  opts: Partial<FetcherOptions> = {},
+  random = () => 0.5,
+): Promise<{ source: ScriptedSource; clock: FakeClock; store: BlockStore; result: number | Error }> {
   const store = new BlockStore(join(tmp(t), 'cache'), { limit: 64 << 20, blockSize: 65536, minFree: 0, cleanupDelayMs: 3_600_000 })
   t.teardown(() => store.close())
   const source = new ScriptedSource('scripted', script)
   const clock = new FakeClock()
-  const fetcher = new Fetcher(new SourceSet([source], { clock }), store, { backoffMs: 1, maxBackoffMs: 5, attemptsPerSource: 3, ...opts }, { clock, random })
+  const fetcher = new Fetcher(
+    new SourceSet([source], { clock }),
+    store,
+    { backoffMs: 1, maxBackoffMs: 5, attemptsPerSource: 3, ...opts },
+    { clock, random },
+  )
   const file = store.file('OPS/x.fits', SIZE, null)
   const result = await fetcher.fetchWhole(file).catch((err: Error) => err)
   return { source, clock, store, result }
@@ -41,7 +51,10 @@ t.test('429s are waited out without using up the tries', async (t) => {
 })
 
 t.test('but not forever: a source that only throttles fails the run', async (t) => {
-  const { source, result } = await fetchAll(t, Array.from({ length: 100 }, () => throttled()))
+  const { source, result } = await fetchAll(
+    t,
+    Array.from({ length: 100 }, () => throttled()),
+  )
   t.ok(result instanceof SourceError && result.kind === 'throttled', `the run failed as throttled (${String(result)})`)
   t.ok(source.calls.length > 3 && source.calls.length < 20, `after a bounded number of requests (${source.calls.length})`)
 })
@@ -54,7 +67,10 @@ t.test('backoff doubles from its base, with jitter, and never waits longer than 
   const low = await fetchAll(t, [broken(), broken()], opts, () => 0)
   t.same(low.clock.sleeps, [50, 100], 'jitter spans half the delay below (random 0)...')
   const high = await fetchAll(t, [broken(), broken()], opts, () => 0.999)
-  t.ok(high.clock.sleeps[0]! > 149 && high.clock.sleeps[0]! < 150 && high.clock.sleeps[1]! > 299 && high.clock.sleeps[1]! < 300, `...and half above (random ~1: ${high.clock.sleeps.join(', ')})`)
+  t.ok(
+    high.clock.sleeps[0]! > 149 && high.clock.sleeps[0]! < 150 && high.clock.sleeps[1]! > 299 && high.clock.sleeps[1]! < 300,
+    `...and half above (random ~1: ${high.clock.sleeps.join(', ')})`,
+  )
 })
 
 t.test("a server's Retry-After is honoured when longer than the backoff, up to the cap", async (t) => {
@@ -67,9 +83,20 @@ t.test("a server's Retry-After is honoured when longer than the backoff, up to t
 
 t.test('a body cut short resumes at the first byte not received, and the bytes come out right', async (t) => {
   const cut = 65536 + 1234
-  const { source, store, result } = await fetchAll(t, [{ deliver: cut, fail: new SourceError('network', 'connection reset') }, { deliver: 10, fail: new SourceError('timeout', 'stalled') }])
+  const { source, store, result } = await fetchAll(t, [
+    { deliver: cut, fail: new SourceError('network', 'connection reset') },
+    { deliver: 10, fail: new SourceError('timeout', 'stalled') },
+  ])
   t.equal(result, SIZE, 'the file arrived')
-  t.same(source.calls.map((c) => [c.start, c.end]), [[0, SIZE], [cut, SIZE], [cut + 10, SIZE]], 'each retry asks only for what is missing')
+  t.same(
+    source.calls.map((c) => [c.start, c.end]),
+    [
+      [0, SIZE],
+      [cut, SIZE],
+      [cut + 10, SIZE],
+    ],
+    'each retry asks only for what is missing',
+  )
   const f = store.file('OPS/x.fits', SIZE, null)
   const got = Buffer.alloc(SIZE)
   t.ok(await f.readInto(got, 0, SIZE), 'every block is in the cache')

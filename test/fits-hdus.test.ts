@@ -80,7 +80,10 @@ t.test('parseCard reads the values the writer and astropy write', async (t) => {
 t.test('HDU index matches astropy on generated files', async (t) => {
   if (!needPythonModule(t, 'astropy', 'python3-astropy') || !needTool(t, 'fpack', 'libcfitsio-bin')) return
   const dir = tmp(t)
-  const expected = JSON.parse(execFileSync(PYTHON, ['-c', GENERATE, dir], { encoding: 'utf8', timeout: 120_000 })) as Record<string, Expect[]>
+  const expected = JSON.parse(execFileSync(PYTHON, ['-c', GENERATE, dir], { encoding: 'utf8', timeout: 120_000 })) as Record<
+    string,
+    Expect[]
+  >
   for (const [name, want] of Object.entries(expected)) {
     await t.test(name, async (t) => {
       const bytes = readFileSync(join(dir, name))
@@ -100,7 +103,10 @@ t.test('HDU index matches astropy on generated files', async (t) => {
       })
       // Only header bytes were read: every read lies inside some header.
       for (const [off, len] of asked) {
-        t.ok(walk.hdus.some((h) => off >= h.headerOffset && off + len <= h.headerOffset + h.headerLength), `read ${off}+${len} is header bytes`)
+        t.ok(
+          walk.hdus.some((h) => off >= h.headerOffset && off + len <= h.headerOffset + h.headerLength),
+          `read ${off}+${len} is header bytes`,
+        )
       }
     })
   }
@@ -116,10 +122,19 @@ t.test('HDU index matches astropy on generated files', async (t) => {
     const bytes = readFileSync(join(dir, 'multi.fits'))
     const cut = expected['multi.fits']![2]!.headerOffset + RECORD / 2 // half way into MSK's header
     const walk = await walkFits(reader(bytes.subarray(0, cut)).read, cut)
-    t.same(walk.hdus.map((h) => h.extname), [null, 'SCI'])
+    t.same(
+      walk.hdus.map((h) => h.extname),
+      [null, 'SCI'],
+    )
     // A header whose END never comes (cards all the way to the end of the file).
-    const noEnd = Buffer.concat([bytes.subarray(0, expected['multi.fits']![1]!.headerOffset), Buffer.from('XTENSION= \'IMAGE   \''.padEnd(80) + 'COMMENT'.padEnd(80 * 35))])
-    t.same((await hduIndex(reader(noEnd).read, noEnd.length)).map((h) => h.index), [0])
+    const noEnd = Buffer.concat([
+      bytes.subarray(0, expected['multi.fits']![1]!.headerOffset),
+      Buffer.from("XTENSION= 'IMAGE   '".padEnd(80) + 'COMMENT'.padEnd(80 * 35)),
+    ])
+    t.same(
+      (await hduIndex(reader(noEnd).read, noEnd.length)).map((h) => h.index),
+      [0],
+    )
   })
   await t.test('garbage after the last HDU is not an HDU', async (t) => {
     const bytes = Buffer.concat([readFileSync(join(dir, 'primary.fits')), Buffer.alloc(RECORD, 'x')])

@@ -24,7 +24,11 @@ t.test('desfs get refuses --mode hardlink; a copy shares no inode with the cache
 
   const hard = await desfs(['get', '--desdata', join(base, 'hard'), '--mode', 'hardlink', file], { env, timeoutMs: 60_000 })
   t.equal(hard.code, 2, `--mode hardlink is a usage error (${hard.stderr.trim()})`)
-  t.match(hard.stderr, /^desfs: --mode hardlink is no longer offered: .*editing it changed what the mount serves; use --mode copy .* or --mode symlink .*\n$/, 'one line: why, and what to use')
+  t.match(
+    hard.stderr,
+    /^desfs: --mode hardlink is no longer offered: .*editing it changed what the mount serves; use --mode copy .* or --mode symlink .*\n$/,
+    'one line: why, and what to use',
+  )
 
   const copy = await desfs(['get', '--desdata', join(base, 'copy'), file], { env, timeoutMs: 60_000 })
   t.equal(copy.code, 0, copy.stderr)
@@ -59,7 +63,8 @@ t.test('a cache file that gained another name is let go of, not served', async (
     const pattern = newReadPattern()
     const hash = createHash('md5')
     const buf = Buffer.allocUnsafe(128 << 10)
-    for (let pos = 0; pos < size; pos += buf.length) hash.update(buf.subarray(0, await fetcher.readInto(f, pos, buf.length, buf, () => true, pattern)))
+    for (let pos = 0; pos < size; pos += buf.length)
+      hash.update(buf.subarray(0, await fetcher.readInto(f, pos, buf.length, buf, () => true, pattern)))
     return hash.digest('hex')
   }
   const first = new Fetcher(sources, store)

@@ -5,7 +5,19 @@ import t from 'tap'
 import { execFileSync } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { makeArchive, startServer, startDaemon, run, desfs, tmp, until, needTool, needPythonModule, PYTHON, type ArchiveFixture } from './helpers.js'
+import {
+  makeArchive,
+  startServer,
+  startDaemon,
+  run,
+  desfs,
+  tmp,
+  until,
+  needTool,
+  needPythonModule,
+  PYTHON,
+  type ArchiveFixture,
+} from './helpers.js'
 
 t.jobs = 1
 
@@ -54,7 +66,9 @@ interface AstropyFile {
 }
 
 function astropy(paths: string[], keys: string[] = []): Record<string, AstropyFile> {
-  return JSON.parse(execFileSync(PYTHON, ['-c', ASTROPY], { input: JSON.stringify({ paths, keys }), encoding: 'utf8', timeout: 120_000 })) as Record<string, AstropyFile>
+  return JSON.parse(
+    execFileSync(PYTHON, ['-c', ASTROPY], { input: JSON.stringify({ paths, keys }), encoding: 'utf8', timeout: 120_000 }),
+  ) as Record<string, AstropyFile>
 }
 
 /** Makes one archive file not FITS (same size, so the archive's listing still fits it). */
@@ -83,16 +97,39 @@ t.test('user.desfs.hdus', async (t) => {
   const hdus = async (rel: string, mnt = d.mnt) => {
     const r = await run('getfattr', ['--absolute-names', '--only-values', '-n', 'user.desfs.hdus', join(mnt, rel)])
     t.equal(r.code, 0, `getfattr ${rel}: ${r.stderr.trim()}`)
-    return JSON.parse(r.stdout || 'null') as { index: number; extname: string | null; type: string; headerOffset: number; headerLength: number; dataOffset: number; dataLength: number }[]
+    return JSON.parse(r.stdout || 'null') as {
+      index: number
+      extname: string | null
+      type: string
+      headerOffset: number
+      headerLength: number
+      dataOffset: number
+      dataLength: number
+    }[]
   }
 
   await t.test('matches astropy on the source files', async (t) => {
     for (const rel of picks) {
       const got = await hdus(rel)
       const w = want[join(a.root, rel)]!.hdus!
-      t.same(got.map((h) => [h.index, h.extname, h.type, h.headerOffset, h.headerOffset + h.headerLength, h.dataOffset, Math.ceil(h.dataLength / 2880) * 2880]), w.map((h) => [h.index, h.extname ?? null, h.type, h.headerOffset, h.dataOffset, h.dataOffset, h.dataSpan]), rel)
+      t.same(
+        got.map((h) => [
+          h.index,
+          h.extname,
+          h.type,
+          h.headerOffset,
+          h.headerOffset + h.headerLength,
+          h.dataOffset,
+          Math.ceil(h.dataLength / 2880) * 2880,
+        ]),
+        w.map((h) => [h.index, h.extname ?? null, h.type, h.headerOffset, h.dataOffset, h.dataOffset, h.dataSpan]),
+        rel,
+      )
     }
-    t.ok((await hdus(picks[0]!)).some((h) => h.type === 'compressed'), 'an fpacked file has compressed HDUs')
+    t.ok(
+      (await hdus(picks[0]!)).some((h) => h.type === 'compressed'),
+      'an fpacked file has compressed HDUs',
+    )
   })
 
   await t.test('a file that is not FITS has an empty index', async (t) => {
@@ -105,7 +142,11 @@ t.test('user.desfs.hdus', async (t) => {
     const again = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile, stateDir: d.stateDir })
     server.clearLog()
     for (const rel of [...picks, notFits]) await hdus(rel, again.mnt)
-    t.same(server.log.map((r) => `${r.method} ${r.path}`), [], 'no request reached the archive')
+    t.same(
+      server.log.map((r) => `${r.method} ${r.path}`),
+      [],
+      'no request reached the archive',
+    )
   })
 })
 
@@ -117,7 +158,10 @@ t.test('desfs headers --keys matches astropy on the source files', async (t) => 
   const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile })
   const rels = a.manifest.files.filter((f) => f.rel !== notFits).map((f) => f.rel)
   const keys = ['EXPNUM', 'BAND', 'AIRMASS', 'TILENAME', 'SCI:BUNIT', '1:EXTNAME', '0:ORIGIN', 'MSK:NAXIS1']
-  const want = astropy(rels.map((rel) => join(a.root, rel)), keys)
+  const want = astropy(
+    rels.map((rel) => join(a.root, rel)),
+    keys,
+  )
   const dir = tmp(t)
   const state = ['--state-dir', d.stateDir]
   // One file named by its path under the mount, the rest by archive path.
@@ -128,9 +172,18 @@ t.test('desfs headers --keys matches astropy on the source files', async (t) => 
     const r = await desfs(['headers', ...state, '--keys', keys.join(','), '--output', out, ...named], { timeoutMs: 120_000 })
     t.equal(r.code, 0, r.stderr)
     const rows = JSON.parse(readFileSync(out, 'utf8')) as Record<string, unknown>[]
-    t.same(rows.map((row) => row.path), rels, 'one row per file, the archive path first, in the order given')
+    t.same(
+      rows.map((row) => row.path),
+      rels,
+      'one row per file, the archive path first, in the order given',
+    )
     t.same(Object.keys(rows[0]!), ['path', ...keys])
-    for (const row of rows) t.same(keys.map((k) => row[k]), want[join(a.root, row.path as string)]!.row, row.path as string)
+    for (const row of rows)
+      t.same(
+        keys.map((k) => row[k]),
+        want[join(a.root, row.path as string)]!.row,
+        row.path as string,
+      )
     t.ok(rows.some((row) => row.AIRMASS === null) && rows.some((row) => row['SCI:BUNIT'] !== null), 'NULLs and values both occur')
   })
 
@@ -153,9 +206,23 @@ t.test('desfs headers --keys matches astropy on the source files', async (t) => 
     const some = rels.filter((r) => r.endsWith('.fz')).slice(0, 3)
     const r = await desfs(['headers', ...state, '--keys', '*:NAXIS,EXPNUM', '--output', out, ...some], { timeoutMs: 120_000 })
     t.equal(r.code, 0, r.stderr)
-    const back = JSON.parse(execFileSync(PYTHON, ['-c', 'import sys, json; from astropy.io import fits; d = fits.getdata(sys.argv[1], 1); print(json.dumps([[str(x["path"]), int(x["hdu"]), str(x["extname"]), int(x["*:NAXIS"])] for x in d]))', out], { encoding: 'utf8' })) as unknown[][]
+    const back = JSON.parse(
+      execFileSync(
+        PYTHON,
+        [
+          '-c',
+          'import sys, json; from astropy.io import fits; d = fits.getdata(sys.argv[1], 1); print(json.dumps([[str(x["path"]), int(x["hdu"]), str(x["extname"]), int(x["*:NAXIS"])] for x in d]))',
+          out,
+        ],
+        { encoding: 'utf8' },
+      ),
+    ) as unknown[][]
     const expected = some.flatMap((rel) => want[join(a.root, rel)]!.hdus!.map((h) => [rel, h.index, h.extname ?? '', 2]))
-    t.same(back, expected.map((e) => [e[0], e[1], e[2], e[1] === 0 ? 0 : 2]), 'a row per HDU: compressed HDUs have NAXIS 2 (the table), the primary 0')
+    t.same(
+      back,
+      expected.map((e) => [e[0], e[1], e[2], e[1] === 0 ? 0 : 2]),
+      'a row per HDU: compressed HDUs have NAXIS 2 (the table), the primary 0',
+    )
   })
 
   await t.test('--attach gives a finished survey again; bad keys are one line', async (t) => {
@@ -179,11 +246,15 @@ t.test('desfs headers --keys matches astropy on the source files', async (t) => 
     const client = desfs(['headers', ...state, '--keys', keys.join(','), ...rels], { timeoutMs: 120_000 })
     type Listed = { id: string; kind: string; state: string; filesDone: number; files: number }
     let job: Listed | undefined
-    await until(async () => {
-      const list = JSON.parse((await desfs(['jobs', ...state, '--json'])).stdout || '[]') as Listed[]
-      job = list.filter((j) => j.kind === 'headers' && j.state === 'running').pop()
-      return !!job && job.filesDone > 0
-    }, 60_000, 100)
+    await until(
+      async () => {
+        const list = JSON.parse((await desfs(['jobs', ...state, '--json'])).stdout || '[]') as Listed[]
+        job = list.filter((j) => j.kind === 'headers' && j.state === 'running').pop()
+        return !!job && job.filesDone > 0
+      },
+      60_000,
+      100,
+    )
     t.ok(job && job.filesDone > 0 && job.filesDone < job.files, `stopped mid-survey (${job?.filesDone} of ${job?.files} files read)`)
     await d1.stop()
     const lost = await client
@@ -195,7 +266,16 @@ t.test('desfs headers --keys matches astropy on the source files', async (t) => 
     const r = await desfs(['headers', '--state-dir', again.stateDir, '--attach', job!.id, '--output', out], { timeoutMs: 120_000 })
     t.equal(r.code, 0, r.stderr)
     const rows = JSON.parse(readFileSync(out, 'utf8')) as Record<string, unknown>[]
-    t.same(rows.map((row) => row.path), rels, 'every file, in order')
-    for (const row of rows) t.same(keys.map((k) => row[k]), want[join(a.root, row.path as string)]!.row, row.path as string)
+    t.same(
+      rows.map((row) => row.path),
+      rels,
+      'every file, in order',
+    )
+    for (const row of rows)
+      t.same(
+        keys.map((k) => row[k]),
+        want[join(a.root, row.path as string)]!.row,
+        row.path as string,
+      )
   })
 })

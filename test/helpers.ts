@@ -38,12 +38,27 @@ export interface RunResult {
 }
 
 /** Runs a command in a child process, never longer than timeoutMs. `binary` keeps stdout byte-exact (latin1). */
-export function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string; input?: string; binary?: boolean } = {}): Promise<RunResult> {
+export function run(
+  cmd: string,
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string; input?: string; binary?: boolean } = {},
+): Promise<RunResult> {
   return new Promise((resolve) => {
-    const child = execFile(cmd, args, { env: opts.env ?? process.env, timeout: opts.timeoutMs ?? 60_000, maxBuffer: 256 << 20, cwd: opts.cwd, encoding: opts.binary ? 'latin1' : 'utf8' }, (err, stdout, stderr) => {
-      const e = err as (NodeJS.ErrnoException & { code?: number | string; signal?: NodeJS.Signals }) | null
-      resolve({ code: e ? (typeof e.code === 'number' ? e.code : -1) : 0, signal: e?.signal ?? null, stdout, stderr })
-    })
+    const child = execFile(
+      cmd,
+      args,
+      {
+        env: opts.env ?? process.env,
+        timeout: opts.timeoutMs ?? 60_000,
+        maxBuffer: 256 << 20,
+        cwd: opts.cwd,
+        encoding: opts.binary ? 'latin1' : 'utf8',
+      },
+      (err, stdout, stderr) => {
+        const e = err as (NodeJS.ErrnoException & { code?: number | string; signal?: NodeJS.Signals }) | null
+        resolve({ code: e ? (typeof e.code === 'number' ? e.code : -1) : 0, signal: e?.signal ?? null, stdout, stderr })
+      },
+    )
     if (opts.input !== undefined) child.stdin?.end(opts.input)
   })
 }
@@ -172,7 +187,22 @@ export async function startDaemon(t: Scope, o: DaemonOptions): Promise<DaemonFix
     // A stale mount the daemon must recover answers ENOTCONN, or ECONNABORTED right after the kill.
     if (!['ENOTCONN', 'ECONNABORTED'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err
   }
-  const args = [DESFS, 'mount', mnt, '--foreground', '--db', o.db, '--archive', o.archive, '--state-dir', stateDir, '--cache-dir', cacheDir, ...(o.tokenFile ? ['--token-file', o.tokenFile] : []), ...(o.flags ?? [])]
+  const args = [
+    DESFS,
+    'mount',
+    mnt,
+    '--foreground',
+    '--db',
+    o.db,
+    '--archive',
+    o.archive,
+    '--state-dir',
+    stateDir,
+    '--cache-dir',
+    cacheDir,
+    ...(o.tokenFile ? ['--token-file', o.tokenFile] : []),
+    ...(o.flags ?? []),
+  ]
   const env = { ...process.env, DESFS_CONFIG: join(base, 'no-config'), ...(o.env ?? {}) }
   const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
@@ -219,7 +249,13 @@ export const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex')
 
 /** md5sum's output as path -> md5. */
 export function parseMd5sum(stdout: string): Map<string, string> {
-  return new Map(stdout.trim().split('\n').filter(Boolean).map((l) => [l.slice(34), l.slice(0, 32)]))
+  return new Map(
+    stdout
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => [l.slice(34), l.slice(0, 32)]),
+  )
 }
 
 /** A process's command line, or undefined once it has ended (a zombie counts as ended). */
@@ -235,10 +271,13 @@ function liveCmdline(pid: number): string | undefined {
 
 /** Pids of running processes whose command line contains every one of `parts`. */
 export function processesMatching(...parts: string[]): number[] {
-  return readdirSync('/proc').filter((n) => /^\d+$/.test(n)).map(Number).filter((pid) => {
-    const cmd = liveCmdline(pid)
-    return cmd !== undefined && parts.every((p) => cmd.includes(p))
-  })
+  return readdirSync('/proc')
+    .filter((n) => /^\d+$/.test(n))
+    .map(Number)
+    .filter((pid) => {
+      const cmd = liveCmdline(pid)
+      return cmd !== undefined && parts.every((p) => cmd.includes(p))
+    })
 }
 
 /**

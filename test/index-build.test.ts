@@ -7,12 +7,24 @@ import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
 import { mkdirSync, readFileSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { DESFS, desfs, makeArchive, processAlive, processesHolding, processesMatching, startDaemon, tmp, until, type ArchiveFixture } from './helpers.js'
+import {
+  DESFS,
+  desfs,
+  makeArchive,
+  processAlive,
+  processesHolding,
+  processesMatching,
+  startDaemon,
+  tmp,
+  until,
+  type ArchiveFixture,
+} from './helpers.js'
 
 t.jobs = 1
 
 /** Rows without end: the builder writes its temporary index until it is stopped. */
-const ENDLESS = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT 'OPS/x/' || (x % 1000), 'f' || x || '.fits', NULL FROM c"
+const ENDLESS =
+  "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT 'OPS/x/' || (x % 1000), 'f' || x || '.fits', NULL FROM c"
 
 interface Place {
   mnt: string
@@ -38,10 +50,34 @@ function place(t: Test, a: ArchiveFixture, flags: string[]): Place {
   return {
     mnt,
     stateDir,
-    args: ['mount', mnt, '--db', a.db, '--archive', 'http://127.0.0.1:9', '--state-dir', stateDir, '--cache-dir', join(dir, 'cache'), ...flags],
+    args: [
+      'mount',
+      mnt,
+      '--db',
+      a.db,
+      '--archive',
+      'http://127.0.0.1:9',
+      '--state-dir',
+      stateDir,
+      '--cache-dir',
+      join(dir, 'cache'),
+      ...flags,
+    ],
     env: { ...process.env, DESFS_CONFIG: join(dir, 'none') },
-    log: () => { try { return readFileSync(join(stateDir, 'desfs.log'), 'utf8') } catch { return '' } },
-    partials: () => { try { return readdirSync(stateDir).filter((n) => /\.tmp-\d+$/.test(n)) } catch { return [] } },
+    log: () => {
+      try {
+        return readFileSync(join(stateDir, 'desfs.log'), 'utf8')
+      } catch {
+        return ''
+      }
+    },
+    partials: () => {
+      try {
+        return readdirSync(stateDir).filter((n) => /\.tmp-\d+$/.test(n))
+      } catch {
+        return []
+      }
+    },
     left,
   }
 }
@@ -49,9 +85,21 @@ function place(t: Test, a: ArchiveFixture, flags: string[]): Place {
 t.test('a --tree-query that writes or loads an extension is refused, in one line that says so', async (t) => {
   const a = makeArchive(t, { exposures: 1, ccds: 2, hostile: false })
   const cases: [string, string, RegExp][] = [
-    ['a write', "INSERT INTO Y6A2_FILE_ARCHIVE_INFO(PATH, FILENAME) VALUES ('a', 'b') RETURNING PATH, FILENAME, COMPRESSION", /--tree-query is refused: it writes to the DB \(INSERT\); desfs only reads the metadata DB, give one SELECT returning \(path, filename, compression\)/],
-    ['an update hidden behind WITH', "WITH x AS (SELECT 1) UPDATE Y6A2_FILE_ARCHIVE_INFO SET PATH = 'a' RETURNING PATH, FILENAME, COMPRESSION", /--tree-query is refused: it writes to the DB \(WITH\)/],
-    ['load_extension', "SELECT load_extension('/nonexistent/evil'), FILENAME, COMPRESSION FROM Y6A2_FILE_ARCHIVE_INFO", /--tree-query is refused: it loads an extension \(load_extension\)/],
+    [
+      'a write',
+      "INSERT INTO Y6A2_FILE_ARCHIVE_INFO(PATH, FILENAME) VALUES ('a', 'b') RETURNING PATH, FILENAME, COMPRESSION",
+      /--tree-query is refused: it writes to the DB \(INSERT\); desfs only reads the metadata DB, give one SELECT returning \(path, filename, compression\)/,
+    ],
+    [
+      'an update hidden behind WITH',
+      "WITH x AS (SELECT 1) UPDATE Y6A2_FILE_ARCHIVE_INFO SET PATH = 'a' RETURNING PATH, FILENAME, COMPRESSION",
+      /--tree-query is refused: it writes to the DB \(WITH\)/,
+    ],
+    [
+      'load_extension',
+      "SELECT load_extension('/nonexistent/evil'), FILENAME, COMPRESSION FROM Y6A2_FILE_ARCHIVE_INFO",
+      /--tree-query is refused: it loads an extension \(load_extension\)/,
+    ],
   ]
   for (const [name, sql, pattern] of cases) {
     await t.test(name, async (t) => {
@@ -98,7 +146,9 @@ t.test('desfs mount going away during the build (Ctrl-C, killed) stops it: build
       let stderr = ''
       cli.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
       const exited = new Promise<number | null>((r) => cli.on('exit', (code) => r(code)))
-      t.teardown(() => { if (cli.exitCode === null) cli.kill('SIGKILL') })
+      t.teardown(() => {
+        if (cli.exitCode === null) cli.kill('SIGKILL')
+      })
       let builder: number[] = []
       t.ok(await until(() => (builder = processesMatching('catalog-worker.js', p.stateDir)).length === 1, 30_000), 'the builder runs')
       t.ok(await until(() => p.partials().length > 0, 30_000), 'and writes its partial index')
@@ -111,7 +161,10 @@ t.test('desfs mount going away during the build (Ctrl-C, killed) stops it: build
       }
       t.ok(await until(() => p.left().length === 0 && !processAlive(builder[0]!), 15_000), 'daemon and builder ended', { left: p.left() })
       t.same(p.partials(), [], 'the partial index was removed')
-      t.match(p.log(), /the tree index build was cancelled \(desfs mount went away during start-up \([^)]*\)\); its partial index was removed/)
+      t.match(
+        p.log(),
+        /the tree index build was cancelled \(desfs mount went away during start-up \([^)]*\)\); its partial index was removed/,
+      )
       t.notMatch(p.log(), /internal error|EPIPE/, 'no internal error')
     })
   }
@@ -125,7 +178,18 @@ t.test('SIGTERM during the build stops it: builder gone, partial index removed, 
   t.ok(await until(() => readdirSync(d.stateDir).some((n) => /\.tmp-\d+$/.test(n)), 30_000), 'and writes its partial index')
   await d.stop('SIGTERM')
   t.ok(await until(() => !processAlive(builder[0]!), 10_000), 'the builder ended')
-  t.same(readdirSync(d.stateDir).filter((n) => /\.tmp-\d+$/.test(n)), [], 'its partial index was removed')
-  t.equal(d.log().split('\n').filter((l) => /tree index build was cancelled \(SIGTERM\); its partial index was removed/.test(l)).length, 1, 'one line says so')
+  t.same(
+    readdirSync(d.stateDir).filter((n) => /\.tmp-\d+$/.test(n)),
+    [],
+    'its partial index was removed',
+  )
+  t.equal(
+    d
+      .log()
+      .split('\n')
+      .filter((l) => /tree index build was cancelled \(SIGTERM\); its partial index was removed/.test(l)).length,
+    1,
+    'one line says so',
+  )
   t.notMatch(d.log(), /internal error/)
 })

@@ -26,7 +26,9 @@ function configFrom(flags: Record<string, string>) {
   const prev = process.env.DESFS_CONFIG
   process.env.DESFS_CONFIG = NO_CONFIG.DESFS_CONFIG
   try {
-    return daemonConfig(resolveSettings({ db: '/x/metadata.db', archive: 'http://127.0.0.1:9/des', ...flags }, {}), { needMountpoint: false })
+    return daemonConfig(resolveSettings({ db: '/x/metadata.db', archive: 'http://127.0.0.1:9/des', ...flags }, {}), {
+      needMountpoint: false,
+    })
   } finally {
     if (prev === undefined) delete process.env.DESFS_CONFIG
     else process.env.DESFS_CONFIG = prev
@@ -54,10 +56,21 @@ t.test('URL settings: http(s) only, never credentials, a query or a fragment', a
   t.match(refusal({ archive: 'http://127.0.0.1:9/des#top' }), /has a fragment/)
   t.match(refusal({ archive: 'ftp://127.0.0.1/des' }), /is not an http\(s\) archive URL/)
   t.match(refusal({ archive: 'not a url' }), /is not a URL/)
-  t.match(refusal({ 's3-url': 's3://bucket/des', 's3-endpoint': 'http://k:secret@127.0.0.1:9000' }), /^s3_endpoint .*holds a user name or password/)
+  t.match(
+    refusal({ 's3-url': 's3://bucket/des', 's3-endpoint': 'http://k:secret@127.0.0.1:9000' }),
+    /^s3_endpoint .*holds a user name or password/,
+  )
   t.match(refusal({ 's3-url': 's3://bucket/des', 's3-endpoint': 'http://127.0.0.1:9000/?x=1' }), /^s3_endpoint .*has a query string/)
-  await t.rejects(downloadMetadataDb({ url: 'https://bob:hunter2@127.0.0.1:9/db.zst', dest: join(tmp(t), 'm.db') }), { message: /^'https:\/\/\*\*\*@127\.0\.0\.1:9\/db\.zst' holds a user name or password/ }, 'db_url too')
-  const ok = configFrom({ archive: 'https://dcache.example.org:2880/des/persistent/DESDM_ARCHIVE//', 's3-url': 's3://bucket/des', 's3-endpoint': 'http://127.0.0.1:9000' })
+  await t.rejects(
+    downloadMetadataDb({ url: 'https://bob:hunter2@127.0.0.1:9/db.zst', dest: join(tmp(t), 'm.db') }),
+    { message: /^'https:\/\/\*\*\*@127\.0\.0\.1:9\/db\.zst' holds a user name or password/ },
+    'db_url too',
+  )
+  const ok = configFrom({
+    archive: 'https://dcache.example.org:2880/des/persistent/DESDM_ARCHIVE//',
+    's3-url': 's3://bucket/des',
+    's3-endpoint': 'http://127.0.0.1:9000',
+  })
   t.equal(ok.archive, 'https://dcache.example.org:2880/des/persistent/DESDM_ARCHIVE', 'a good URL passes, trailing slashes dropped')
   t.equal(ok.s3Endpoint, 'http://127.0.0.1:9000')
 })
@@ -71,9 +84,17 @@ t.test('durations: each has a range, refused outside it with the setting and the
   t.match(refusal({ 'sql-timeout': '30d' }), /^sql_timeout .*'30d' is out of range: use 100ms to 24h, or 0 for none$/)
   t.match(refusal({ 'read-timeout': 'soon' }), /^read_timeout .*is not a duration/)
   const c = configFrom({ 'read-timeout': '5s', 'stall-timeout': '1h', 'connect-timeout': '10m', 'sql-timeout': '0' })
-  t.same([c.readTimeoutMs, c.stallTimeoutMs, c.connectTimeoutMs, c.sqlTimeoutMs], [5000, 3_600_000, 600_000, 0], 'bounds are inclusive; sql 0 means none')
+  t.same(
+    [c.readTimeoutMs, c.stallTimeoutMs, c.connectTimeoutMs, c.sqlTimeoutMs],
+    [5000, 3_600_000, 600_000, 0],
+    'bounds are inclusive; sql 0 means none',
+  )
   const settings = new Map<string, Setting>([['sql_timeout', { value: '30d', source: 'env DESFS_SQL_TIMEOUT' }]])
-  t.throws(() => sqlTimeoutMs(settings), /sql_timeout \(from env DESFS_SQL_TIMEOUT\): '30d' is out of range/, 'the daemon\'s SQL engine reads it the same way')
+  t.throws(
+    () => sqlTimeoutMs(settings),
+    /sql_timeout \(from env DESFS_SQL_TIMEOUT\): '30d' is out of range/,
+    "the daemon's SQL engine reads it the same way",
+  )
   settings.set('sql_timeout', { value: '0', source: 'flag --sql-timeout' })
   t.equal(sqlTimeoutMs(settings), 0)
 })
@@ -85,7 +106,11 @@ const multistatus = (size: string) => `<?xml version="1.0"?>
 t.test('sizes from the server: decimal digits within 2^53-1, nothing else', async (t) => {
   // 2^53 + 1 written out: String(2 ** 53 + 1) would already be rounded to 2^53.
   for (const bad of ['0x10', '1e20', '99999999999999999999', '9007199254740993', '9007199254740992', '-5', '5.0', ' 7 x']) {
-    t.throws(() => parseMultistatus(multistatus(bad)), /getcontentlength '.*' of '\/des\/dir\/a\.fits' is not a byte count/, `PROPFIND size ${bad} refused`)
+    t.throws(
+      () => parseMultistatus(multistatus(bad)),
+      /getcontentlength '.*' of '\/des\/dir\/a\.fits' is not a byte count/,
+      `PROPFIND size ${bad} refused`,
+    )
   }
   t.equal(parseMultistatus(multistatus(String(2 ** 53 - 1)))[1]!.facts.size, 2 ** 53 - 1, '2^53-1 is fine')
   t.equal(parseMultistatus(multistatus('0'))[1]!.facts.size, 0)
@@ -93,15 +118,24 @@ t.test('sizes from the server: decimal digits within 2^53-1, nothing else', asyn
 
   // HEAD: a client that answers with a given Content-Length.
   const body = { on: () => body, dump: async () => undefined }
-  const headWith = (length: string | undefined) => ({
-    request: async () => ({ status: 200, headers: length === undefined ? {} : { 'content-length': length }, body, url: '' }),
-    close: async () => undefined,
-  }) as unknown as HttpClient
+  const headWith = (length: string | undefined) =>
+    ({
+      request: async () => ({ status: 200, headers: length === undefined ? {} : { 'content-length': length }, body, url: '' }),
+      close: async () => undefined,
+    }) as unknown as HttpClient
   for (const bad of ['0x10', '1e20', '99999999999999999999', '9007199254740993', '-5', undefined]) {
     const src = new ArchiveSource({ base: 'http://127.0.0.1:9/des', http: headWith(bad), tokenHint: 'get a token' })
-    await t.rejects(src.stat('dir/a.fits'), { name: 'SourceError', kind: 'protocol', message: /Content-Length .* is not a byte count/ }, `HEAD Content-Length ${bad} refused`)
+    await t.rejects(
+      src.stat('dir/a.fits'),
+      { name: 'SourceError', kind: 'protocol', message: /Content-Length .* is not a byte count/ },
+      `HEAD Content-Length ${bad} refused`,
+    )
   }
-  t.equal((await new ArchiveSource({ base: 'http://127.0.0.1:9/des', http: headWith('1234'), tokenHint: 'get a token' }).stat('dir/a.fits'))!.size, 1234)
+  t.equal(
+    (await new ArchiveSource({ base: 'http://127.0.0.1:9/des', http: headWith('1234'), tokenHint: 'get a token' }).stat('dir/a.fits'))!
+      .size,
+    1234,
+  )
 
   // A 206 must name exactly the range asked for; a 17-digit offset that rounds onto it does not.
   // Asked for [2^53, 2^53+2), whose last offset a JS number rounds to 2^53; answered with 2^53+1 for
@@ -109,14 +143,25 @@ t.test('sizes from the server: decimal digits within 2^53-1, nothing else', asyn
   // Content-Range strictly can refuse it.
   const start = 2 ** 53
   const twoBytes = Object.assign(
-    (async function* () { yield Buffer.from('xy') })(),
+    (async function* () {
+      yield Buffer.from('xy')
+    })(),
     { on: () => twoBytes, dump: async () => undefined, destroy: () => undefined },
   )
-  const res = { status: 206, headers: { 'content-range': 'bytes 9007199254740993-9007199254740993/*' }, body: twoBytes, url: '' } as unknown as HttpResponse
-  await t.rejects(readRangeBody(res, start, start + 2, 'GET x', () => undefined), { name: 'SourceError', kind: 'range' }, 'Content-Range offsets beyond 2^53-1 are refused, not rounded')
+  const res = {
+    status: 206,
+    headers: { 'content-range': 'bytes 9007199254740993-9007199254740993/*' },
+    body: twoBytes,
+    url: '',
+  } as unknown as HttpResponse
+  await t.rejects(
+    readRangeBody(res, start, start + 2, 'GET x', () => undefined),
+    { name: 'SourceError', kind: 'range' },
+    'Content-Range offsets beyond 2^53-1 are refused, not rounded',
+  )
 })
 
-t.test('facts are kept per source: a wrong URL\'s facts never reach the right one', async (t) => {
+t.test("facts are kept per source: a wrong URL's facts never reach the right one", async (t) => {
   const dir = tmp(t)
   const file = join(dir, 'facts.sqlite')
   const wrong = new Facts(file, 'archive http://127.0.0.1:9/des?x=1')
@@ -124,10 +169,13 @@ t.test('facts are kept per source: a wrong URL\'s facts never reach the right on
   t.equal(wrong.file('dir/a.fits')?.size, 0)
   wrong.close()
   const right = new Facts(file, 'archive http://127.0.0.1:9/des')
-  t.equal(right.file('dir/a.fits'), undefined, 'the right URL does not see the wrong one\'s 0 bytes')
+  t.equal(right.file('dir/a.fits'), undefined, "the right URL does not see the wrong one's 0 bytes")
   t.notOk(right.dirListed('dir'), 'nor its listing')
   right.recordFile('dir/a.fits', { size: 2880, adler32: 'deadbeef', mtime: null })
-  t.same([...right.filesIn('dir')].map(([n, f]) => [n, f.size]), [['a.fits', 2880]])
+  t.same(
+    [...right.filesIn('dir')].map(([n, f]) => [n, f.size]),
+    [['a.fits', 2880]],
+  )
   right.close()
   const again = new Facts(file, 'archive http://127.0.0.1:9/des?x=1')
   t.equal(again.file('dir/a.fits')?.size, 0, 'each source keeps its own')

@@ -27,15 +27,25 @@ for (const k of ['BEARER_TOKEN', 'BEARER_TOKEN_FILE', 'DESFS_TOKEN_FILE', 'DES_A
 async function refusedMount(t: Test, flags: string[]) {
   const d = tmp(t)
   mkdirSync(join(d, 'mnt'))
-  return desfs(['mount', join(d, 'mnt'), '--foreground', '--db', a.db, '--state-dir', join(d, 'state'), '--cache-dir', join(d, 'cache'), ...flags], { env, timeoutMs: 30_000 })
+  return desfs(
+    ['mount', join(d, 'mnt'), '--foreground', '--db', a.db, '--state-dir', join(d, 'state'), '--cache-dir', join(d, 'cache'), ...flags],
+    { env, timeoutMs: 30_000 },
+  )
 }
 
 t.test('archive URLs: credentials, a query string or a fragment are refused at once', async (t) => {
   let r = await refusedMount(t, ['--archive', 'http://alice:s3cret-pw@127.0.0.1:9/des'])
   t.equal(r.code, 2)
-  oneClearLine(t, r.stderr, /archive \(from flag --archive\): 'http:\/\/\*\*\*@127\.0\.0\.1:9\/des' holds a user name or password: .*--token-file FILE/)
+  oneClearLine(
+    t,
+    r.stderr,
+    /archive \(from flag --archive\): 'http:\/\/\*\*\*@127\.0\.0\.1:9\/des' holds a user name or password: .*--token-file FILE/,
+  )
   t.notMatch(r.stdout + r.stderr, /s3cret-pw/, 'the password is not repeated')
-  r = await desfs(['mount', join(dir, 'nowhere'), '--foreground', '--db', a.db], { env: { ...env, DES_ARCHIVE_ACCESS_ARCHIVE: 'http://127.0.0.1:9/des?x=1' }, timeoutMs: 30_000 })
+  r = await desfs(['mount', join(dir, 'nowhere'), '--foreground', '--db', a.db], {
+    env: { ...env, DES_ARCHIVE_ACCESS_ARCHIVE: 'http://127.0.0.1:9/des?x=1' },
+    timeoutMs: 30_000,
+  })
   t.equal(r.code, 2)
   oneClearLine(t, r.stderr, /archive \(from env DES_ARCHIVE_ACCESS_ARCHIVE\): 'http:\/\/127\.0\.0\.1:9\/des\?x=1' has a query string/)
   r = await refusedMount(t, ['--archive', 'http://127.0.0.1:9/des#x'])
@@ -78,25 +88,59 @@ t.test('token status: a token file with two lines, or a directory, is not OK', a
 t.test('sql output and get paths: one line each, not an internal error or a quiet 0 files', async (t) => {
   const work = tmp(t)
   mkdirSync(join(work, 'out.fits'))
-  let r = await run(process.execPath, [join(import.meta.dirname, '../bin/desfs.js'), 'sql', '--db', a.db, '-c', 'SELECT 1 AS x; > out.fits'], { env, cwd: work, timeoutMs: 30_000 })
+  let r = await run(
+    process.execPath,
+    [join(import.meta.dirname, '../bin/desfs.js'), 'sql', '--db', a.db, '-c', 'SELECT 1 AS x; > out.fits'],
+    { env, cwd: work, timeoutMs: 30_000 },
+  )
   t.equal(r.code, 2)
   oneClearLine(t, r.stderr, /cannot write out\.fits: it is a directory; name a file, e\.g\. out\.fits\/result\.fits/)
   r = await desfs(['sql', '--db', a.db, '-c', 'SELECT 1 AS x; >'], { env, timeoutMs: 30_000 })
   t.equal(r.code, 2)
   oneClearLine(t, r.stderr, /'>' after the statement needs a file name/)
-  r = await desfs(['get', '../../etc/passwd', '--desdata', join(work, 'DESDATA'), '--state-dir', join(work, 'state'), '--cache-dir', join(work, 'cache'), '--archive', 'http://127.0.0.1:9/des'], { env, timeoutMs: 30_000 })
+  r = await desfs(
+    [
+      'get',
+      '../../etc/passwd',
+      '--desdata',
+      join(work, 'DESDATA'),
+      '--state-dir',
+      join(work, 'state'),
+      '--cache-dir',
+      join(work, 'cache'),
+      '--archive',
+      'http://127.0.0.1:9/des',
+    ],
+    { env, timeoutMs: 30_000 },
+  )
   t.equal(r.code, 2, 'a usage error, not exit 0')
   oneClearLine(t, r.stderr, /not a path inside the archive tree: \.\.\/\.\.\/etc\/passwd \('\.' or '\.\.' segment\)/)
   t.equal(r.stdout, '', 'nothing placed')
 })
 
-t.test('a detached daemon\'s command line holds none of its settings', async (t) => {
+t.test("a detached daemon's command line holds none of its settings", async (t) => {
   const { server, tokenFile } = await startServer(t, a.root)
   const d = tmp(t)
   const mnt = join(d, 'DESDATA')
   const state = join(d, 'state')
   mkdirSync(mnt)
-  const r = await desfs(['mount', mnt, '--db', a.db, '--archive', server.archiveUrl, '--state-dir', state, '--cache-dir', join(d, 'cache'), '--token-file', tokenFile], { env, timeoutMs: 60_000 })
+  const r = await desfs(
+    [
+      'mount',
+      mnt,
+      '--db',
+      a.db,
+      '--archive',
+      server.archiveUrl,
+      '--state-dir',
+      state,
+      '--cache-dir',
+      join(d, 'cache'),
+      '--token-file',
+      tokenFile,
+    ],
+    { env, timeoutMs: 60_000 },
+  )
   t.teardown(async () => {
     await desfs(['umount', mnt, '--state-dir', state], { env, timeoutMs: 30_000 })
     if (await mountedType(mnt)) await run('fusermount', ['-uz', mnt], { timeoutMs: 10_000 })
@@ -106,10 +150,14 @@ t.test('a detached daemon\'s command line holds none of its settings', async (t)
   const status = JSON.parse(s.stdout) as { pid: number; archive: string }
   t.equal(status.archive, server.archiveUrl, 'the daemon got its settings')
   const cmdline = readFileSync(`/proc/${status.pid}/cmdline`, 'utf8').split('\0').join(' ')
-  for (const secretish of [server.archiveUrl, a.db, tokenFile, state]) t.notOk(cmdline.includes(secretish), `not on the command line: ${secretish}`)
+  for (const secretish of [server.archiveUrl, a.db, tokenFile, state])
+    t.notOk(cmdline.includes(secretish), `not on the command line: ${secretish}`)
   // The daemon refuses a get outside the archive tree as well (the CLI checks first; this is for
   // anything else that talks to the socket).
-  await t.rejects(call(socketPath(state), 'POST', '/get', { paths: ['OPS/../../etc/passwd'], desdata: join(d, 'copy') }, { timeoutMs: 30_000 }), /not a path inside the archive tree: OPS\/\.\.\/\.\.\/etc\/passwd/)
+  await t.rejects(
+    call(socketPath(state), 'POST', '/get', { paths: ['OPS/../../etc/passwd'], desdata: join(d, 'copy') }, { timeoutMs: 30_000 }),
+    /not a path inside the archive tree: OPS\/\.\.\/\.\.\/etc\/passwd/,
+  )
   await desfs(['umount', mnt, '--state-dir', state], { env, timeoutMs: 30_000 })
   t.ok(await until(async () => !(await mountedType(mnt)), 15_000), 'unmounted')
 })

@@ -11,10 +11,19 @@ import { FIXTURES_DIR } from '../bin/demo/generate.js'
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 
 /** Leaf utilities of daemon/ (they import nothing of the daemon's own but each other). */
-const DAEMON_LEAVES = new Set(['daemon/log.ts', 'daemon/units.ts', 'daemon/errors.ts', 'daemon/metrics.ts', 'daemon/state-dir.ts', 'daemon/safe-write.ts'])
+const DAEMON_LEAVES = new Set([
+  'daemon/log.ts',
+  'daemon/units.ts',
+  'daemon/errors.ts',
+  'daemon/metrics.ts',
+  'daemon/state-dir.ts',
+  'daemon/safe-write.ts',
+])
 
 function tsFiles(dir: string): string[] {
-  return readdirSync(join(ROOT, dir), { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? tsFiles(join(dir, e.name)) : e.name.endsWith('.ts') && !e.name.endsWith('.d.ts') ? [join(dir, e.name)] : []))
+  return readdirSync(join(ROOT, dir), { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? tsFiles(join(dir, e.name)) : e.name.endsWith('.ts') && !e.name.endsWith('.d.ts') ? [join(dir, e.name)] : [],
+  )
 }
 
 /** Project files a source file imports (relative specifiers only, static or `import('...')`), as paths from the root. */

@@ -12,7 +12,9 @@ import { humanStatus } from '../bin/cmd-status.js'
 
 /** A sample line or a comment, as the Prometheus text format (0.0.4) defines them. */
 const NAME = '[a-zA-Z_:][a-zA-Z0-9_:]*'
-const LINE = new RegExp(`^(# (HELP|TYPE) ${NAME} .*|${NAME}(\\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\\})? (-?[0-9.e+-]+|[+-]Inf|NaN))$`)
+const LINE = new RegExp(
+  `^(# (HELP|TYPE) ${NAME} .*|${NAME}(\\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\\})? (-?[0-9.e+-]+|[+-]Inf|NaN))$`,
+)
 
 t.test('render: the text format, with desfs metrics and the default process metrics', async (t) => {
   const c = metrics.counter('desfs_test_things_total', 'things counted by this test', ['kind'])
@@ -21,13 +23,27 @@ t.test('render: the text format, with desfs metrics and the default process metr
   metrics.counter('desfs_test_plain_total', 'a counter with no labels').inc(7)
   const text = await metrics.render()
   const lines = text.trim().split('\n')
-  t.same(lines.filter((l) => !LINE.test(l)), [], 'every line is a comment or a sample')
+  t.same(
+    lines.filter((l) => !LINE.test(l)),
+    [],
+    'every line is a comment or a sample',
+  )
   t.match(text, /\ndesfs_test_things_total\{kind="a"\} 6\n/, 'a labelled counter, added to by 5 then 1')
   t.match(text, /\ndesfs_test_plain_total 7\n/, 'inc(n) adds n')
-  for (const name of ['nodejs_eventloop_lag_p99_seconds', 'nodejs_eventloop_lag_max_seconds', 'process_cpu_user_seconds_total', 'process_resident_memory_bytes', 'nodejs_heap_size_used_bytes']) {
+  for (const name of [
+    'nodejs_eventloop_lag_p99_seconds',
+    'nodejs_eventloop_lag_max_seconds',
+    'process_cpu_user_seconds_total',
+    'process_resident_memory_bytes',
+    'nodejs_heap_size_used_bytes',
+  ]) {
     t.match(text, new RegExp(`\\n# TYPE ${name} `), `${name} is there`)
   }
-  t.equal(metrics.counter('desfs_test_plain_total', 'again'), metrics.counter('desfs_test_plain_total', 'a counter with no labels'), 'creating a metric twice gives the first')
+  t.equal(
+    metrics.counter('desfs_test_plain_total', 'again'),
+    metrics.counter('desfs_test_plain_total', 'a counter with no labels'),
+    'creating a metric twice gives the first',
+  )
 })
 
 t.test('a gauge computed when read', async (t) => {
@@ -54,7 +70,9 @@ t.test('event-loop lag: a stalled loop shows in max, and a read starts a new win
 
 t.test('the metrics route: FUSE totals copied from the ops object, never counted twice', async (t) => {
   let handler: Handler | undefined
-  const control = { route: (_m: string, path: string, h: Handler) => (path === '/metrics' ? (handler = h) : undefined) } as unknown as ControlServer
+  const control = {
+    route: (_m: string, path: string, h: Handler) => (path === '/metrics' ? (handler = h) : undefined),
+  } as unknown as ControlServer
   const ops = { ops: { read: 4, lookup: 2 }, errors: { read: 1 }, bytesServed: 4096 } as unknown as OpsStats
   let up: OpsStats | undefined = undefined
   registerMetricsRoutes(control, { startedAt: 1_700_000_000_500, opsStats: () => up, tokenExpiry: () => 1_800_000_000 })
@@ -82,19 +100,22 @@ t.test('the metrics route: FUSE totals copied from the ops object, never counted
 })
 
 t.test('desfs status shows the event-loop lag', async (t) => {
-  const out = humanStatus({
-    pid: 1,
-    mountpoint: '/mnt/des',
-    startedAt: new Date(0).toISOString(),
-    ready: true,
-    db: '/x/metadata.db',
-    archive: 'https://example.invalid/',
-    tree: null,
-    token: null,
-    cache: null,
-    fetch: null,
-    settings: {},
-    eventLoop: { p99: 0.0012, max: 0.25 },
-  }, 1000)
+  const out = humanStatus(
+    {
+      pid: 1,
+      mountpoint: '/mnt/des',
+      startedAt: new Date(0).toISOString(),
+      ready: true,
+      db: '/x/metadata.db',
+      archive: 'https://example.invalid/',
+      tree: null,
+      token: null,
+      cache: null,
+      fetch: null,
+      settings: {},
+      eventLoop: { p99: 0.0012, max: 0.25 },
+    },
+    1000,
+  )
   t.match(out, /\nevent loop  lag p99 1\.2 ms, max 250 ms since the last status or metrics read\n/)
 })

@@ -11,9 +11,18 @@ t.test('bad mountpoints and a negative cache size are one line each, naming the 
   const nonEmpty = join(dir, 'DESDATA')
   mkdirSync(nonEmpty)
   writeFileSync(join(nonEmpty, 'notes.txt'), 'mine\n')
-  const env = { ...process.env, DESFS_CONFIG: join(dir, 'none'), DESFS_STATE_DIR: join(dir, 'state'), DESFS_CACHE_DIR: join(dir, 'cache'), DES_ARCHIVE_ACCESS_DB: a.db }
+  const env = {
+    ...process.env,
+    DESFS_CONFIG: join(dir, 'none'),
+    DESFS_STATE_DIR: join(dir, 'state'),
+    DESFS_CACHE_DIR: join(dir, 'cache'),
+    DES_ARCHIVE_ACCESS_DB: a.db,
+  }
   const cases: [string[], RegExp][] = [
-    [[nonEmpty], /mountpoint .*DESDATA is not empty \(1 entries, e\.g\. notes\.txt\): the mount would hide them; choose an empty directory/],
+    [
+      [nonEmpty],
+      /mountpoint .*DESDATA is not empty \(1 entries, e\.g\. notes\.txt\): the mount would hide them; choose an empty directory/,
+    ],
     [['/'], /cannot mount on \/: choose an empty directory/],
     [['/proc/self'], /cannot mount on \/proc\/self \(\/proc\/\d+ is inside \/proc, a kernel file system\)/],
     [[join(dir, 'new'), '--cache-size', '-1'], /cache_size \(from flag --cache-size\): '-1' is not a size/],

@@ -10,7 +10,19 @@ import { join } from 'node:path'
 import { jwtClaims } from '../daemon/token/token.js'
 import { CLIENT_ID, RESOURCE, startProvider, type TestProvider } from './oidc/provider.js'
 import { readSlowly } from './slow-read.js'
-import { DESFS, desfs, makeArchive, sourceBytes, needTool, PYTHON, startDaemon, startServer, tmp, until, type RunResult } from './helpers.js'
+import {
+  DESFS,
+  desfs,
+  makeArchive,
+  sourceBytes,
+  needTool,
+  PYTHON,
+  startDaemon,
+  startServer,
+  tmp,
+  until,
+  type RunResult,
+} from './helpers.js'
 
 t.jobs = 1
 
@@ -38,7 +50,8 @@ function login(provider: TestProvider, env: NodeJS.ProcessEnv): Promise<RunResul
   })
 }
 
-const state = (daa: string) => JSON.parse(readFileSync(join(daa, 'desfs-oidc.json'), 'utf8')) as { refreshToken: string; accessTokenFile: string; issuer: string }
+const state = (daa: string) =>
+  JSON.parse(readFileSync(join(daa, 'desfs-oidc.json'), 'utf8')) as { refreshToken: string; accessTokenFile: string; issuer: string }
 const bearer = (daa: string) => readFileSync(join(daa, 'bearer_token'), 'utf8').trim()
 
 t.test('desfs token login, refresh and logout', async (t) => {
@@ -103,7 +116,11 @@ t.test('desfs token login, refresh and logout', async (t) => {
     const r = await readSlowly(join(d.mnt, a.manifest.largeFile!), 0.7)
     t.equal(r.code, 0, `the read through the mount succeeds (${r.stderr})`)
     if (r.code !== 0) t.comment(d.log())
-    t.equal(r.stdout.slice(0, 32), createHash('md5').update(sourceBytes(a, a.manifest.largeFile!)).digest('hex'), 'the bytes are the source bytes')
+    t.equal(
+      r.stdout.slice(0, 32),
+      createHash('md5').update(sourceBytes(a, a.manifest.largeFile!)).digest('hex'),
+      'the bytes are the source bytes',
+    )
     const used = new Set(server.log.filter((x) => x.method === 'GET' && x.port === 'door' && x.status !== 401).map((x) => x.tokenId))
     t.ok(used.size >= 3, `the read used ${used.size} successive access tokens (4 s each)`)
     // exp has whole-second granularity, so with 4-second tokens the refresh at 75% of the life can
@@ -118,7 +135,10 @@ t.test('desfs token login, refresh and logout', async (t) => {
       await provider.revokeRefreshToken(state(daa).refreshToken)
       const stopped = await until(() => /access token refresh stopped/.test(d.log()), 15_000)
       t.ok(stopped, 'the refresher gave up')
-      t.match(d.log(), /error access token refresh stopped problem=".*rejected the refresh token \(invalid_grant: revoked, expired or already used\): run `desfs token login`"/)
+      t.match(
+        d.log(),
+        /error access token refresh stopped problem=".*rejected the refresh token \(invalid_grant: revoked, expired or already used\): run `desfs token login`"/,
+      )
       const s = await desfs(['token', 'status', '--state-dir', d.stateDir], { env })
       t.match(s.stdout, /PROBLEM: .*run `desfs token login`/)
       t.match(s.stdout, /via\s+daemon pid/)

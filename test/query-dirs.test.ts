@@ -44,11 +44,20 @@ t.test('link names: unique names kept, duplicates get distinct names that do not
 })
 
 t.test('recipes: values queries are checked when the file is read', async (t) => {
-  const r = parseRecipe("-- name: x\n-- params: tilename band\n-- values tilename: SELECT DISTINCT TILENAME FROM Y6A2_COADD\n-- values band: SELECT DISTINCT BAND FROM Y6A2_COADD WHERE TILENAME = :tilename\nSELECT PATH, FILENAME, COMPRESSION FROM Y6A2_FILE_ARCHIVE_INFO WHERE FILENAME LIKE :tilename || '%' || :band || '%'\n", 'x.sql')
+  const r = parseRecipe(
+    "-- name: x\n-- params: tilename band\n-- values tilename: SELECT DISTINCT TILENAME FROM Y6A2_COADD\n-- values band: SELECT DISTINCT BAND FROM Y6A2_COADD WHERE TILENAME = :tilename\nSELECT PATH, FILENAME, COMPRESSION FROM Y6A2_FILE_ARCHIVE_INFO WHERE FILENAME LIKE :tilename || '%' || :band || '%'\n",
+    'x.sql',
+  )
   t.same(Object.keys(r.values ?? {}), ['tilename', 'band'])
   t.notMatch(r.sql, /values/, 'the values queries are not part of the recipe SQL')
-  t.throws(() => parseRecipe('-- name: x\n-- params: a\n-- values b: SELECT 1\nSELECT :a', 'x.sql'), /values query for 'b', which is not one of its parameters/)
-  t.throws(() => parseRecipe('-- name: x\n-- params: a b\n-- values a: SELECT :b\nSELECT :a, :b', 'x.sql'), /may use only the parameters before it, not :b/)
+  t.throws(
+    () => parseRecipe('-- name: x\n-- params: a\n-- values b: SELECT 1\nSELECT :a', 'x.sql'),
+    /values query for 'b', which is not one of its parameters/,
+  )
+  t.throws(
+    () => parseRecipe('-- name: x\n-- params: a b\n-- values a: SELECT :b\nSELECT :a, :b', 'x.sql'),
+    /may use only the parameters before it, not :b/,
+  )
   t.throws(() => parseRecipe('-- name: x\n-- params: a\n-- values a: DELETE FROM T\nSELECT :a', 'x.sql'), /must be one SELECT/)
 })
 
@@ -58,7 +67,10 @@ t.test('query-defined directories through a mount', async (t) => {
   const recipes = join(tmp(t, 'desfs-recipes-'), 'recipes')
   mkdirSync(recipes)
   // No values query: its level cannot be listed, but any value can be looked up.
-  writeFileSync(join(recipes, 'exposure.sql'), "-- name: exposure\n-- params: expnum\nSELECT fai.PATH, fai.FILENAME, fai.COMPRESSION FROM Y6A2_IMAGE i JOIN Y6A2_FILE_ARCHIVE_INFO fai ON fai.FILENAME = i.FILENAME WHERE i.EXPNUM = :expnum AND i.FILETYPE = 'red_immask'\n")
+  writeFileSync(
+    join(recipes, 'exposure.sql'),
+    "-- name: exposure\n-- params: expnum\nSELECT fai.PATH, fai.FILENAME, fai.COMPRESSION FROM Y6A2_IMAGE i JOIN Y6A2_FILE_ARCHIVE_INFO fai ON fai.FILENAME = i.FILENAME WHERE i.EXPNUM = :expnum AND i.FILETYPE = 'red_immask'\n",
+  )
   // A saved query: no parameters, the directory itself holds the links.
   writeFileSync(join(recipes, 'everything.sql'), 'SELECT PATH, FILENAME, COMPRESSION FROM Y6A2_FILE_ARCHIVE_INFO\n')
   const dbDir = tmp(t, 'desfs-qdb-')
@@ -73,11 +85,19 @@ t.test('query-defined directories through a mount', async (t) => {
   copyFileSync(join(a.root, dupOf), join(a.root, dupCopy))
   {
     const w = new Database(db)
-    w.prepare("INSERT INTO Y6A2_FILE_ARCHIVE_INFO (FILENAME, PATH, COMPRESSION) SELECT FILENAME, 'OPS/zz-copy', COMPRESSION FROM Y6A2_FILE_ARCHIVE_INFO WHERE PATH || '/' || FILENAME || coalesce(COMPRESSION, '') = ?").run(dupOf)
+    w.prepare(
+      "INSERT INTO Y6A2_FILE_ARCHIVE_INFO (FILENAME, PATH, COMPRESSION) SELECT FILENAME, 'OPS/zz-copy', COMPRESSION FROM Y6A2_FILE_ARCHIVE_INFO WHERE PATH || '/' || FILENAME || coalesce(COMPRESSION, '') = ?",
+    ).run(dupOf)
     w.close()
   }
   // A 10 s read deadline: queries behind .desfs are stopped 2 s before it (the slow recipe below).
-  const d = await startDaemon(t, { db, archive: server.archiveUrl, tokenFile, flags: ['--read-timeout', '10s'], env: { DESFS_RECIPES: recipes } })
+  const d = await startDaemon(t, {
+    db,
+    archive: server.archiveUrl,
+    tokenFile,
+    flags: ['--read-timeout', '10s'],
+    env: { DESFS_RECIPES: recipes },
+  })
   const Q = join(d.mnt, '.desfs')
   const mntReal = realpathSync(d.mnt)
 
@@ -108,7 +128,8 @@ t.test('query-defined directories through a mount', async (t) => {
         const t1 = process.hrtime.bigint()
         await readdir(dir)
         const again = ms(t1)
-        if (pairs === 0) t.comment(`figure: listing ${tile}/${band} (${names.length} links): first ${first.toFixed(1)} ms, again ${again.toFixed(1)} ms`)
+        if (pairs === 0)
+          t.comment(`figure: listing ${tile}/${band} (${names.length} links): first ${first.toFixed(1)} ms, again ${again.toFixed(1)} ms`)
         t.same(names, expected.map((r) => basename(r)).sort(), `${tile} ${band}: the expected file names`)
         const targets: string[] = []
         for (const name of names) {
@@ -127,7 +148,9 @@ t.test('query-defined directories through a mount', async (t) => {
     }
     t.equal(pairs, 9)
     // md5 through each link of the tile and band with the most inputs.
-    const [tile, band] = TILES.flatMap((tl) => a.manifest.bands.map((b) => [tl, b] as const)).sort((x, y) => expectedTileFiles(a.manifest, y[0], y[1]).length - expectedTileFiles(a.manifest, x[0], x[1]).length)[0]!
+    const [tile, band] = TILES.flatMap((tl) => a.manifest.bands.map((b) => [tl, b] as const)).sort(
+      (x, y) => expectedTileFiles(a.manifest, y[0], y[1]).length - expectedTileFiles(a.manifest, x[0], x[1]).length,
+    )[0]!
     const dir = join(Q, 'recipes', 'tile', tile, band)
     const names = await readdir(dir)
     t.ok(names.length > 4, 'this tile has inputs as well as coadd products')
@@ -136,7 +159,21 @@ t.test('query-defined directories through a mount', async (t) => {
       t.equal(md5(await readFile(join(dir, name))), md5(sourceBytes(a, rel)), `md5 through ${name}`)
     }
     // The same list as `desfs sync --dry-run` gives.
-    const dry = await run(process.execPath, [join(dirname(new URL(import.meta.url).pathname), '../bin/desfs.js'), 'sync', '--tilename', tile, '--band', band, '--dry-run', '--state-dir', d.stateDir], { timeoutMs: 60_000 })
+    const dry = await run(
+      process.execPath,
+      [
+        join(dirname(new URL(import.meta.url).pathname), '../bin/desfs.js'),
+        'sync',
+        '--tilename',
+        tile,
+        '--band',
+        band,
+        '--dry-run',
+        '--state-dir',
+        d.stateDir,
+      ],
+      { timeoutMs: 60_000 },
+    )
     t.equal(dry.code, 0, dry.stderr)
     for (const name of names) t.ok(dry.stdout.includes(name), `sync --dry-run lists ${name}`)
   })
@@ -150,7 +187,9 @@ t.test('query-defined directories through a mount', async (t) => {
     t.equal(await code(() => readdir(join(Q, 'recipes', 'exposure'))), 'EACCES', 'a level without a values query cannot be listed')
     const exp = a.manifest.exposures[0]!.expnum
     const names = await readdir(join(Q, 'recipes', 'exposure', String(exp)))
-    const want = a.manifest.files.filter((f) => f.kind === 'red_immask' && new RegExp(`^D0*${exp}_`).test(basename(f.rel))).map((f) => basename(f.rel))
+    const want = a.manifest.files
+      .filter((f) => f.kind === 'red_immask' && new RegExp(`^D0*${exp}_`).test(basename(f.rel)))
+      .map((f) => basename(f.rel))
     t.ok(want.length > 0)
     t.same(names.sort(), want.sort(), 'but a valid value resolves, with its files')
     t.equal(await code(() => stat(join(Q, 'recipes', 'exposure', '999999'))), 'ENOENT', 'a value with no rows: ENOENT')
@@ -174,7 +213,10 @@ t.test('query-defined directories through a mount', async (t) => {
     // '..' and '/' are path syntax: they never reach desfs as a value.
     t.equal(await realpath(join(Q, 'recipes', 'tile', '..', '..')), await realpath(Q), "'..' is the parent, not a value")
     t.equal(await code(() => stat(join(Q, 'recipes', 'tile', TILES[0]!, 'r', 'x/y'))), 'ENOENT', "'/' is a path separator")
-    t.ok((await readdir(join(Q, 'recipes', 'exposure', String(a.manifest.exposures[0]!.expnum)))).length > 0, 'the DB is untouched: the valid value still resolves')
+    t.ok(
+      (await readdir(join(Q, 'recipes', 'exposure', String(a.manifest.exposures[0]!.expnum)))).length > 0,
+      'the DB is untouched: the valid value still resolves',
+    )
   })
 
   await t.test('saved queries, recipes added at run time, broken recipes', async (t) => {
@@ -187,10 +229,19 @@ t.test('query-defined directories through a mount', async (t) => {
     t.equal(dupNames.length, 2, `the two files named ${basename(dupOf)} get distinct names (${dupNames.join(', ')})`)
     const dupTargets = await Promise.all(dupNames.map((n) => readlink(join(Q, 'recipes', 'everything', n))))
     t.same(dupTargets.sort(), ['../../../' + dupOf, '../../../' + dupCopy].sort(), 'one for each file')
-    t.ok(all.every((n) => names.some((m) => m === n || m.startsWith(n.split('.')[0]! + '~'))), 'every file name present')
-    writeFileSync(join(recipes, 'coadds.sql'), "-- name: coadds\n-- description: the coadd images\nSELECT PATH, FILENAME, COMPRESSION FROM Y6A2_FILE_ARCHIVE_INFO WHERE FILENAME IN (SELECT FILENAME FROM Y6A2_COADD WHERE FILETYPE = 'coadd')\n")
+    t.ok(
+      all.every((n) => names.some((m) => m === n || m.startsWith(n.split('.')[0]! + '~'))),
+      'every file name present',
+    )
+    writeFileSync(
+      join(recipes, 'coadds.sql'),
+      "-- name: coadds\n-- description: the coadd images\nSELECT PATH, FILENAME, COMPRESSION FROM Y6A2_FILE_ARCHIVE_INFO WHERE FILENAME IN (SELECT FILENAME FROM Y6A2_COADD WHERE FILETYPE = 'coadd')\n",
+    )
     t.ok(await until(async () => (await readdir(join(Q, 'recipes'))).includes('coadds'), 10_000, 200), 'a recipe added at run time appears')
-    const coadds = a.manifest.files.filter((f) => f.kind === 'coadd').map((f) => basename(f.rel)).sort()
+    const coadds = a.manifest.files
+      .filter((f) => f.kind === 'coadd')
+      .map((f) => basename(f.rel))
+      .sort()
     t.same((await readdir(join(Q, 'recipes', 'coadds'))).sort(), coadds, 'and selects its files')
     writeFileSync(join(recipes, 'broken.sql'), '-- name: broken\nDELETE FROM Y6A2_IMAGE\n')
     writeFileSync(join(recipes, 'failing.sql'), '-- name: failing\nSELECT PATH, FILENAME, COMPRESSION FROM NO_SUCH_TABLE\n')
@@ -205,14 +256,17 @@ t.test('query-defined directories through a mount', async (t) => {
     await until(() => /recipe 'failing' query failed: EIO.*NO_SUCH_TABLE/.test(d.log()), 5000)
     t.match(d.log(), /recipe 'failing' query failed: EIO.*NO_SUCH_TABLE/, 'logged, naming the recipe')
     // A query that runs on and on is stopped at its timeout: EIO, and a log line naming the recipe.
-    writeFileSync(join(recipes, 'slow.sql'), '-- name: slow\nWITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1e12) SELECT PATH, FILENAME, COMPRESSION FROM Y6A2_FILE_ARCHIVE_INFO WHERE (SELECT max(x) FROM c) < 0\n')
+    writeFileSync(
+      join(recipes, 'slow.sql'),
+      '-- name: slow\nWITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1e12) SELECT PATH, FILENAME, COMPRESSION FROM Y6A2_FILE_ARCHIVE_INFO WHERE (SELECT max(x) FROM c) < 0\n',
+    )
     await new Promise((r) => setTimeout(r, 1200))
     const started = Date.now()
     t.equal(await code(() => readdir(join(Q, 'recipes', 'slow'))), 'EIO', 'a query past its timeout: EIO')
     const took = Date.now() - started
     await until(() => /recipe 'slow' query failed: EIO.*timed out/.test(d.log()), 5000)
     t.match(d.log(), /recipe 'slow' query failed: EIO.*timed out/, `logged as a timeout, naming the recipe (answered after ${took} ms)`)
-    t.notMatch(d.log(), /readdir timed out: EIO path=\/\.desfs\/recipes\/slow/, 'by the query timeout, before the operation\'s own deadline')
+    t.notMatch(d.log(), /readdir timed out: EIO path=\/\.desfs\/recipes\/slow/, "by the query timeout, before the operation's own deadline")
     t.ok((await readdir(join(Q, 'recipes', 'coadds'))).length > 0, 'the daemon goes on; other recipes still work')
   })
 
@@ -227,25 +281,44 @@ t.test('query-defined directories through a mount', async (t) => {
     t.equal(await readlink(join(Q, 'by-name', name.replace(/\.fz$/, ''))), '../../' + coadd, 'the name without .fz finds it too')
     t.equal(md5(await readFile(join(Q, 'by-name', name))), md5(sourceBytes(a, coadd)), 'md5 through the link')
     t.equal(await readlink(join(Q, 'by-name', basename(plain))), '../../' + plain, 'an uncompressed file by its name')
-    t.equal(await readlink(join(Q, 'by-name', basename(dupOf))), '../../' + [dupOf, dupCopy].sort()[0], 'an ambiguous name: the first by path')
+    t.equal(
+      await readlink(join(Q, 'by-name', basename(dupOf))),
+      '../../' + [dupOf, dupCopy].sort()[0],
+      'an ambiguous name: the first by path',
+    )
     await until(() => /by-name: several files have this name/.test(d.log()), 5000)
-    t.match(d.log(), new RegExp(`by-name: several files have this name; linking the first by path name=${basename(dupOf).replace(/\./g, '\\.')} `), 'and the log says so')
+    t.match(
+      d.log(),
+      new RegExp(`by-name: several files have this name; linking the first by path name=${basename(dupOf).replace(/\./g, '\\.')} `),
+      'and the log says so',
+    )
     t.equal(await code(() => lstat(join(Q, 'by-name', 'D99999999_x_c99_nothing.fits.fz'))), 'ENOENT', 'an unknown name: ENOENT')
     t.equal(await code(() => lstat(join(Q, 'by-name', "x' OR '1'='1"))), 'ENOENT', 'a hostile name: ENOENT')
     t.equal(await code(() => readdir(join(Q, 'by-name'))), 'EACCES', 'by-name is not listable (EACCES)')
     // Many lookups at once (a pipeline opening its inputs in parallel): more than the SQL engine
     // runs at once; they wait their turn rather than fail.
-    const many = [...new Set(a.manifest.files.map((f) => f.rel))].filter((r) => r !== dupOf && r !== coadd && r !== plain && !a.manifest.missing.includes(r)).slice(0, 64)
+    const many = [...new Set(a.manifest.files.map((f) => f.rel))]
+      .filter((r) => r !== dupOf && r !== coadd && r !== plain && !a.manifest.missing.includes(r))
+      .slice(0, 64)
     const list = join(tmp(t, 'desfs-names-'), 'names')
     writeFileSync(list, many.map((r) => join(Q, 'by-name', basename(r))).join('\n') + '\n')
     const par = await run('sh', ['-c', 'xargs -P 32 -n 1 readlink < "$0"', list], { timeoutMs: 120_000 })
     t.equal(par.code, 0, `no lookup failed ${par.stderr.split('\n')[0]}`)
-    t.same(par.stdout.split('\n').filter(Boolean).sort(), many.map((r) => '../../' + r).sort(), `${many.length} lookups, 32 at a time, all resolve`)
+    t.same(
+      par.stdout.split('\n').filter(Boolean).sort(),
+      many.map((r) => '../../' + r).sort(),
+      `${many.length} lookups, 32 at a time, all resolve`,
+    )
   })
 
   await t.test('sync and cache pin take .desfs paths: the files they select', async (t) => {
     const cli = (...args: string[]) => run(process.execPath, [DESFS, ...args, '--state-dir', d.stateDir], { timeoutMs: 120_000 })
-    const paths = (out: string) => out.split('\n').map((l) => /^\s*\S+ \S+\s+(OPS\/\S+)/.exec(l)?.[1]).filter((x): x is string => !!x).sort()
+    const paths = (out: string) =>
+      out
+        .split('\n')
+        .map((l) => /^\s*\S+ \S+\s+(OPS\/\S+)/.exec(l)?.[1])
+        .filter((x): x is string => !!x)
+        .sort()
     const [tile, band] = [TILES[1]!, 'i']
     const byRecipe = await cli('sync', '--tilename', tile, '--band', band, '--dry-run')
     t.equal(byRecipe.code, 0, byRecipe.stderr)
@@ -256,20 +329,38 @@ t.test('query-defined directories through a mount', async (t) => {
     t.same(paths(byDir.stdout), expected, 'sync of the recipe directory plans the same files as --tilename/--band')
     const byTile = await cli('sync', join(Q, 'recipes', 'tile', tile), '--dry-run')
     t.equal(byTile.code, 0, byTile.stderr)
-    t.ok(expected.every((p) => paths(byTile.stdout).includes(p)) && paths(byTile.stdout).length > expected.length, 'a level above: every band of the tile')
+    t.ok(
+      expected.every((p) => paths(byTile.stdout).includes(p)) && paths(byTile.stdout).length > expected.length,
+      'a level above: every band of the tile',
+    )
     const headers = await cli('headers', join(Q, 'recipes', 'tile', tile, band), '--keys', 'BAND')
     t.equal(headers.code, 0, headers.stderr)
-    t.same(headers.stdout.trim().split('\n').slice(1).map((l) => l.split('\t')[0]).sort(), expected, 'desfs headers of the directory: one row per file it selects')
+    t.same(
+      headers.stdout
+        .trim()
+        .split('\n')
+        .slice(1)
+        .map((l) => l.split('\t')[0])
+        .sort(),
+      expected,
+      'desfs headers of the directory: one row per file it selects',
+    )
     const name = basename(coadd)
     // From inside the mount, relative to the working directory (sent along to the daemon).
-    const pin = await run(process.execPath, [DESFS, 'cache', 'pin', join('by-name', name), '--state-dir', d.stateDir], { cwd: Q, timeoutMs: 60_000 })
+    const pin = await run(process.execPath, [DESFS, 'cache', 'pin', join('by-name', name), '--state-dir', d.stateDir], {
+      cwd: Q,
+      timeoutMs: 60_000,
+    })
     t.equal(pin.code, 0, pin.stderr)
     t.equal(pin.stdout, 'desfs: pinned 1 files\n')
     const pinned = await cli('cache', 'ls', '--pinned')
     t.match(pinned.stdout, new RegExp(`^P .* ${coadd.replace(/[.]/g, '\\.')}$`, 'm'), 'the file the link names is pinned')
     const unlistable = await cli('sync', join(Q, 'recipes', 'exposure'), '--dry-run')
     t.equal(unlistable.code, 2, 'a level that cannot be listed: exit 2')
-    t.match(unlistable.stderr, /^desfs: \S+\/recipes\/exposure: this level cannot be listed \(its recipe gives no values query\); name a value below it\n$/)
+    t.match(
+      unlistable.stderr,
+      /^desfs: \S+\/recipes\/exposure: this level cannot be listed \(its recipe gives no values query\); name a value below it\n$/,
+    )
     const unknown = await cli('cache', 'pin', join(Q, 'by-name', 'D99999999_nothing.fits.fz'))
     t.equal(unknown.code, 2, 'an unknown name: exit 2')
     t.match(unknown.stderr, /^desfs: \S+nothing\.fits\.fz: no such query directory, value or file name\n$/)
@@ -283,7 +374,7 @@ t.test('query-defined directories through a mount', async (t) => {
     const copy = join(dbDir, 'next.db')
     copyFileSync(db, copy)
     const w = new Database(copy)
-    w.prepare('DELETE FROM Y6A2_FILE_ARCHIVE_INFO WHERE FILENAME || coalesce(COMPRESSION, \'\') = ? OR FILENAME = ?').run(victim, victim)
+    w.prepare("DELETE FROM Y6A2_FILE_ARCHIVE_INFO WHERE FILENAME || coalesce(COMPRESSION, '') = ? OR FILENAME = ?").run(victim, victim)
     w.close()
     const swaps = () => (d.log().match(/ info new tree in service /g) ?? []).length
     const n0 = swaps()

@@ -35,9 +35,14 @@ t.test('recipes are data: a user recipe is found, checked and may replace a buil
   const dir = tmp(t)
   const recipes = join(dir, 'recipes')
   mkdirSync(recipes)
-  writeFileSync(join(recipes, 'psf.sql'), "-- name: psf\n-- description: PSF models of one exposure\n-- params: expnum\nSELECT PATH, FILENAME, COMPRESSION FROM Y6A2_FILE_ARCHIVE_INFO WHERE FILENAME LIKE 'D%' || :expnum || '%psfexcat.psf'\n")
+  writeFileSync(
+    join(recipes, 'psf.sql'),
+    "-- name: psf\n-- description: PSF models of one exposure\n-- params: expnum\nSELECT PATH, FILENAME, COMPRESSION FROM Y6A2_FILE_ARCHIVE_INFO WHERE FILENAME LIKE 'D%' || :expnum || '%psfexcat.psf'\n",
+  )
   process.env.DESFS_RECIPES = recipes
-  t.teardown(() => { delete process.env.DESFS_RECIPES })
+  t.teardown(() => {
+    delete process.env.DESFS_RECIPES
+  })
   writeFileSync(join(recipes, 'broken.sql'), '-- name: broken\nDELETE FROM Y6A2_IMAGE\n')
   const { recipes: all, broken } = loadRecipesLenient()
   t.ok(all.has('tile') && all.has('psf'), 'built-in and user recipes, beside a broken one')

@@ -7,12 +7,32 @@ import { FakeClock } from './fakes/scripted-source.js'
 
 t.test('backoffDelay: doubling, jitter in [0.5, 1.5), Retry-After, cap', async (t) => {
   const p = { baseMs: 100, maxMs: 1000 }
-  t.same([1, 2, 3, 4, 5].map((n) => backoffDelay(n, p, 0, () => 0.5)), [100, 200, 400, 800, 1000], 'doubles, then the cap')
-  t.equal(backoffDelay(2, p, 0, () => 0), 100, 'jitter down to half')
+  t.same(
+    [1, 2, 3, 4, 5].map((n) => backoffDelay(n, p, 0, () => 0.5)),
+    [100, 200, 400, 800, 1000],
+    'doubles, then the cap',
+  )
+  t.equal(
+    backoffDelay(2, p, 0, () => 0),
+    100,
+    'jitter down to half',
+  )
   t.ok(backoffDelay(2, p, 0, () => 0.9999) > 299.9, 'and up to one and a half')
-  t.equal(backoffDelay(1, p, 700, () => 0.5), 700, 'a longer Retry-After is honoured')
-  t.equal(backoffDelay(1, p, 60_000, () => 0.5), 1000, 'up to the cap')
-  t.equal(backoffDelay(0, p, 0, () => 0.5), 100, 'retry 0 waits the first step, not less')
+  t.equal(
+    backoffDelay(1, p, 700, () => 0.5),
+    700,
+    'a longer Retry-After is honoured',
+  )
+  t.equal(
+    backoffDelay(1, p, 60_000, () => 0.5),
+    1000,
+    'up to the cap',
+  )
+  t.equal(
+    backoffDelay(0, p, 0, () => 0.5),
+    100,
+    'retry 0 waits the first step, not less',
+  )
 })
 
 t.test('Retrier: bounded tries, throttled waits on top (bounded too), waits on the clock', async (t) => {
@@ -25,7 +45,11 @@ t.test('Retrier: bounded tries, throttled waits on top (bounded too), waits on t
     if (!r.failed(o)) break
     await r.wait()
   }
-  t.same(log, ['try 1', 'try 1', 'try 2', 'try 2', 'try 3'], 'two 429s did not use up tries; the third counted; then the errors ran out the tries')
+  t.same(
+    log,
+    ['try 1', 'try 1', 'try 2', 'try 2', 'try 3'],
+    'two 429s did not use up tries; the third counted; then the errors ran out the tries',
+  )
   t.same(clock.sleeps, [2000, 100, 100, 200], 'Retry-After first, then the backoff by tries used up')
   t.notOk(r.more)
   const aborted = new AbortController()

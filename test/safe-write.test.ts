@@ -26,7 +26,10 @@ t.test('the helpers', async (t) => {
 
   const names = new Set(Array.from({ length: 100 }, () => tempNameFor(final)))
   t.equal(names.size, 100, 'temporary names differ every time')
-  t.ok([...names].every((n) => dirname(n) === dir && basename(n).startsWith('.out.json.')), 'hidden, beside the final name')
+  t.ok(
+    [...names].every((n) => dirname(n) === dir && basename(n).startsWith('.out.json.')),
+    'hidden, beside the final name',
+  )
 
   // The names an attacker could guess before: all links to the victim.
   for (const n of ['out.json.partial', 'out.json.tmp', '.out.json.spool']) symlinkSync(v, join(dir, n))
@@ -40,14 +43,20 @@ t.test('the helpers', async (t) => {
   writeFileAtomicSync(join(dir, 'linked2.json'), 'sync\n')
   t.equal(readFileSync(join(dir, 'linked2.json'), 'utf8'), 'sync\n')
   t.equal(readFileSync(v, 'utf8'), VICTIM, 'the victim is untouched')
-  t.notOk(readdirSync(dir).some((n) => n.endsWith('.tmp') && n.startsWith('.')), 'no temporary file is left')
+  t.notOk(
+    readdirSync(dir).some((n) => n.endsWith('.tmp') && n.startsWith('.')),
+    'no temporary file is left',
+  )
 
   symlinkSync(join(dir, 'nowhere'), join(dir, 'dangling'))
   await t.rejects(createNew(join(dir, 'dangling')), { code: 'EEXIST' }, 'a new file is never made through a dangling link')
   t.notOk(readdirSync(dir).includes('nowhere'))
 
   symlinkSync(v, join(dir, 'partial'))
-  await t.rejects(openOwnFile(join(dir, 'partial'), 'partial download'), /partial download .* is a symbolic link: desfs does not write through links; remove it/)
+  await t.rejects(
+    openOwnFile(join(dir, 'partial'), 'partial download'),
+    /partial download .* is a symbolic link: desfs does not write through links; remove it/,
+  )
   linkSync(v, join(dir, 'hardlinked'))
   await t.rejects(openOwnFile(join(dir, 'hardlinked'), 'partial download'), /has 2 names \(hard links\)/)
   t.equal(readFileSync(v, 'utf8'), VICTIM, 'the victim is untouched')
@@ -61,7 +70,8 @@ t.test('desfs sql ... ; > FILE does not write through links planted beside FILE'
   symlinkSync(v, join(dir, 'out.fits.partial'))
   symlinkSync(v, join(dir, '.out.fits.spool'))
   const env = { ...process.env, DESFS_CONFIG: join(dir, 'no-config'), HOME: dir }
-  const sql = (q: string) => run(process.execPath, [DESFS, 'sql', '--state-dir', join(dir, 'state'), '--db', a.db, '-c', q], { env, cwd: dir })
+  const sql = (q: string) =>
+    run(process.execPath, [DESFS, 'sql', '--state-dir', join(dir, 'state'), '--db', a.db, '-c', q], { env, cwd: dir })
   const csv = await sql('SELECT 42 AS X; > out.csv')
   t.equal(csv.code, 0, csv.stderr)
   t.equal(readFileSync(join(dir, 'out.csv'), 'utf8'), 'X\n42\n', 'the result is in out.csv')
@@ -95,7 +105,11 @@ t.test('desfs db download refuses a link planted at its partial download', async
   const env = { ...process.env, HOME: dir, DESFS_CONFIG: join(dir, 'no-config'), DES_ARCHIVE_ACCESS_DB: '' }
   const r = await desfs(['db', 'download', '--url', `${server.url}/m.db`, '--db', dest], { env, timeoutMs: 60_000 })
   t.not(r.code, 0, 'the download stops')
-  t.match(r.stderr, /^desfs: partial download .*metadata\.db\.download is a symbolic link: desfs does not write through links; remove it\n$/, 'with one line that says why')
+  t.match(
+    r.stderr,
+    /^desfs: partial download .*metadata\.db\.download is a symbolic link: desfs does not write through links; remove it\n$/,
+    'with one line that says why',
+  )
   t.equal(readFileSync(v, 'utf8'), VICTIM, 'the victim is untouched')
   t.ok(lstatSync(`${dest}.download`).isSymbolicLink(), 'and nothing was renamed into place')
 })

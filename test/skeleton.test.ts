@@ -33,7 +33,8 @@ t.test('a mounted archive reads like the real thing', async (t) => {
     t.equal(server.count('GET'), 0, 'no GET was made by the listing')
     t.ok(server.count('PROPFIND') > 0, 'sizes came from PROPFIND')
     for (const h of a.manifest.hostile) {
-      if (h.why === 'duplicate') t.equal(r.stdout.split('\n').filter((l) => l.endsWith(' ' + h.row.split('/').pop())).length, 1, 'a duplicated row is listed once')
+      if (h.why === 'duplicate')
+        t.equal(r.stdout.split('\n').filter((l) => l.endsWith(' ' + h.row.split('/').pop())).length, 1, 'a duplicated row is listed once')
       else t.notOk(sizes.has(h.row), `hostile row absent: ${h.why}`)
     }
     for (const m of a.manifest.missing) t.notOk(sizes.has(m), 'a DB row whose file the archive lacks is not listed')
@@ -51,7 +52,11 @@ t.test('a mounted archive reads like the real thing', async (t) => {
 
   await t.test('a second read of the same bytes makes no request', async (t) => {
     server.clearLog()
-    const r = await run('md5sum', files.map((f) => f.rel), { cwd: d.mnt, timeoutMs: 120_000 })
+    const r = await run(
+      'md5sum',
+      files.map((f) => f.rel),
+      { cwd: d.mnt, timeoutMs: 120_000 },
+    )
     t.equal(r.code, 0)
     t.equal(server.log.length, 0, 'no request at all')
   })
@@ -124,10 +129,14 @@ print('ok', a.shape)
   })
 
   await t.test('hostile rows never reach the disk or the mount', async (t) => {
-    const walk = (dir: string): string[] => readdirSync(dir).flatMap((n) => (statSync(join(dir, n)).isDirectory() ? walk(join(dir, n)) : [join(dir, n)]))
+    const walk = (dir: string): string[] =>
+      readdirSync(dir).flatMap((n) => (statSync(join(dir, n)).isDirectory() ? walk(join(dir, n)) : [join(dir, n)]))
     const cached = walk(d.cacheDir)
     t.ok(cached.length > 0, 'the cache holds data')
-    t.ok(cached.every((p) => /\/(cache\.sqlite(-wal|-shm)?|data\/[0-9a-f]{2}\/[0-9a-f]{32})$/.test(p)), 'cache files are only hashed names under the cache dir')
+    t.ok(
+      cached.every((p) => /\/(cache\.sqlite(-wal|-shm)?|data\/[0-9a-f]{2}\/[0-9a-f]{32})$/.test(p)),
+      'cache files are only hashed names under the cache dir',
+    )
     const top = await run('ls', ['-A', d.mnt])
     t.equal(top.stdout.trim(), 'OPS', 'the mount root holds only OPS')
     for (const p of ['etc/passwd', 'etc/shadow', 'OPS/finalcut/double.fits', 'OPS/finalcut/escape.fits']) {

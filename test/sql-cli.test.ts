@@ -8,7 +8,22 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 
 import { request } from 'node:http'
 import { join } from 'node:path'
 import { gunzipSync } from 'node:zlib'
-import { makeArchive, startServer, startDaemon, desfs, run, tmp, until, needTool, needPythonModule, PYTHON, DESFS, type RunResult, md5, parseMd5sum } from './helpers.js'
+import {
+  makeArchive,
+  startServer,
+  startDaemon,
+  desfs,
+  run,
+  tmp,
+  until,
+  needTool,
+  needPythonModule,
+  PYTHON,
+  DESFS,
+  type RunResult,
+  md5,
+  parseMd5sum,
+} from './helpers.js'
 import { SOCKET_NAME } from '../daemon/paths.js'
 
 t.jobs = 1
@@ -24,18 +39,32 @@ const env = { ...process.env, DESFS_CONFIG: join(work, 'no-config'), DES_ARCHIVE
 
 /** Runs `desfs sql` against the test daemon, in the output directory. */
 function sql(args: string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<RunResult> {
-  return run(process.execPath, [DESFS, 'sql', '--state-dir', d.stateDir, ...args], { env, cwd: work, timeoutMs: opts.timeoutMs ?? 60_000, ...(opts.input !== undefined ? { input: opts.input } : {}) })
+  return run(process.execPath, [DESFS, 'sql', '--state-dir', d.stateDir, ...args], {
+    env,
+    cwd: work,
+    timeoutMs: opts.timeoutMs ?? 60_000,
+    ...(opts.input !== undefined ? { input: opts.input } : {}),
+  })
 }
 
 /** POST /sql straight on the socket (the test process may talk to the socket, never to the mount). */
 function post(body: unknown, signal?: AbortSignal): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
     const payload = JSON.stringify(body)
-    const req = request({ socketPath: sock, method: 'POST', path: '/sql', signal, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } }, (res) => {
-      let text = ''
-      res.on('data', (c: Buffer) => (text += c.toString()))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }))
-    })
+    const req = request(
+      {
+        socketPath: sock,
+        method: 'POST',
+        path: '/sql',
+        signal,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+      },
+      (res) => {
+        let text = ''
+        res.on('data', (c: Buffer) => (text += c.toString()))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }))
+      },
+    )
     req.on('error', (err) => (signal?.aborted ? resolve({ status: 0, text: 'aborted' }) : reject(err)))
     req.end(payload)
   })
@@ -86,11 +115,19 @@ t.test('queries through the socket give what better-sqlite3 gives on the same DB
     const r = await sql(['-c', `${q}; > r${i}.json`])
     t.equal(r.code, 0, `${q}: ${r.stderr}`)
     const want = direct.prepare(q).all()
-    t.match(r.stdout, new RegExp(`^found ${want.length} rows in \\d+\\.\\d{6} seconds \\(\\d+\\.\\d{6} rows/s\\)\\n$`), 'the des-archive-access found line')
+    t.match(
+      r.stdout,
+      new RegExp(`^found ${want.length} rows in \\d+\\.\\d{6} seconds \\(\\d+\\.\\d{6} rows/s\\)\\n$`),
+      'the des-archive-access found line',
+    )
     t.same(JSON.parse(readFileSync(join(work, `r${i}.json`), 'utf8')), want, `same rows: ${q}`)
   }
   t.equal((await status()).sql.served, before + QUERIES.length, 'every query went through the daemon')
-  t.same(readdirSync(work).filter((f) => /partial|spool/.test(f)), [], 'no partial or spool files left')
+  t.same(
+    readdirSync(work).filter((f) => /partial|spool/.test(f)),
+    [],
+    'no partial or spool files left',
+  )
 })
 
 t.test('TSV on a pipe, CSV and gzipped files read back with independent readers', async (t) => {
@@ -103,15 +140,27 @@ t.test('TSV on a pipe, CSV and gzipped files read back with independent readers'
   const unescape = (f: string) => f.replace(/\\(.)/g, (_, c: string) => ({ t: '\t', n: '\n', r: '\r', '\\': '\\' })[c] ?? c)
   const lines = tsv.stdout.split('\n').slice(0, -1)
   t.same(lines[0]!.split('\t'), ['FILENAME', 'PATH', 'COMPRESSION', 'DESFILE_ID'], 'TSV header')
-  t.same(lines.slice(1).map((l) => l.split('\t').map(unescape)), want, 'TSV rows (NULL as empty)')
+  t.same(
+    lines.slice(1).map((l) => l.split('\t').map(unescape)),
+    want,
+    'TSV rows (NULL as empty)',
+  )
 
   // Values that look like control lines or need escapes come through as data.
-  const tricky = "SELECT '{\"done\":true,\"rows\":0}' AS A, char(30) || '{\"error\":\"x\",\"kind\":\"sql\"}' AS B, 'a' || char(9) || 'b' || char(10) || 'c\\d' || char(13) AS C, NULL AS D"
-  for (const args of [['-c', tricky], ['-c', `${tricky}; > tricky.tsv`]]) {
+  const tricky =
+    'SELECT \'{"done":true,"rows":0}\' AS A, char(30) || \'{"error":"x","kind":"sql"}\' AS B, \'a\' || char(9) || \'b\' || char(10) || \'c\\d\' || char(13) AS C, NULL AS D'
+  for (const args of [
+    ['-c', tricky],
+    ['-c', `${tricky}; > tricky.tsv`],
+  ]) {
     const r = await sql(args)
     t.equal(r.code, 0, r.stderr)
     const text = args[1]!.endsWith('.tsv') ? readFileSync(join(work, 'tricky.tsv'), 'utf8') : r.stdout
-    t.equal(text, 'A\tB\tC\tD\n{"done":true,"rows":0}\t\\x1e{"error":"x","kind":"sql"}\ta\\tb\\nc\\\\d\\r\t\n', `TSV escapes, and data that looks like a control line is data (${args[1]})`)
+    t.equal(
+      text,
+      'A\tB\tC\tD\n{"done":true,"rows":0}\t\\x1e{"error":"x","kind":"sql"}\ta\\tb\\nc\\\\d\\r\t\n',
+      `TSV escapes, and data that looks like a control line is data (${args[1]})`,
+    )
   }
 
   for (const file of ['out.csv', 'out.csv.gz']) {
@@ -119,7 +168,11 @@ t.test('TSV on a pipe, CSV and gzipped files read back with independent readers'
     t.equal(r.code, 0, r.stderr)
     const path = join(work, file)
     if (file.endsWith('.gz')) writeFileSync(path + '.plain', gunzipSync(readFileSync(path)))
-    const py = await run(PYTHON, ['-c', 'import csv, json, sys; print(json.dumps(list(csv.reader(open(sys.argv[1], newline="")))))', file.endsWith('.gz') ? path + '.plain' : path])
+    const py = await run(PYTHON, [
+      '-c',
+      'import csv, json, sys; print(json.dumps(list(csv.reader(open(sys.argv[1], newline="")))))',
+      file.endsWith('.gz') ? path + '.plain' : path,
+    ])
     t.equal(py.code, 0, py.stderr)
     const rows = JSON.parse(py.stdout) as string[][]
     t.same(rows[0], ['FILENAME', 'PATH', 'COMPRESSION', 'DESFILE_ID'])
@@ -166,20 +219,30 @@ print(json.dumps(out))
   t.same(got.names, ['FILENAME', 'PFW_ATTEMPT_ID', 'TILENAME', 'EXPNUM', 'CCDNUM', 'ODD_CCD', 'MIXED', 'NO_VALUE', 'HALF', 'LATE_TEXT'])
   const rows = direct.prepare(q).raw(true).all() as (string | number | null)[][]
   const maxLen = (i: number) => Math.max(...rows.map((r) => (r[i] === null ? 0 : String(r[i]).length)))
-  t.same(got.kinds, [`S${maxLen(0)}`, 'i8', `S${maxLen(2)}`, 'f8', 'f8', 'i8', `S${maxLen(6)}`, 'f8', 'f8', `S${maxLen(9)}`], 'text -> string, integers -> int64, declared REAL -> float64, NULL-only -> float64')
+  t.same(
+    got.kinds,
+    [`S${maxLen(0)}`, 'i8', `S${maxLen(2)}`, 'f8', 'f8', 'i8', `S${maxLen(6)}`, 'f8', 'f8', `S${maxLen(9)}`],
+    'text -> string, integers -> int64, declared REAL -> float64, NULL-only -> float64',
+  )
   t.same(Object.values(got.tnull), [-9223372036854775808, -9223372036854775808].map(Number), 'TNULL on the integer columns')
   const INT_NULL = -9223372036854775808
-  const expect = rows.map((r) => r.map((x, i) => {
-    const kind = got.kinds[i]!
-    if (kind.startsWith('S')) return x === null ? '' : String(x)
-    if (kind === 'i8') return x === null ? INT_NULL : x
-    return x
-  }))
+  const expect = rows.map((r) =>
+    r.map((x, i) => {
+      const kind = got.kinds[i]!
+      if (kind.startsWith('S')) return x === null ? '' : String(x)
+      if (kind === 'i8') return x === null ? INT_NULL : x
+      return x
+    }),
+  )
   t.same(got.rows, expect, 'fitsio reads back the same values (NULL: TNULL, NaN, empty string)')
 
   const empty = await sql(['-c', 'SELECT FILENAME, DESFILE_ID FROM Y6A2_FILE_ARCHIVE_INFO WHERE 0; > empty.fits'])
   t.equal(empty.code, 0, empty.stderr)
-  t.match((await run('fitsverify', ['-q', '-e', join(work, 'empty.fits')])).stdout, /verification OK/, 'an empty result is a valid empty table')
+  t.match(
+    (await run('fitsverify', ['-q', '-e', join(work, 'empty.fits')])).stdout,
+    /verification OK/,
+    'an empty result is a valid empty table',
+  )
 })
 
 t.test('refused: writes, ATTACH/DETACH, state-changing PRAGMAs, load_extension, several statements', async (t) => {
@@ -212,9 +275,21 @@ t.test('refused: writes, ATTACH/DETACH, state-changing PRAGMAs, load_extension, 
     t.match(JSON.parse(viaSocket.text).error, /^refused: /, `a clear refusal: ${viaSocket.text}`)
   }
   // The CLI: each refusal one line (all in one shell on a pipe, which goes on after each), and exit 1.
-  const sh = await sql([], { input: refused.slice(0, -1).map((q) => q + ';\n').join('') })
+  const sh = await sql([], {
+    input: refused
+      .slice(0, -1)
+      .map((q) => q + ';\n')
+      .join(''),
+  })
   t.equal(sh.code, 1)
-  t.equal(sh.stderr.trim().split('\n').filter((l) => /^desfs: refused: /.test(l)).length, refused.length - 1, `every statement refused in one line:\n${sh.stderr}`)
+  t.equal(
+    sh.stderr
+      .trim()
+      .split('\n')
+      .filter((l) => /^desfs: refused: /.test(l)).length,
+    refused.length - 1,
+    `every statement refused in one line:\n${sh.stderr}`,
+  )
   t.equal(sh.stdout, '', 'and nothing ran')
   for (const q of [refused[0]!, refused[9]!]) {
     const r = await sql(['-c', q])
@@ -230,7 +305,14 @@ t.test('refused: writes, ATTACH/DETACH, state-changing PRAGMAs, load_extension, 
 
   const literal = await sql(['-c', "SELECT count(*) AS N FROM Y6A2_IMAGE WHERE FILENAME LIKE '%load_extension%' OR FILENAME = 'ATTACH'"])
   t.equal(literal.code, 0, 'words inside string literals are not refused')
-  for (const q of ['PRAGMA table_info(Y6A2_IMAGE)', "SELECT * FROM pragma_table_info('Y6A2_IMAGE')", 'PRAGMA page_size', 'EXPLAIN QUERY PLAN SELECT * FROM Y6A2_IMAGE', 'VALUES (1, 2)', 'SELECT 1;']) {
+  for (const q of [
+    'PRAGMA table_info(Y6A2_IMAGE)',
+    "SELECT * FROM pragma_table_info('Y6A2_IMAGE')",
+    'PRAGMA page_size',
+    'EXPLAIN QUERY PLAN SELECT * FROM Y6A2_IMAGE',
+    'VALUES (1, 2)',
+    'SELECT 1;',
+  ]) {
     const r = await sql(['-c', q])
     t.equal(r.code, 0, `allowed: ${q} ${r.stderr}`)
   }
@@ -249,7 +331,10 @@ t.test('a long query times out, and its process is gone at once', async (t) => {
   t.equal(r.code, 1)
   oneLine(t, r.stderr, /^desfs: query timed out after 1\.0s and was stopped \(allow more with --timeout/)
   t.ok(took < 15_000, `not a hang (${took} ms)`)
-  t.ok(await until(async () => (await status()).sql.running === 0 && queryProcesses() <= 1, 5000), 'no query running; only the spare process is left')
+  t.ok(
+    await until(async () => (await status()).sql.running === 0 && queryProcesses() <= 1, 5000),
+    'no query running; only the spare process is left',
+  )
 
   const viaSocket = await post({ sql: ENDLESS, timeoutMs: 500 })
   t.equal(viaSocket.status, 408, 'POST /sql: 408 when the timeout struck before any row')
@@ -261,15 +346,24 @@ t.test('a long query times out, and its process is gone at once', async (t) => {
   t.ok(await until(async () => (await status()).sql.running === 4, 15_000), 'four queries run')
   const fifth = await post({ sql: 'SELECT 1' })
   t.equal(fifth.status, 503)
-  t.match(JSON.parse(fifth.text), { error: /^4 SQL queries are already running \(the limit\); wait for one to finish or cancel it$/, kind: 'busy' })
+  t.match(JSON.parse(fifth.text), {
+    error: /^4 SQL queries are already running \(the limit\); wait for one to finish or cancel it$/,
+    kind: 'busy',
+  })
   for (const ac of acs) ac.abort()
   await Promise.all(endless)
-  t.ok(await until(async () => (await status()).sql.running === 0 && queryProcesses() <= 2, 5000), 'closing the connections stopped all four')
+  t.ok(
+    await until(async () => (await status()).sql.running === 0 && queryProcesses() <= 2, 5000),
+    'closing the connections stopped all four',
+  )
 })
 
 t.test('cancelling the client cancels the query', async (t) => {
   for (const signal of ['SIGINT', 'SIGKILL'] as const) {
-    const child = spawn(process.execPath, [DESFS, 'sql', '--state-dir', d.stateDir, '--timeout', '0', '-c', ENDLESS], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, [DESFS, 'sql', '--state-dir', d.stateDir, '--timeout', '0', '-c', ENDLESS], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
     let stderr = ''
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
@@ -280,14 +374,20 @@ t.test('cancelling the client cancels the query', async (t) => {
       t.equal(code, 130, 'Ctrl-C: exit 130')
       t.equal(stderr.trim(), 'desfs: query cancelled')
     }
-    t.ok(await until(async () => (await status()).sql.running === 0 && queryProcesses() <= 1, 5000), `${signal}: the daemon stopped the query`)
+    t.ok(
+      await until(async () => (await status()).sql.running === 0 && queryProcesses() <= 1, 5000),
+      `${signal}: the daemon stopped the query`,
+    )
   }
   const m = await desfs(['metrics', '--state-dir', d.stateDir], { env })
   t.match(m.stdout, /desfs_sql_queries_total\{outcome="cancelled"\} [1-9]/, 'counted as cancelled')
 })
 
 t.test('reads of the mount go on while a long query runs', async (t) => {
-  const child = spawn(process.execPath, [DESFS, 'sql', '--state-dir', d.stateDir, '--timeout', '0', '-c', ENDLESS], { env, stdio: 'ignore' })
+  const child = spawn(process.execPath, [DESFS, 'sql', '--state-dir', d.stateDir, '--timeout', '0', '-c', ENDLESS], {
+    env,
+    stdio: 'ignore',
+  })
   t.teardown(() => child.kill('SIGKILL'))
   t.ok(await until(async () => (await status()).sql.running === 1, 10_000), 'the query runs')
   const files = a.manifest.files.slice(0, 12).map((f) => f.rel)
@@ -295,7 +395,10 @@ t.test('reads of the mount go on while a long query runs', async (t) => {
     const r = await run('md5sum', files, { cwd: d.mnt, timeoutMs: 60_000 })
     t.equal(r.code, 0, `round ${round}: md5sum through the mount succeeds during the query`)
     const got = parseMd5sum(r.stdout)
-    t.ok(files.every((f) => got.get(f) === md5(readFileSync(join(a.root, f)))), 'with the right bytes')
+    t.ok(
+      files.every((f) => got.get(f) === md5(readFileSync(join(a.root, f)))),
+      'with the right bytes',
+    )
   }
   t.equal((await status()).sql.running, 1, 'the query was running all along')
   child.kill('SIGINT')
@@ -304,33 +407,44 @@ t.test('reads of the mount go on while a long query runs', async (t) => {
 
 t.test('scripts (-l) and the shell on a pipe', async (t) => {
   const script = join(work, 'script.sql')
-  writeFileSync(script, [
-    '-- two statements, one over two lines, each to its own file',
-    "SELECT FILENAME, BAND FROM Y6A2_IMAGE WHERE BAND = 'g'; > g.csv",
-    'SELECT count(*) AS N',
-    '  FROM Y6A2_IMAGE; > n.json',
-    '',
-  ].join('\n'))
+  writeFileSync(
+    script,
+    [
+      '-- two statements, one over two lines, each to its own file',
+      "SELECT FILENAME, BAND FROM Y6A2_IMAGE WHERE BAND = 'g'; > g.csv",
+      'SELECT count(*) AS N',
+      '  FROM Y6A2_IMAGE; > n.json',
+      '',
+    ].join('\n'),
+  )
   const r = await sql(['-l', script])
   t.equal(r.code, 0, r.stderr)
   t.equal(r.stdout.match(/^found \d+ rows/gm)?.length, 2, 'a found line per statement')
-  t.equal(readFileSync(join(work, 'g.csv'), 'utf8').trim().split('\n').length - 1, (direct.prepare("SELECT count(*) FROM Y6A2_IMAGE WHERE BAND = 'g'").pluck().get() as number))
+  t.equal(
+    readFileSync(join(work, 'g.csv'), 'utf8').trim().split('\n').length - 1,
+    direct.prepare("SELECT count(*) FROM Y6A2_IMAGE WHERE BAND = 'g'").pluck().get() as number,
+  )
   t.same(JSON.parse(readFileSync(join(work, 'n.json'), 'utf8')), direct.prepare('SELECT count(*) AS N FROM Y6A2_IMAGE').all())
 
-  const input = [
-    'describe_table y6a2_coadd',
-    'find_tables IMAGE',
-    'SELECT TAG',
-    '  FROM Y6A2_PROCTAG',
-    '  ORDER BY TAG LIMIT 2;',
-    'SELECT * FROM NO_SUCH_TABLE;',
-    'describe_table NO_SUCH_TABLE',
-    ':q',
-    'SELECT 1;',
-  ].join('\n') + '\n'
+  const input =
+    [
+      'describe_table y6a2_coadd',
+      'find_tables IMAGE',
+      'SELECT TAG',
+      '  FROM Y6A2_PROCTAG',
+      '  ORDER BY TAG LIMIT 2;',
+      'SELECT * FROM NO_SUCH_TABLE;',
+      'describe_table NO_SUCH_TABLE',
+      ':q',
+      'SELECT 1;',
+    ].join('\n') + '\n'
   const sh = await sql([], { input })
   t.equal(sh.code, 1, 'exit 1 after a failed statement in piped input')
-  t.match(sh.stdout, /COLUMN_NAME\tTYPE\tNOT_NULL\tPRIMARY_KEY\nFILENAME\tTEXT\t0\t0\n[\s\S]*MAG_ZERO\tREAL\t0\t0\n/, 'describe_table lists columns and types')
+  t.match(
+    sh.stdout,
+    /COLUMN_NAME\tTYPE\tNOT_NULL\tPRIMARY_KEY\nFILENAME\tTEXT\t0\t0\n[\s\S]*MAG_ZERO\tREAL\t0\t0\n/,
+    'describe_table lists columns and types',
+  )
   t.match(sh.stdout, /TABLE_NAME\tTYPE\nY6A2_IMAGE\ttable\nY6A2_IMAGE_TO_TILE\ttable\n/, 'find_tables lists matching tables')
   t.match(sh.stdout, /TAG\nY6A1_COADD_INPUT\nY6A1_COADD_INPUT\n/, 'a statement over three lines')
   t.notMatch(sh.stdout, /^1$/m, 'nothing runs after :q')
@@ -338,7 +452,10 @@ t.test('scripts (-l) and the shell on a pipe', async (t) => {
   t.match(sh.stderr, /desfs: no table or view named NO_SUCH_TABLE \(list them with find_tables\)/)
 
   // Ctrl-C in the shell cancels the running statement, and the shell goes on with the next one.
-  const child = spawn(process.execPath, [DESFS, 'sql', '--state-dir', d.stateDir, '--timeout', '0'], { env, stdio: ['pipe', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [DESFS, 'sql', '--state-dir', d.stateDir, '--timeout', '0'], {
+    env,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  })
   let out = ''
   let err = ''
   child.stdout.on('data', (c: Buffer) => (out += c.toString()))
@@ -405,11 +522,19 @@ t.test('the interactive shell on a terminal: tables, Ctrl-C, history shared with
     ['sleep', 0.3],
     ['send', ':q\r'],
   ]
-  const r = await run(PYTHON, ['-c', PTY_DRIVER, JSON.stringify(steps), process.execPath, DESFS, 'sql', '--state-dir', d.stateDir, '--timeout', '0'], { env, timeoutMs: 90_000 })
+  const r = await run(
+    PYTHON,
+    ['-c', PTY_DRIVER, JSON.stringify(steps), process.execPath, DESFS, 'sql', '--state-dir', d.stateDir, '--timeout', '0'],
+    { env, timeoutMs: 90_000 },
+  )
   t.equal(r.code, 0, 'the shell left on :q')
   if (r.code !== 0) t.comment(r.stderr + r.stdout)
   const out = r.stdout.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '').replace(/\r/g, '')
-  const want = direct.prepare('SELECT FILENAME, EXPNUM, TILENAME FROM Y6A2_IMAGE ORDER BY FILENAME LIMIT 3').raw(true).all() as [string, number, string | null][]
+  const want = direct.prepare('SELECT FILENAME, EXPNUM, TILENAME FROM Y6A2_IMAGE ORDER BY FILENAME LIMIT 3').raw(true).all() as [
+    string,
+    number,
+    string | null,
+  ][]
   const w = Math.max(...want.map((x) => x[0].length))
   const table = [
     `${'FILENAME'.padEnd(w)}  EXPNUM  TILENAME`,
@@ -423,19 +548,32 @@ t.test('the interactive shell on a terminal: tables, Ctrl-C, history shared with
   t.match(out, /half typed\n\.\.\. \^C\n> :q/, 'Ctrl-C clears a half-typed statement')
   t.ok(await until(async () => (await status()).sql.running === 0, 5000), 'nothing left running')
   const hist = readFileSync(join(daa, 'history'), 'utf8')
-  t.match(hist, /\n# \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+\n\+SELECT FILENAME, EXPNUM, TILENAME FROM Y6A2_IMAGE\n\+  ORDER BY FILENAME LIMIT 3;\n/, 'history in des-archive-access\'s file and format')
+  t.match(
+    hist,
+    /\n# \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+\n\+SELECT FILENAME, EXPNUM, TILENAME FROM Y6A2_IMAGE\n\+  ORDER BY FILENAME LIMIT 3;\n/,
+    "history in des-archive-access's file and format",
+  )
   t.match(hist, /\n\+SELECT 42 AS X;\n/)
 })
 
 t.test('with no daemon, desfs sql opens the DB itself and answers the same', async (t) => {
   const noDaemon = join(work, 'no-daemon-state')
   for (const [i, q] of QUERIES.entries()) {
-    const r = await run(process.execPath, [DESFS, 'sql', '--state-dir', noDaemon, '--db', a.db, '-c', `${q}; > d${i}.json`], { env, cwd: work })
+    const r = await run(process.execPath, [DESFS, 'sql', '--state-dir', noDaemon, '--db', a.db, '-c', `${q}; > d${i}.json`], {
+      env,
+      cwd: work,
+    })
     t.equal(r.code, 0, r.stderr)
-    t.same(JSON.parse(readFileSync(join(work, `d${i}.json`), 'utf8')), JSON.parse(readFileSync(join(work, `r${i}.json`), 'utf8')), `same as through the daemon: ${q}`)
+    t.same(
+      JSON.parse(readFileSync(join(work, `d${i}.json`), 'utf8')),
+      JSON.parse(readFileSync(join(work, `r${i}.json`), 'utf8')),
+      `same as through the daemon: ${q}`,
+    )
   }
   const env2 = { ...env, DES_ARCHIVE_ACCESS_DB: a.db }
-  const viaEnv = await run(process.execPath, [DESFS, 'sql', '--state-dir', noDaemon, '-c', 'SELECT count(*) FROM Y6A2_IMAGE'], { env: env2 })
+  const viaEnv = await run(process.execPath, [DESFS, 'sql', '--state-dir', noDaemon, '-c', 'SELECT count(*) FROM Y6A2_IMAGE'], {
+    env: env2,
+  })
   t.equal(viaEnv.code, 0, 'no socket in the state dir: direct mode, DB from DES_ARCHIVE_ACCESS_DB')
   t.equal(viaEnv.stdout.split('\n')[1], String(direct.prepare('SELECT count(*) FROM Y6A2_IMAGE').pluck().get()))
   const timedOut = await run(process.execPath, [DESFS, 'sql', '--db', a.db, '--timeout', '1s', '-c', ENDLESS], { env, timeoutMs: 30_000 })

@@ -50,13 +50,23 @@ t.test('eviction order: least recently used first, passing over files in use and
   t.equal(s.unpin(['c']), 1)
   await fill(file('h'))
   t.same(evicted, ['d', 'a', 'b', 'c'], 'c, unpinned, is the oldest and goes next')
-  t.same(s.entries().map((e) => e.path), ['e', 'f', 'g', 'h'], 'what is left on record')
+  t.same(
+    s.entries().map((e) => e.path),
+    ['e', 'f', 'g', 'h'],
+    'what is left on record',
+  )
   t.ok(s.bytes <= 4 * BS, 'within the bound throughout')
 })
 
 t.test('pins survive a restart and an evict-all, and count against the cap', async (t) => {
   const dir = tmp(t)
-  let s: BlockStore | undefined = new BlockStore(dir, { limit: 4 * BS, blockSize: BS, pinLimit: 2 * BS, minFree: 0, cleanupDelayMs: 3_600_000 })
+  let s: BlockStore | undefined = new BlockStore(dir, {
+    limit: 4 * BS,
+    blockSize: BS,
+    pinLimit: 2 * BS,
+    minFree: 0,
+    cleanupDelayMs: 3_600_000,
+  })
   await fill(s.file('p', 2 * BS, null))
   await fill(s.file('q', BS, null))
   s.pin([{ rel: 'p', size: 2 * BS }])
@@ -64,7 +74,11 @@ t.test('pins survive a restart and an evict-all, and count against the cap', asy
   s = open(t, dir, 4 * BS, 2 * BS)
   const r = await s.evict([''])
   t.same([r.files, r.skippedPinned], [1, 1], 'evict-all takes q and passes over the pinned p')
-  t.same(s.entries().map((e) => [e.path, e.pinned, e.bytes]), [['p', true, 2 * BS]], 'p is still cached and pinned after the restart')
+  t.same(
+    s.entries().map((e) => [e.path, e.pinned, e.bytes]),
+    [['p', true, 2 * BS]],
+    'p is still cached and pinned after the restart',
+  )
   t.throws(() => s!.pin([{ rel: 'q', size: BS }]), /over the pin cap/, 'the cap counts the pin kept across the restart')
 })
 
@@ -91,7 +105,14 @@ t.test('a record reopened over a missing or shorter data file forgets the blocks
   t.same([...short.present.keys()], [0], 'the blocks past its end are forgotten')
   const cleaned = await s.cleanup()
   t.equal(cleaned.evicted, 1, 'the background check drops the record of the file nobody opened (idle)')
-  t.same(s.entries().filter((e) => e.bytes > 0).map((e) => [e.path, e.bytes]), [['short', BS]], 'what the record holds now')
+  t.same(
+    s
+      .entries()
+      .filter((e) => e.bytes > 0)
+      .map((e) => [e.path, e.bytes]),
+    [['short', BS]],
+    'what the record holds now',
+  )
   await s.close()
 
   s = open(t, dir)
@@ -116,7 +137,11 @@ t.test('a corrupt block on disk is refetched by the fetcher, and the reader gets
   const dest = Buffer.alloc(3 * BS)
   t.equal(await fetcher.readInto(f, 0, 3 * BS, dest, () => true), 3 * BS)
   t.ok(dest.equals(expected(0, 3 * BS)), 'every byte right, the flipped one too')
-  t.same(src.calls.map((c) => [c.start, c.end]), [[BS, 2 * BS]], 'only the corrupt block was fetched again')
+  t.same(
+    src.calls.map((c) => [c.start, c.end]),
+    [[BS, 2 * BS]],
+    'only the corrupt block was fetched again',
+  )
   await fetcher.settled()
   t.ok(f.has(1), 'and it is back in the cache')
 })

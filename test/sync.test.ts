@@ -5,13 +5,31 @@
 import t, { type Test } from 'tap'
 import { readFileSync, readdirSync, statSync, lstatSync, readlinkSync } from 'node:fs'
 import { join } from 'node:path'
-import { makeArchive, startServer, startDaemon, desfs, run, tmp, until, sourceBytes, type ArchiveFixture, type DaemonFixture, md5, parseMd5sum } from './helpers.js'
+import {
+  makeArchive,
+  startServer,
+  startDaemon,
+  desfs,
+  run,
+  tmp,
+  until,
+  sourceBytes,
+  type ArchiveFixture,
+  type DaemonFixture,
+  md5,
+  parseMd5sum,
+} from './helpers.js'
 import { expectedTileFiles } from './archive/expect.js'
 
 t.jobs = 1
 
 const TILE = 'DES2041-5248'
-const envFor = (d: DaemonFixture) => ({ ...process.env, DESFS_STATE_DIR: d.stateDir, DESFS_CACHE_DIR: d.cacheDir, DESFS_CONFIG: '/nonexistent' })
+const envFor = (d: DaemonFixture) => ({
+  ...process.env,
+  DESFS_STATE_DIR: d.stateDir,
+  DESFS_CACHE_DIR: d.cacheDir,
+  DESFS_CONFIG: '/nonexistent',
+})
 
 interface JobShow {
   id: string
@@ -49,8 +67,12 @@ t.test('sync a tile and band: everything selected, fetched, verified and pinned'
 
   const dry = await desfs(['sync', '--tilename', TILE, '--band', 'r', '--dry-run'], { env: envFor(d), timeoutMs: 60_000 })
   t.equal(dry.code, 0, dry.stderr)
-  const listed = dry.stdout.trim().split('\n').slice(0, -1).map((l) => l.trim().split(/\s+/).pop()!)
-  t.same(listed.sort(), expected, 'the dry run lists exactly the tile recipe\'s files')
+  const listed = dry.stdout
+    .trim()
+    .split('\n')
+    .slice(0, -1)
+    .map((l) => l.trim().split(/\s+/).pop()!)
+  t.same(listed.sort(), expected, "the dry run lists exactly the tile recipe's files")
   const total = expected.reduce((n, rel) => n + a.manifest.files.find((f) => f.rel === rel)!.size, 0)
   t.match(dry.stdout, new RegExp(`164 files, `), 'with a total')
   t.equal(server.count('GET'), 0, 'a dry run fetches nothing')
@@ -62,19 +84,28 @@ t.test('sync a tile and band: everything selected, fetched, verified and pinned'
   t.match(r.stdout, /sync \S+ done: 164 of 164 files/)
   const m = JSON.parse(readFileSync(manifest, 'utf8')) as { path: string; size: number; status: string; url: string }[]
   t.equal(m.length, 164)
-  t.ok(m.every((e) => e.status === 'ok' && e.url.startsWith(server.archiveUrl)), 'every manifest entry is ok, with its source URL')
+  t.ok(
+    m.every((e) => e.status === 'ok' && e.url.startsWith(server.archiveUrl)),
+    'every manifest entry is ok, with its source URL',
+  )
   const fetched = server.log.filter((x) => x.method === 'GET').reduce((n, x) => n + x.bytes, 0)
   t.equal(fetched, total, 'every byte fetched exactly once')
 
   const ls = await desfs(['cache', 'ls', '--json'], { env: envFor(d) })
   const entries = JSON.parse(ls.stdout) as { path: string; size: number; cached: number; pinned: boolean }[]
   const byPath = new Map(entries.map((e) => [e.path, e]))
-  t.ok(expected.every((p) => byPath.get(p)?.pinned && byPath.get(p)!.cached === byPath.get(p)!.size), 'all 164 files are whole in the cache and pinned')
+  t.ok(
+    expected.every((p) => byPath.get(p)?.pinned && byPath.get(p)!.cached === byPath.get(p)!.size),
+    'all 164 files are whole in the cache and pinned',
+  )
 
   server.clearLog()
   const check = await run('md5sum', expected.slice(0, 40), { cwd: d.mnt, timeoutMs: 60_000 })
   const got = parseMd5sum(check.stdout)
-  t.ok(expected.slice(0, 40).every((p) => got.get(p) === md5(sourceBytes(a, p))), 'reads through the mount have the source bytes')
+  t.ok(
+    expected.slice(0, 40).every((p) => got.get(p) === md5(sourceBytes(a, p))),
+    'reads through the mount have the source bytes',
+  )
   t.equal(server.count('GET'), 0, 'and come from the cache')
 
   const again = await desfs(['sync', '--tilename', TILE, '--band', 'r'], { env: envFor(d), timeoutMs: 60_000 })
@@ -92,7 +123,9 @@ t.test('cancel, kill -9 and resume, a missing file, the pin cap', async (t) => {
     const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile })
     // Slow enough (8 s per request) that the cancel, a CLI start away, lands mid-body even on a busy box.
     server.faults = { rateBytesPerSec: 50_000 }
-    t.teardown(() => { server.faults = {} })
+    t.teardown(() => {
+      server.faults = {}
+    })
     const id = await startSync(t, d, ['--tilename', TILE, '--band', 'g'])
     t.ok(await until(() => server.sending.size > 0, 30_000), 'the sync job is fetching')
     const underWay = [...server.sending]
@@ -102,20 +135,34 @@ t.test('cancel, kill -9 and resume, a missing file, the pin cap', async (t) => {
     t.ok(await until(async () => (await show(d, id)).state === 'cancelled', 10_000), 'the job is cancelled')
     t.ok(Date.now() - t0 < 10_000, 'within seconds')
     // The job alone wanted the requests under way: they are called off, not left to finish.
-    t.ok(await until(() => server.sending.size === 0, 10_000), 'the requests under way are called off', { left: [...server.sending].map((r) => `${r.path} ${r.range} ${r.bytes}`) })
-    const asked = (r: { range?: string }) => { const [a, b] = r.range!.replace('bytes=', '').split('-').map(Number); return b! - a! + 1 }
-    t.ok(underWay.length > 0 && underWay.some((r) => r.bytes < asked(r)), `cut short: ${underWay.map((r) => `${r.bytes} of ${asked(r)}`).join(', ')}`)
+    t.ok(await until(() => server.sending.size === 0, 10_000), 'the requests under way are called off', {
+      left: [...server.sending].map((r) => `${r.path} ${r.range} ${r.bytes}`),
+    })
+    const asked = (r: { range?: string }) => {
+      const [a, b] = r.range!.replace('bytes=', '').split('-').map(Number)
+      return b! - a! + 1
+    }
+    t.ok(
+      underWay.length > 0 && underWay.some((r) => r.bytes < asked(r)),
+      `cut short: ${underWay.map((r) => `${r.bytes} of ${asked(r)}`).join(', ')}`,
+    )
     const gets = server.count('GET')
     await new Promise((r) => setTimeout(r, 1500))
     t.equal(server.count('GET'), gets, 'no new requests after the cancel')
     const job = await show(d, id)
-    t.ok(job.files.some((f) => f.status === 'pending'), 'files not started stay pending')
+    t.ok(
+      job.files.some((f) => f.status === 'pending'),
+      'files not started stay pending',
+    )
     // What the cancelled job had half fetched, a reader gets whole and right.
     server.faults = {}
     const some = expected.slice(0, 20)
     const check = await run('md5sum', some, { cwd: d.mnt, timeoutMs: 60_000 })
     const got = parseMd5sum(check.stdout)
-    t.ok(some.every((p) => got.get(p) === md5(sourceBytes(a, p))), 'files the job was fetching read right through the mount afterwards')
+    t.ok(
+      some.every((p) => got.get(p) === md5(sourceBytes(a, p))),
+      'files the job was fetching read right through the mount afterwards',
+    )
     const r = await desfs(['jobs', 'cancel', id], { env: envFor(d) })
     t.equal(r.code, 1, 'cancelling a finished job is refused')
     t.match(r.stderr, /is cancelled, not running/)
@@ -141,25 +188,41 @@ t.test('cancel, kill -9 and resume, a missing file, the pin cap', async (t) => {
     t.ok(before > 0 && after > 0, `bytes before (${before}) and after (${after}) the crash`)
     t.ok(after < total, 'the restart did not fetch everything again')
     // What was on disk before the kill is not fetched again; at most what was in flight is.
-    t.ok(before + after <= total + 8 * (1 << 20), `fetched ${before + after} bytes in all for ${total} (in flight at the kill fetched twice at most)`)
+    t.ok(
+      before + after <= total + 8 * (1 << 20),
+      `fetched ${before + after} bytes in all for ${total} (in flight at the kill fetched twice at most)`,
+    )
     const job = await show(d, id)
-    t.ok(job.files.every((f) => f.status === 'ok'), 'every file ok')
+    t.ok(
+      job.files.every((f) => f.status === 'ok'),
+      'every file ok',
+    )
   })
 
   await t.test('a file the archive does not have: a manifest entry with the error, exit 1, the rest synced', async (t) => {
     const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile })
     const gone = expected.find((p) => p.includes('_bkg'))!
     server.faults = { notFound: [gone] }
-    t.teardown(() => { server.faults = {} })
+    t.teardown(() => {
+      server.faults = {}
+    })
     const dir = tmp(t)
     const manifest = join(dir, 'm.tsv')
     const r = await desfs(['sync', '--tilename', TILE, '--band', 'g', '--manifest', manifest], { env: envFor(d), timeoutMs: 120_000 })
     t.equal(r.code, 1, 'exit code 1')
     t.match(r.stdout, new RegExp(`failed ${gone.replace(/[.+]/g, '\\$&')}: .*404`))
-    const rows = readFileSync(manifest, 'utf8').trim().split('\n').slice(1).map((l) => l.split('\t'))
+    const rows = readFileSync(manifest, 'utf8')
+      .trim()
+      .split('\n')
+      .slice(1)
+      .map((l) => l.split('\t'))
     t.equal(rows.length, expected.length)
     const bad = rows.filter((x) => x[2] === 'failed')
-    t.same(bad.map((x) => x[0]), [gone], 'only the missing file failed')
+    t.same(
+      bad.map((x) => x[0]),
+      [gone],
+      'only the missing file failed',
+    )
     t.match(bad[0]![3], /404/)
   })
 
@@ -183,15 +246,29 @@ t.test('desfs get: into a real DESDATA, idempotent, symlinks, safe after evictio
   const copyDir = join(base, 'copy')
   const r1 = await desfs(['get', '--desdata', copyDir, ...files], { env: envFor(d), timeoutMs: 60_000 })
   t.equal(r1.code, 0, r1.stderr)
-  t.same(r1.stdout.trim().split('\n'), files.map((f) => join(copyDir, f)), 'prints each local path')
-  t.ok(files.every((f) => md5(readFileSync(join(copyDir, f))) === md5(sourceBytes(a, f))), 'byte-identical copies')
+  t.same(
+    r1.stdout.trim().split('\n'),
+    files.map((f) => join(copyDir, f)),
+    'prints each local path',
+  )
+  t.ok(
+    files.every((f) => md5(readFileSync(join(copyDir, f))) === md5(sourceBytes(a, f))),
+    'byte-identical copies',
+  )
   const mtimes = files.map((f) => statSync(join(copyDir, f)).mtimeMs)
   server.clearLog()
   const r2 = await desfs(['get', '--desdata', copyDir, ...files], { env: envFor(d), timeoutMs: 60_000 })
   t.equal(r2.code, 0)
-  t.same(files.map((f) => statSync(join(copyDir, f)).mtimeMs), mtimes, 'a second get leaves correct files alone')
+  t.same(
+    files.map((f) => statSync(join(copyDir, f)).mtimeMs),
+    mtimes,
+    'a second get leaves correct files alone',
+  )
   t.equal(server.count('GET'), 0, 'and fetches nothing')
-  t.notOk(readdirSync(join(copyDir, files[0]!, '..')).some((n) => /^\..*\.[0-9a-f]{16}\.tmp$/.test(n)), 'no temporary files left behind')
+  t.notOk(
+    readdirSync(join(copyDir, files[0]!, '..')).some((n) => /^\..*\.[0-9a-f]{16}\.tmp$/.test(n)),
+    'no temporary files left behind',
+  )
 
   const symDir = join(base, 'symlink')
   const r4 = await desfs(['get', '--desdata', symDir, '--mode', 'symlink', files[0]!], { env: envFor(d), timeoutMs: 60_000 })
@@ -202,7 +279,10 @@ t.test('desfs get: into a real DESDATA, idempotent, symlinks, safe after evictio
   // The cache lets go of everything: copies keep their bytes.
   const clear = await desfs(['cache', 'clear', '--yes'], { env: envFor(d) })
   t.equal(clear.code, 0, clear.stderr)
-  t.ok(files.every((f) => md5(readFileSync(join(copyDir, f))) === md5(sourceBytes(a, f))), 'copies are intact after the cache was cleared')
+  t.ok(
+    files.every((f) => md5(readFileSync(join(copyDir, f))) === md5(sourceBytes(a, f))),
+    'copies are intact after the cache was cleared',
+  )
 
   const r5 = await desfs(['get', '--desdata', join(base, 'x'), 'OPS/no/such/file.fits'], { env: envFor(d), timeoutMs: 60_000 })
   t.equal(r5.code, 1, 'a path not in the archive: exit 1')
@@ -215,10 +295,20 @@ t.test('desfs get: into a real DESDATA, idempotent, symlinks, safe after evictio
   // Without a daemon: the same engine in the CLI process, on its own cache dir.
   await d.stop()
   const alone = join(base, 'standalone')
-  const env = { ...process.env, DESFS_STATE_DIR: join(base, 'state'), DESFS_CACHE_DIR: join(base, 'cache'), DESFS_CONFIG: '/nonexistent', DES_ARCHIVE_ACCESS_ARCHIVE: server.archiveUrl, DESFS_TOKEN_FILE: tokenFile }
+  const env = {
+    ...process.env,
+    DESFS_STATE_DIR: join(base, 'state'),
+    DESFS_CACHE_DIR: join(base, 'cache'),
+    DESFS_CONFIG: '/nonexistent',
+    DES_ARCHIVE_ACCESS_ARCHIVE: server.archiveUrl,
+    DESFS_TOKEN_FILE: tokenFile,
+  }
   const r7 = await desfs(['get', '--desdata', alone, ...files], { env, timeoutMs: 60_000 })
   t.equal(r7.code, 0, r7.stderr)
-  t.ok(files.every((f) => md5(readFileSync(join(alone, f))) === md5(sourceBytes(a, f))), 'standalone get places byte-identical files')
+  t.ok(
+    files.every((f) => md5(readFileSync(join(alone, f))) === md5(sourceBytes(a, f))),
+    'standalone get places byte-identical files',
+  )
   const r8 = await desfs(['get', '--desdata', alone, '--mode', 'symlink', files[0]!], { env, timeoutMs: 60_000 })
   t.not(r8.code, 0)
   t.match(r8.stderr, /--mode symlink links into the mount: start one with desfs mount first/)

@@ -17,7 +17,14 @@ t.test('desfs token status without a daemon', async (t) => {
   const daa = join(dir, 'daa')
   const xdg = join(dir, 'xdg')
   mkdirSync(xdg, { mode: 0o700 })
-  const base: NodeJS.ProcessEnv = { ...process.env, HOME: dir, DESFS_CONFIG: join(dir, 'none'), DES_ARCHIVE_ACCESS_DIR: daa, XDG_RUNTIME_DIR: xdg, DESFS_STATE_DIR: join(dir, 'state') }
+  const base: NodeJS.ProcessEnv = {
+    ...process.env,
+    HOME: dir,
+    DESFS_CONFIG: join(dir, 'none'),
+    DES_ARCHIVE_ACCESS_DIR: daa,
+    XDG_RUNTIME_DIR: xdg,
+    DESFS_STATE_DIR: join(dir, 'state'),
+  }
   delete base.BEARER_TOKEN
   delete base.BEARER_TOKEN_FILE
   delete base.DESFS_TOKEN_FILE
@@ -130,7 +137,10 @@ t.test('a file token expiring and rotated during a large read: the read complete
   t.equal(r.code, 0, `the read through the mount succeeds (${r.stderr})`)
   t.equal(r.stdout.slice(0, 32), createHash('md5').update(sourceBytes(a, big)).digest('hex'), 'the bytes are the source bytes')
   const used = new Set(server.log.filter((x) => x.method === 'GET' && x.port === 'door' && x.status !== 401).map((x) => x.tokenId))
-  t.ok(used.has('first') && used.has('second') && used.has('third'), `reads went on with each token in turn (${[...used].join(', ')}; read took ${secs.toFixed(1)} s)`)
+  t.ok(
+    used.has('first') && used.has('second') && used.has('third'),
+    `reads went on with each token in turn (${[...used].join(', ')}; read took ${secs.toFixed(1)} s)`,
+  )
   if (r.code !== 0) t.comment(d.log())
   t.match(d.log(), /bearer token loaded/)
   t.notMatch(d.log(), /eyJ/, 'no token in the log')

@@ -36,7 +36,11 @@ t.test('learning sizes from the archive', async (t) => {
     server.faults.latencyMs = 400 // every stat arrives while the listing is still on its way
     const codes = await parallelStats(files.map((f) => join(d.mnt, f.rel)))
     server.faults.latencyMs = 0
-    t.same(codes, files.map(() => 0), `${files.length} stats all succeed`)
+    t.same(
+      codes,
+      files.map(() => 0),
+      `${files.length} stats all succeed`,
+    )
     t.equal(server.count('PROPFIND', dir), 1, 'one PROPFIND for the directory')
     t.equal(server.count('HEAD'), 0, 'no HEAD')
     t.equal(server.count('PROPFIND'), 1, 'nothing else was listed')
@@ -45,7 +49,12 @@ t.test('learning sizes from the archive', async (t) => {
   const expected = new Map(a.manifest.files.map((f) => [f.rel, f.size]))
   const lsSizes = async (mnt: string) => {
     const r = await run('find', [mnt, '-type', 'f', '-printf', '%s %P\\n'])
-    return new Map(r.stdout.trim().split('\n').map((l) => [l.slice(l.indexOf(' ') + 1), Number(l.slice(0, l.indexOf(' ')))]))
+    return new Map(
+      r.stdout
+        .trim()
+        .split('\n')
+        .map((l) => [l.slice(l.indexOf(' ') + 1), Number(l.slice(0, l.indexOf(' ')))]),
+    )
   }
 
   await t.test('a first walk lists each directory once', async (t) => {
@@ -86,10 +95,15 @@ t.test('a DB row whose file the archive lacks is hidden from the first ls -la, a
   t.ok(present.length > 0, 'the directory has files the archive has too')
   const { server, tokenFile } = await startServer(t, a.root)
 
-  for (const [name, faults] of [['listed with one PROPFIND', {}], ['learned one HEAD at a time (PROPFIND refused)', { noPropfind: true }]] as const) {
+  for (const [name, faults] of [
+    ['listed with one PROPFIND', {}],
+    ['learned one HEAD at a time (PROPFIND refused)', { noPropfind: true }],
+  ] as const) {
     await t.test(name, async (t) => {
       server.faults = { ...faults }
-      t.teardown(() => { server.faults = {} })
+      t.teardown(() => {
+        server.faults = {}
+      })
       // A daemon with a fresh state dir: nothing about the directory is known before this ls.
       const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile })
       const r = await run('ls', ['-la', join(d.mnt, dir)])

@@ -5,7 +5,19 @@
 import t, { type Test } from 'tap'
 import Database from 'better-sqlite3'
 import { spawn } from 'node:child_process'
-import { copyFileSync, existsSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync, closeSync, statSync } from 'node:fs'
+import {
+  copyFileSync,
+  existsSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+  closeSync,
+  statSync,
+} from 'node:fs'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { makeArchive, startServer, startDaemon, run, desfs, tmp, until, PYTHON, type DaemonFixture, md5 } from './helpers.js'
@@ -69,21 +81,45 @@ t.test('the DB replaced while mounted', async (t) => {
 
   await t.test('a replacement that adds and removes files is swapped in without unmounting', async (t) => {
     // A reader opens the big file and reads its first bytes before the swap, the rest after.
-    const reader = spawn(PYTHON, ['-c', 'import sys,hashlib\nf=open(sys.argv[1],"rb"); h=hashlib.md5(); h.update(f.read(65536)); print("opened", flush=True)\nsys.stdin.readline()\nwhile True:\n  b=f.read(1<<20)\n  if not b: break\n  h.update(b)\nprint(h.hexdigest(), flush=True)', join(d.mnt, big)], { stdio: ['pipe', 'pipe', 'inherit'] })
+    const reader = spawn(
+      PYTHON,
+      [
+        '-c',
+        'import sys,hashlib\nf=open(sys.argv[1],"rb"); h=hashlib.md5(); h.update(f.read(65536)); print("opened", flush=True)\nsys.stdin.readline()\nwhile True:\n  b=f.read(1<<20)\n  if not b: break\n  h.update(b)\nprint(h.hexdigest(), flush=True)',
+        join(d.mnt, big),
+      ],
+      { stdio: ['pipe', 'pipe', 'inherit'] },
+    )
     const lines = createInterface({ input: reader.stdout! })
     const out: string[] = []
     lines.on('line', (l) => out.push(l))
     t.ok(await until(() => out.includes('opened'), 30_000), 'the reader has the file open')
     // Meanwhile a lister lists the changing directory over and over, until its stdin is closed.
-    const lister = spawn(PYTHON, ['-c', 'import os,sys,select\nwhile True:\n  print(",".join(sorted(os.listdir(sys.argv[1]))), flush=True)\n  if select.select([sys.stdin],[],[],0.005)[0] and not sys.stdin.readline(): break', join(d.mnt, exp0)], { stdio: ['pipe', 'pipe', 'inherit'] })
+    const lister = spawn(
+      PYTHON,
+      [
+        '-c',
+        'import os,sys,select\nwhile True:\n  print(",".join(sorted(os.listdir(sys.argv[1]))), flush=True)\n  if select.select([sys.stdin],[],[],0.005)[0] and not sys.stdin.readline(): break',
+        join(d.mnt, exp0),
+      ],
+      { stdio: ['pipe', 'pipe', 'inherit'] },
+    )
     const listings: string[] = []
     createInterface({ input: lister.stdout! }).on('line', (l) => listings.push(l))
     const listerDone = new Promise((r) => lister.on('exit', r))
     t.ok(await until(() => listings.length > 0, 30_000), 'the lister listed the directory before the swap')
 
-    const mountsBefore = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(d.mnt)).length
+    const mountsBefore = readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .filter((l) => l.includes(d.mnt)).length
     await logAfter(t, d, / info new tree in service /, () => replaceDb(db, readFileSync(db2)))
-    t.equal(readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(d.mnt)).length, mountsBefore, 'never unmounted')
+    t.equal(
+      readFileSync('/proc/self/mountinfo', 'utf8')
+        .split('\n')
+        .filter((l) => l.includes(d.mnt)).length,
+      mountsBefore,
+      'never unmounted',
+    )
 
     const after = await findAll(d.mnt)
     t.same(after.files, want2, 'the mount now shows the new DB: added files present, removed ones gone')
@@ -98,17 +134,30 @@ t.test('the DB replaced while mounted', async (t) => {
 
     reader.stdin!.end('go\n')
     t.ok(await until(() => out.length >= 2, 60_000), 'the reader finished')
-    t.equal(out[1], md5(readFileSync(join(a.root, big))), 'the open file read to the end with the right bytes, though removed from the tree')
+    t.equal(
+      out[1],
+      md5(readFileSync(join(a.root, big))),
+      'the open file read to the end with the right bytes, though removed from the tree',
+    )
     // The kernel cannot drop a name in use; once the reader has closed it, the name goes too.
     const gone = await until(async () => (await run('stat', [join(d.mnt, big)])).code !== 0, 10_000, 200)
     t.ok(gone, 'once closed, the removed file no longer resolves')
 
     await listerDone
-    const names = (s: Iterable<string>) => [...s].filter((p) => dirname(p) === exp0).map((p) => p.slice(exp0.length + 1)).sort().join(',')
+    const names = (s: Iterable<string>) =>
+      [...s]
+        .filter((p) => dirname(p) === exp0)
+        .map((p) => p.slice(exp0.length + 1))
+        .sort()
+        .join(',')
     const allowed = new Set([names(want1.keys()), names(want2.keys())])
     t.equal(listings[0], names(want1.keys()), 'its first listing (before the swap) was the old one')
     t.equal(listings.at(-1), names(want2.keys()), 'its last listing (after the swap) the new one')
-    t.same([...new Set(listings)].filter((l) => !allowed.has(l)), [], 'every listing was the old one or the new one, never a mix or an empty one')
+    t.same(
+      [...new Set(listings)].filter((l) => !allowed.has(l)),
+      [],
+      'every listing was the old one or the new one, never a mix or an empty one',
+    )
   })
 
   const stateFiles = () => readdirSync(d.stateDir).filter((n) => /^tree-.*\.sqlite$/.test(n))
@@ -128,8 +177,16 @@ t.test('the DB replaced while mounted', async (t) => {
 
   const good = readFileSync(db2)
   const bad: [string, () => Buffer | string, RegExp][] = [
-    ['truncated', () => good.subarray(0, Math.floor(good.length / 2)), /still serving the previous tree: metadata DB \S+ is not a readable SQLite database \(truncated: \d+ bytes, its header says \d+\)/],
-    ['not SQLite', () => 'PATH,FILENAME\nOPS/evil,passwd\n'.repeat(500), /still serving the previous tree: metadata DB \S+ is not a readable SQLite database \(the file does not start with the SQLite header\)/],
+    [
+      'truncated',
+      () => good.subarray(0, Math.floor(good.length / 2)),
+      /still serving the previous tree: metadata DB \S+ is not a readable SQLite database \(truncated: \d+ bytes, its header says \d+\)/,
+    ],
+    [
+      'not SQLite',
+      () => 'PATH,FILENAME\nOPS/evil,passwd\n'.repeat(500),
+      /still serving the previous tree: metadata DB \S+ is not a readable SQLite database \(the file does not start with the SQLite header\)/,
+    ],
     [
       'corrupt (garbage pages after the schema)',
       () => {
@@ -179,6 +236,10 @@ t.test('a build in progress is not swapped in when the DB changes again under it
     renameSync(`${db}.new`, db)
   })
   t.ok(replaced, 'the DB was replaced during the build')
-  t.equal(p?.dbFile, JSON.stringify({ dev: statSync(db).dev, ino: statSync(db).ino, size: statSync(db).size, mtimeMs: Math.floor(statSync(db).mtimeMs) }), 'the index returned matches the DB now in place')
+  t.equal(
+    p?.dbFile,
+    JSON.stringify({ dev: statSync(db).dev, ino: statSync(db).ino, size: statSync(db).size, mtimeMs: Math.floor(statSync(db).mtimeMs) }),
+    'the index returned matches the DB now in place',
+  )
   t.equal(readdirSync(dir).filter((n) => n.startsWith('tree-')).length, 1, 'the index of the replaced file was removed')
 })

@@ -12,7 +12,12 @@ t.test('every kind of hostile row is refused, counted and reported with examples
   const db = join(dir, 'metadata.db')
   const gen = generateSynthetic({ db, rows: 2000, hostile: true, bigDir: 100 })
   const out = join(dir, 'tree.sqlite')
-  const r = buildTreeIndex({ dbPath: db, sql: 'SELECT PATH, FILENAME, COMPRESSION FROM Y6A2_FILE_ARCHIVE_INFO', outPath: out, identity: 'test' })
+  const r = buildTreeIndex({
+    dbPath: db,
+    sql: 'SELECT PATH, FILENAME, COMPRESSION FROM Y6A2_FILE_ARCHIVE_INFO',
+    outPath: out,
+    identity: 'test',
+  })
   t.equal(r.files, 2000, 'every valid row is a file')
   t.equal(r.dirs - 1, gen.dirs, 'exactly the directories of valid rows (and the root)')
   t.equal(r.rows, 2000 + hostileRows().length)
@@ -20,7 +25,18 @@ t.test('every kind of hostile row is refused, counted and reported with examples
   const want = new Map<string, number>()
   for (const h of hostileRows()) want.set(h.why, (want.get(h.why) ?? 0) + 1)
   t.same(Object.fromEntries(Object.entries(r.skipped).map(([k, v]) => [k, v.count])), Object.fromEntries(want), 'counted by reason')
-  for (const reason of ['absolute path', "'.' or '..' segment", 'empty segment', 'control character', 'name too long', 'path too long', 'bad compression', 'empty filename', 'duplicate', 'file/directory clash']) {
+  for (const reason of [
+    'absolute path',
+    "'.' or '..' segment",
+    'empty segment',
+    'control character',
+    'name too long',
+    'path too long',
+    'bad compression',
+    'empty filename',
+    'duplicate',
+    'file/directory clash',
+  ]) {
     t.ok(want.has(reason), `the fixture has a ${reason} row`)
   }
   for (const [reason, v] of Object.entries(r.skipped)) {
@@ -53,7 +69,11 @@ t.test('every kind of hostile row is refused, counted and reported with examples
   t.same(bad, [], 'nothing hostile in the index')
   const clash = 'OPS/finalcut/Y6A1/20121101-r4056/D00229343/p01/red'
   t.not(index.lookup(clash)?.dir, null, `${clash} stays a directory (the file of the same name was refused)`)
-  t.equal(index.lookup('OPS/finalcut/Y6A1/20121101-r4056/D00229343/p01/psf/D00229343_g_c01_r4056p01_psfexcat.psf')?.dir, null, 'a file stays a file (a row below it was refused)')
+  t.equal(
+    index.lookup('OPS/finalcut/Y6A1/20121101-r4056/D00229343/p01/psf/D00229343_g_c01_r4056p01_psfexcat.psf')?.dir,
+    null,
+    'a file stays a file (a row below it was refused)',
+  )
   t.equal(index.lookup('etc'), undefined)
   t.equal(index.lookup('OPS/finalcut/Y6A1/20121101-r4056/D00229343/p01/dot.fits'), undefined)
 })

@@ -23,8 +23,15 @@ t.test('a 100k-row DB builds, mounts, and every path resolves', async (t) => {
     for (const [p, size] of got.files) if (s.sizes.get(p) !== size) wrong++
     t.equal(wrong, 0, 'every size is the known one (one getattr per file)')
     t.same(diffKeys(got.dirs, dirsOf(s.sizes.keys())), { missing: [], extra: [] }, 'directories: exactly those of valid rows')
-    const hostileNames = s.gen.hostile.filter((h) => h.why !== 'duplicate').map((h) => h.row.split('/').pop()!).filter((n) => n && n !== 'red')
-    t.same([...got.files.keys()].filter((p) => hostileNames.some((n) => p.endsWith('/' + n))), [], 'no hostile name anywhere')
+    const hostileNames = s.gen.hostile
+      .filter((h) => h.why !== 'duplicate')
+      .map((h) => h.row.split('/').pop()!)
+      .filter((n) => n && n !== 'red')
+    t.same(
+      [...got.files.keys()].filter((p) => hostileNames.some((n) => p.endsWith('/' + n))),
+      [],
+      'no hostile name anywhere',
+    )
     t.equal(server.log.length, 0, 'the archive was never asked')
   })
 

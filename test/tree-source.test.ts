@@ -15,7 +15,11 @@ async function mountsAll(t: Test, s: ReturnType<typeof seededTree>, flags: strin
   const d = await startDaemon(t, { db: s.db, archive: NO_ARCHIVE, stateDir: s.stateDir, flags })
   const got = await findAll(d.mnt)
   t.equal(got.files.size, s.sizes.size, `every file (${s.sizes.size})`)
-  t.same([...got.files].filter(([p, size]) => s.sizes.get(p) !== size), [], 'the same paths and sizes')
+  t.same(
+    [...got.files].filter(([p, size]) => s.sizes.get(p) !== size),
+    [],
+    'the same paths and sizes',
+  )
   return d
 }
 
@@ -34,8 +38,16 @@ t.test('--tree-query reads another layout', async (t) => {
 
 t.test('a DB without a usable file table fails at start, naming what was looked for', async (t) => {
   const cases: [string, string, RegExp][] = [
-    ['no such table', 'CREATE TABLE Y6A2_IMAGE (FILENAME TEXT)', /has no usable file table \(looked for a table named like Y6A2_FILE_ARCHIVE_INFO with PATH and FILENAME columns; found Y6A2_IMAGE\)/],
-    ['the table without a PATH column', 'CREATE TABLE Y6A2_FILE_ARCHIVE_INFO (FILENAME TEXT, COMPRESSION TEXT)', /has no usable file table \(looked for a table named like Y6A2_FILE_ARCHIVE_INFO with PATH and FILENAME columns; found Y6A2_FILE_ARCHIVE_INFO\)/],
+    [
+      'no such table',
+      'CREATE TABLE Y6A2_IMAGE (FILENAME TEXT)',
+      /has no usable file table \(looked for a table named like Y6A2_FILE_ARCHIVE_INFO with PATH and FILENAME columns; found Y6A2_IMAGE\)/,
+    ],
+    [
+      'the table without a PATH column',
+      'CREATE TABLE Y6A2_FILE_ARCHIVE_INFO (FILENAME TEXT, COMPRESSION TEXT)',
+      /has no usable file table \(looked for a table named like Y6A2_FILE_ARCHIVE_INFO with PATH and FILENAME columns; found Y6A2_FILE_ARCHIVE_INFO\)/,
+    ],
     ['an empty database', '', /has no usable file table \(.*found no tables\)/],
   ]
   for (const [what, sql, message] of cases) {
@@ -46,10 +58,25 @@ t.test('a DB without a usable file table fails at start, naming what was looked 
       sq.exec(sql || 'CREATE TABLE x (a); DROP TABLE x')
       sq.close()
       mkdirSync(join(dir, 'mnt'))
-      const r = await desfs(['mount', join(dir, 'mnt'), '--foreground', '--db', db, '--archive', NO_ARCHIVE, '--state-dir', join(dir, 'state'), '--cache-dir', join(dir, 'cache')], {
-        timeoutMs: 30_000,
-        env: { ...process.env, DESFS_CONFIG: join(dir, 'none') },
-      })
+      const r = await desfs(
+        [
+          'mount',
+          join(dir, 'mnt'),
+          '--foreground',
+          '--db',
+          db,
+          '--archive',
+          NO_ARCHIVE,
+          '--state-dir',
+          join(dir, 'state'),
+          '--cache-dir',
+          join(dir, 'cache'),
+        ],
+        {
+          timeoutMs: 30_000,
+          env: { ...process.env, DESFS_CONFIG: join(dir, 'none') },
+        },
+      )
       t.equal(r.code, 3)
       t.equal(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr.trim()}`)
       t.match(r.stderr, message)
@@ -60,13 +87,33 @@ t.test('a DB without a usable file table fails at start, naming what was looked 
     const s = seededTree(t, 300)
     for (const [q, message] of [
       ['SELECT nope FROM nowhere', /--tree-query does not run on .*: no such table: nowhere/],
-      ['SELECT PATH, FILENAME FROM Y6A2_FILE_ARCHIVE_INFO', /--tree-query must return three columns \(path, filename, compression\); it returns 2/],
+      [
+        'SELECT PATH, FILENAME FROM Y6A2_FILE_ARCHIVE_INFO',
+        /--tree-query must return three columns \(path, filename, compression\); it returns 2/,
+      ],
     ] as const) {
       mkdirSync(join(s.dir, 'mnt'), { recursive: true })
-      const r = await desfs(['mount', join(s.dir, 'mnt'), '--foreground', '--db', s.db, '--archive', NO_ARCHIVE, '--state-dir', s.stateDir, '--cache-dir', join(s.dir, 'cache'), '--tree-query', q], {
-        timeoutMs: 30_000,
-        env: { ...process.env, DESFS_CONFIG: join(s.dir, 'none') },
-      })
+      const r = await desfs(
+        [
+          'mount',
+          join(s.dir, 'mnt'),
+          '--foreground',
+          '--db',
+          s.db,
+          '--archive',
+          NO_ARCHIVE,
+          '--state-dir',
+          s.stateDir,
+          '--cache-dir',
+          join(s.dir, 'cache'),
+          '--tree-query',
+          q,
+        ],
+        {
+          timeoutMs: 30_000,
+          env: { ...process.env, DESFS_CONFIG: join(s.dir, 'none') },
+        },
+      )
       t.equal(r.code, 2, q)
       t.match(r.stderr.trim(), message)
     }

@@ -16,7 +16,20 @@
 // a read past the end returns less).
 import { spawn, type ChildProcess } from 'node:child_process'
 import { get as httpGet } from 'node:http'
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs'
 import { tmpdir, userInfo } from 'node:os'
 import { join, relative, resolve, sep } from 'node:path'
 import { freePort } from './archive/nginx.js'
@@ -33,7 +46,8 @@ export const SITE_PREFIX = 'archive'
 /** Why the XCache cannot run here, or undefined when it can. */
 export function xcacheMissing(): string | undefined {
   if (!existsSync(XROOTD)) return `${XROOTD} is not installed (apt-get install xrootd-server)`
-  for (const p of PLUGINS) if (!existsSync(join(PLUGIN_DIR, p))) return `${join(PLUGIN_DIR, p)} is not installed (apt-get install xrootd-server-plugins)`
+  for (const p of PLUGINS)
+    if (!existsSync(join(PLUGIN_DIR, p))) return `${join(PLUGIN_DIR, p)} is not installed (apt-get install xrootd-server-plugins)`
   if (userInfo().uid !== 0) return 'the XCache fixture runs xrootd as nobody, which needs root'
   return undefined
 }
@@ -56,7 +70,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** Distinct bytes covered by a set of [offset, offset+length) intervals. */
 export function coveredBytes(reads: { offset: number; length: number }[]): number {
-  const sorted = reads.filter((r) => r.length > 0).map((r) => [r.offset, r.offset + r.length] as const).sort((a, b) => a[0] - b[0])
+  const sorted = reads
+    .filter((r) => r.length > 0)
+    .map((r) => [r.offset, r.offset + r.length] as const)
+    .sort((a, b) => a[0] - b[0])
   let total = 0
   let end = -1
   for (const [s, e] of sorted) {
@@ -100,7 +117,10 @@ export class XCache {
   private logStart = 0
 
   /** `root`: the archive directory (the same one the test's dCache-like server serves). */
-  constructor(root: string, private readonly opts: { ramGb?: number } = {}) {
+  constructor(
+    root: string,
+    private readonly opts: { ramGb?: number } = {},
+  ) {
     this.root = resolve(root)
     this.dir = mkdtempSync(join(tmpdir(), 'desfs-xcache-'))
   }
@@ -220,7 +240,8 @@ export class XCache {
   private prepareDirs(): void {
     const base = resolve(tmpdir())
     const rel = relative(base, this.root)
-    if (rel === '' || rel.startsWith('..') || rel.startsWith(sep)) throw new Error(`XCache: the archive ${this.root} must be inside ${base} (a test's temporary directory)`)
+    if (rel === '' || rel.startsWith('..') || rel.startsWith(sep))
+      throw new Error(`XCache: the archive ${this.root} must be inside ${base} (a test's temporary directory)`)
     let d = base
     for (const part of rel.split(sep)) {
       d = join(d, part)
@@ -238,7 +259,12 @@ export class XCache {
 
   private writeConfigs(): void {
     // xrootd has no listen address: it binds every interface, so only loopback clients are let in.
-    const common = (name: string) => [`xrd.allow host localhost`, `all.export /`, `all.adminpath ${join(this.dir, name, 'admin')}`, `all.pidpath ${join(this.dir, name, 'admin')}`]
+    const common = (name: string) => [
+      `xrd.allow host localhost`,
+      `all.export /`,
+      `all.adminpath ${join(this.dir, name, 'admin')}`,
+      `all.pidpath ${join(this.dir, name, 'admin')}`,
+    ]
     const origin = [
       `xrd.port ${this.originPort}`,
       ...common('origin'),
@@ -263,7 +289,10 @@ export class XCache {
   private spawnServer(name: 'origin' | 'cache'): Server {
     const d = join(this.dir, name)
     // -l log (xrootd puts it in d/NAME/log), -n NAME, -R drop to nobody. xrootd stays in the foreground.
-    const child = spawn(XROOTD, ['-R', RUN_AS, '-c', join(d, 'xrootd.cfg'), '-l', join(d, 'log'), '-n', name], { cwd: d, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(XROOTD, ['-R', RUN_AS, '-c', join(d, 'xrootd.cfg'), '-l', join(d, 'log'), '-n', name], {
+      cwd: d,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
     const s: Server = { name, child, output: '', exited: new Promise((r) => child.once('exit', () => r())) }
     child.stdout!.on('data', (b: Buffer) => (s.output += b))
     child.stderr!.on('data', (b: Buffer) => (s.output += b))
@@ -325,7 +354,9 @@ function openTree(dir: string): void {
 }
 
 function nobodyIds(): { uid: number; gid: number } {
-  const line = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith(`${RUN_AS}:`))
+  const line = readFileSync('/etc/passwd', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith(`${RUN_AS}:`))
   if (!line) throw new Error(`XCache: no user ${RUN_AS} in /etc/passwd`)
   const f = line.split(':')
   return { uid: Number(f[2]), gid: Number(f[3]) }

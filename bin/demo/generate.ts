@@ -114,7 +114,13 @@ function commonCards(extra: Record<string, string | number>): Card[] {
 function sciMskWgt(nx: number, ny: number, rand: () => number, cards: Card[]): Buffer {
   return Buffer.concat([
     emptyPrimary(cards),
-    imageHdu({ bitpix: -32, axes: [nx, ny], extname: 'SCI', data: skyImage(nx, ny, rand), cards: [{ key: 'BUNIT', value: 'electrons/s' }] }),
+    imageHdu({
+      bitpix: -32,
+      axes: [nx, ny],
+      extname: 'SCI',
+      data: skyImage(nx, ny, rand),
+      cards: [{ key: 'BUNIT', value: 'electrons/s' }],
+    }),
     imageHdu({ bitpix: 32, axes: [nx, ny], extname: 'MSK', data: intImage(nx, ny, rand, 0.01) }),
     imageHdu({ bitpix: -32, axes: [nx, ny], extname: 'WGT', data: weightImage(nx, ny, rand) }),
   ])
@@ -127,10 +133,23 @@ function singleImage(nx: number, ny: number, rand: () => number, cards: Card[], 
 
 function psfFile(rand: () => number, cards: Card[]): Buffer {
   const columns: Column[] = [{ name: 'PSF_MASK', format: '625E' }]
-  const values = Array.from({ length: 625 }, (_, i) => Math.exp(-(((i % 25) - 12) ** 2 + (Math.floor(i / 25) - 12) ** 2) / 8) + rand() * 1e-3)
+  const values = Array.from(
+    { length: 625 },
+    (_, i) => Math.exp(-(((i % 25) - 12) ** 2 + (Math.floor(i / 25) - 12) ** 2) / 8) + rand() * 1e-3,
+  )
   return Buffer.concat([
     emptyPrimary(cards),
-    tableHdu({ extname: 'PSF_DATA', columns, rows: 1, data: encodeRows(columns, [[values]]), cards: [{ key: 'PSFAXIS1', value: 25 }, { key: 'PSFAXIS2', value: 25 }, { key: 'PSFAXIS3', value: 1 }] }),
+    tableHdu({
+      extname: 'PSF_DATA',
+      columns,
+      rows: 1,
+      data: encodeRows(columns, [[values]]),
+      cards: [
+        { key: 'PSFAXIS1', value: 25 },
+        { key: 'PSFAXIS2', value: 25 },
+        { key: 'PSFAXIS3', value: 1 },
+      ],
+    }),
   ])
 }
 
@@ -143,7 +162,14 @@ function catalogFile(rand: () => number, rows: number, cards: Card[]): Buffer {
     { name: 'FLAGS', format: 'I' },
     { name: 'CLASS', format: '8A' },
   ]
-  const data = Array.from({ length: rows }, (_, i) => [i + 1, 310 + rand(), -52.5 + rand(), 18 + rand() * 6, Math.floor(rand() * 4), rand() < 0.8 ? 'galaxy' : 'star'])
+  const data = Array.from({ length: rows }, (_, i) => [
+    i + 1,
+    310 + rand(),
+    -52.5 + rand(),
+    18 + rand() * 6,
+    Math.floor(rand() * 4),
+    rand() < 0.8 ? 'galaxy' : 'star',
+  ])
   return Buffer.concat([emptyPrimary(cards), tableHdu({ extname: 'OBJECTS', columns, rows, data: encodeRows(columns, data) })])
 }
 
@@ -191,7 +217,14 @@ export function generateArchive(opts: GenerateOptions): Manifest {
   const coaddReq = 4575
 
   // Single-epoch ("finalcut") products, one attempt per exposure.
-  const db = { image: [] as unknown[][], misc: [] as unknown[][], coadd: [] as unknown[][], catalog: [] as unknown[][], proctag: [] as unknown[][], i2t: [] as unknown[][] }
+  const db = {
+    image: [] as unknown[][],
+    misc: [] as unknown[][],
+    coadd: [] as unknown[][],
+    catalog: [] as unknown[][],
+    proctag: [] as unknown[][],
+    i2t: [] as unknown[][],
+  }
   for (let e = 0; e < nExp; e++) {
     const expnum = 229_343 + e * 17
     const band = BANDS[e % 3]!
@@ -204,10 +237,34 @@ export function generateArchive(opts: GenerateOptions): Manifest {
     for (let c = 1; c <= nCcd; c++) {
       const stem = `D${String(expnum).padStart(8, '0')}_${band}_c${String(c).padStart(2, '0')}_r${reqnum}p01`
       const cards = commonCards({ EXPNUM: expnum, CCDNUM: c, BAND: band, NITE: nite })
-      planned.push({ path: `${base}/red/immask`, filename: `${stem}_immasked.fits`, compression: '.fz', kind: 'red_immask', make: () => sciMskWgt(nx, ny, rng(stem + 'immask'), cards) })
-      planned.push({ path: `${base}/red/bkg`, filename: `${stem}_bkg.fits`, compression: '.fz', kind: 'red_bkg', make: () => singleImage(nx, ny, rng(stem + 'bkg'), cards, 'sky') })
-      planned.push({ path: `${base}/seg`, filename: `${stem}_segmap.fits`, compression: '.fz', kind: 'red_segmap', make: () => singleImage(nx, ny, rng(stem + 'seg'), cards, 'seg') })
-      planned.push({ path: `${base}/psf`, filename: `${stem}_psfexcat.psf`, compression: c % 2 ? null : '', kind: 'psfex_model', make: () => psfFile(rng(stem + 'psf'), cards) })
+      planned.push({
+        path: `${base}/red/immask`,
+        filename: `${stem}_immasked.fits`,
+        compression: '.fz',
+        kind: 'red_immask',
+        make: () => sciMskWgt(nx, ny, rng(stem + 'immask'), cards),
+      })
+      planned.push({
+        path: `${base}/red/bkg`,
+        filename: `${stem}_bkg.fits`,
+        compression: '.fz',
+        kind: 'red_bkg',
+        make: () => singleImage(nx, ny, rng(stem + 'bkg'), cards, 'sky'),
+      })
+      planned.push({
+        path: `${base}/seg`,
+        filename: `${stem}_segmap.fits`,
+        compression: '.fz',
+        kind: 'red_segmap',
+        make: () => singleImage(nx, ny, rng(stem + 'seg'), cards, 'seg'),
+      })
+      planned.push({
+        path: `${base}/psf`,
+        filename: `${stem}_psfexcat.psf`,
+        compression: c % 2 ? null : '',
+        kind: 'psfex_model',
+        make: () => psfFile(rng(stem + 'psf'), cards),
+      })
       db.image.push([`${stem}_immasked.fits`, 'red_immask', att, band, null, expnum, c, nite])
       db.image.push([`${stem}_bkg.fits`, 'red_bkg', att, band, null, expnum, c, nite])
       db.misc.push([`${stem}_segmap.fits`, 'red_segmap', att, band, expnum, c, nite, null])
@@ -226,10 +283,34 @@ export function generateArchive(opts: GenerateOptions): Manifest {
     for (const band of bands) {
       const stem = `${tile}_r${coaddReq}p01_${band}`
       const cards = commonCards({ TILENAME: tile, BAND: band })
-      planned.push({ path: `${base}/coadd`, filename: `${stem}.fits`, compression: '.fz', kind: 'coadd', make: () => sciMskWgt(cx, cy, rng(stem), cards) })
-      planned.push({ path: `${base}/cat`, filename: `${stem}_cat.fits`, compression: null, kind: 'coadd_cat', make: () => catalogFile(rng(stem + 'cat'), 400, cards) })
-      planned.push({ path: `${base}/seg`, filename: `${stem}_segmap.fits`, compression: null, kind: 'coadd_segmap', make: () => singleImage(cx, cy, rng(stem + 'seg'), cards, 'seg') })
-      planned.push({ path: `${base}/psf`, filename: `${stem}_psfcat.psf`, compression: null, kind: 'coadd_psfex_model', make: () => psfFile(rng(stem + 'psf'), cards) })
+      planned.push({
+        path: `${base}/coadd`,
+        filename: `${stem}.fits`,
+        compression: '.fz',
+        kind: 'coadd',
+        make: () => sciMskWgt(cx, cy, rng(stem), cards),
+      })
+      planned.push({
+        path: `${base}/cat`,
+        filename: `${stem}_cat.fits`,
+        compression: null,
+        kind: 'coadd_cat',
+        make: () => catalogFile(rng(stem + 'cat'), 400, cards),
+      })
+      planned.push({
+        path: `${base}/seg`,
+        filename: `${stem}_segmap.fits`,
+        compression: null,
+        kind: 'coadd_segmap',
+        make: () => singleImage(cx, cy, rng(stem + 'seg'), cards, 'seg'),
+      })
+      planned.push({
+        path: `${base}/psf`,
+        filename: `${stem}_psfcat.psf`,
+        compression: null,
+        kind: 'coadd_psfex_model',
+        make: () => psfFile(rng(stem + 'psf'), cards),
+      })
       db.coadd.push([`${stem}.fits`, 'coadd', att, band, tile, 30.0])
       db.catalog.push([`${stem}_cat.fits`, 'coadd_cat', att, band, tile, null, null, null])
       db.misc.push([`${stem}_segmap.fits`, 'coadd_segmap', att, band, null, null, null, tile])
@@ -239,7 +320,13 @@ export function generateArchive(opts: GenerateOptions): Manifest {
         for (let c = 1; c <= nCcd; c++) {
           const se = `D${String(x.expnum).padStart(8, '0')}_${band}_c${String(c).padStart(2, '0')}`
           const fn = `${tile}_r${coaddReq}p01_${se}_nwgint.fits`
-          planned.push({ path: `${base}/nwgint`, filename: fn, compression: '.fz', kind: 'coadd_nwgint', make: () => sciMskWgt(nx, ny, rng(fn), cards) })
+          planned.push({
+            path: `${base}/nwgint`,
+            filename: fn,
+            compression: '.fz',
+            kind: 'coadd_nwgint',
+            make: () => sciMskWgt(nx, ny, rng(fn), cards),
+          })
           db.image.push([fn, 'coadd_nwgint', att, band, tile, x.expnum, c, x.nite])
         }
       }
@@ -250,12 +337,18 @@ export function generateArchive(opts: GenerateOptions): Manifest {
       const fn = `${tile}_r${coaddReq}p01_det.fits`
       largeFile = `${base}/coadd/${fn}`
       planned.push({
-        path: `${base}/coadd`, filename: fn, compression: null, kind: 'coadd_det',
+        path: `${base}/coadd`,
+        filename: fn,
+        compression: null,
+        kind: 'coadd_det',
         make: () => {
           const r = rng(fn)
           const data = Buffer.allocUnsafe(width * height * 4)
           for (let i = 0; i < width * height; i++) data.writeFloatBE(100 + (r() - 0.5) * 16, i * 4)
-          return Buffer.concat([emptyPrimary(commonCards({ TILENAME: tile })), imageHdu({ bitpix: -32, axes: [width, height], extname: 'SCI', data })])
+          return Buffer.concat([
+            emptyPrimary(commonCards({ TILENAME: tile })),
+            imageHdu({ bitpix: -32, axes: [width, height], extname: 'SCI', data }),
+          ])
         },
       })
       db.coadd.push([fn, 'coadd_det', att, 'det', tile, 30.0])
@@ -275,7 +368,8 @@ export function generateArchive(opts: GenerateOptions): Manifest {
     writeFileSync(target, f.make())
     if (f.compression === '.fz') toPack.push(target)
   }
-  for (let i = 0; i < toPack.length; i += 200) execFileSync('fpack', ['-qt', '4', '-C', '-Y', '-D', ...toPack.slice(i, i + 200)], { stdio: 'ignore' })
+  for (let i = 0; i < toPack.length; i += 200)
+    execFileSync('fpack', ['-qt', '4', '-C', '-Y', '-D', ...toPack.slice(i, i + 200)], { stdio: 'ignore' })
 
   // The metadata DB.
   const hostile: Manifest['hostile'] = []
@@ -337,7 +431,18 @@ export function generateArchive(opts: GenerateOptions): Manifest {
     return { rel, size: statSync(join(root, rel)).size, kind: f.kind }
   })
   const tileExposures = Object.fromEntries(tiles.map((t) => [t, exposures.filter((_, e) => overlaps(e, t)).map((x) => x.expnum)]))
-  const manifest: Manifest = { files, hostile, missing, tiles, bands, exposures, ccds: nCcd, tileExposures, usedFpack: useFpack, ...(largeFile ? { largeFile } : {}) }
+  const manifest: Manifest = {
+    files,
+    hostile,
+    missing,
+    tiles,
+    bands,
+    exposures,
+    ccds: nCcd,
+    tileExposures,
+    usedFpack: useFpack,
+    ...(largeFile ? { largeFile } : {}),
+  }
   writeFileSync(join(opts.out, 'manifest.json'), JSON.stringify(manifest, null, 1))
   return manifest
 }

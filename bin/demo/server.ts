@@ -96,7 +96,12 @@ export function drained(res: ServerResponse): Promise<void> {
   const sock = res.req.socket
   if (!res.writableNeedDrain || sock.destroyed) return Promise.resolve()
   return new Promise<void>((r) => {
-    const done = () => { res.off('drain', done); res.off('close', done); sock.off('close', done); r() }
+    const done = () => {
+      res.off('drain', done)
+      res.off('close', done)
+      sock.off('close', done)
+      r()
+    }
     res.on('drain', done).on('close', done)
     sock.on('close', done)
   })
@@ -108,7 +113,11 @@ function xmlEscape(s: string): string {
 
 /** Milton (dCache's WebDAV library) keeps only A-Z a-z 0-9 - _ . * and percent-encodes the rest, uppercase. */
 function miltonEncode(name: string): string {
-  return [...Buffer.from(name, 'utf8')].map((b) => (/[A-Za-z0-9\-_.*]/.test(String.fromCharCode(b)) ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`)).join('')
+  return [...Buffer.from(name, 'utf8')]
+    .map((b) =>
+      /[A-Za-z0-9\-_.*]/.test(String.fromCharCode(b)) ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`,
+    )
+    .join('')
 }
 
 export class ArchiveServer {
@@ -141,7 +150,8 @@ export class ArchiveServer {
 
   async start(port = 0): Promise<this> {
     const host = this.opts.host ?? '127.0.0.1'
-    const make = (handler: (req: IncomingMessage, res: ServerResponse) => void) => (this.opts.tls ? createHttps({ key: this.opts.tls.key, cert: this.opts.tls.cert }, handler) : createHttp(handler))
+    const make = (handler: (req: IncomingMessage, res: ServerResponse) => void) =>
+      this.opts.tls ? createHttps({ key: this.opts.tls.key, cert: this.opts.tls.cert }, handler) : createHttp(handler)
     const scheme = this.opts.tls ? 'https' : 'http'
     const listen = (s: Server, p: number) =>
       new Promise<number>((resolve, reject) => {
@@ -216,7 +226,9 @@ export class ArchiveServer {
     const rec: RequestRecord = { method: req.method ?? '?', path: '', status: 0, bytes: 0, port }
     if (req.headers.range) rec.range = req.headers.range
     res.on('finish', () => this.record(rec))
-    res.on('close', () => { if (!res.writableFinished) this.record(rec) })
+    res.on('close', () => {
+      if (!res.writableFinished) this.record(rec)
+    })
     if (this.faults.latencyMs) await new Promise((r) => setTimeout(r, this.faults.latencyMs))
     let decoded: string
     try {
@@ -265,7 +277,10 @@ export class ArchiveServer {
         if (port === 'door' && this.opts.redirect) {
           const uuid = randomUUID()
           this.uuids.set(uuid, rel)
-          res.setHeader('location', `${this.poolUrl}${url.pathname}?dcache-http-uuid=${uuid}&dcache-http-ref=${encodeURIComponent(this.doorUrl)}`)
+          res.setHeader(
+            'location',
+            `${this.poolUrl}${url.pathname}?dcache-http-uuid=${uuid}&dcache-http-ref=${encodeURIComponent(this.doorUrl)}`,
+          )
           return this.answer(res, rec, this.opts.redirectStatus ?? 302, '')
         }
         return this.get(req, res, rec, rel, file, st.size)
@@ -318,10 +333,22 @@ export class ArchiveServer {
     // Which fault applies to this body, if any.
     let cutAt = Infinity
     let mode: 'reset' | 'short' | 'stall' | undefined
-    if (mixed === 'reset' || mixed === 'short' || mixed === 'stall') { mode = mixed; cutAt = Math.floor(Math.random() * (end - start + 1)) }
-    else if (f.resetCount && f.resetCount > 0) { f.resetCount--; mode = 'reset'; cutAt = f.resetAfterBytes ?? 1000 }
-    else if (f.shortCount && f.shortCount > 0) { f.shortCount--; mode = 'short'; cutAt = Math.max(0, Math.floor((end - start + 1) / 2)) }
-    else if (f.stallCount && f.stallCount > 0) { f.stallCount--; mode = 'stall'; cutAt = f.stallAfterBytes ?? 1000 }
+    if (mixed === 'reset' || mixed === 'short' || mixed === 'stall') {
+      mode = mixed
+      cutAt = Math.floor(Math.random() * (end - start + 1))
+    } else if (f.resetCount && f.resetCount > 0) {
+      f.resetCount--
+      mode = 'reset'
+      cutAt = f.resetAfterBytes ?? 1000
+    } else if (f.shortCount && f.shortCount > 0) {
+      f.shortCount--
+      mode = 'short'
+      cutAt = Math.max(0, Math.floor((end - start + 1) / 2))
+    } else if (f.stallCount && f.stallCount > 0) {
+      f.stallCount--
+      mode = 'stall'
+      cutAt = f.stallAfterBytes ?? 1000
+    }
 
     const fh = await open(file, 'r')
     this.sending.add(rec)
@@ -358,8 +385,18 @@ export class ArchiveServer {
     }
   }
 
-  private async propfind(req: IncomingMessage, res: ServerResponse, rec: RequestRecord, decoded: string, rel: string, file: string, isDir: boolean): Promise<void> {
-    for await (const _ of req) { /* drain the request body */ }
+  private async propfind(
+    req: IncomingMessage,
+    res: ServerResponse,
+    rec: RequestRecord,
+    decoded: string,
+    rel: string,
+    file: string,
+    isDir: boolean,
+  ): Promise<void> {
+    for await (const _ of req) {
+      /* drain the request body */
+    }
     const depth = req.headers.depth === '0' ? 0 : 1
     const entries: { href: string; isDir: boolean; size: number; mtime: Date; rel: string; file: string }[] = []
     const hrefSelf = decoded.endsWith('/') || !isDir ? req.url!.split('?')[0]! : req.url!.split('?')[0]! + '/'
@@ -370,10 +407,18 @@ export class ArchiveServer {
       for (const name of await readdir(file)) {
         const childFile = join(file, name)
         const cst = await stat(childFile)
-        entries.push({ href: base + miltonEncode(name) + (cst.isDirectory() ? '/' : ''), isDir: cst.isDirectory(), size: cst.size, mtime: cst.mtime, rel: rel ? `${rel}/${name}` : name, file: childFile })
+        entries.push({
+          href: base + miltonEncode(name) + (cst.isDirectory() ? '/' : ''),
+          isDir: cst.isDirectory(),
+          size: cst.size,
+          mtime: cst.mtime,
+          rel: rel ? `${rel}/${name}` : name,
+          file: childFile,
+        })
       }
     }
-    let xml = '<?xml version="1.0" encoding="utf-8" ?>\n<d:multistatus xmlns:cal="urn:ietf:params:xml:ns:caldav" xmlns:cs="http://calendarserver.org/ns/" xmlns:card="urn:ietf:params:xml:ns:carddav" xmlns:ns1="http://www.dcache.org/2013/webdav" xmlns:d="DAV:">'
+    let xml =
+      '<?xml version="1.0" encoding="utf-8" ?>\n<d:multistatus xmlns:cal="urn:ietf:params:xml:ns:caldav" xmlns:cs="http://calendarserver.org/ns/" xmlns:card="urn:ietf:params:xml:ns:carddav" xmlns:ns1="http://www.dcache.org/2013/webdav" xmlns:d="DAV:">'
     for (const e of entries) {
       xml += `<d:response><d:href>${xmlEscape(e.href)}</d:href><d:propstat><d:prop>`
       if (e.isDir) xml += '<d:resourcetype><d:collection/></d:resourcetype>'

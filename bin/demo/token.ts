@@ -7,7 +7,18 @@ import { dirname } from 'node:path'
 export function makeToken(claims: Record<string, unknown> = {}, ttlSeconds = 3600): string {
   const now = Math.floor(Date.now() / 1000)
   const header = Buffer.from(JSON.stringify({ alg: 'RS256', typ: 'JWT', kid: 'desfs-test' })).toString('base64url')
-  const body = Buffer.from(JSON.stringify({ iss: 'https://desfs.test/des', sub: 'desfs-demo-user', scope: 'storage.read:/des', wlcg_ver: '1.0', iat: now, exp: now + ttlSeconds, jti: randomBytes(8).toString('hex'), ...claims })).toString('base64url')
+  const body = Buffer.from(
+    JSON.stringify({
+      iss: 'https://desfs.test/des',
+      sub: 'desfs-demo-user',
+      scope: 'storage.read:/des',
+      wlcg_ver: '1.0',
+      iat: now,
+      exp: now + ttlSeconds,
+      jti: randomBytes(8).toString('hex'),
+      ...claims,
+    }),
+  ).toString('base64url')
   return `${header}.${body}.${randomBytes(32).toString('base64url')}`
 }
 

@@ -23,7 +23,11 @@ export function archiveIdentity(base: string): string {
 
 /** Percent-encodes each segment of an archive-relative path. */
 export function encodePath(relPath: string): string {
-  return relPath.split('/').filter((s) => s !== '').map(encodeURIComponent).join('/')
+  return relPath
+    .split('/')
+    .filter((s) => s !== '')
+    .map(encodeURIComponent)
+    .join('/')
 }
 
 export class ArchiveSource implements Source {
@@ -55,7 +59,13 @@ export class ArchiveSource implements Source {
     const rel = encodePath(relDir)
     const url = rel ? `${this.base}/${rel}/` : `${this.base}/`
     const what = `PROPFIND ${url}`
-    const res = await this.http.request('PROPFIND', url, { depth: '1', 'content-type': 'application/xml; charset=utf-8' }, signal, PROPFIND_BODY)
+    const res = await this.http.request(
+      'PROPFIND',
+      url,
+      { depth: '1', 'content-type': 'application/xml; charset=utf-8' },
+      signal,
+      PROPFIND_BODY,
+    )
     if (res.status === 405 || res.status === 501) {
       discard(res.body)
       return null

@@ -54,7 +54,10 @@ export class FailoverSource implements Source {
   /** Files whose copy at a site cache was damaged, until when they are read without it. */
   private distrusted = new Map<string, number>()
 
-  constructor(readonly set: SourceSet, private opts: FailoverOptions) {
+  constructor(
+    readonly set: SourceSet,
+    private opts: FailoverOptions,
+  ) {
     this.identity = set.identity
   }
 
@@ -104,9 +107,22 @@ export class FailoverSource implements Source {
     }
     const cancelled = () => new SourceError('cancelled', `${relPath}: fetch called off (every sync that wanted it was cancelled)`)
     outer: for (const [n, source] of candidates.entries()) {
-      if (n > 0 && lastErr) log.warn('reading from the next source', { failed: candidates[n - 1]!.name, source: source.name, path: relPath, error: lastErr.message })
+      if (n > 0 && lastErr)
+        log.warn('reading from the next source', {
+          failed: candidates[n - 1]!.name,
+          source: source.name,
+          path: relPath,
+          error: lastErr.message,
+        })
       // A site cache is not worth waiting for: the archive behind it is the retry.
-      const policy = source.bytesOnly ? { tries: 1, baseMs: 0, maxMs: 0 } : { tries: this.opts.attemptsPerSource, baseMs: this.opts.backoffMs, maxMs: this.opts.maxBackoffMs, maxThrottledWaits: MAX_THROTTLED_WAITS }
+      const policy = source.bytesOnly
+        ? { tries: 1, baseMs: 0, maxMs: 0 }
+        : {
+            tries: this.opts.attemptsPerSource,
+            baseMs: this.opts.backoffMs,
+            maxMs: this.opts.maxBackoffMs,
+            maxThrottledWaits: MAX_THROTTLED_WAITS,
+          }
       const tries = new Retrier(policy, this.opts.clock, this.opts.random)
       // Every request to this source but the first waits first (after a 429 on the first try too).
       for (let asked = false; tries.more && pos < end; asked = true) {
@@ -117,8 +133,11 @@ export class FailoverSource implements Source {
         }
         if (ro.signal?.aborted) throw cancelled()
         if (this.set.isDown(source)) continue outer
-        lastErr = await this.request(source, relPath, pos, end, ro, (got) => { pos += got })
-        if (!lastErr && pos < end) lastErr = new SourceError('protocol', `${source.name} ${source.locate(relPath)}: the read ended ${end - pos} bytes short`)
+        lastErr = await this.request(source, relPath, pos, end, ro, (got) => {
+          pos += got
+        })
+        if (!lastErr && pos < end)
+          lastErr = new SourceError('protocol', `${source.name} ${source.locate(relPath)}: the read ended ${end - pos} bytes short`)
         if (!lastErr) {
           this.set.noteSuccess(source)
           ro.onServed?.(source)
@@ -126,7 +145,13 @@ export class FailoverSource implements Source {
         }
         if (ro.signal?.aborted) throw cancelled()
         this.set.noteFailure(source, lastErr)
-        log.warn('fetch failed', { source: source.name, path: relPath, bytes: `${pos}-${end - 1}`, attempt: tries.attempt, error: lastErr.message })
+        log.warn('fetch failed', {
+          source: source.name,
+          path: relPath,
+          bytes: `${pos}-${end - 1}`,
+          attempt: tries.attempt,
+          error: lastErr.message,
+        })
         if (!lastErr.retryable) continue outer
         // The try did not bring every byte (an error, or a body that ended early): it is used up,
         // unless the server asked us to slow down (429, SlowDown): it is up and answering, so
@@ -139,7 +164,14 @@ export class FailoverSource implements Source {
   }
 
   /** One request to one source under the stall guard; resolves with its error, or undefined once every byte came. */
-  private async request(source: Source, relPath: string, start: number, end: number, ro: ReadOptions, advanced: (n: number) => void): Promise<SourceError | undefined> {
+  private async request(
+    source: Source,
+    relPath: string,
+    start: number,
+    end: number,
+    ro: ReadOptions,
+    advanced: (n: number) => void,
+  ): Promise<SourceError | undefined> {
     const what = `${source.name} ${source.locate(relPath)} bytes=${start}-${end - 1}`
     this.opts.count.add('requests', 1, source.name)
     const guard = rateGuard(end - start, this.opts.minRate, this.opts.rateWindowMs)

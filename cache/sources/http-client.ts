@@ -58,7 +58,13 @@ export function retryAfterMs(res: HttpResponse): number | undefined {
  * range; a server that ignores Range answers 200 with the whole file, and we skip to our range. A
  * body that ends early is a failure (after the bytes it did bring were delivered).
  */
-export async function readRangeBody(res: HttpResponse, start: number, end: number, what: string, onData: (chunk: Buffer) => void): Promise<void> {
+export async function readRangeBody(
+  res: HttpResponse,
+  start: number,
+  end: number,
+  what: string,
+  onData: (chunk: Buffer) => void,
+): Promise<void> {
   let skip = 0
   if (res.status === 206) {
     const cr = header(res.headers, 'content-range')
@@ -73,7 +79,10 @@ export async function readRangeBody(res: HttpResponse, start: number, end: numbe
     for await (const raw of res.body as AsyncIterable<Buffer>) {
       let chunk = raw
       if (skip > 0) {
-        if (chunk.length <= skip) { skip -= chunk.length; continue }
+        if (chunk.length <= skip) {
+          skip -= chunk.length
+          continue
+        }
         chunk = chunk.subarray(skip)
         skip = 0
       }
@@ -97,7 +106,14 @@ export async function readRangeBody(res: HttpResponse, start: number, end: numbe
  * One ranged GET of bytes [start, end) of `url`, delivered through opts.onData; any answer but 200
  * or 206 becomes the error `onStatus` makes of it. The archive, a site cache and S3 read this way.
  */
-export async function getRange(send: (headers: Record<string, string>) => Promise<HttpResponse>, start: number, end: number, what: string, opts: ReadOptions, onStatus: (res: HttpResponse) => SourceError): Promise<void> {
+export async function getRange(
+  send: (headers: Record<string, string>) => Promise<HttpResponse>,
+  start: number,
+  end: number,
+  what: string,
+  opts: ReadOptions,
+  onStatus: (res: HttpResponse) => SourceError,
+): Promise<void> {
   if (end <= start) return
   // Spelt `Range`: XRootD 5.5's HTTP plugin (XCache) matches the name case-sensitively and answers a
   // lower-case `range` with the whole file from byte 0.
@@ -118,7 +134,8 @@ export function header(h: HttpResponse['headers'], name: string): string | undef
 export function classifyError(err: unknown, what: string): SourceError {
   if (err instanceof SourceError) return err
   const e = err as NodeJS.ErrnoException & { code?: string; name?: string }
-  if (e?.name === 'AbortError' || e?.code === 'ABORT_ERR' || e instanceof undiciErrors.RequestAbortedError) return new SourceError('timeout', `${what}: aborted (deadline passed)`)
+  if (e?.name === 'AbortError' || e?.code === 'ABORT_ERR' || e instanceof undiciErrors.RequestAbortedError)
+    return new SourceError('timeout', `${what}: aborted (deadline passed)`)
   switch (e?.code) {
     case 'UND_ERR_CONNECT_TIMEOUT':
       return new SourceError('unreachable', `${what}: connect timed out`)
@@ -139,7 +156,8 @@ export function classifyError(err: unknown, what: string): SourceError {
     case 'EPIPE':
       return new SourceError('network', `${what}: connection reset`)
     default:
-      if (e?.code && /CERT|SSL|TLS|SELF_SIGNED/.test(e.code)) return new SourceError('network', `${what}: TLS error ${e.code} (set --ca-file / DESFS_CA_FILE to the archive's CA bundle)`)
+      if (e?.code && /CERT|SSL|TLS|SELF_SIGNED/.test(e.code))
+        return new SourceError('network', `${what}: TLS error ${e.code} (set --ca-file / DESFS_CA_FILE to the archive's CA bundle)`)
       return new SourceError('network', `${what}: ${e?.message ?? String(err)}`)
   }
 }
@@ -188,7 +206,13 @@ export class HttpClient {
     }
   }
 
-  private async follow(method: string, url: string, headers: Record<string, string>, signal?: AbortSignal, body?: string): Promise<HttpResponse> {
+  private async follow(
+    method: string,
+    url: string,
+    headers: Record<string, string>,
+    signal?: AbortSignal,
+    body?: string,
+  ): Promise<HttpResponse> {
     let current = new URL(url)
     let m = method
     for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {

@@ -22,7 +22,8 @@ export class MirrorSource implements Source {
   /** The mirror path of an archive path; refuses anything that would leave the mirror. */
   private path(relPath: string): string {
     const segs = relPath.split('/').filter((s) => s !== '')
-    if (segs.some((s) => s === '..' || s === '.' || s.includes('\0'))) throw new SourceError('not_found', `${relPath}: not a valid archive path`)
+    if (segs.some((s) => s === '..' || s === '.' || s.includes('\0')))
+      throw new SourceError('not_found', `${relPath}: not a valid archive path`)
     const p = join(this.root, ...segs)
     if (p !== this.root && !p.startsWith(this.root + sep)) throw new SourceError('not_found', `${relPath}: outside the mirror`)
     return p
@@ -53,7 +54,8 @@ export class MirrorSource implements Source {
         if (opts.signal?.aborted) throw new SourceError('timeout', `${what}: aborted`)
         const buf = Buffer.allocUnsafe(Math.min(CHUNK, end - pos))
         const { bytesRead } = await fh.read(buf, 0, buf.length, pos)
-        if (bytesRead === 0) throw new SourceError('protocol', `${what}: file ends at ${pos} (the mirror copy is shorter than the archive's)`)
+        if (bytesRead === 0)
+          throw new SourceError('protocol', `${what}: file ends at ${pos} (the mirror copy is shorter than the archive's)`)
         pos += bytesRead
         opts.onData(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead))
       }

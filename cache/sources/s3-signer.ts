@@ -38,11 +38,17 @@ export class S3Signer {
   private decide(): Promise<boolean> {
     this.signing ??= this.credentials().then(
       (c) => {
-        log.info('S3 requests signed with credentials from the AWS SDK chain', { accessKeyId: `${c.accessKeyId.slice(0, 4)}...`, expires: c.expiration?.toISOString() ?? 'never' })
+        log.info('S3 requests signed with credentials from the AWS SDK chain', {
+          accessKeyId: `${c.accessKeyId.slice(0, 4)}...`,
+          expires: c.expiration?.toISOString() ?? 'never',
+        })
         return true
       },
       (err: Error) => {
-        log.info('no AWS credentials found (environment, profiles, SSO, web identity, container, instance metadata); S3 requests are sent unsigned, as public buckets take them', { why: err.message })
+        log.info(
+          'no AWS credentials found (environment, profiles, SSO, web identity, container, instance metadata); S3 requests are sent unsigned, as public buckets take them',
+          { why: err.message },
+        )
         return false
       },
     )
@@ -70,7 +76,10 @@ export class S3Signer {
       const signed = await this.signer.sign(request, now ? { signingDate: now } : {})
       return signed.headers
     } catch (err) {
-      throw new SourceError('auth', `S3 credentials could not be refreshed: ${(err as Error).message} (check AWS_PROFILE / the SSO session / the role the machine runs as)`)
+      throw new SourceError(
+        'auth',
+        `S3 credentials could not be refreshed: ${(err as Error).message} (check AWS_PROFILE / the SSO session / the role the machine runs as)`,
+      )
     }
   }
 }

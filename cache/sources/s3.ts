@@ -69,7 +69,12 @@ export class S3Source implements Source {
 
   private statusError(res: HttpResponse, what: string): SourceError {
     const s = res.status
-    if (s === 403) return new SourceError('forbidden', `${what}: HTTP 403 from S3 (check AWS_PROFILE / AWS_ACCESS_KEY_ID, or that the bucket is public)`, s)
+    if (s === 403)
+      return new SourceError(
+        'forbidden',
+        `${what}: HTTP 403 from S3 (check AWS_PROFILE / AWS_ACCESS_KEY_ID, or that the bucket is public)`,
+        s,
+      )
     if (s === 404) return new SourceError('not_found', `${what}: HTTP 404, not in the bucket`, s)
     if (s === 416) return new SourceError('range', `${what}: HTTP 416, range not satisfiable`, s)
     if (s === 429 || s === 503) return new SourceError('throttled', `${what}: HTTP ${s}, S3 asks us to slow down`, s, retryAfterMs(res))
@@ -80,7 +85,14 @@ export class S3Source implements Source {
   async read(relPath: string, start: number, end: number, opts: ReadOptions): Promise<void> {
     const url = this.objectUrl(relPath)
     const what = `GET ${this.locate(relPath)} bytes=${start}-${end - 1}`
-    await getRange((h) => this.send('GET', url, h, opts.signal), start, end, what, opts, (res) => this.statusError(res, what))
+    await getRange(
+      (h) => this.send('GET', url, h, opts.signal),
+      start,
+      end,
+      what,
+      opts,
+      (res) => this.statusError(res, what),
+    )
   }
 
   async list(relDir: string, signal?: AbortSignal): Promise<Map<string, FileFacts> | null> {
@@ -102,7 +114,13 @@ export class S3Source implements Source {
         discard(res.body)
         throw this.statusError(res, what)
       }
-      let doc: { ListBucketResult?: { Contents?: { Key: string; Size: string; LastModified?: string }[]; IsTruncated?: string; NextContinuationToken?: string } }
+      let doc: {
+        ListBucketResult?: {
+          Contents?: { Key: string; Size: string; LastModified?: string }[]
+          IsTruncated?: string
+          NextContinuationToken?: string
+        }
+      }
       try {
         doc = parser.parse(await res.body.text()) as typeof doc
       } catch (err) {
@@ -115,7 +133,11 @@ export class S3Source implements Source {
         if (!name || name.includes('/')) continue
         const mtime = c.LastModified ? Date.parse(c.LastModified) : NaN
         const size = parseByteCount(c.Size === undefined ? undefined : String(c.Size))
-        if (size === undefined) throw new SourceError('protocol', `${what}: Size ${shown(c.Size === undefined ? undefined : String(c.Size))} of ${c.Key} is not a byte count`)
+        if (size === undefined)
+          throw new SourceError(
+            'protocol',
+            `${what}: Size ${shown(c.Size === undefined ? undefined : String(c.Size))} of ${c.Key} is not a byte count`,
+          )
         out.set(relDir ? `${relDir}/${name}` : name, { size, adler32: null, mtime: Number.isFinite(mtime) ? mtime : null })
       }
       if (r.IsTruncated !== 'true' || !r.NextContinuationToken) break
@@ -132,11 +154,16 @@ export class S3Source implements Source {
     if (res.status !== 200) throw this.statusError(res, `HEAD ${this.locate(relPath)}`)
     const length = header(res.headers, 'content-length')
     const size = parseByteCount(length)
-    if (size === undefined) throw new SourceError('protocol', `HEAD ${this.locate(relPath)}: Content-Length ${shown(length)} is not a byte count`)
+    if (size === undefined)
+      throw new SourceError('protocol', `HEAD ${this.locate(relPath)}: Content-Length ${shown(length)} is not a byte count`)
     const lm = header(res.headers, 'last-modified')
     const mtime = lm ? Date.parse(lm) : NaN
     // A copy made by desfs's tools (or anyone careful) may carry the archive's checksum as metadata.
-    return { size, adler32: adler32From(header(res.headers, 'x-amz-meta-adler32')?.replace(/^/, 'adler32=')), mtime: Number.isFinite(mtime) ? mtime : null }
+    return {
+      size,
+      adler32: adler32From(header(res.headers, 'x-amz-meta-adler32')?.replace(/^/, 'adler32=')),
+      mtime: Number.isFinite(mtime) ? mtime : null,
+    }
   }
 
   async close(): Promise<void> {

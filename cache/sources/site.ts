@@ -29,7 +29,10 @@ export class SiteSource implements Source {
   readonly identity: string
   private base: string
   private http: HttpClient
-  private words: ServerWords = { server: 'the site cache', tokenHint: 'check site_token_file (--site-token-file), or ask the site cache admins which token it wants' }
+  private words: ServerWords = {
+    server: 'the site cache',
+    tokenHint: 'check site_token_file (--site-token-file), or ask the site cache admins which token it wants',
+  }
 
   constructor(opts: SiteSourceOptions) {
     this.base = opts.base
@@ -72,7 +75,9 @@ export class SiteToken {
     try {
       this.value = readFileSync(file, 'utf8').trim() || undefined
     } catch (err) {
-      throw new UserError(`site_token_file ${file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); fix the path or leave the setting out for a site cache that wants no token`)
+      throw new UserError(
+        `site_token_file ${file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); fix the path or leave the setting out for a site cache that wants no token`,
+      )
     }
   }
 

@@ -53,7 +53,11 @@ export class SourceSet implements Omit<Source, 'read'> {
   constructor(sources: Source[], opts: Partial<SourceSetOptions> = {}) {
     if (sources.length === 0) throw new Error('no sources configured')
     this.sources = sources
-    this.identity = sources.filter((s) => !s.bytesOnly).map((s) => s.identity).sort().join('\n')
+    this.identity = sources
+      .filter((s) => !s.bytesOnly)
+      .map((s) => s.identity)
+      .sort()
+      .join('\n')
     this.opts = { downAfter: 3, downMs: 10_000, clock: systemClock, ...opts }
     for (const s of sources) this.health.set(s, { failures: 0, downUntil: 0, lastError: undefined })
   }
@@ -67,7 +71,10 @@ export class SourceSet implements Omit<Source, 'read'> {
     const up = among.filter((s) => !this.isDown(s))
     if (up.length) return up
     const why = among.map((s) => `${s.name}: ${this.health.get(s)!.lastError ?? 'down'}`).join('; ')
-    throw new SourceError('unreachable', `no source reachable (each failed ${this.opts.downAfter} times in a row; retrying in a few seconds): ${why}`)
+    throw new SourceError(
+      'unreachable',
+      `no source reachable (each failed ${this.opts.downAfter} times in a row; retrying in a few seconds): ${why}`,
+    )
   }
 
   noteSuccess(s: Source): void {
@@ -86,7 +93,13 @@ export class SourceSet implements Omit<Source, 'read'> {
     if (!h || !countsAsDown(s, err)) return
     h.lastError = err.message
     if (++h.failures >= this.opts.downAfter) {
-      if (!this.isDown(s)) log.warn(`source marked down after repeated ${s.bytesOnly ? '' : 'connection '}failures`, { source: s.name, failures: h.failures, for: `${this.opts.downMs / 1000}s`, error: err.message })
+      if (!this.isDown(s))
+        log.warn(`source marked down after repeated ${s.bytesOnly ? '' : 'connection '}failures`, {
+          source: s.name,
+          failures: h.failures,
+          for: `${this.opts.downMs / 1000}s`,
+          error: err.message,
+        })
       h.downUntil = this.opts.clock.now() + this.opts.downMs
       fetchMetrics.sourceDown.set({ source: s.name }, 1)
     }

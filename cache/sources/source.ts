@@ -39,7 +39,14 @@ export class SourceError extends Error {
 
   /** Worth another attempt: the same request may well succeed a moment later. */
   get retryable(): boolean {
-    return this.kind === 'server' || this.kind === 'throttled' || this.kind === 'unreachable' || this.kind === 'network' || this.kind === 'timeout' || this.kind === 'protocol'
+    return (
+      this.kind === 'server' ||
+      this.kind === 'throttled' ||
+      this.kind === 'unreachable' ||
+      this.kind === 'network' ||
+      this.kind === 'timeout' ||
+      this.kind === 'protocol'
+    )
   }
 
   /** The source could not be reached at all (counts towards marking it down). */

@@ -64,7 +64,10 @@ function removePartial(stateDir: string, pid: number | undefined): void {
 }
 
 function indexIdentity(dbPath: string, id: DbIdentity, sql: string): string {
-  return createHash('sha256').update(JSON.stringify({ dbPath, ...id, sql, format: INDEX_FORMAT })).digest('hex').slice(0, 16)
+  return createHash('sha256')
+    .update(JSON.stringify({ dbPath, ...id, sql, format: INDEX_FORMAT }))
+    .digest('hex')
+    .slice(0, 16)
 }
 
 /**
@@ -106,8 +109,11 @@ export function prepareTreeIndex(opts: WorkerInput, onProgress?: (p: BuildProgre
     } catch (err) {
       if (dbFileIdentity(opts.dbPath) !== base.dbFile && attempt < ATTEMPTS) continue
       // A query of the user's own that fails while running is a problem with the query, not the DB.
-      if (opts.treeQuery && !DB_DAMAGE.test((err as { code?: string }).code ?? '')) throw new UserError(`--tree-query failed while the tree was built from ${opts.dbPath}: ${(err as Error).message}`, EXIT.USAGE)
-      throw new UserError(`cannot build the tree from ${opts.dbPath} (${(err as Error).message}): the DB may be corrupt or truncated; re-download it with \`desfs db download --force\``)
+      if (opts.treeQuery && !DB_DAMAGE.test((err as { code?: string }).code ?? ''))
+        throw new UserError(`--tree-query failed while the tree was built from ${opts.dbPath}: ${(err as Error).message}`, EXIT.USAGE)
+      throw new UserError(
+        `cannot build the tree from ${opts.dbPath} (${(err as Error).message}): the DB may be corrupt or truncated; re-download it with \`desfs db download --force\``,
+      )
     }
     if (dbFileIdentity(opts.dbPath) === base.dbFile) return { ...base, built: true, result }
     // Replaced during the build: this index describes a file that is gone.
@@ -138,7 +144,11 @@ export function prepareInWorker(opts: CatalogOptions): Promise<Prepared> {
   const { onProgress, signal, timeoutMs, ...data } = opts
   return new Promise((resolve, reject) => {
     // stdout is the detached daemon's channel to `desfs mount`: the child must not write there.
-    const child = fork(new URL('./catalog-worker.js', import.meta.url), [JSON.stringify(data satisfies WorkerInput)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'json', env: childEnv() })
+    const child = fork(new URL('./catalog-worker.js', import.meta.url), [JSON.stringify(data satisfies WorkerInput)], {
+      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+      serialization: 'json',
+      env: childEnv(),
+    })
     let settled = false
     let stopped: BuildStopped | undefined
     const stop = (why: BuildStopped) => {
@@ -151,9 +161,20 @@ export function prepareInWorker(opts: CatalogOptions): Promise<Prepared> {
       stop(new BuildStopped(`the tree index build was cancelled (${reason})`, EXIT.INTERRUPTED))
     }
     const limit = formatDuration(timeoutMs ?? 0)
-    const timer = timeoutMs ? setTimeout(() => stop(new BuildStopped(data.treeQuery
-      ? `--tree-query was still running after index_timeout (${limit}) and was stopped: check that it ends (a recursive CTE needs a limit), or allow more with --index-timeout`
-      : `building the tree index took longer than index_timeout (${limit}) and was stopped: allow more with --index-timeout`, data.treeQuery ? EXIT.USAGE : EXIT.FAILURE)), timeoutMs) : undefined
+    const timer = timeoutMs
+      ? setTimeout(
+          () =>
+            stop(
+              new BuildStopped(
+                data.treeQuery
+                  ? `--tree-query was still running after index_timeout (${limit}) and was stopped: check that it ends (a recursive CTE needs a limit), or allow more with --index-timeout`
+                  : `building the tree index took longer than index_timeout (${limit}) and was stopped: allow more with --index-timeout`,
+                data.treeQuery ? EXIT.USAGE : EXIT.FAILURE,
+              ),
+            ),
+          timeoutMs,
+        )
+      : undefined
     signal?.addEventListener('abort', abort)
     if (signal?.aborted) abort()
     const settle = (fn: () => void) => {
@@ -205,7 +226,8 @@ export function openPrepared(p: Prepared): Catalog {
 /** Removes index files other than `keep` (built for DBs that have since been replaced). */
 export function removeOtherIndexes(stateDir: string, keep: string): void {
   for (const name of readdirSync(stateDir)) {
-    if ((INDEX_NAME.test(name) || /^tree-[0-9a-f]{16}\.sqlite\.tmp-\d+$/.test(name)) && join(stateDir, name) !== keep) rmSync(join(stateDir, name), { force: true })
+    if ((INDEX_NAME.test(name) || /^tree-[0-9a-f]{16}\.sqlite\.tmp-\d+$/.test(name)) && join(stateDir, name) !== keep)
+      rmSync(join(stateDir, name), { force: true })
   }
 }
 
@@ -214,7 +236,14 @@ export function logPrepared(p: Prepared, dbPath: string): void {
   if (p.unusable) log.warn('tree index unusable; rebuilt it', { index: p.file, error: p.unusable })
   if (!p.built) log.info('tree index reused', { index: p.file, files: p.result.files, dirs: p.result.dirs })
   else {
-    log.info('tree index built', { db: dbPath, table: p.table, files: p.result.files, dirs: p.result.dirs, rows: p.result.rows, seconds: p.result.seconds })
+    log.info('tree index built', {
+      db: dbPath,
+      table: p.table,
+      files: p.result.files,
+      dirs: p.result.dirs,
+      rows: p.result.rows,
+      seconds: p.result.seconds,
+    })
     if (p.result.skippedSummary) log.warn(`metadata rows refused: ${p.result.skippedSummary}`)
   }
 }
@@ -226,18 +255,20 @@ export function logPrepared(p: Prepared, dbPath: string): void {
  */
 export async function openCatalog(opts: CatalogOptions): Promise<Catalog> {
   let lastLog = 0
-  const prepared = prepareTreeIndex(opts, undefined, true) ?? await prepareInWorker({
-    ...opts,
-    onProgress: (p) => {
-      opts.onProgress?.(p)
-      if (p.rows > 0 && Date.now() - lastLog > 5000) {
-        lastLog = Date.now()
-        log.info('building tree index', { rows: p.rows, total: p.total })
-      }
-    },
-  }).catch((err: Error) => {
-    throw err instanceof UserError ? err : new UserError(`cannot prepare the tree index: ${err.message}`, EXIT.FAILURE)
-  })
+  const prepared =
+    prepareTreeIndex(opts, undefined, true) ??
+    (await prepareInWorker({
+      ...opts,
+      onProgress: (p) => {
+        opts.onProgress?.(p)
+        if (p.rows > 0 && Date.now() - lastLog > 5000) {
+          lastLog = Date.now()
+          log.info('building tree index', { rows: p.rows, total: p.total })
+        }
+      },
+    }).catch((err: Error) => {
+      throw err instanceof UserError ? err : new UserError(`cannot prepare the tree index: ${err.message}`, EXIT.FAILURE)
+    }))
   logPrepared(prepared, opts.dbPath)
   const catalog = openPrepared(prepared)
   removeOtherIndexes(opts.stateDir, prepared.file)

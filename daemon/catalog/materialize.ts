@@ -20,7 +20,8 @@ export type PlaceMode = 'copy' | 'symlink'
 /** What is wrong with a --mode value, or undefined when it is one of the modes. */
 export function placeModeProblem(mode: unknown): string | undefined {
   if (mode === 'copy' || mode === 'symlink') return undefined
-  if (mode === 'hardlink') return '--mode hardlink is no longer offered: a hardlinked copy shared the cache\'s file, so editing it changed what the mount serves; use --mode copy (a reflink sharing disk blocks on btrfs/XFS, a full copy elsewhere) or --mode symlink (no extra disk, read through the mount)'
+  if (mode === 'hardlink')
+    return "--mode hardlink is no longer offered: a hardlinked copy shared the cache's file, so editing it changed what the mount serves; use --mode copy (a reflink sharing disk blocks on btrfs/XFS, a full copy elsewhere) or --mode symlink (no extra disk, read through the mount)"
   return `--mode ${String(mode)}: use copy or symlink`
 }
 
@@ -51,7 +52,14 @@ export async function adler32File(path: string): Promise<string> {
  * True when desdata/<rel> already holds the file: for copies the same size and the same
  * Adler-32 (when the archive gave one); for symlinks a link to the same mounted path.
  */
-export async function isPlaced(desdata: string, rel: string, size: number, adler32: string | null, mode: PlaceMode, mounted?: string): Promise<boolean> {
+export async function isPlaced(
+  desdata: string,
+  rel: string,
+  size: number,
+  adler32: string | null,
+  mode: PlaceMode,
+  mounted?: string,
+): Promise<boolean> {
   const path = join(desdata, rel)
   if (mode === 'symlink') return (await lstat(path).catch(() => undefined))?.isSymbolicLink() === true && (await readlink(path)) === mounted
   const st = await stat(path).catch(() => undefined)

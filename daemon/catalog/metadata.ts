@@ -81,7 +81,11 @@ function quoteIdent(name: string): string {
  */
 export function findTreeSource(db: SqliteDb, dbPath: string, treeQuery?: string): TreeSource {
   if (treeQuery) {
-    const refused = (why: string) => new UserError(`--tree-query is refused: it ${why}; desfs only reads the metadata DB, give one SELECT returning (path, filename, compression)`, EXIT.USAGE)
+    const refused = (why: string) =>
+      new UserError(
+        `--tree-query is refused: it ${why}; desfs only reads the metadata DB, give one SELECT returning (path, filename, compression)`,
+        EXIT.USAGE,
+      )
     if (/\bload_extension\b/i.test(blankLiterals(treeQuery))) throw refused('loads an extension (load_extension)')
     let stmt: Statement
     try {
@@ -95,10 +99,13 @@ export function findTreeSource(db: SqliteDb, dbPath: string, treeQuery?: string)
     if (kw === 'ATTACH' || kw === 'DETACH' || kw === 'PRAGMA') throw refused(`is a ${kw} statement`)
     if (!stmt.reader) throw refused('returns no rows')
     const cols = stmt.columns().length
-    if (cols < 3) throw new UserError(`--tree-query must return three columns (path, filename, compression); it returns ${cols}`, EXIT.USAGE)
+    if (cols < 3)
+      throw new UserError(`--tree-query must return three columns (path, filename, compression); it returns ${cols}`, EXIT.USAGE)
     return { sql: treeQuery, description: 'custom tree query' }
   }
-  const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type IN ('table','view')").all() as { name: string }[]).map((r) => r.name)
+  const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type IN ('table','view')").all() as { name: string }[]).map(
+    (r) => r.name,
+  )
   const candidates = tables
     .filter((t) => /FILE_ARCHIVE_INFO$/i.test(t))
     .sort((a, b) => Number(/^Y6A2_/i.test(b)) - Number(/^Y6A2_/i.test(a)) || a.localeCompare(b))

@@ -39,18 +39,28 @@ export function parseRecipe(text: string, file: string): Recipe {
   const name = header.get('name') ?? file.replace(/^.*\//, '').replace(/\.sql$/, '')
   if (!/^[a-z0-9][a-z0-9_-]*$/i.test(name)) throw new UserError(`recipe ${file}: name '${name}' must be letters, digits, - and _`)
   const params = (header.get('params') ?? '').split(/[\s,]+/).filter(Boolean)
-  const sql = text.replace(/^\s*--.*$/gm, '').trim().replace(/;\s*$/, '')
+  const sql = text
+    .replace(/^\s*--.*$/gm, '')
+    .trim()
+    .replace(/;\s*$/, '')
   if (!/^(WITH|SELECT)\b/i.test(sql)) throw new UserError(`recipe ${file}: must be one SELECT (or WITH ... SELECT) statement`)
-  for (const p of params) if (!new RegExp(`[:@$]${p}\\b`).test(sql)) throw new UserError(`recipe ${file}: declares parameter ${p} but the SQL does not use :${p}`)
+  for (const p of params)
+    if (!new RegExp(`[:@$]${p}\\b`).test(sql)) throw new UserError(`recipe ${file}: declares parameter ${p} but the SQL does not use :${p}`)
   const values: Record<string, string> = {}
   for (const line of text.split('\n')) {
     const m = /^--\s*values\s+(\S+)\s*:\s*(.*)$/.exec(line.trim())
     if (!m) continue
     const [, param, q] = m as unknown as [string, string, string]
-    if (!params.includes(param)) throw new UserError(`recipe ${file}: a values query for '${param}', which is not one of its parameters (${params.join(' ') || 'none'})`)
-    if (!/^(WITH|SELECT)\b/i.test(q.trim())) throw new UserError(`recipe ${file}: the values query of '${param}' must be one SELECT on one line`)
+    if (!params.includes(param))
+      throw new UserError(
+        `recipe ${file}: a values query for '${param}', which is not one of its parameters (${params.join(' ') || 'none'})`,
+      )
+    if (!/^(WITH|SELECT)\b/i.test(q.trim()))
+      throw new UserError(`recipe ${file}: the values query of '${param}' must be one SELECT on one line`)
     const later = params.slice(params.indexOf(param))
-    for (const p of later) if (new RegExp(`[:@$]${p}\\b`).test(q)) throw new UserError(`recipe ${file}: the values query of '${param}' may use only the parameters before it, not :${p}`)
+    for (const p of later)
+      if (new RegExp(`[:@$]${p}\\b`).test(q))
+        throw new UserError(`recipe ${file}: the values query of '${param}' may use only the parameters before it, not :${p}`)
     values[param] = q.trim().replace(/;\s*$/, '')
   }
   return { name, description: header.get('description') ?? '', params, sql, file, ...(Object.keys(values).length ? { values } : {}) }
@@ -66,7 +76,9 @@ export function loadRecipesLenient(): { recipes: Map<string, Recipe>; broken: Ma
   for (const dir of [BUILTIN_RECIPES_DIR, userRecipesDir()]) {
     let names: string[]
     try {
-      names = readdirSync(dir).filter((f) => f.endsWith('.sql')).sort()
+      names = readdirSync(dir)
+        .filter((f) => f.endsWith('.sql'))
+        .sort()
     } catch {
       continue
     }
@@ -85,12 +97,19 @@ export function loadRecipesLenient(): { recipes: Map<string, Recipe>; broken: Ma
 }
 
 /** Finds a recipe and checks that every parameter it needs was given. */
-export function recipeWithParams(name: string, params: Record<string, string | undefined>): { recipe: Recipe; values: Record<string, string> } {
+export function recipeWithParams(
+  name: string,
+  params: Record<string, string | undefined>,
+): { recipe: Recipe; values: Record<string, string> } {
   // One broken file does not stop the others; asking for it by name says what is wrong with it.
   const { recipes, broken } = loadRecipesLenient()
   const recipe = recipes.get(name)
   if (!recipe && broken.has(name)) throw new UserError(broken.get(name)!, EXIT.USAGE)
-  if (!recipe) throw new UserError(`no recipe named '${name}' (known: ${[...recipes.keys()].join(', ')}; add your own in ${userRecipesDir()})`, EXIT.USAGE)
+  if (!recipe)
+    throw new UserError(
+      `no recipe named '${name}' (known: ${[...recipes.keys()].join(', ')}; add your own in ${userRecipesDir()})`,
+      EXIT.USAGE,
+    )
   const values: Record<string, string> = {}
   const missing: string[] = []
   for (const p of recipe.params) {

@@ -91,7 +91,9 @@ export class TreeReloader {
       return this.running
     }
     this.running = this.reload()
-      .catch((err) => log.error('tree reload failed with an internal error; still serving the previous tree', { error: (err as Error).stack }))
+      .catch((err) =>
+        log.error('tree reload failed with an internal error; still serving the previous tree', { error: (err as Error).stack }),
+      )
       .finally(() => {
         this.running = undefined
         if (this.again && !this.closed) {
@@ -105,11 +107,19 @@ export class TreeReloader {
   private async reload(): Promise<void> {
     const { dbPath, stateDir } = this.opts
     const dbNow = dbFileIdentity(dbPath)
-    const indexIno = await stat(this.catalog.file).then((st) => st.ino, () => 0)
+    const indexIno = await stat(this.catalog.file).then(
+      (st) => st.ino,
+      () => 0,
+    )
     const dbChanged = dbNow !== this.catalog.dbFile
     if (!dbChanged && indexIno === this.catalog.indexIno) return
     if (this.closed) return
-    log.info(dbChanged ? 'metadata DB replaced; building its tree in the background' : 'tree index file deleted or replaced; rebuilding it in the background', { db: dbPath })
+    log.info(
+      dbChanged
+        ? 'metadata DB replaced; building its tree in the background'
+        : 'tree index file deleted or replaced; rebuilding it in the background',
+      { db: dbPath },
+    )
     this.status.state = 'building'
     let lastLog = 0
     let next: Catalog

@@ -22,7 +22,10 @@ export class HttpError extends Error {
 export function socketAlive(path: string): Promise<boolean> {
   return new Promise((resolve) => {
     const s = connect(path)
-    s.once('connect', () => { s.destroy(); resolve(true) })
+    s.once('connect', () => {
+      s.destroy()
+      resolve(true)
+    })
     s.once('error', () => resolve(false))
   })
 }
@@ -38,7 +41,7 @@ function peerAllowed(socket: Socket): boolean {
   try {
     uid = native().peerCredentials(fd).uid
   } catch (err) {
-    log.warn('cannot check the control client\'s credentials; relying on the socket\'s mode', { error: (err as Error).message })
+    log.warn("cannot check the control client's credentials; relying on the socket's mode", { error: (err as Error).message })
     return true
   }
   if (uid === process.getuid?.() || uid === 0) return true
@@ -83,7 +86,10 @@ export class ControlServer {
   }
 
   async listen(): Promise<void> {
-    if (await socketAlive(this.path)) throw new UserError(`another desfs daemon is running with this state dir (socket ${this.path}): stop it with desfs umount, or use another --state-dir`)
+    if (await socketAlive(this.path))
+      throw new UserError(
+        `another desfs daemon is running with this state dir (socket ${this.path}): stop it with desfs umount, or use another --state-dir`,
+      )
     await unlink(this.path).catch(() => undefined)
     const server = createServer((req, res) => void this.dispatch(req, res))
     server.on('connection', (socket) => {

@@ -35,15 +35,19 @@ export function archivePath(p: string, cwd: string | undefined, mnt: string): st
     if (!abs.startsWith(mnt + '/')) throw new HttpError(400, `${p} is not under the mount ${mnt}`)
     return abs.slice(mnt.length + 1)
   }
-  const rel = posix.normalize(p).replace(/^(\.\/)+/, '').replace(/\/+$/, '')
-  if (rel === '.' ) return ''
+  const rel = posix
+    .normalize(p)
+    .replace(/^(\.\/)+/, '')
+    .replace(/\/+$/, '')
+  if (rel === '.') return ''
   if (rel.split('/').includes('..')) throw new HttpError(400, `${p}: '..' is not allowed in an archive path`)
   return rel
 }
 
 function paths(body: unknown, mnt: string): string[] {
   const b = (body ?? {}) as PathsBody
-  if (!Array.isArray(b.paths) || b.paths.length === 0 || !b.paths.every((x) => typeof x === 'string')) throw new HttpError(400, 'give one or more paths')
+  if (!Array.isArray(b.paths) || b.paths.length === 0 || !b.paths.every((x) => typeof x === 'string'))
+    throw new HttpError(400, 'give one or more paths')
   const cwd = typeof b.cwd === 'string' ? b.cwd : undefined
   return (b.paths as string[]).map((p) => archivePath(p, cwd, mnt))
 }
@@ -67,8 +71,18 @@ export function registerCacheRoutes(control: ControlServer, d: CacheRouteDeps): 
   control.route('GET', '/cache/list', (_req, _res, _body, url) => {
     const prefix = archivePath(url.searchParams.get('path') ?? '', url.searchParams.get('cwd') ?? undefined, d.mountpoint)
     const pinnedOnly = url.searchParams.get('pinned') === '1'
-    const entries = store().entries(prefix).filter((e) => (pinnedOnly ? e.pinned : e.bytes > 0 || e.pinned))
-    return { entries: entries.map((e) => ({ path: e.path, size: e.size, cached: e.bytes, pinned: e.pinned, atime: new Date(e.atime).toISOString() })) }
+    const entries = store()
+      .entries(prefix)
+      .filter((e) => (pinnedOnly ? e.pinned : e.bytes > 0 || e.pinned))
+    return {
+      entries: entries.map((e) => ({
+        path: e.path,
+        size: e.size,
+        cached: e.bytes,
+        pinned: e.pinned,
+        atime: new Date(e.atime).toISOString(),
+      })),
+    }
   })
 
   control.route('POST', '/cache/pin', async (_req, _res, body) => {

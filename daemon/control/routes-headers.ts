@@ -39,7 +39,11 @@ export function registerHeadersRoutes(control: ControlServer, started: () => Job
       if (b.query !== undefined) spec.query = b.query
       ;({ paths, refused } = await selectPaths(spec, deps))
     }
-    if (paths.length === 0) throw new HttpError(400, `no files to read: the selection matched none${refused.length ? ` (${refused.length} rows refused, e.g. ${refused[0]})` : ''}`)
+    if (paths.length === 0)
+      throw new HttpError(
+        400,
+        `no files to read: the selection matched none${refused.length ? ` (${refused.length} rows refused, e.g. ${refused[0]})` : ''}`,
+      )
     const files = await planFiles(paths, deps)
     const spec: HeadersSpec = { keys }
     const job = jobs.submit('headers', spec, files)

@@ -62,7 +62,11 @@ export function registerJobRoutes(control: ControlServer, started: () => JobsRea
     const files = await planFiles(paths, deps)
     const bytes = files.reduce((a, f) => a + (f.size ?? 0), 0)
     if (b.dryRun) return { files, bytes, refused }
-    if (files.length === 0) throw new HttpError(400, `nothing to sync: the selection matched no files${refused.length ? ` (${refused.length} rows refused, e.g. ${refused[0]})` : ''}`)
+    if (files.length === 0)
+      throw new HttpError(
+        400,
+        `nothing to sync: the selection matched no files${refused.length ? ` (${refused.length} rows refused, e.g. ${refused[0]})` : ''}`,
+      )
     if (spec.pin) deps.pin(files.filter((f) => f.size !== null).map((f) => ({ rel: f.path, size: f.size! })))
     const job = jobs.submit('sync', spec, files)
     return { id: job.id, files: files.length, bytes, refused }
@@ -71,11 +75,15 @@ export function registerJobRoutes(control: ControlServer, started: () => JobsRea
   control.route('POST', '/get', async (_req, _res, body) => {
     const { jobs, deps } = ready()
     const b = (body ?? {}) as { paths?: unknown; desdata?: unknown; mode?: unknown; force?: unknown }
-    if (!Array.isArray(b.paths) || !b.paths.length || !b.paths.every((p) => typeof p === 'string')) throw new HttpError(400, 'give one or more archive paths')
+    if (!Array.isArray(b.paths) || !b.paths.length || !b.paths.every((p) => typeof p === 'string'))
+      throw new HttpError(400, 'give one or more archive paths')
     if (typeof b.desdata !== 'string' || !isAbsolute(b.desdata)) throw new HttpError(400, 'desdata must be an absolute directory path')
     const desdata = resolve(b.desdata)
     if (desdata === deps.mountpoint || desdata.startsWith(deps.mountpoint + '/') || deps.mountpoint.startsWith(desdata + '/')) {
-      throw new HttpError(400, `${desdata} is (or contains) the desfs mount ${deps.mountpoint}: give a real DESDATA directory with --desdata DIR`)
+      throw new HttpError(
+        400,
+        `${desdata} is (or contains) the desfs mount ${deps.mountpoint}: give a real DESDATA directory with --desdata DIR`,
+      )
     }
     const mode = (b.mode ?? 'copy') as PlaceMode
     const problem = placeModeProblem(mode)
@@ -123,5 +131,7 @@ export function registerJobRoutes(control: ControlServer, started: () => JobsRea
     req.on('close', cleanup)
   })
 
-  control.route('GET', '/recipes', () => [...loadRecipesLenient().recipes.values()].map(({ name, description, params, file }) => ({ name, description, params, file })))
+  control.route('GET', '/recipes', () =>
+    [...loadRecipesLenient().recipes.values()].map(({ name, description, params, file }) => ({ name, description, params, file })),
+  )
 }

@@ -28,7 +28,9 @@ export function registerReloadRoutes(control: ControlServer, d: ReloadRouteDeps)
       d.recycleSql()
     }
     return {
-      token: tok ? { source: tok.source, expires: tok.exp ? new Date(tok.exp * 1000).toISOString() : undefined, problem: tok.problem } : null,
+      token: tok
+        ? { source: tok.source, expires: tok.exp ? new Date(tok.exp * 1000).toISOString() : undefined, problem: tok.problem }
+        : null,
       db: { path: d.dbPath, present: now !== '', changed: dbChanged },
     }
   })

@@ -23,7 +23,8 @@ export function registerSqlRoutes(control: ControlServer, opts: { db: string; se
     const b = (body ?? {}) as { sql?: unknown; timeoutMs?: unknown; format?: unknown }
     if (typeof b.sql !== 'string' || !b.sql.trim()) throw new HttpError(400, 'POST /sql needs a JSON body {"sql": "SELECT ..."}')
     const maxMs = DURATION_RANGES.sql_timeout.maxMs
-    if (b.timeoutMs !== undefined && (typeof b.timeoutMs !== 'number' || !(b.timeoutMs >= 0) || b.timeoutMs > maxMs)) throw new HttpError(400, `timeoutMs must be a number of milliseconds up to ${maxMs} (0 for none)`)
+    if (b.timeoutMs !== undefined && (typeof b.timeoutMs !== 'number' || !(b.timeoutMs >= 0) || b.timeoutMs > maxMs))
+      throw new HttpError(400, `timeoutMs must be a number of milliseconds up to ${maxMs} (0 for none)`)
     const format = b.format ?? 'ndjson'
     if (format !== 'ndjson' && format !== 'tsv') throw new HttpError(400, 'format must be "ndjson" or "tsv"')
     let q

@@ -43,9 +43,16 @@ export function parseKeys(text: string): KeySpec[] {
     const item = raw.trim()
     if (!item) continue
     const colon = item.lastIndexOf(':')
-    const key = item.slice(colon + 1).trim().toUpperCase()
+    const key = item
+      .slice(colon + 1)
+      .trim()
+      .toUpperCase()
     const where = colon < 0 ? undefined : item.slice(0, colon).trim()
-    if (!KEYWORD.test(key) || where === '') throw new UserError(`--keys: '${item}' is not a header keyword; give KEY or HDU:KEY (HDU a number, an EXTNAME or *), e.g. --keys EXPNUM,BAND,SCI:AIRMASS`, EXIT.USAGE)
+    if (!KEYWORD.test(key) || where === '')
+      throw new UserError(
+        `--keys: '${item}' is not a header keyword; give KEY or HDU:KEY (HDU a number, an EXTNAME or *), e.g. --keys EXPNUM,BAND,SCI:AIRMASS`,
+        EXIT.USAGE,
+      )
     const hdu = where === undefined ? undefined : where === '*' ? '*' : /^\d+$/.test(where) ? Number(where) : where.toUpperCase()
     out.push({ name: hdu === undefined ? key : `${hdu}:${key}`, hdu, key })
   }

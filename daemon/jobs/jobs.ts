@@ -69,11 +69,23 @@ export function progressOf(job: JobRecord, startedAt?: number): JobProgress {
   let filesFailed = 0
   for (const f of job.files) {
     bytes += f.size ?? 0
-    if (f.status === 'ok') { filesDone++; bytesDone += f.size ?? 0 }
-    else if (f.status === 'failed') filesFailed++
+    if (f.status === 'ok') {
+      filesDone++
+      bytesDone += f.size ?? 0
+    } else if (f.status === 'failed') filesFailed++
   }
   const secs = startedAt ? (Date.now() - startedAt) / 1000 : 0
-  return { id: job.id, state: job.state, files: job.files.length, filesDone, filesFailed, bytes, bytesDone, rate: secs > 0 ? bytesDone / secs : 0, ...(job.message ? { message: job.message } : {}) }
+  return {
+    id: job.id,
+    state: job.state,
+    files: job.files.length,
+    filesDone,
+    filesFailed,
+    bytes,
+    bytesDone,
+    rate: secs > 0 ? bytesDone / secs : 0,
+    ...(job.message ? { message: job.message } : {}),
+  }
 }
 
 interface Running {
@@ -221,7 +233,10 @@ export class JobManager extends EventEmitter {
   /** Writes the job soon (at most twice a second per job). */
   private save(job: JobRecord): void {
     if (this.saveTimers.has(job.id)) return
-    this.saveTimers.set(job.id, setTimeout(() => void this.saveNow(job), 500))
+    this.saveTimers.set(
+      job.id,
+      setTimeout(() => void this.saveNow(job), 500),
+    )
   }
 
   /** Writes the job's record now (atomically: temp file, then rename), after any earlier write. */

@@ -32,7 +32,12 @@ export interface FetchDeps {
   /** The file's size and checksum; rejects when the archive does not have it. */
   facts(rel: string): Promise<FileFacts>
   /** Makes the whole file present and checked in the cache; resolves with bytes transferred and the cache file. */
-  fetchWhole(rel: string, facts: FileFacts, signal: AbortSignal, onBytes: (n: number) => void): Promise<{ fetched: number; cacheFile: string }>
+  fetchWhole(
+    rel: string,
+    facts: FileFacts,
+    signal: AbortSignal,
+    onBytes: (n: number) => void,
+  ): Promise<{ fetched: number; cacheFile: string }>
   /** Drops a file's cached copy (get --force). */
   evict(rel: string): Promise<void>
   locate(rel: string): string
@@ -102,12 +107,17 @@ export function getPaths(given: string[], mountpoint?: string): string[] {
 }
 
 /** The archive paths a sync spec names, without learning anything from the archive yet. */
-export async function selectPaths(spec: Pick<SyncSpec, 'recipe' | 'params' | 'list' | 'query'>, deps: Pick<SelectDeps, 'select'>): Promise<{ paths: string[]; refused: string[] }> {
+export async function selectPaths(
+  spec: Pick<SyncSpec, 'recipe' | 'params' | 'list' | 'query'>,
+  deps: Pick<SelectDeps, 'select'>,
+): Promise<{ paths: string[]; refused: string[] }> {
   const given = [spec.recipe !== undefined, spec.list !== undefined, spec.query !== undefined].filter(Boolean).length
-  if (given !== 1) throw new UserError('say what to sync: --tilename/--band (or --recipe NAME), --list FILE, or --query SQL (exactly one)', EXIT.USAGE)
+  if (given !== 1)
+    throw new UserError('say what to sync: --tilename/--band (or --recipe NAME), --list FILE, or --query SQL (exactly one)', EXIT.USAGE)
   if (spec.list) return rowsToPaths(spec.list.filter((l) => l.trim() && !l.trim().startsWith('#')).map((l) => [archivePath(l)]))
   if (spec.query) {
-    if (!/^\s*(WITH|SELECT)\b/i.test(spec.query)) throw new UserError('--query must be a SELECT returning (path, filename, compression) or one column of archive paths', EXIT.USAGE)
+    if (!/^\s*(WITH|SELECT)\b/i.test(spec.query))
+      throw new UserError('--query must be a SELECT returning (path, filename, compression) or one column of archive paths', EXIT.USAGE)
     return rowsToPaths(await deps.select(spec.query, {}))
   }
   const { recipe, values } = recipeWithParams(spec.recipe!, spec.params ?? {})
@@ -166,7 +176,8 @@ export function getRunner(deps: FetchDeps, parallelism: number): JobRunner<GetSp
       const url = deps.locate(file.path)
       const mounted = deps.mounted?.(file.path)
       if (mode === 'symlink' && !mounted) throw new Error('--mode symlink needs a running mount (desfs mount)')
-      if (!force && (await isPlaced(desdata, file.path, facts.size, facts.adler32, mode, mounted))) return { size: facts.size, fetched: 0, url, message: 'already there' }
+      if (!force && (await isPlaced(desdata, file.path, facts.size, facts.adler32, mode, mounted)))
+        return { size: facts.size, fetched: 0, url, message: 'already there' }
       if (mode === 'symlink') {
         await place(desdata, { rel: file.path, size: facts.size, adler32: facts.adler32, cacheFile: '', mounted, mode })
         return { size: facts.size, fetched: 0, url, message: 'symlinked' }
@@ -174,7 +185,12 @@ export function getRunner(deps: FetchDeps, parallelism: number): JobRunner<GetSp
       if (force) await deps.evict(file.path)
       const { fetched, cacheFile } = await deps.fetchWhole(file.path, facts, signal, onBytes)
       const how = await place(desdata, { rel: file.path, size: facts.size, adler32: facts.adler32, cacheFile, mode })
-      return { size: facts.size, fetched, url, message: how === 'reflink' ? 'copied (reflink: shares disk blocks with the cache)' : 'copied' }
+      return {
+        size: facts.size,
+        fetched,
+        url,
+        message: how === 'reflink' ? 'copied (reflink: shares disk blocks with the cache)' : 'copied',
+      }
     },
   }
 }

@@ -45,7 +45,6 @@ async function write(text: string): Promise<void> {
   if (!process.stdout.write(text)) await once(process.stdout, 'drain')
 }
 
-
 function prepare(db: Database, sql: string): Statement | ChildLine {
   const early = textRefusal(sql)
   if (early) return { error: early, kind: 'refused' }

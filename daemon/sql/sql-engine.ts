@@ -21,7 +21,11 @@ import { childEnv } from '../parent-watch.js'
 const CHILD = fileURLToPath(new URL('./sql-child.js', import.meta.url))
 const NL = 0x0a
 
-const queriesTotal = metrics.counter('desfs_sql_queries_total', 'SQL queries by outcome (ok, refused, sql_error, db_error, timeout, cancelled, crashed)', ['outcome'])
+const queriesTotal = metrics.counter(
+  'desfs_sql_queries_total',
+  'SQL queries by outcome (ok, refused, sql_error, db_error, timeout, cancelled, crashed)',
+  ['outcome'],
+)
 const querySeconds = metrics.histogram('desfs_sql_query_seconds', 'SQL query wall time, from request to last row')
 const rowsTotal = metrics.counter('desfs_sql_rows_total', 'rows returned by SQL queries')
 const runningGauge = metrics.gauge('desfs_sql_running', 'SQL queries running now')
@@ -138,7 +142,11 @@ export class SqlQuery {
   onClose(code: number | null, signal: NodeJS.Signals | null): void {
     if (this.last) return
     let l: Outcome
-    if (this.killedFor === 'timeout') l = { error: `query timed out after ${formatDuration(this.timeoutMs)} and was stopped (allow more with --timeout, 0 for none)`, kind: 'timeout' }
+    if (this.killedFor === 'timeout')
+      l = {
+        error: `query timed out after ${formatDuration(this.timeoutMs)} and was stopped (allow more with --timeout, 0 for none)`,
+        kind: 'timeout',
+      }
     else if (this.killedFor === 'cancelled') l = { error: 'query cancelled', kind: 'cancelled' }
     else {
       const why = this.proc.stderr.trim().split('\n').pop()
@@ -249,7 +257,11 @@ export class SqlEngine {
   /** Starts a query; throws a UserError when too many are running. */
   async query(sql: string, opts: QueryOptions = {}): Promise<SqlQuery> {
     if (this.closed) throw new UserError('the daemon is stopping; no new queries', EXIT.UNAVAILABLE)
-    if (this.running.size >= this.opts.maxRunning) throw new UserError(`${this.running.size} SQL queries are already running (the limit); wait for one to finish or cancel it`, EXIT.UNAVAILABLE)
+    if (this.running.size >= this.opts.maxRunning)
+      throw new UserError(
+        `${this.running.size} SQL queries are already running (the limit); wait for one to finish or cancel it`,
+        EXIT.UNAVAILABLE,
+      )
     const t0 = performance.now()
     const proc = await this.take()
     const q = new SqlQuery(proc, sql, opts.timeoutMs ?? this.opts.timeoutMs, opts.format ?? 'ndjson', opts.params)
@@ -293,7 +305,13 @@ export class SqlEngine {
   }
 
   status(): Record<string, unknown> {
-    return { running: this.running.size, maxRunning: this.opts.maxRunning, idleProcesses: this.idle.length, timeoutMs: this.opts.timeoutMs, served: this.served }
+    return {
+      running: this.running.size,
+      maxRunning: this.opts.maxRunning,
+      idleProcesses: this.idle.length,
+      timeoutMs: this.opts.timeoutMs,
+      served: this.served,
+    }
   }
 
   /** Kills the idle processes and every running query. */

@@ -25,7 +25,9 @@ export function controlLine(format: ResultFormat, value: unknown): string {
 export function tsvField(v: Value): string {
   if (v === null) return ''
   if (typeof v !== 'string') return String(v)
-  return /[\t\n\r\\\x1e]/.test(v) ? v.replace(/\\/g, '\\\\').replace(/\t/g, '\\t').replace(/\n/g, '\\n').replace(/\r/g, '\\r').replace(/\x1e/g, '\\x1e') : v
+  return /[\t\n\r\\\x1e]/.test(v)
+    ? v.replace(/\\/g, '\\\\').replace(/\t/g, '\\t').replace(/\n/g, '\\n').replace(/\r/g, '\\r').replace(/\x1e/g, '\\x1e')
+    : v
 }
 
 /**

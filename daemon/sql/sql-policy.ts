@@ -9,16 +9,50 @@ const WRITES = new Set(['INSERT', 'UPDATE', 'DELETE', 'REPLACE', 'UPSERT', 'CREA
 const TRANSACTIONS = new Set(['BEGIN', 'COMMIT', 'END', 'ROLLBACK', 'SAVEPOINT', 'RELEASE'])
 
 /** PRAGMAs whose argument only names what to describe. */
-const DESCRIBING_PRAGMAS = new Set(['table_info', 'table_xinfo', 'table_list', 'index_list', 'index_info', 'index_xinfo', 'foreign_key_list', 'foreign_key_check', 'integrity_check', 'quick_check'])
+const DESCRIBING_PRAGMAS = new Set([
+  'table_info',
+  'table_xinfo',
+  'table_list',
+  'index_list',
+  'index_info',
+  'index_xinfo',
+  'foreign_key_list',
+  'foreign_key_check',
+  'integrity_check',
+  'quick_check',
+])
 /** PRAGMAs that are read-only when given no argument (with one, most of them change something). */
 const READING_PRAGMAS = new Set([
-  'compile_options', 'database_list', 'collation_list', 'function_list', 'module_list', 'pragma_list',
-  'page_count', 'page_size', 'max_page_count', 'freelist_count', 'encoding', 'user_version', 'application_id',
-  'schema_version', 'data_version', 'journal_mode', 'query_only', 'cache_size', 'mmap_size', 'temp_store',
-  'foreign_keys', 'case_sensitive_like', 'auto_vacuum', 'busy_timeout', 'synchronous', 'locking_mode',
+  'compile_options',
+  'database_list',
+  'collation_list',
+  'function_list',
+  'module_list',
+  'pragma_list',
+  'page_count',
+  'page_size',
+  'max_page_count',
+  'freelist_count',
+  'encoding',
+  'user_version',
+  'application_id',
+  'schema_version',
+  'data_version',
+  'journal_mode',
+  'query_only',
+  'cache_size',
+  'mmap_size',
+  'temp_store',
+  'foreign_keys',
+  'case_sensitive_like',
+  'auto_vacuum',
+  'busy_timeout',
+  'synchronous',
+  'locking_mode',
 ])
 
-export const READ_ONLY_HINT = 'desfs sql runs read-only statements that return rows: SELECT, WITH ... SELECT, VALUES, EXPLAIN, describing PRAGMAs'
+export const READ_ONLY_HINT =
+  'desfs sql runs read-only statements that return rows: SELECT, WITH ... SELECT, VALUES, EXPLAIN, describing PRAGMAs'
 
 function pragmaRefusal(sql: string): string | undefined {
   const m = /^\s*PRAGMA\s+(?:(\w+)\s*\.\s*)?(\w+)\s*(=|\()?/i.exec(blankLiterals(sql))
@@ -44,11 +78,13 @@ export function textRefusal(sql: string): string | undefined {
 /** Refusals decided from the prepared statement (what SQLite says it does), with the reason in words. */
 export function statementRefusal(sql: string, stmt: Statement): string | undefined {
   const kw = firstKeyword(sql)
-  if (!stmt.readonly || WRITES.has(kw)) return `refused: ${kw || 'this statement'} would change the database, which desfs only reads; ${READ_ONLY_HINT}`
+  if (!stmt.readonly || WRITES.has(kw))
+    return `refused: ${kw || 'this statement'} would change the database, which desfs only reads; ${READ_ONLY_HINT}`
   if (TRANSACTIONS.has(kw)) return `refused: ${kw} is not needed; every query runs on its own read-only snapshot`
   if (!stmt.reader) return `refused: ${kw || 'this statement'} returns no rows; ${READ_ONLY_HINT}`
   return undefined
 }
 
 /** The message for better-sqlite3's refusal of a string with more than one statement. */
-export const MULTIPLE_STATEMENTS = 'refused: more than one statement; send one statement at a time (desfs sql -l FILE runs a script statement by statement)'
+export const MULTIPLE_STATEMENTS =
+  'refused: more than one statement; send one statement at a time (desfs sql -l FILE runs a script statement by statement)'

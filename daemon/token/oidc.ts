@@ -54,9 +54,15 @@ async function configure(issuer: string, clientId: string): Promise<client.Confi
   if (insecure && !isLoopback(url)) throw new UserError(`oidc_issuer ${issuer} is plain http: use its https URL`, EXIT.USAGE)
   let config: client.Configuration
   try {
-    config = await client.discovery(url, clientId, undefined, client.None(), { timeout: 15, ...(insecure ? { execute: [client.allowInsecureRequests] } : {}) })
+    config = await client.discovery(url, clientId, undefined, client.None(), {
+      timeout: 15,
+      ...(insecure ? { execute: [client.allowInsecureRequests] } : {}),
+    })
   } catch (err) {
-    throw new UserError(`cannot use the OpenID Connect issuer ${issuer} (${reason(err)}): check oidc_issuer and the network`, EXIT.UNAVAILABLE)
+    throw new UserError(
+      `cannot use the OpenID Connect issuer ${issuer} (${reason(err)}): check oidc_issuer and the network`,
+      EXIT.UNAVAILABLE,
+    )
   }
   configs.set(key, config)
   return config
@@ -73,9 +79,20 @@ export class TokenGrantError extends UserError {
 
 function grantError(err: unknown, issuer: string, what: string): TokenGrantError {
   if (err instanceof client.ResponseBodyError) {
-    if (err.error === 'invalid_grant') return new TokenGrantError(`${issuer} rejected the refresh token (invalid_grant: revoked, expired or already used): ${LOGIN_HINT}`, true)
-    if (err.error === 'invalid_client' || err.error === 'unauthorized_client') return new TokenGrantError(`${issuer} rejected client id (${err.error}: ${err.error_description ?? ''}): check oidc_client_id, then ${LOGIN_HINT}`, true)
-    return new TokenGrantError(`${what} failed at ${issuer}: ${err.error}${err.error_description ? ` (${err.error_description})` : ''}`, false)
+    if (err.error === 'invalid_grant')
+      return new TokenGrantError(
+        `${issuer} rejected the refresh token (invalid_grant: revoked, expired or already used): ${LOGIN_HINT}`,
+        true,
+      )
+    if (err.error === 'invalid_client' || err.error === 'unauthorized_client')
+      return new TokenGrantError(
+        `${issuer} rejected client id (${err.error}: ${err.error_description ?? ''}): check oidc_client_id, then ${LOGIN_HINT}`,
+        true,
+      )
+    return new TokenGrantError(
+      `${what} failed at ${issuer}: ${err.error}${err.error_description ? ` (${err.error_description})` : ''}`,
+      false,
+    )
   }
   if (err instanceof UserError) return new TokenGrantError(err.message, false)
   return new TokenGrantError(`${what}: cannot reach ${issuer} (${reason(err)}); it will be retried`, false)
@@ -110,7 +127,11 @@ export async function login(o: LoginOptions): Promise<LoginResult> {
   const clientId = o.clientId
   if (!issuer || !clientId) throw new UserError('login needs oidc_issuer and oidc_client_id', EXIT.USAGE)
   const config = await configure(issuer, clientId)
-  if (!config.serverMetadata().device_authorization_endpoint) throw new UserError(`${issuer} does not offer the device authorization flow (no device_authorization_endpoint): use htgettoken`, EXIT.UNAVAILABLE)
+  if (!config.serverMetadata().device_authorization_endpoint)
+    throw new UserError(
+      `${issuer} does not offer the device authorization flow (no device_authorization_endpoint): use htgettoken`,
+      EXIT.UNAVAILABLE,
+    )
   const resource: Record<string, string> = o.audience ? { resource: o.audience } : {}
   let da: client.DeviceAuthorizationResponse
   try {
@@ -134,7 +155,17 @@ export async function login(o: LoginOptions): Promise<LoginResult> {
   const exp = expiresAt(tokens, now)
   await withLock(o.statePath, async () => {
     if (tokens.refresh_token) {
-      const state: OidcState = { issuer, clientId, scope: o.scope, audience: o.audience, refreshToken: tokens.refresh_token, accessTokenFile: o.tokenFile, accessIssuedAt: now, accessExpiresAt: exp, updatedAt: new Date(now).toISOString() }
+      const state: OidcState = {
+        issuer,
+        clientId,
+        scope: o.scope,
+        audience: o.audience,
+        refreshToken: tokens.refresh_token,
+        accessTokenFile: o.tokenFile,
+        accessIssuedAt: now,
+        accessExpiresAt: exp,
+        updatedAt: new Date(now).toISOString(),
+      }
       await writeOidcState(o.statePath, state)
     } else {
       await unlink(o.statePath).catch(() => undefined)
@@ -162,7 +193,9 @@ export async function refreshAccessToken(statePath: string, freshForMs = 0): Pro
     const state = await readOidcState(statePath)
     if (!state) throw new TokenGrantError(`not logged in (no ${statePath}): ${LOGIN_HINT}`, true)
     if (freshForMs > 0 && state.accessExpiresAt - Date.now() > freshForMs) return { state, refreshed: false }
-    const config = await configure(state.issuer, state.clientId).catch((err) => { throw grantError(err, state.issuer, 'token refresh') })
+    const config = await configure(state.issuer, state.clientId).catch((err) => {
+      throw grantError(err, state.issuer, 'token refresh')
+    })
     let tokens: client.TokenEndpointResponse
     try {
       tokens = await client.refreshTokenGrant(config, state.refreshToken, state.audience ? { resource: state.audience } : undefined)
@@ -170,7 +203,13 @@ export async function refreshAccessToken(statePath: string, freshForMs = 0): Pro
       throw grantError(err, state.issuer, 'token refresh')
     }
     const now = Date.now()
-    const next: OidcState = { ...state, refreshToken: tokens.refresh_token ?? state.refreshToken, accessIssuedAt: now, accessExpiresAt: expiresAt(tokens, now), updatedAt: new Date(now).toISOString() }
+    const next: OidcState = {
+      ...state,
+      refreshToken: tokens.refresh_token ?? state.refreshToken,
+      accessIssuedAt: now,
+      accessExpiresAt: expiresAt(tokens, now),
+      updatedAt: new Date(now).toISOString(),
+    }
     await writeOidcState(statePath, next)
     await writeSecretFile(state.accessTokenFile, tokens.access_token + '\n')
     return { state: next, refreshed: true }
@@ -193,7 +232,10 @@ export async function logout(statePath: string): Promise<string[]> {
       notes.push(`could not revoke the refresh token at ${state.issuer} (${reason(err)}); deleted it anyway`)
     }
     for (const f of [state.accessTokenFile, statePath]) {
-      await unlink(f).then(() => notes.push(`removed ${f}`), () => undefined)
+      await unlink(f).then(
+        () => notes.push(`removed ${f}`),
+        () => undefined,
+      )
     }
     return notes
   })

@@ -34,7 +34,10 @@ export class TokenRefresher {
   private failures = 0
   readonly status: RefresherStatus
 
-  constructor(private token: TokenProvider, readonly statePath = oidcStatePath()) {
+  constructor(
+    private token: TokenProvider,
+    readonly statePath = oidcStatePath(),
+  ) {
     this.status = { active: false, statePath }
   }
 
@@ -56,7 +59,12 @@ export class TokenRefresher {
     this.status.issuer = state.issuer
     this.status.accessTokenFile = state.accessTokenFile
     const used = this.token.current.source
-    if (used !== state.accessTokenFile) log.warn('the token desfs token login keeps fresh is not the one in use', { refreshed: state.accessTokenFile, inUse: used, fix: 'remove the token found earlier in the discovery order, or mount with --token-file ' + state.accessTokenFile })
+    if (used !== state.accessTokenFile)
+      log.warn('the token desfs token login keeps fresh is not the one in use', {
+        refreshed: state.accessTokenFile,
+        inUse: used,
+        fix: 'remove the token found earlier in the discovery order, or mount with --token-file ' + state.accessTokenFile,
+      })
     // A token past its refresh point (the daemon was down, the machine asleep) is renewed before
     // anything is read with it.
     if (refreshDelay(state) <= 0) await this.refreshNow()
@@ -98,7 +106,8 @@ export class TokenRefresher {
       const { state, refreshed } = await refreshAccessToken(this.statePath, half)
       if (this.closed) return
       this.status.lastRefresh = new Date(state.accessIssuedAt).toISOString()
-      if (refreshed) log.info('access token refreshed', { file: state.accessTokenFile, expires: new Date(state.accessExpiresAt).toISOString() })
+      if (refreshed)
+        log.info('access token refreshed', { file: state.accessTokenFile, expires: new Date(state.accessExpiresAt).toISOString() })
       await this.token.reload(false)
       this.failures = 0
       this.schedule(refreshDelay(state))

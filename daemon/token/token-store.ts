@@ -64,7 +64,10 @@ export async function readOidcState(path: string): Promise<OidcState | undefined
     throw new UserError(`cannot read ${path} (${(err as NodeJS.ErrnoException).code}): check its permissions`)
   }
   const st = await stat(path)
-  if ((st.mode & 0o077) !== 0) throw new UserError(`${path} holds a refresh token and is readable by group/others (mode ${(st.mode & 0o777).toString(8)}): run chmod 600 ${path}`)
+  if ((st.mode & 0o077) !== 0)
+    throw new UserError(
+      `${path} holds a refresh token and is readable by group/others (mode ${(st.mode & 0o777).toString(8)}): run chmod 600 ${path}`,
+    )
   try {
     const s = JSON.parse(text) as OidcState
     if (!s.issuer || !s.clientId || !s.refreshToken || !s.accessTokenFile) throw new Error('fields missing')

@@ -63,11 +63,13 @@ export async function tokenDirProblem(dir: string): Promise<string | undefined> 
     return undefined
   }
   if (st.mode & 0o1000) return undefined
-  if ((st.mode & 0o077) !== 0) return `token directory ${dir} is accessible to group/others (mode ${(st.mode & 0o777).toString(8)}): run chmod 700 ${dir}`
+  if ((st.mode & 0o077) !== 0)
+    return `token directory ${dir} is accessible to group/others (mode ${(st.mode & 0o777).toString(8)}): run chmod 700 ${dir}`
   return undefined
 }
 
-export const MAKE_TOKEN_HINT = 'run `htgettoken -a htvaultprod.fnal.gov -i des -o ~/.des_archive_access/bearer_token` (or des-archive-access-make-token, or `desfs token login`)'
+export const MAKE_TOKEN_HINT =
+  'run `htgettoken -a htvaultprod.fnal.gov -i des -o ~/.des_archive_access/bearer_token` (or des-archive-access-make-token, or `desfs token login`)'
 
 /** Candidate token locations in discovery order; the first that exists wins. */
 export function tokenCandidates(env: NodeJS.ProcessEnv = process.env): { kind: 'env' | 'file'; where: string }[] {
@@ -91,7 +93,13 @@ export function tokenCandidates(env: NodeJS.ProcessEnv = process.env): { kind: '
  */
 export function tokenShapeProblem(token: string): string | undefined {
   if (/^[A-Za-z0-9\-._~+/]+=*$/.test(token)) return undefined
-  const found = /[\r\n]/.test(token) ? 'a line break' : /\s/.test(token) ? 'a space or tab' : /[^\x20-\x7e]/.test(token) ? 'a control or non-ASCII character' : 'a character tokens do not contain'
+  const found = /[\r\n]/.test(token)
+    ? 'a line break'
+    : /\s/.test(token)
+      ? 'a space or tab'
+      : /[^\x20-\x7e]/.test(token)
+        ? 'a control or non-ASCII character'
+        : 'a character tokens do not contain'
   return `holds more than one token (${found} inside it); it must hold the token alone, on one line`
 }
 
@@ -135,10 +143,21 @@ export async function discoverToken(env: NodeJS.ProcessEnv = process.env): Promi
       continue
     }
     // Before the mode check: a directory's usual 755 would otherwise read as "readable by others".
-    if (st.isDirectory()) return { source: c.where, problem: `token file ${c.where} is a directory: point --token-file (or BEARER_TOKEN_FILE) at the token file itself` }
-    if (!st.isFile()) return { source: c.where, problem: `token file ${c.where} is not a regular file: point --token-file (or BEARER_TOKEN_FILE) at the token file itself` }
+    if (st.isDirectory())
+      return {
+        source: c.where,
+        problem: `token file ${c.where} is a directory: point --token-file (or BEARER_TOKEN_FILE) at the token file itself`,
+      }
+    if (!st.isFile())
+      return {
+        source: c.where,
+        problem: `token file ${c.where} is not a regular file: point --token-file (or BEARER_TOKEN_FILE) at the token file itself`,
+      }
     if ((st.mode & 0o077) !== 0) {
-      return { source: c.where, problem: `token file ${c.where} is readable by group/others (mode ${(st.mode & 0o777).toString(8)}): run chmod 600 ${c.where}` }
+      return {
+        source: c.where,
+        problem: `token file ${c.where} is readable by group/others (mode ${(st.mode & 0o777).toString(8)}): run chmod 600 ${c.where}`,
+      }
     }
     const dirProblem = await tokenDirProblem(dirname(c.where))
     if (dirProblem) return { source: c.where, problem: dirProblem }
@@ -149,10 +168,18 @@ export async function discoverToken(env: NodeJS.ProcessEnv = process.env): Promi
       if (shape) return { source: c.where, problem: `token file ${c.where} ${shape}: ${MAKE_TOKEN_HINT}` }
       return describe(c.where, token)
     } catch (err) {
-      return { source: c.where, problem: `cannot read token file ${c.where} (${(err as NodeJS.ErrnoException).code}): check its permissions` }
+      return {
+        source: c.where,
+        problem: `cannot read token file ${c.where} (${(err as NodeJS.ErrnoException).code}): check its permissions`,
+      }
     }
   }
-  return { source: 'none', problem: `no bearer token found (looked at ${tokenCandidates(env).map((c) => (c.kind === 'env' ? '$' + c.where : c.where)).join(', ')}): ${MAKE_TOKEN_HINT}` }
+  return {
+    source: 'none',
+    problem: `no bearer token found (looked at ${tokenCandidates(env)
+      .map((c) => (c.kind === 'env' ? '$' + c.where : c.where))
+      .join(', ')}): ${MAKE_TOKEN_HINT}`,
+  }
 }
 
 /**
@@ -177,7 +204,9 @@ export class TokenProvider {
   async start(): Promise<TokenInfo> {
     await this.reload()
     // Watch every candidate file's directory: a token may appear later, or earlier in the order.
-    const files = tokenCandidates(this.env).filter((c) => c.kind === 'file').map((c) => c.where)
+    const files = tokenCandidates(this.env)
+      .filter((c) => c.kind === 'file')
+      .map((c) => c.where)
     const dirs = [...new Set(files.map((f) => dirname(f)))]
     const names = new Set(files.map((f) => basename(f)))
     this.watcher = watch(dirs, {
@@ -214,7 +243,12 @@ export class TokenProvider {
     if (found.transient && before && found.source === this.info.source) return this.info
     this.info = found
     if (this.info.token !== before) {
-      if (this.info.token) log.info('bearer token loaded', { source: this.info.source, subject: this.info.subject, expires: this.info.exp ? new Date(this.info.exp * 1000).toISOString() : 'unknown' })
+      if (this.info.token)
+        log.info('bearer token loaded', {
+          source: this.info.source,
+          subject: this.info.subject,
+          expires: this.info.exp ? new Date(this.info.exp * 1000).toISOString() : 'unknown',
+        })
       else log.warn('no usable bearer token', { problem: this.info.problem })
       this.scheduleExpiryWarning()
     }
@@ -227,7 +261,8 @@ export class TokenProvider {
     if (!exp) return
     const expires = new Date(exp * 1000).toISOString()
     const say = () => {
-      if (exp * 1000 <= Date.now()) log.warn('bearer token has expired', { source: this.info.source, expired: expires, fix: MAKE_TOKEN_HINT })
+      if (exp * 1000 <= Date.now())
+        log.warn('bearer token has expired', { source: this.info.source, expired: expires, fix: MAKE_TOKEN_HINT })
       else log.warn('bearer token expires soon', { source: this.info.source, expires, fix: MAKE_TOKEN_HINT })
     }
     if (exp * 1000 <= Date.now()) return say()

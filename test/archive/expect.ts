@@ -19,4 +19,3 @@ export function expectedTileFiles(m: Manifest, tile: string, band: string): stri
   }
   return out.sort()
 }
-

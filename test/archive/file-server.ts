@@ -29,7 +29,13 @@ export class FileServer {
     this.server = createServer((req, res) => {
       void (async () => {
         const path = new URL(req.url ?? '/', 'http://x').pathname
-        const rec: FileServerRequest = { method: req.method ?? '?', path, status: 0, bytes: 0, ...(req.headers.range ? { range: req.headers.range } : {}) }
+        const rec: FileServerRequest = {
+          method: req.method ?? '?',
+          path,
+          status: 0,
+          bytes: 0,
+          ...(req.headers.range ? { range: req.headers.range } : {}),
+        }
         this.log.push(rec)
         const file = this.files.get(path)
         const st = file ? await stat(file).catch(() => undefined) : undefined
@@ -80,7 +86,9 @@ export class FileServer {
             pos += bytesRead
             rec.bytes += bytesRead
             let ok = true
-            flushed = new Promise<void>((r) => { ok = res.write(Buffer.from(buf.subarray(0, bytesRead)), () => r()) })
+            flushed = new Promise<void>((r) => {
+              ok = res.write(Buffer.from(buf.subarray(0, bytesRead)), () => r())
+            })
             if (!ok) await new Promise((r) => res.once('drain', r))
           }
           res.end()

@@ -58,7 +58,10 @@ export function freePort(): Promise<number> {
 function canConnect(port: number): Promise<boolean> {
   return new Promise((res) => {
     const c = createConnection({ host: '127.0.0.1', port })
-    c.once('connect', () => { c.destroy(); res(true) })
+    c.once('connect', () => {
+      c.destroy()
+      res(true)
+    })
     c.once('error', () => res(false))
   })
 }
@@ -87,7 +90,8 @@ export class NginxArchive {
     const d = this.dir
     const root = resolve(this.opts.root)
     if (/[\s;"'{}$\\]/.test(root + d)) throw new Error(`nginx config: unsupported character in ${root} or ${d}`)
-    if (this.opts.token !== undefined && !/^[A-Za-z0-9._~+/=-]+$/.test(this.opts.token)) throw new Error('nginx config: the token has characters a bearer token cannot have')
+    if (this.opts.token !== undefined && !/^[A-Za-z0-9._~+/=-]+$/.test(this.opts.token))
+      throw new Error('nginx config: the token has characters a bearer token cannot have')
     return [
       `load_module ${DAV_EXT_MODULE};`,
       'daemon off;',
@@ -98,7 +102,9 @@ export class NginxArchive {
       `error_log ${d}/error.log warn;`,
       'events { worker_connections 1024; }',
       'http {',
-      this.opts.accessLog ? `  log_format desfs '$request_method $request_uri "$http_range" $status $body_bytes_sent'; access_log ${d}/access.log desfs;` : '  access_log off;',
+      this.opts.accessLog
+        ? `  log_format desfs '$request_method $request_uri "$http_range" $status $body_bytes_sent'; access_log ${d}/access.log desfs;`
+        : '  access_log off;',
       ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((k) => `  ${k}_temp_path ${d}/${k};`),
       '  default_type application/octet-stream;',
       '  sendfile on; tcp_nopush on; keepalive_requests 100000; keepalive_timeout 120s;',
@@ -129,7 +135,12 @@ export class NginxArchive {
       child.stdout!.on('data', (b: Buffer) => (this.output += b))
       child.stderr!.on('data', (b: Buffer) => (this.output += b))
       let code: number | null | undefined
-      this.exited = new Promise((r) => child.once('exit', (c) => { code = c; r(c) }))
+      this.exited = new Promise((r) =>
+        child.once('exit', (c) => {
+          code = c
+          r(c)
+        }),
+      )
       this.child = child
       for (let i = 0; i < 200 && code === undefined; i++) {
         if (await canConnect(port)) {

@@ -31,7 +31,9 @@ function canonicalRequest(method: string, url: URL, headers: Record<string, stri
     .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0))
     .map(([k, v]) => `${k}=${v}`)
     .join('&')
-  const names = Object.keys(headers).map((h) => h.toLowerCase()).sort()
+  const names = Object.keys(headers)
+    .map((h) => h.toLowerCase())
+    .sort()
   const lower: Record<string, string> = {}
   for (const [k, v] of Object.entries(headers)) lower[k.toLowerCase()] = v.trim().replace(/\s+/g, ' ')
   // S3 takes the path as sent (percent-encoded once), without encoding it again.
@@ -110,7 +112,10 @@ export class S3Server {
   private signatureOk(req: IncomingMessage, url: URL): boolean {
     const creds = this.opts.credentials
     if (!creds) return true
-    const m = /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/s3\/aws4_request,\s*SignedHeaders=([^,]+),\s*Signature=([0-9a-f]{64})$/.exec(req.headers.authorization ?? '')
+    const m =
+      /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/s3\/aws4_request,\s*SignedHeaders=([^,]+),\s*Signature=([0-9a-f]{64})$/.exec(
+        req.headers.authorization ?? '',
+      )
     if (!m || m[1] !== creds.accessKeyId) return false
     const headers: Record<string, string> = {}
     for (const h of m[4]!.split(';')) headers[h] = String(req.headers[h] ?? '')
@@ -132,22 +137,35 @@ export class S3Server {
     if (this.faults.latencyMs) await new Promise((r) => setTimeout(r, this.faults.latencyMs))
     const segs = url.pathname.split('/').slice(1)
     if (segs[0] !== this.opts.bucket) return this.error(res, rec, 404, 'NoSuchBucket', 'The specified bucket does not exist')
-    if (!this.signatureOk(req, url)) return this.error(res, rec, 403, 'SignatureDoesNotMatch', 'The request signature we calculated does not match the signature you provided.')
+    if (!this.signatureOk(req, url))
+      return this.error(
+        res,
+        rec,
+        403,
+        'SignatureDoesNotMatch',
+        'The request signature we calculated does not match the signature you provided.',
+      )
     const key = segs.slice(1).map(decodeURIComponent).join('/')
     rec.key = key
     if (req.method === 'GET' && key === '' && url.searchParams.get('list-type') === '2') return this.list(res, rec, url)
     const pfx = this.opts.prefix ? this.opts.prefix + '/' : ''
-    if (!key.startsWith(pfx) || key.split('/').includes('..')) return this.error(res, rec, 404, 'NoSuchKey', 'The specified key does not exist.')
+    if (!key.startsWith(pfx) || key.split('/').includes('..'))
+      return this.error(res, rec, 404, 'NoSuchKey', 'The specified key does not exist.')
     const file = join(this.opts.root, key.slice(pfx.length))
     const st = await stat(file).catch(() => undefined)
     if (!st?.isFile()) return this.error(res, rec, 404, 'NoSuchKey', 'The specified key does not exist.')
-    const common = { 'last-modified': st.mtime.toUTCString(), etag: `"${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}"`, 'accept-ranges': 'bytes' }
+    const common = {
+      'last-modified': st.mtime.toUTCString(),
+      etag: `"${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}"`,
+      'accept-ranges': 'bytes',
+    }
     if (req.method === 'HEAD') {
       rec.status = 200
       res.writeHead(200, { ...common, 'content-length': st.size })
       return void res.end()
     }
-    if (req.method !== 'GET') return this.error(res, rec, 405, 'MethodNotAllowed', 'The specified method is not allowed against this resource.')
+    if (req.method !== 'GET')
+      return this.error(res, rec, 405, 'MethodNotAllowed', 'The specified method is not allowed against this resource.')
     if (this.faults.slowDown && this.faults.slowDown > 0) {
       this.faults.slowDown--
       res.setHeader('retry-after', '0')
@@ -189,7 +207,9 @@ export class S3Server {
     const prefix = url.searchParams.get('prefix') ?? ''
     const delimiter = url.searchParams.get('delimiter')
     const maxKeys = Math.min(1000, Number(url.searchParams.get('max-keys') ?? 1000))
-    const after = url.searchParams.get('continuation-token') ? Buffer.from(url.searchParams.get('continuation-token')!, 'base64url').toString() : ''
+    const after = url.searchParams.get('continuation-token')
+      ? Buffer.from(url.searchParams.get('continuation-token')!, 'base64url').toString()
+      : ''
     const pfx = this.opts.prefix ? this.opts.prefix + '/' : ''
     const objects: { key: string; size: number; mtime: Date }[] = []
     const prefixes = new Set<string>()
@@ -212,13 +232,16 @@ export class S3Server {
       const dirRel = rel.includes('/') ? rel.slice(0, rel.lastIndexOf('/') + 1) : ''
       await walk(join(this.opts.root, dirRel), pfx + dirRel)
     }
-    const all = [...objects.map((o) => ({ k: o.key, o })), ...[...prefixes].map((p) => ({ k: p, o: undefined }))].sort((a, b) => (a.k < b.k ? -1 : 1)).filter((x) => x.k > after)
+    const all = [...objects.map((o) => ({ k: o.key, o })), ...[...prefixes].map((p) => ({ k: p, o: undefined }))]
+      .sort((a, b) => (a.k < b.k ? -1 : 1))
+      .filter((x) => x.k > after)
     const page = all.slice(0, maxKeys)
     const truncated = all.length > maxKeys
     let xml = `<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>${this.opts.bucket}</Name><Prefix>${xmlEscape(prefix)}</Prefix><KeyCount>${page.length}</KeyCount><MaxKeys>${maxKeys}</MaxKeys><IsTruncated>${truncated}</IsTruncated>`
     if (truncated) xml += `<NextContinuationToken>${Buffer.from(page[page.length - 1]!.k).toString('base64url')}</NextContinuationToken>`
     for (const x of page) {
-      if (x.o) xml += `<Contents><Key>${xmlEscape(x.o.key)}</Key><LastModified>${x.o.mtime.toISOString()}</LastModified><ETag>"x"</ETag><Size>${x.o.size}</Size><StorageClass>STANDARD</StorageClass></Contents>`
+      if (x.o)
+        xml += `<Contents><Key>${xmlEscape(x.o.key)}</Key><LastModified>${x.o.mtime.toISOString()}</LastModified><ETag>"x"</ETag><Size>${x.o.size}</Size><StorageClass>STANDARD</StorageClass></Contents>`
       else xml += `<CommonPrefixes><Prefix>${xmlEscape(x.k)}</Prefix></CommonPrefixes>`
     }
     xml += '</ListBucketResult>'

@@ -114,11 +114,17 @@ function* layout(rows: number, tileShare: number, bigDir: number, bigDirs: numbe
   for (let t = 0; n < rows; t++) {
     const tile = tileName(t)
     const base = `OPS/multiepoch/Y6A2/r4575/${tile}/p01`
-    const per = (dir: string, name: string, comp: string | null, size: number) => (n < rows ? emit([`${base}/${dir}`, name, comp, size]) : undefined)
+    const per = (dir: string, name: string, comp: string | null, size: number) =>
+      n < rows ? emit([`${base}/${dir}`, name, comp, size]) : undefined
     const out: (Row | undefined)[] = []
     for (const band of BANDS) {
       const stem = `${tile}_r4575p01_${band}`
-      out.push(per('coadd', `${stem}.fits`, '.fz', 400_000_000), per('cat', `${stem}_cat.fits`, null, 90_000_000), per('seg', `${stem}_segmap.fits`, null, 40_000_000), per('psf', `${stem}_psfcat.psf`, null, 120_000))
+      out.push(
+        per('coadd', `${stem}.fits`, '.fz', 400_000_000),
+        per('cat', `${stem}_cat.fits`, null, 90_000_000),
+        per('seg', `${stem}_segmap.fits`, null, 40_000_000),
+        per('psf', `${stem}_psfcat.psf`, null, 120_000),
+      )
     }
     for (const r of out) if (r) yield r
     const big = t < bigDirs

@@ -45,7 +45,9 @@ export async function run(args: string[]): Promise<void> {
     const zOnly = await timed(async () => execFileSync('sh', ['-c', `zstd -d -q -c ${src}.zst > ${join(dir, 'plain')}`]))
     const plain = await timed(() => downloadMetadataDb({ url: `${server.url}/m.db`, dest: join(dir, 'a.db'), force: true }))
     const zst = await timed(() => downloadMetadataDb({ url: `${server.url}/m.db.zst`, dest: join(dir, 'b.db'), force: true }))
-    console.log(`DB ${(dbBytes / 2 ** 20).toFixed(0)} MiB, compressed ${(zBytes / 2 ** 20).toFixed(0)} MiB (ratio ${(dbBytes / zBytes).toFixed(2)}), decoder ${zst.value.decoder}`)
+    console.log(
+      `DB ${(dbBytes / 2 ** 20).toFixed(0)} MiB, compressed ${(zBytes / 2 ** 20).toFixed(0)} MiB (ratio ${(dbBytes / zBytes).toFixed(2)}), decoder ${zst.value.decoder}`,
+    )
     table([
       ['what', 'seconds', 'MB/s of DB written'],
       ['zstd -d to a file (local, no network)', (zOnly.ms / 1000).toFixed(2), mbps(dbBytes, zOnly.ms).toFixed(0)],

@@ -112,7 +112,13 @@ async function readsUnderFaults(scope: BenchScope, a: ArchiveFixture, s: ServerF
   const t0 = now()
   let r: ReadResult
   try {
-    r = await randomReads(d.mnt, a.root, readSet(a), { seed: 1, count: perReader, readers: o.readers, failedReaders: 'count', timeoutMs: 120_000 + perReader * 1000 })
+    r = await randomReads(d.mnt, a.root, readSet(a), {
+      seed: 1,
+      count: perReader,
+      readers: o.readers,
+      failedReaders: 'count',
+      timeoutMs: 120_000 + perReader * 1000,
+    })
   } finally {
     server.faults = {}
   }
@@ -121,7 +127,10 @@ async function readsUnderFaults(scope: BenchScope, a: ArchiveFixture, s: ServerF
   const injected = MIXED_FAULTS.map((k) => `${k} ${server.injected[k] - before[k]}`).join(', ')
   const faults = MIXED_FAULTS.reduce((n, k) => n + server.injected[k] - before[k], 0)
   await d.stop()
-  const errnos = Object.entries(r.other).map(([k, v]) => `errno ${k}: ${v}`).join(', ') || 'none'
+  const errnos =
+    Object.entries(r.other)
+      .map(([k, v]) => `errno ${k}: ${v}`)
+      .join(', ') || 'none'
   return [
     ['reads under faults: reads (ok / EIO / other errno)', `${r.reads} (${r.ok} / ${r.eio} / ${r.reads - r.ok - r.eio - r.wrong})`],
     ['  other errnos', errnos],
@@ -194,14 +203,32 @@ async function killTrials(scope: BenchScope, a: ArchiveFixture, s: ServerFixture
   let d: DaemonFixture = await startDaemon(scope, { db: a.db, archive: server.archiveUrl, tokenFile, flags })
   const { mnt, stateDir, cacheDir } = d
   const env = { ...process.env, DESFS_STATE_DIR: stateDir }
-  const totals = { reads: 0, ok: 0, wrong: 0, wrongBytes: 0, failedReaders: 0, duringReads: 0, hung: 0, orphans: 0, sqlClientsLeft: 0, restartFailed: 0, after: { files: 0, wrongFiles: 0, wrongBytes: 0, unreadable: 0 } }
+  const totals = {
+    reads: 0,
+    ok: 0,
+    wrong: 0,
+    wrongBytes: 0,
+    failedReaders: 0,
+    duringReads: 0,
+    hung: 0,
+    orphans: 0,
+    sqlClientsLeft: 0,
+    restartFailed: 0,
+    after: { files: 0, wrongFiles: 0, wrongBytes: 0, unreadable: 0 },
+  }
   let maxMs = 0
   server.faults = { latencyMs: 2 } // keeps requests in flight when the kill comes
   try {
     for (let i = 0; i < o.kills; i++) {
       server.clearLog()
       let readersDone = false
-      const reading = randomReads(mnt, a.root, files, { seed: 5000 + i * 100, count: 400, readers: o.killReaders, failedReaders: 'count', timeoutMs: 180_000 }).finally(() => (readersDone = true))
+      const reading = randomReads(mnt, a.root, files, {
+        seed: 5000 + i * 100,
+        count: 400,
+        readers: o.killReaders,
+        failedReaders: 'count',
+        timeoutMs: 180_000,
+      }).finally(() => (readersDone = true))
       // The kill comes at a random moment once reads are under way (the readers take longer than
       // the longest delay; if they end first, the trial says so).
       await until(() => readersDone || server.count('GET') >= 10, 30_000)
@@ -222,7 +249,11 @@ async function killTrials(scope: BenchScope, a: ArchiveFixture, s: ServerFixture
       // The client of the query must end too (with an error) once its daemon is gone.
       if (!(await until(() => sqlDone, 10_000))) totals.sqlClientsLeft++
       await sql
-      totals.reads += r.reads; totals.ok += r.ok; totals.wrong += r.wrong; totals.wrongBytes += r.wrongBytes; totals.failedReaders += r.failedReaders
+      totals.reads += r.reads
+      totals.ok += r.ok
+      totals.wrong += r.wrong
+      totals.wrongBytes += r.wrongBytes
+      totals.failedReaders += r.failedReaders
       maxMs = Math.max(maxMs, r.maxMs)
       // A dead FUSE daemon's mount answers ENOTCONN at once; a hung one blocks the stat.
       const st = await run('stat', ['--', mnt], { timeoutMs: 5_000 })
@@ -240,7 +271,9 @@ async function killTrials(scope: BenchScope, a: ArchiveFixture, s: ServerFixture
       }
       const c = await compareFiles(mnt, a, files)
       for (const k of ['files', 'wrongFiles', 'wrongBytes', 'unreadable'] as const) totals.after[k] += c[k]
-      log(`kill trial ${i + 1}/${o.kills}: ${r.reads} reads (${r.wrong} wrong) ${cut ? 'cut by' : 'ended before'} the kill; mount ${hung ? 'HUNG' : 'not hung'}; ${orphans} of ${procs.size} daemon processes outlived it; after restart ${c.wrongFiles} wrong and ${c.unreadable} unreadable of ${c.files} files`)
+      log(
+        `kill trial ${i + 1}/${o.kills}: ${r.reads} reads (${r.wrong} wrong) ${cut ? 'cut by' : 'ended before'} the kill; mount ${hung ? 'HUNG' : 'not hung'}; ${orphans} of ${procs.size} daemon processes outlived it; after restart ${c.wrongFiles} wrong and ${c.unreadable} unreadable of ${c.files} files`,
+      )
     }
   } finally {
     server.faults = {}
@@ -256,13 +289,18 @@ async function killTrials(scope: BenchScope, a: ArchiveFixture, s: ServerFixture
     ['  ORPHANS: processes of the daemon alive 5 s after the kill', totals.orphans],
     ['  desfs sql clients still waiting 10 s after the kill', totals.sqlClientsLeft],
     ['  restarts that failed', totals.restartFailed],
-    ['  after restart: WRONG BYTES (files wrong / unreadable of compared)', `${totals.after.wrongBytes} (${totals.after.wrongFiles} / ${totals.after.unreadable} of ${totals.after.files})`],
+    [
+      '  after restart: WRONG BYTES (files wrong / unreadable of compared)',
+      `${totals.after.wrongBytes} (${totals.after.wrongFiles} / ${totals.after.unreadable} of ${totals.after.files})`,
+    ],
   ]
 }
 
 /** Regular files under dir, recursively. */
 function filesUnder(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? filesUnder(join(dir, e.name)) : e.isFile() ? [join(dir, e.name)] : []))
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? filesUnder(join(dir, e.name)) : e.isFile() ? [join(dir, e.name)] : [],
+  )
 }
 
 /** Flips one random bit in each of `n` distinct random blocks of the cache's data files. */
@@ -311,20 +349,30 @@ async function bitRot(scope: BenchScope, a: ArchiveFixture, s: ServerFixture, o:
       totals.injected += flipped
       d = await startDaemon(scope, { db: a.db, archive: server.archiveUrl, tokenFile, flags, mnt, stateDir, cacheDir })
       const c = await compareFiles(mnt, a, files)
-      totals.wrongBytes += c.wrongBytes; totals.wrongFiles += c.wrongFiles; totals.unreadable += c.unreadable
+      totals.wrongBytes += c.wrongBytes
+      totals.wrongFiles += c.wrongFiles
+      totals.unreadable += c.unreadable
       const logged = (d.log().match(/cache block failed its checksum/g) ?? []).length
       const metrics = await desfs(['metrics'], { env })
       const metric = Number(/^desfs_cache_corrupt_blocks_total(?:\{\})? (\d+)/m.exec(metrics.stdout)?.[1] ?? NaN)
       totals.loggedCorrupt += logged
       totals.metricCorrupt += metric
-      log(`bit rot round ${round + 1}/${o.rotRounds}: ${flipped} blocks flipped, ${logged} logged corrupt, metric ${metric}; ${c.wrongFiles} files wrong, ${c.unreadable} unreadable`)
+      log(
+        `bit rot round ${round + 1}/${o.rotRounds}: ${flipped} blocks flipped, ${logged} logged corrupt, metric ${metric}; ${c.wrongFiles} files wrong, ${c.unreadable} unreadable`,
+      )
     }
   } finally {
     await d.stop()
   }
   return [
-    [`bit rot (${o.rotRounds} restarts): blocks flipped / detected (log) / detected (metric)`, `${totals.injected} / ${totals.loggedCorrupt} / ${totals.metricCorrupt}`],
-    ['  WRONG BYTES served after the flips (files wrong / unreadable)', `${totals.wrongBytes} (${totals.wrongFiles} / ${totals.unreadable})`],
+    [
+      `bit rot (${o.rotRounds} restarts): blocks flipped / detected (log) / detected (metric)`,
+      `${totals.injected} / ${totals.loggedCorrupt} / ${totals.metricCorrupt}`,
+    ],
+    [
+      '  WRONG BYTES served after the flips (files wrong / unreadable)',
+      `${totals.wrongBytes} (${totals.wrongFiles} / ${totals.unreadable})`,
+    ],
     ['  files wrong or unreadable while filling the cache', totals.warmWrong],
   ]
 }

@@ -16,9 +16,28 @@ import { emptyPrimary, imageHdu } from '../../daemon/fits.js'
 import { adler32Fast } from '../../cache/adler32.js'
 import { parseSize, formatSize } from '../../daemon/units.js'
 import { DESFS, PYTHON, run } from '../helpers.js'
-import { addBenchFiles, dropCaches, mbps, now, option, rssMb, startBenchArchive, report, startBenchDaemon, timedRun, type BenchDaemon } from './util.js'
+import {
+  addBenchFiles,
+  dropCaches,
+  mbps,
+  now,
+  option,
+  rssMb,
+  startBenchArchive,
+  report,
+  startBenchDaemon,
+  timedRun,
+  type BenchDaemon,
+} from './util.js'
 
-const startDaemon = (base: string, db: string, archive: string, tokenFile: string, blockSize: string, extra: string[] = []): Promise<BenchDaemon> => startBenchDaemon(base, { db, archive, tokenFile, blockSize, flags: extra })
+const startDaemon = (
+  base: string,
+  db: string,
+  archive: string,
+  tokenFile: string,
+  blockSize: string,
+  extra: string[] = [],
+): Promise<BenchDaemon> => startBenchDaemon(base, { db, archive, tokenFile, blockSize, flags: extra })
 
 /** Adds N files of S bytes (a FITS header and an image) to the archive and its metadata DB. */
 function addScanFiles(root: string, db: string, n: number, bytes: number): string[] {
@@ -29,7 +48,13 @@ function addScanFiles(root: string, db: string, n: number, bytes: number): strin
   const data = Buffer.alloc(width * height * 4, 0x41)
   return addBenchFiles(db, n, 800_000, (i) => {
     const name = `scan_${String(i).padStart(5, '0')}.fits`
-    writeFileSync(join(root, dir, name), Buffer.concat([emptyPrimary([{ key: 'OBJECT', value: `scan ${i}` }]), imageHdu({ bitpix: -32, axes: [width, height], extname: 'SCI', data })]))
+    writeFileSync(
+      join(root, dir, name),
+      Buffer.concat([
+        emptyPrimary([{ key: 'OBJECT', value: `scan ${i}` }]),
+        imageHdu({ bitpix: -32, axes: [width, height], extname: 'SCI', data }),
+      ]),
+    )
     return [dir, name]
   })
 }
@@ -56,7 +81,12 @@ export async function run_(args: string[]): Promise<void> {
     const url = `${server.archiveUrl}/${big}`
     const curl = () => timedRun('curl', ['-sS', '-f', '-L', '-o', '/dev/null', '-H', `Authorization: Bearer ${token}`, url])
     const local = join(root, big)
-    const adlerMs = (() => { const b = Buffer.alloc(256 << 20, 7); const t0 = now(); adler32Fast(b); return now() - t0 })()
+    const adlerMs = (() => {
+      const b = Buffer.alloc(256 << 20, 7)
+      const t0 = now()
+      adler32Fast(b)
+      return now() - t0
+    })()
     log(`adler32 (WebAssembly SIMD, on the event loop): ${mbps(256 << 20, adlerMs).toFixed(0)} MB/s`)
 
     for (const bs of blockSizes) {
@@ -64,7 +94,11 @@ export async function run_(args: string[]): Promise<void> {
       // Cold sequential read vs curl: on loopback; with 20 ms before each response (a request's round
       // trip, which one stream pays once); and a WAN-like link, where a stream is also held to its
       // window per round trip (1 MiB per 20 ms: 50 MB/s), so parallel ranges can beat one stream.
-      const links: [string, Faults][] = [['', {}], [' +20ms per request', { latencyMs: 20 }], [' WAN (20ms, 50 MB/s per stream)', { latencyMs: 20, rateBytesPerSec: 50e6 }]]
+      const links: [string, Faults][] = [
+        ['', {}],
+        [' +20ms per request', { latencyMs: 20 }],
+        [' WAN (20ms, 50 MB/s per stream)', { latencyMs: 20, rateBytesPerSec: 50e6 }],
+      ]
       for (const [tag, faults] of links) {
         server.faults = { ...faults }
         const d = await startDaemon(base, db, server.archiveUrl, tokenFile, bs)
@@ -79,7 +113,13 @@ export async function run_(args: string[]): Promise<void> {
               const l1 = await timedRun('cat', [local])
               dropCaches()
               const f1 = await timedRun('cat', [join(d.mnt, big)])
-              results.push(['1st pass from cache, page cache dropped, vs local cat (MB/s)', bs, mbps(bigBytes, f1), mbps(bigBytes, l1), l1 / f1])
+              results.push([
+                '1st pass from cache, page cache dropped, vs local cat (MB/s)',
+                bs,
+                mbps(bigBytes, f1),
+                mbps(bigBytes, l1),
+                l1 / f1,
+              ])
             } else results.push(['1st pass from cache (needs root to drop caches)', bs, '-', '-', '-'])
             const l2 = await timedRun('cat', [local])
             const f2 = await timedRun('cat', [join(d.mnt, big)])
@@ -104,7 +144,13 @@ export async function run_(args: string[]): Promise<void> {
           if (r.code !== 0) throw new Error(`astropy scan failed: ${r.stderr.slice(-500)}`)
           const sent = server.bytesSent()
           const firstFetch = Math.min(bsBytes, scanMb * 1e6)
-          results.push([`header scan ${scanFiles}x${scanMb}MB: bytes vs ${scanFiles} x first fetch`, bs, sent, scanFiles * firstFetch, sent / (scanFiles * firstFetch)])
+          results.push([
+            `header scan ${scanFiles}x${scanMb}MB: bytes vs ${scanFiles} x first fetch`,
+            bs,
+            sent,
+            scanFiles * firstFetch,
+            sent / (scanFiles * firstFetch),
+          ])
           const t1 = now()
           await run(PYTHON, ['-c', script, ...scan.map((f) => join(root, f))], { timeoutMs: 600_000 })
           results.push(['header scan: time (ms) vs astropy on local files', bs, scanMs, now() - t1, (now() - t1) / scanMs])
@@ -125,7 +171,18 @@ export async function run_(args: string[]): Promise<void> {
           server.clearLog()
           const mb = Math.floor(bigBytes / (1 << 20))
           const span = Math.min(64, mb)
-          await Promise.all(Array.from({ length: 32 }, (_, i) => timedRun('dd', [`if=${join(d.mnt, big)}`, 'of=/dev/null', 'bs=1M', `skip=${(i * 3) % Math.max(1, mb - span)}`, `count=${span}`, 'status=none'])))
+          await Promise.all(
+            Array.from({ length: 32 }, (_, i) =>
+              timedRun('dd', [
+                `if=${join(d.mnt, big)}`,
+                'of=/dev/null',
+                'bs=1M',
+                `skip=${(i * 3) % Math.max(1, mb - span)}`,
+                `count=${span}`,
+                'status=none',
+              ]),
+            ),
+          )
           const gets = server.log.filter((r) => r.method === 'GET' && r.port === 'pool' && r.range)
           // How many times each block was fetched (ranges are block-aligned runs).
           const times = new Map<number, number>()
@@ -134,7 +191,13 @@ export async function run_(args: string[]): Promise<void> {
             for (let blk = Math.floor(a / bsBytes); blk <= Math.floor(b / bsBytes); blk++) times.set(blk, (times.get(blk) ?? 0) + 1)
           }
           const twice = [...times.values()].filter((n) => n > 1).length
-          results.push([`32 overlapping readers: blocks fetched twice or more (${gets.length} GETs for ${times.size} blocks)`, bs, twice, 0, Math.max(...times.values())])
+          results.push([
+            `32 overlapping readers: blocks fetched twice or more (${gets.length} GETs for ${times.size} blocks)`,
+            bs,
+            twice,
+            0,
+            Math.max(...times.values()),
+          ])
         } finally {
           await d.stop()
         }
@@ -148,7 +211,12 @@ export async function run_(args: string[]): Promise<void> {
       try {
         let maxRss = 0
         let sampling = true
-        const sampler = (async () => { while (sampling) { maxRss = Math.max(maxRss, await rssMb(d.child.pid!)); await new Promise((r) => setTimeout(r, 200)) } })()
+        const sampler = (async () => {
+          while (sampling) {
+            maxRss = Math.max(maxRss, await rssMb(d.child.pid!))
+            await new Promise((r) => setTimeout(r, 200))
+          }
+        })()
         const passes = Math.max(1, Math.round((streamGb * 1e9) / bigBytes))
         const t0 = now()
         for (let i = 0; i < passes; i++) {
@@ -159,7 +227,13 @@ export async function run_(args: string[]): Promise<void> {
         const ms = now() - t0
         sampling = false
         await sampler
-        results.push([`daemon RSS (MB) streaming ${formatSize(passes * bigBytes)} at ${mbps(passes * bigBytes, ms).toFixed(0)} MB/s, vs 300 MB target`, bs, maxRss, 300, maxRss / 300])
+        results.push([
+          `daemon RSS (MB) streaming ${formatSize(passes * bigBytes)} at ${mbps(passes * bigBytes, ms).toFixed(0)} MB/s, vs 300 MB target`,
+          bs,
+          maxRss,
+          300,
+          maxRss / 300,
+        ])
       } finally {
         await d.stop()
       }

@@ -25,7 +25,11 @@ const EXTS = ['SCI', 'MSK', 'WGT']
 
 /** Cards that make a header about DES-sized (a few records). */
 function filler(i: number, n: number): Card[] {
-  return Array.from({ length: n }, (_, k) => ({ key: `HK${String(k).padStart(5, '0')}`, value: (i * 1000 + k) / 7, comment: 'filler, as DES headers carry many keywords' }))
+  return Array.from({ length: n }, (_, k) => ({
+    key: `HK${String(k).padStart(5, '0')}`,
+    value: (i * 1000 + k) / 7,
+    comment: 'filler, as DES headers carry many keywords',
+  }))
 }
 
 /** Writes N sparse multi-extension files of about `bytes` each and adds them to the metadata DB (test/fetch-grain-mount.test.ts uses them too). */
@@ -46,9 +50,31 @@ export function addSurveyFiles(root: string, db: string, n: number, bytes: numbe
       writeSync(fd, b, 0, b.length, at)
       at += b.length
     }
-    put(header([{ key: 'SIMPLE', value: true }, { key: 'BITPIX', value: 8 }, { key: 'NAXIS', value: 0 }, { key: 'EXTEND', value: true }, { key: 'EXPNUM', value: 500_000 + i }, { key: 'BAND', value: 'griz'[i % 4]! }, ...filler(i, 100)]))
+    put(
+      header([
+        { key: 'SIMPLE', value: true },
+        { key: 'BITPIX', value: 8 },
+        { key: 'NAXIS', value: 0 },
+        { key: 'EXTEND', value: true },
+        { key: 'EXPNUM', value: 500_000 + i },
+        { key: 'BAND', value: 'griz'[i % 4]! },
+        ...filler(i, 100),
+      ]),
+    )
     for (const ext of EXTS) {
-      put(header([{ key: 'XTENSION', value: 'IMAGE' }, { key: 'BITPIX', value: -32 }, { key: 'NAXIS', value: 2 }, { key: 'NAXIS1', value: width }, { key: 'NAXIS2', value: height }, { key: 'PCOUNT', value: 0 }, { key: 'GCOUNT', value: 1 }, { key: 'EXTNAME', value: ext }, ...filler(i, 90)]))
+      put(
+        header([
+          { key: 'XTENSION', value: 'IMAGE' },
+          { key: 'BITPIX', value: -32 },
+          { key: 'NAXIS', value: 2 },
+          { key: 'NAXIS1', value: width },
+          { key: 'NAXIS2', value: height },
+          { key: 'PCOUNT', value: 0 },
+          { key: 'GCOUNT', value: 1 },
+          { key: 'EXTNAME', value: ext },
+          ...filler(i, 90),
+        ]),
+      )
       at += dataBytes // zeros: a sparse hole
     }
     ftruncateSync(fd, at)
@@ -75,9 +101,13 @@ export async function run_(args: string[]): Promise<void> {
     const list = join(base, 'list.txt')
     writeFileSync(list, survey.join('\n') + '\n')
     const { server, token, tokenFile } = await startBenchArchive(base, root)
-    const fileBytes = () => server.log.filter((r) => r.method === 'GET' && r.path.startsWith('OPS/bench/headers/')).reduce((a, r) => a + r.bytes, 0)
+    const fileBytes = () =>
+      server.log.filter((r) => r.method === 'GET' && r.path.startsWith('OPS/bench/headers/')).reduce((a, r) => a + r.bytes, 0)
     const gets = () => server.log.filter((r) => r.method === 'GET' && r.port === 'pool' && r.path.startsWith('OPS/bench/headers/')).length
-    const links: [string, Faults][] = [['loopback', {}], ['WAN 20ms 50MB/s', { latencyMs: 20, rateBytesPerSec: 50e6 }]]
+    const links: [string, Faults][] = [
+      ['loopback', {}],
+      ['WAN 20ms 50MB/s', { latencyMs: 20, rateBytesPerSec: 50e6 }],
+    ]
     for (const [tag, faults] of links) {
       server.faults = { ...faults }
       let fineMs = 0
@@ -85,33 +115,75 @@ export async function run_(args: string[]): Promise<void> {
       const cfg = join(base, 'curl.cfg')
       writeFileSync(cfg, survey.map((f) => `url = "${server.archiveUrl}/${f}"\noutput = "/dev/null"\n`).join(''))
       log(`${tag}: curl of the whole files ...`)
-      const curlMs = await timedRun('curl', ['-sS', '-f', '-L', '--parallel', '--parallel-max', String(parallel), '-H', `Authorization: Bearer ${token}`, '-K', cfg])
+      const curlMs = await timedRun('curl', [
+        '-sS',
+        '-f',
+        '-L',
+        '--parallel',
+        '--parallel-max',
+        String(parallel),
+        '-H',
+        `Authorization: Bearer ${token}`,
+        '-K',
+        cfg,
+      ])
 
       for (const bs of ['', '1M']) {
         log(`${tag}: desfs headers${bs ? ` with ${bs} blocks` : ''} ...`)
         const blocks = bs ? ` (${bs} blocks)` : ''
         // A cache that holds every block the survey fetches, so the second run is from the cache.
-        const d = await startBenchDaemon(base, { db, archive: server.archiveUrl, tokenFile, ...(bs ? { blockSize: bs } : {}), flags: ['--cache-size', `${Math.ceil((files * 4 * 1.25) / 1024) + 1}G`] })
+        const d = await startBenchDaemon(base, {
+          db,
+          archive: server.archiveUrl,
+          tokenFile,
+          ...(bs ? { blockSize: bs } : {}),
+          flags: ['--cache-size', `${Math.ceil((files * 4 * 1.25) / 1024) + 1}G`],
+        })
         try {
           await timedRun('find', [join(d.mnt, 'OPS/bench/headers'), '-type', 'f', '-size', '+0']) // the listings (sizes), outside the timing
           server.clearLog()
           const t0 = now()
-          const r = await run(process.execPath, [DESFS, 'headers', '--list', list, '--keys', '*:EXTNAME,EXPNUM'], { env: d.env, timeoutMs: 3_600_000 })
+          const r = await run(process.execPath, [DESFS, 'headers', '--list', list, '--keys', '*:EXTNAME,EXPNUM'], {
+            env: d.env,
+            timeoutMs: 3_600_000,
+          })
           const ms = now() - t0
           if (r.code !== 0) throw new Error(`desfs headers failed: ${r.stderr.slice(-500)}`)
           const rows = r.stdout.trim().split('\n').length - 1
           if (rows !== hdus) throw new Error(`desfs headers gave ${rows} rows, expected ${hdus}`)
           const sent = fileBytes()
-          results.push([`desfs headers${blocks}: bytes per header (${hdus} headers, ${gets()} GETs) vs 64 KiB goal`, tag, Math.round(sent / hdus), 65536, (sent / hdus) / 65536])
-          results.push([`desfs headers${blocks}: time (ms) vs curl -Z of ${files} x ${mb} MB`, tag, Math.round(ms), Math.round(curlMs), curlMs / ms])
+          results.push([
+            `desfs headers${blocks}: bytes per header (${hdus} headers, ${gets()} GETs) vs 64 KiB goal`,
+            tag,
+            Math.round(sent / hdus),
+            65536,
+            sent / hdus / 65536,
+          ])
+          results.push([
+            `desfs headers${blocks}: time (ms) vs curl -Z of ${files} x ${mb} MB`,
+            tag,
+            Math.round(ms),
+            Math.round(curlMs),
+            curlMs / ms,
+          ])
           if (bs) results.push([`desfs headers${blocks}: time (ms) vs 64 KiB blocks`, tag, Math.round(ms), Math.round(fineMs), fineMs / ms])
           else fineMs = ms
           // Again, with every header cached: what the survey costs without the network.
           server.clearLog()
           const t1 = now()
-          const again = await run(process.execPath, [DESFS, 'headers', '--list', list, '--keys', '*:EXTNAME,EXPNUM'], { env: d.env, timeoutMs: 3_600_000 })
+          const again = await run(process.execPath, [DESFS, 'headers', '--list', list, '--keys', '*:EXTNAME,EXPNUM'], {
+            env: d.env,
+            timeoutMs: 3_600_000,
+          })
           if (again.code !== 0) throw new Error(`desfs headers failed: ${again.stderr.slice(-500)}`)
-          if (!bs) results.push([`desfs headers again, headers cached (${fileBytes()} bytes fetched): time (ms) vs the first`, tag, Math.round(now() - t1), Math.round(ms), ms / (now() - t1)])
+          if (!bs)
+            results.push([
+              `desfs headers again, headers cached (${fileBytes()} bytes fetched): time (ms) vs the first`,
+              tag,
+              Math.round(now() - t1),
+              Math.round(ms),
+              ms / (now() - t1),
+            ])
         } finally {
           await d.stop()
         }
@@ -123,13 +195,20 @@ export async function run_(args: string[]): Promise<void> {
         try {
           await timedRun('find', [join(d.mnt, 'OPS/bench/headers'), '-type', 'f', '-size', '+0']) // the listings, outside the timing
           server.clearLog()
-          const script = 'import sys\nfrom astropy.io import fits\nfor f in sys.argv[1:]:\n    for i in range(4):\n        fits.getheader(f, i)\n'
+          const script =
+            'import sys\nfrom astropy.io import fits\nfor f in sys.argv[1:]:\n    for i in range(4):\n        fits.getheader(f, i)\n'
           const t0 = now()
           const r = await run(PYTHON, ['-c', script, ...survey.map((f) => join(d.mnt, f))], { timeoutMs: 3_600_000 })
           const ms = now() - t0
           if (r.code !== 0) throw new Error(`astropy survey failed: ${r.stderr.slice(-500)}`)
           const sent = fileBytes()
-          results.push([`astropy getheader x4 via mount: bytes per header (${gets()} GETs)`, tag, Math.round(sent / hdus), 65536, (sent / hdus) / 65536])
+          results.push([
+            `astropy getheader x4 via mount: bytes per header (${gets()} GETs)`,
+            tag,
+            Math.round(sent / hdus),
+            65536,
+            sent / hdus / 65536,
+          ])
           results.push(['astropy getheader x4 via mount: time (ms) vs curl -Z', tag, Math.round(ms), Math.round(curlMs), curlMs / ms])
           astropyMs = ms
         } finally {
@@ -151,10 +230,23 @@ export async function run_(args: string[]): Promise<void> {
         const t0 = now()
         const r = await run(PYTHON, ['-c', script, token, ...survey.map((f) => `${server.archiveUrl}/${f}`)], { timeoutMs: 3_600_000 })
         const ms = now() - t0
-        if (r.code !== 0) results.push(['astropy use_fsspec=True over HTTP: failed', tag, '-', r.stderr.trim().split('\n').pop() ?? '', '-'])
+        if (r.code !== 0)
+          results.push(['astropy use_fsspec=True over HTTP: failed', tag, '-', r.stderr.trim().split('\n').pop() ?? '', '-'])
         else {
-          results.push([`astropy use_fsspec=True over HTTP: bytes per header (${gets()} GETs)`, tag, Math.round(fileBytes() / hdus), 65536, fileBytes() / hdus / 65536])
-          results.push(['desfs (astropy via mount) time (ms) vs astropy use_fsspec=True', tag, Math.round(astropyMs), Math.round(ms), ms / astropyMs])
+          results.push([
+            `astropy use_fsspec=True over HTTP: bytes per header (${gets()} GETs)`,
+            tag,
+            Math.round(fileBytes() / hdus),
+            65536,
+            fileBytes() / hdus / 65536,
+          ])
+          results.push([
+            'desfs (astropy via mount) time (ms) vs astropy use_fsspec=True',
+            tag,
+            Math.round(astropyMs),
+            Math.round(ms),
+            ms / astropyMs,
+          ])
         }
       }
     }
@@ -169,7 +261,11 @@ export async function run_(args: string[]): Promise<void> {
         return [dir, name]
       })
       const section = ['1500', '2000', '100']
-      const tiles = JSON.parse(execFileSync(PYTHON, [fpacked, 'tiles', join(root, dir, name), ...section], { encoding: 'utf8' })) as { tiles: number; tileBytes: number; fileBytes: number }
+      const tiles = JSON.parse(execFileSync(PYTHON, [fpacked, 'tiles', join(root, dir, name), ...section], { encoding: 'utf8' })) as {
+        tiles: number
+        tileBytes: number
+        fileBytes: number
+      }
       const cutoutBytes = () => server.log.filter((r) => r.method === 'GET' && r.path === `${dir}/${name}`).reduce((a, r) => a + r.bytes, 0)
       for (const [tag, faults] of links) {
         server.faults = { ...faults }
@@ -182,8 +278,23 @@ export async function run_(args: string[]): Promise<void> {
           const ms = now() - t0
           if (r.code !== 0) throw new Error(`cutout failed: ${r.stderr.slice(-500)}`)
           const sent = cutoutBytes()
-          const wholeMs = await timedRun('curl', ['-sS', '-f', '-L', '-o', '/dev/null', '-H', `Authorization: Bearer ${token}`, `${server.archiveUrl}/${dir}/${name}`])
-          results.push([`cutout 100x100 (fitsio): bytes fetched vs 3x its ${tiles.tiles} tiles`, tag, sent, 3 * tiles.tileBytes, sent / (3 * tiles.tileBytes)])
+          const wholeMs = await timedRun('curl', [
+            '-sS',
+            '-f',
+            '-L',
+            '-o',
+            '/dev/null',
+            '-H',
+            `Authorization: Bearer ${token}`,
+            `${server.archiveUrl}/${dir}/${name}`,
+          ])
+          results.push([
+            `cutout 100x100 (fitsio): bytes fetched vs 3x its ${tiles.tiles} tiles`,
+            tag,
+            sent,
+            3 * tiles.tileBytes,
+            sent / (3 * tiles.tileBytes),
+          ])
           results.push([`cutout 100x100: bytes fetched vs the whole file`, tag, sent, tiles.fileBytes, sent / tiles.fileBytes])
           results.push(['cutout 100x100: time (ms) vs curl of the whole file', tag, Math.round(ms), Math.round(wholeMs), wholeMs / ms])
         } finally {

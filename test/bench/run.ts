@@ -6,7 +6,9 @@ import { readdirSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 
 const here = fileURLToPath(new URL('.', import.meta.url))
-const available = readdirSync(here).filter((f) => f.endsWith('.js') && !['run.js', 'util.js'].includes(f)).map((f) => f.slice(0, -3))
+const available = readdirSync(here)
+  .filter((f) => f.endsWith('.js') && !['run.js', 'util.js'].includes(f))
+  .map((f) => f.slice(0, -3))
 const [name, ...args] = process.argv.slice(2)
 if (!name || !available.includes(name)) {
   console.error(`usage: npm run bench -- NAME [options]\navailable: ${available.join(', ') || '(none)'}`)

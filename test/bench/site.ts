@@ -27,7 +27,18 @@ export async function run(args: string[]): Promise<void> {
   const data = fileBytes * nFiles
   const base = mkdtempSync(join(tmpdir(), 'desfs-bench-site-'))
   const log = (s: string) => process.stderr.write(s + '\n')
-  const rows: (string | number)[][] = [['source', 'nodes', 'from archive (MB)', 'of which via XCache origin (MB)', 'x data', 'node time median (s)', 'node time max (s)', 'MB/s per node (median)']]
+  const rows: (string | number)[][] = [
+    [
+      'source',
+      'nodes',
+      'from archive (MB)',
+      'of which via XCache origin (MB)',
+      'x data',
+      'node time median (s)',
+      'node time max (s)',
+      'MB/s per node (median)',
+    ],
+  ]
   const daemons: BenchDaemon[] = []
   let xcache: XCache | undefined
   try {
@@ -42,13 +53,27 @@ export async function run(args: string[]): Promise<void> {
       for (const n of nodeCounts) {
         // A fresh XCache each time: every run starts cold everywhere.
         if (site) xcache = await new XCache(root).start()
-        for (let i = 0; i < n; i++) daemons.push(await startBenchDaemon(base, { db, archive: server.archiveUrl, tokenFile, flags: site ? ['--site-cache', xcache!.url] : [] }))
+        for (let i = 0; i < n; i++)
+          daemons.push(
+            await startBenchDaemon(base, { db, archive: server.archiveUrl, tokenFile, flags: site ? ['--site-cache', xcache!.url] : [] }),
+          )
         // Learn the directories (sizes and checksums from the archive) outside the timing.
-        for (const d of daemons) await timedRun('stat', rels.map((r) => join(d.mnt, r)))
+        for (const d of daemons)
+          await timedRun(
+            'stat',
+            rels.map((r) => join(d.mnt, r)),
+          )
         dropCaches()
         server.clearLog()
         log(`${site ? 'site cache' : 'archive only'}: ${n} node(s) reading ${formatSize(data)} ...`)
-        const times = await Promise.all(daemons.map((d) => timedRun('cat', rels.map((r) => join(d.mnt, r)))))
+        const times = await Promise.all(
+          daemons.map((d) =>
+            timedRun(
+              'cat',
+              rels.map((r) => join(d.mnt, r)),
+            ),
+          ),
+        )
         let origin = 0
         if (xcache) {
           // xrootd writes its trace line after the read: wait (bounded) until every byte is accounted for.
@@ -57,7 +82,16 @@ export async function run(args: string[]): Promise<void> {
           origin = x.originBytes()
         }
         const fromArchive = doorGetBytes(server) + origin
-        rows.push([site ? 'site,archive' : 'archive', n, fromArchive / 1e6, origin / 1e6, fromArchive / data, median(times) / 1000, Math.max(...times) / 1000, mbps(data, median(times))])
+        rows.push([
+          site ? 'site,archive' : 'archive',
+          n,
+          fromArchive / 1e6,
+          origin / 1e6,
+          fromArchive / data,
+          median(times) / 1000,
+          Math.max(...times) / 1000,
+          mbps(data, median(times)),
+        ])
         for (const d of daemons.splice(0)) await d.stop()
         await xcache?.stop()
         xcache = undefined
@@ -69,5 +103,9 @@ export async function run(args: string[]): Promise<void> {
     await xcache?.stop()
     rmSync(base, { recursive: true, force: true })
   }
-  report('site', `; ${nFiles} files, ${formatSize(data)} in all, read by every node at once; XCache pfc.ram 1g, origin and door on 127.0.0.1`, rows)
+  report(
+    'site',
+    `; ${nFiles} files, ${formatSize(data)} in all, read by every node at once; XCache pfc.ram 1g, origin and door on 127.0.0.1`,
+    rows,
+  )
 }

@@ -34,7 +34,12 @@ function arg(args: string[], name: string, dflt: number): number {
 }
 
 /** Runs a command with stdout to a file (or /dev/null); resolves with wall ms and the peak RSS (MB). */
-function timedRun(cmd: string, args: string[], out: string, env: NodeJS.ProcessEnv = process.env): Promise<{ ms: number; rssMb: number; code: number | null; stderr: string }> {
+function timedRun(
+  cmd: string,
+  args: string[],
+  out: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ ms: number; rssMb: number; code: number | null; stderr: string }> {
   return new Promise((resolve) => {
     const fd = openSync(out, 'w')
     const t0 = now()
@@ -78,10 +83,31 @@ async function startDaemon(base: string, db: string, archive: string, tokenFile:
   const mnt = join(base, 'DESDATA')
   const stateDir = join(base, 'state')
   mkdirSync(mnt, { recursive: true })
-  const child = spawn(process.execPath, [DESFS, 'mount', mnt, '--foreground', '--db', db, '--archive', archive, '--token-file', tokenFile, '--state-dir', stateDir, '--cache-dir', join(base, 'cache'), '--sql-timeout', '0'], {
-    env: { ...process.env, DESFS_CONFIG: join(base, 'no-config') },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
+  const child = spawn(
+    process.execPath,
+    [
+      DESFS,
+      'mount',
+      mnt,
+      '--foreground',
+      '--db',
+      db,
+      '--archive',
+      archive,
+      '--token-file',
+      tokenFile,
+      '--state-dir',
+      stateDir,
+      '--cache-dir',
+      join(base, 'cache'),
+      '--sql-timeout',
+      '0',
+    ],
+    {
+      env: { ...process.env, DESFS_CONFIG: join(base, 'no-config') },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  )
   let log = ''
   child.stdout!.on('data', (d: Buffer) => (log += d.toString()))
   child.stderr!.on('data', (d: Buffer) => (log += d.toString()))
@@ -106,11 +132,20 @@ async function startDaemon(base: string, db: string, archive: string, tokenFile:
 function post(sock: string, body: unknown, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const payload = JSON.stringify(body)
-    const req = request({ socketPath: sock, method: 'POST', path: '/sql', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }, signal }, (res) => {
-      res.resume()
-      res.on('end', () => resolve())
-      res.on('error', () => resolve())
-    })
+    const req = request(
+      {
+        socketPath: sock,
+        method: 'POST',
+        path: '/sql',
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+        signal,
+      },
+      (res) => {
+        res.resume()
+        res.on('end', () => resolve())
+        res.on('error', () => resolve())
+      },
+    )
     req.on('error', () => resolve())
     req.end(payload)
   })
@@ -164,7 +199,9 @@ async function overhead(c: Ctx): Promise<void> {
     { name: '1k rows', sql: 'SELECT * FROM Y6A2_BENCH_OBJECTS LIMIT 1000' },
     { name: `${c.bigRows / 1e6}M rows`, sql: 'SELECT * FROM Y6A2_BENCH_OBJECTS' },
   ]
-  const rows: (string | number)[][] = [['query', 'to', 'direct ms', 'desfs ms', 'ratio', 'desfs direct-mode ms', 'ratio', 'RSS MB direct/CLI/daemon']]
+  const rows: (string | number)[][] = [
+    ['query', 'to', 'direct ms', 'desfs ms', 'ratio', 'desfs direct-mode ms', 'ratio', 'RSS MB direct/CLI/daemon'],
+  ]
   for (const k of cases) {
     for (const to of ['file', '/dev/null']) {
       const out = to === 'file' ? join(c.base, 'out.tsv') : '/dev/null'
@@ -185,15 +222,31 @@ async function overhead(c: Ctx): Promise<void> {
         t.socket!.push(s.ms)
         rss.socket = Math.max(rss.socket!, s.rssMb)
         rss.daemon = Math.max(rss.daemon!, daemonPeak)
-        const m = await timedRun(process.execPath, [DESFS, 'sql', '--db', c.db, '--state-dir', join(c.base, 'nostate'), '-c', k.sql], out, c.env)
+        const m = await timedRun(
+          process.execPath,
+          [DESFS, 'sql', '--db', c.db, '--state-dir', join(c.base, 'nostate'), '-c', k.sql],
+          out,
+          c.env,
+        )
         if (m.code !== 0) throw new Error(`desfs sql --db failed: ${m.stderr}`)
         t.directMode!.push(m.ms)
       }
       const dm = median(t.direct!)
-      rows.push([k.name, to, dm, median(t.socket!), median(t.socket!) / dm, median(t.directMode!), median(t.directMode!) / dm, `${rss.direct!.toFixed(0)}/${rss.socket!.toFixed(0)}/${rss.daemon!.toFixed(0)}`])
+      rows.push([
+        k.name,
+        to,
+        dm,
+        median(t.socket!),
+        median(t.socket!) / dm,
+        median(t.directMode!),
+        median(t.directMode!) / dm,
+        `${rss.direct!.toFixed(0)}/${rss.socket!.toFixed(0)}/${rss.daemon!.toFixed(0)}`,
+      ])
     }
   }
-  console.log(`\n1. end-to-end time (median of ${c.reps * 3} for 1k rows, ${c.reps} for the big result), fresh process each time, TSV of the same rows`)
+  console.log(
+    `\n1. end-to-end time (median of ${c.reps * 3} for 1k rows, ${c.reps} for the big result), fresh process each time, TSV of the same rows`,
+  )
   table(rows)
 
   const files: (string | number)[][] = [['file', 'desfs ms (median)', 'MB']]
@@ -201,7 +254,12 @@ async function overhead(c: Ctx): Promise<void> {
     const ms: number[] = []
     const out = join(c.base, `big.${ext}`)
     for (let r = 0; r < Math.min(c.reps, 2); r++) {
-      const s = await timedRun(process.execPath, [DESFS, 'sql', '--state-dir', c.daemon.stateDir, '-c', `SELECT * FROM Y6A2_BENCH_OBJECTS; > ${out}`], '/dev/null', c.env)
+      const s = await timedRun(
+        process.execPath,
+        [DESFS, 'sql', '--state-dir', c.daemon.stateDir, '-c', `SELECT * FROM Y6A2_BENCH_OBJECTS; > ${out}`],
+        '/dev/null',
+        c.env,
+      )
       if (s.code !== 0) throw new Error(`desfs sql > .${ext} failed: ${s.stderr}`)
       ms.push(s.ms)
     }
@@ -226,13 +284,16 @@ async function cancelLatency(c: Ctx): Promise<void> {
   }
   await engine.close()
   const workerMs = await new Promise<number>((resolve) => {
-    const wk = new Worker(`
+    const wk = new Worker(
+      `
       const Database = require(${JSON.stringify(fileURLToPath(new URL('../../../node_modules/better-sqlite3/lib/index.js', import.meta.url)))})
       const { parentPort } = require('node:worker_threads')
       const db = new Database(${JSON.stringify(c.db)}, { readonly: true })
       parentPort.postMessage('start')
       db.prepare('WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 20000000) SELECT count(*) FROM c').get()
-    `, { eval: true })
+    `,
+      { eval: true },
+    )
     wk.once('message', () => {
       setTimeout(() => {
         const t0 = now()
@@ -241,7 +302,12 @@ async function cancelLatency(c: Ctx): Promise<void> {
     })
   })
   console.log('\n2. cancel latency: from cancel to the query stopped (CPU free)')
-  table([['how', 'ms'], ['query process, SIGKILL (median of 5)', median(cancels)], ['query process, SIGKILL (max of 5)', Math.max(...cancels)], ['worker thread terminate() mid-step (not used)', workerMs]])
+  table([
+    ['how', 'ms'],
+    ['query process, SIGKILL (median of 5)', median(cancels)],
+    ['query process, SIGKILL (max of 5)', Math.max(...cancels)],
+    ['worker thread terminate() mid-step (not used)', workerMs],
+  ])
 }
 
 /** 3. FUSE read latency from a child process, the daemon idle and then running a CPU-bound query. */
@@ -270,15 +336,28 @@ export async function run(args: string[]): Promise<void> {
   let daemon: DaemonHandle | undefined
   let server: ArchiveServer | undefined
   try {
-    console.log(`desfs sql benchmark in ${base} (node ${process.version}, ${bigRows} rows, ${reps} repetitions; machine shared, figures are noisy)`)
+    console.log(
+      `desfs sql benchmark in ${base} (node ${process.version}, ${bigRows} rows, ${reps} repetitions; machine shared, figures are noisy)`,
+    )
     const manifest = generateArchive({ out: join(base, 'gen'), largeFileBytes: 64 << 20, hostile: false })
     const db = join(base, 'gen', 'metadata.db')
     // A catalog-like table for the big results: integers, reals, short and long text.
     const w = new Database(db)
-    w.exec('CREATE TABLE Y6A2_BENCH_OBJECTS (COADD_OBJECT_ID INTEGER, RA REAL, DEC REAL, TILENAME TEXT, MAG_AUTO_G REAL, FLAGS INTEGER, FILENAME TEXT)')
+    w.exec(
+      'CREATE TABLE Y6A2_BENCH_OBJECTS (COADD_OBJECT_ID INTEGER, RA REAL, DEC REAL, TILENAME TEXT, MAG_AUTO_G REAL, FLAGS INTEGER, FILENAME TEXT)',
+    )
     const ins = w.prepare('INSERT INTO Y6A2_BENCH_OBJECTS VALUES (?, ?, ?, ?, ?, ?, ?)')
     w.transaction(() => {
-      for (let i = 0; i < bigRows; i++) ins.run(1_000_000_000 + i, 300 + (i % 3600) / 10, -60 + (i % 1200) / 20, `DES${String(i % 10000).padStart(4, '0')}-4914`, 18 + (i % 700) / 100, i % 4, `D00${229343 + (i % 5000)}_g_c${String(i % 62).padStart(2, '0')}_r4056p01_immasked.fits`)
+      for (let i = 0; i < bigRows; i++)
+        ins.run(
+          1_000_000_000 + i,
+          300 + (i % 3600) / 10,
+          -60 + (i % 1200) / 20,
+          `DES${String(i % 10000).padStart(4, '0')}-4914`,
+          18 + (i % 700) / 100,
+          i % 4,
+          `D00${229343 + (i % 5000)}_g_c${String(i % 62).padStart(2, '0')}_r4056p01_immasked.fits`,
+        )
     })()
     w.close()
     console.log(`DB ${(statSync(db).size / 1e6).toFixed(0)} MB`)

@@ -35,7 +35,7 @@ export function writeRandomFiles(root: string, nFiles: number, bytes: number, op
     mkdirSync(join(root, dir), { recursive: true })
     const fd = openSync(join(root, dir, name + '.fz'), 'w')
     try {
-      for (let done = 0; done < bytes; ) {
+      for (let done = 0; done < bytes;) {
         const n = Math.min(chunk.length, bytes - done)
         randomFillSync(chunk, 0, n) // OpenSSL's generator: GB/s, where a JavaScript one made 1 GB in a minute
         done += writeSync(fd, chunk, 0, n)
@@ -60,7 +60,14 @@ export function writeFileTable(db: string, rows: FileRow[]): void {
 export const relPath = ([p, f, c]: FileRow): string => `${p}/${f}${c}`
 
 /** Times one `curl --parallel` of these files, to files in `outDir` (created) or to /dev/null. */
-export async function curlParallel(o: { archiveUrl: string; token: string; rels: string[]; parallel: number; config: string; outDir?: string }): Promise<number> {
+export async function curlParallel(o: {
+  archiveUrl: string
+  token: string
+  rels: string[]
+  parallel: number
+  config: string
+  outDir?: string
+}): Promise<number> {
   if (o.outDir) mkdirSync(o.outDir, { recursive: true })
   const lines = o.rels.map((r, i) => `url = "${o.archiveUrl}/${r}"\noutput = "${o.outDir ? join(o.outDir, String(i)) : '/dev/null'}"`)
   writeFileSync(o.config, `header = "Authorization: Bearer ${o.token}"\nlocation\nsilent\nfail\n${lines.join('\n')}\n`)
@@ -71,17 +78,36 @@ export async function curlParallel(o: { archiveUrl: string; token: string; rels:
  * Mounts desfs (a daemon of its own, state and cache under `dir`, cold), times `desfs sync --list`
  * of these files, and unmounts.
  */
-export async function desfsSync(o: { dir: string; db: string; archiveUrl: string; tokenFile: string; rels: string[]; totalBytes: number }): Promise<number> {
+export async function desfsSync(o: {
+  dir: string
+  db: string
+  archiveUrl: string
+  tokenFile: string
+  rels: string[]
+  totalBytes: number
+}): Promise<number> {
   const d = o.dir
   mkdirSync(join(d, 'mnt'), { recursive: true })
-  const env = { ...process.env, DESFS_STATE_DIR: join(d, 'state'), DESFS_CACHE_DIR: join(d, 'cache'), DESFS_CONFIG: join(d, 'none'), DES_ARCHIVE_ACCESS_DB: o.db, DES_ARCHIVE_ACCESS_ARCHIVE: o.archiveUrl, DESFS_TOKEN_FILE: o.tokenFile, DESFS_CACHE_SIZE: `${Math.ceil((o.totalBytes * 1.5) / 1e9)}G`, DESFS_PIN_SIZE: `${Math.ceil((o.totalBytes * 1.2) / 1e9)}G` }
+  const env = {
+    ...process.env,
+    DESFS_STATE_DIR: join(d, 'state'),
+    DESFS_CACHE_DIR: join(d, 'cache'),
+    DESFS_CONFIG: join(d, 'none'),
+    DES_ARCHIVE_ACCESS_DB: o.db,
+    DES_ARCHIVE_ACCESS_ARCHIVE: o.archiveUrl,
+    DESFS_TOKEN_FILE: o.tokenFile,
+    DESFS_CACHE_SIZE: `${Math.ceil((o.totalBytes * 1.5) / 1e9)}G`,
+    DESFS_PIN_SIZE: `${Math.ceil((o.totalBytes * 1.2) / 1e9)}G`,
+  }
   await timedRun(process.execPath, [DESFS, 'mount', join(d, 'mnt')], { env })
   try {
     const list = join(d, 'list.txt')
     writeFileSync(list, o.rels.join('\n') + '\n')
     return await timedRun(process.execPath, [DESFS, 'sync', '--list', list], { env })
   } finally {
-    await timedRun(process.execPath, [DESFS, 'umount', join(d, 'mnt')], { env }).catch(() => timedRun('fusermount', ['-uz', join(d, 'mnt')]).catch(() => undefined))
+    await timedRun(process.execPath, [DESFS, 'umount', join(d, 'mnt')], { env }).catch(() =>
+      timedRun('fusermount', ['-uz', join(d, 'mnt')]).catch(() => undefined),
+    )
   }
 }
 
@@ -99,11 +125,20 @@ export async function run(args: string[]): Promise<void> {
     const { server, token, tokenFile } = await startBenchArchive(base, root)
     const rels = rows.map(relPath)
     const total = nFiles * mb * 1_000_000
-    console.log(`sync benchmark: ${nFiles} files of ${formatSize(mb * 1_000_000)} (${formatSize(total)}), archive server on 127.0.0.1 with a redirect to a pool port`)
+    console.log(
+      `sync benchmark: ${nFiles} files of ${formatSize(mb * 1_000_000)} (${formatSize(total)}), archive server on 127.0.0.1 with a redirect to a pool port`,
+    )
 
     // curl --parallel, to files and to /dev/null.
     const results: (string | number)[][] = [['method', 'seconds', 'MB/s', 'vs curl to disk']]
-    const curlDisk = await curlParallel({ archiveUrl: server.archiveUrl, token, rels, parallel, config: join(base, 'curl-disk.conf'), outDir: join(base, 'curl-out') })
+    const curlDisk = await curlParallel({
+      archiveUrl: server.archiveUrl,
+      token,
+      rels,
+      parallel,
+      config: join(base, 'curl-disk.conf'),
+      outDir: join(base, 'curl-out'),
+    })
     const curlNull = await curlParallel({ archiveUrl: server.archiveUrl, token, rels, parallel, config: join(base, 'curl-null.conf') })
 
     // desfs sync --list, cold cache.

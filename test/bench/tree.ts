@@ -58,7 +58,12 @@ function parseArgs(argv: string[]): Args {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** Runs a command to completion; returns wall time (ms, including the process start) and output. */
-export function timedOutput(cmd: string, args: string[], input?: string, env?: NodeJS.ProcessEnv): Promise<{ ms: number; stdout: string; code: number | null }> {
+export function timedOutput(
+  cmd: string,
+  args: string[],
+  input?: string,
+  env?: NodeJS.ProcessEnv,
+): Promise<{ ms: number; stdout: string; code: number | null }> {
   return new Promise((resolve) => {
     const t0 = now()
     const c = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'inherit'], env: env ?? process.env })
@@ -100,7 +105,12 @@ export function samplePaths(db: string, files: number, count: number): string[] 
   const d = new Database(db, { readonly: true })
   try {
     const step = Math.max(1, Math.floor(files / count))
-    return (d.prepare('SELECT PATH, FILENAME, COMPRESSION FROM Y6A2_FILE_ARCHIVE_INFO WHERE rowid % ? = 1 AND rowid <= ?').raw(true).all(step, files) as [string, string, string | null][]).map(([p, f, c]) => `${p}/${f}${c ?? ''}`)
+    return (
+      d
+        .prepare('SELECT PATH, FILENAME, COMPRESSION FROM Y6A2_FILE_ARCHIVE_INFO WHERE rowid % ? = 1 AND rowid <= ?')
+        .raw(true)
+        .all(step, files) as [string, string, string | null][]
+    ).map(([p, f, c]) => `${p}/${f}${c ?? ''}`)
   } finally {
     d.close()
   }
@@ -112,12 +122,21 @@ interface Daemon {
   stop: () => Promise<void>
 }
 
-async function startDaemon(mnt: string, db: string, stateDir: string, cacheDir: string): Promise<Daemon & { mountedMs: number; answerMs: number }> {
+async function startDaemon(
+  mnt: string,
+  db: string,
+  stateDir: string,
+  cacheDir: string,
+): Promise<Daemon & { mountedMs: number; answerMs: number }> {
   const t0 = now()
-  const child = spawn(process.execPath, [DESFS, 'mount', mnt, '--foreground', '--db', db, '--archive', NO_ARCHIVE, '--state-dir', stateDir, '--cache-dir', cacheDir], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, DESFS_CONFIG: '/nonexistent', DESFS_TOKEN_FILE: '/nonexistent' },
-  })
+  const child = spawn(
+    process.execPath,
+    [DESFS, 'mount', mnt, '--foreground', '--db', db, '--archive', NO_ARCHIVE, '--state-dir', stateDir, '--cache-dir', cacheDir],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, DESFS_CONFIG: '/nonexistent', DESFS_TOKEN_FILE: '/nonexistent' },
+    },
+  )
   let out = ''
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()))
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()))
@@ -175,7 +194,9 @@ function inProcessLookups(indexFile: string, factsFile: string, paths: string[])
 }
 
 function dirSize(dir: string, re: RegExp): number {
-  return readdirSync(dir).filter((n) => re.test(n)).reduce((a, n) => a + statSync(join(dir, n)).size, 0)
+  return readdirSync(dir)
+    .filter((n) => re.test(n))
+    .reduce((a, n) => a + statSync(join(dir, n)).size, 0)
 }
 
 const mb = (b: number) => `${(b / 1e6).toFixed(0)} MB`
@@ -190,11 +211,26 @@ export async function run(argv: string[]): Promise<void> {
   const say = (s: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${s}`)
   try {
     // 1. Data: the DB with sizes pre-seeded, and the local tree of the same shape.
-    const m = { dir: join(root, 'mount'), db: join(root, 'mount', 'metadata.db'), state: join(root, 'mount', 'state'), cache: join(root, 'mount', 'cache'), mnt: join(root, 'mount', 'DESDATA') }
+    const m = {
+      dir: join(root, 'mount'),
+      db: join(root, 'mount', 'metadata.db'),
+      state: join(root, 'mount', 'state'),
+      cache: join(root, 'mount', 'cache'),
+      mnt: join(root, 'mount', 'DESDATA'),
+    }
     for (const d of [m.state, m.cache, m.mnt]) mkdirSync(d, { recursive: true, mode: 0o700 })
     say(`generating ${args.rows.toLocaleString()} rows with sizes pre-seeded`)
-    const gen: SyntheticResult = generateSynthetic({ db: m.db, rows: args.rows, hostile: true, bigDirs: 3, facts: join(m.state, 'facts.sqlite'), onProgress: (n) => n % 1_000_000 === 0 && say(`  ${n.toLocaleString()} rows`) })
-    say(`  done in ${gen.seconds.toFixed(0)} s: ${gen.files.toLocaleString()} files in ${gen.fileDirs.toLocaleString()} directories (${gen.dirs.toLocaleString()} in all); DB ${mb(statSync(m.db).size)}, facts ${mb(dirSize(m.state, /^facts/))}`)
+    const gen: SyntheticResult = generateSynthetic({
+      db: m.db,
+      rows: args.rows,
+      hostile: true,
+      bigDirs: 3,
+      facts: join(m.state, 'facts.sqlite'),
+      onProgress: (n) => n % 1_000_000 === 0 && say(`  ${n.toLocaleString()} rows`),
+    })
+    say(
+      `  done in ${gen.seconds.toFixed(0)} s: ${gen.files.toLocaleString()} files in ${gen.fileDirs.toLocaleString()} directories (${gen.dirs.toLocaleString()} in all); DB ${mb(statSync(m.db).size)}, facts ${mb(dirSize(m.state, /^facts/))}`,
+    )
     const local = { dir: join(root, 'local'), tree: join(root, 'local', 'DESDATA'), db: join(root, 'local', 'metadata.db') }
     say(`creating the local tree: ${args.localRows.toLocaleString()} empty files`)
     mkdirSync(local.tree, { recursive: true })
@@ -228,7 +264,9 @@ export async function run(argv: string[]): Promise<void> {
     mkdirSync(join(root, 'floor'))
     const floor = await floorMount(local.tree, join(root, 'floor'))
     const lsFloor = await lsl(lgen.bigDirs.map((b) => join(root, 'floor', b)))
-    say(`  ls -l ${lsMount.lines} entries, cold: desfs ${lsMount.all} ms, again ${ms(lsMount.again)}; local ${lsLocal.all} ms; bindfs floor ${lsFloor.all} ms`)
+    say(
+      `  ls -l ${lsMount.lines} entries, cold: desfs ${lsMount.all} ms, again ${ms(lsMount.again)}; local ${lsLocal.all} ms; bindfs floor ${lsFloor.all} ms`,
+    )
 
     // 4. stat p50/p99 on 5,000 files spread over the tree (each in a directory not visited yet).
     const sample = samplePaths(m.db, gen.files, 5000)
@@ -236,7 +274,9 @@ export async function run(argv: string[]): Promise<void> {
     const stLocal = await statTimes(samplePaths(local.db, lgen.files, 5000).map((p) => join(local.tree, p)))
     const stFloor = await statTimes(samplePaths(local.db, lgen.files, 5000).map((p) => join(root, 'floor', p)))
     await floor.stop()
-    say(`  stat (n=${stMount.n}) desfs cold p50 ${us(stMount.cold[0]!)} p99 ${us(stMount.cold[1]!)}, cached p50 ${us(stMount.cached[0]!)} p99 ${us(stMount.cached[1]!)}`)
+    say(
+      `  stat (n=${stMount.n}) desfs cold p50 ${us(stMount.cold[0]!)} p99 ${us(stMount.cold[1]!)}, cached p50 ${us(stMount.cached[0]!)} p99 ${us(stMount.cached[1]!)}`,
+    )
 
     // 5. find -name over the whole tree; RSS after.
     const findName = async (dir: string) => {
@@ -248,7 +288,9 @@ export async function run(argv: string[]): Promise<void> {
     const fLocal = await findName(local.tree)
     const entries = gen.files + gen.dirs
     const lentries = lgen.files + lgen.dirs
-    say(`  find: desfs ${ms(fMount.ms)} (${fMount.found} found, ${(entries / (fMount.ms / 1000)).toFixed(0)} entries/s); local ${ms(fLocal.ms)}; RSS after ${rssFind.toFixed(0)} MB`)
+    say(
+      `  find: desfs ${ms(fMount.ms)} (${fMount.found} found, ${(entries / (fMount.ms / 1000)).toFixed(0)} entries/s); local ${ms(fLocal.ms)}; RSS after ${rssFind.toFixed(0)} MB`,
+    )
     let statAll: { ms: number; rss: number; later: number } | undefined
     if (args.statAll) {
       const r = await timedOutput('find', [m.mnt, '-printf', '%s\\n'])
@@ -258,12 +300,17 @@ export async function run(argv: string[]): Promise<void> {
       await timedOutput('stat', [join(m.mnt, 'OPS')])
       await sleep(40_000)
       statAll.later = await rssMb(d.child.pid!)
-      say(`  find -printf %s (a getattr per entry): ${ms(statAll.ms)}; RSS after ${statAll.rss.toFixed(0)} MB, 40 s later ${statAll.later.toFixed(0)} MB`)
+      say(
+        `  find -printf %s (a getattr per entry): ${ms(statAll.ms)}; RSS after ${statAll.rss.toFixed(0)} MB, 40 s later ${statAll.later.toFixed(0)} MB`,
+      )
     }
 
     // 6. desfs's own share of a getattr, in-process.
     const guardFired = (d.log().match(/memory above the limit/g) ?? []).length
-    const indexFile = join(m.state, readdirSync(m.state).find((n) => /^tree-[0-9a-f]{16}\.sqlite$/.test(n))!)
+    const indexFile = join(
+      m.state,
+      readdirSync(m.state).find((n) => /^tree-[0-9a-f]{16}\.sqlite$/.test(n))!,
+    )
     await d.stop()
     const own = inProcessLookups(indexFile, join(m.state, 'facts.sqlite'), sample)
 
@@ -274,7 +321,9 @@ export async function run(argv: string[]): Promise<void> {
     await d.stop()
     say(`  restart: mounted after ${ms(d.mountedMs)}, answering after ${ms(d.answerMs)} (index reused: ${reused})`)
 
-    console.log(`\ntree benchmark: ${args.rows.toLocaleString()} rows (${gen.fileDirs.toLocaleString()} file directories), local tree ${args.localRows.toLocaleString()} files; process start (${base.toFixed(1)} ms) subtracted from command timings`)
+    console.log(
+      `\ntree benchmark: ${args.rows.toLocaleString()} rows (${gen.fileDirs.toLocaleString()} file directories), local tree ${args.localRows.toLocaleString()} files; process start (${base.toFixed(1)} ms) subtracted from command timings`,
+    )
     const ratio = (a: number, b: number) => (b > 0 ? `${(a / b).toFixed(1)}x` : '-')
     table([
       ['measure', 'desfs', 'local disk', 'desfs/local', 'bindfs floor', 'target'],
@@ -289,13 +338,55 @@ export async function run(argv: string[]): Promise<void> {
             ['daemon RSS 40 s later', `${statAll.later.toFixed(0)} MB`, '-', '-', '-', ''],
           ]
         : []),
-      [`ls -l ${lsMount.lines} entries, cold (median of 3)`, ms(lsMount.cold), ms(lsLocal.cold), ratio(lsMount.cold, lsLocal.cold), ms(lsFloor.cold), '≤ 150 ms'],
-      [`ls -l ${lsMount.lines} entries, again`, ms(lsMount.again), ms(lsLocal.again), ratio(lsMount.again, lsLocal.again), ms(lsFloor.again), ''],
+      [
+        `ls -l ${lsMount.lines} entries, cold (median of 3)`,
+        ms(lsMount.cold),
+        ms(lsLocal.cold),
+        ratio(lsMount.cold, lsLocal.cold),
+        ms(lsFloor.cold),
+        '≤ 150 ms',
+      ],
+      [
+        `ls -l ${lsMount.lines} entries, again`,
+        ms(lsMount.again),
+        ms(lsLocal.again),
+        ratio(lsMount.again, lsLocal.again),
+        ms(lsFloor.again),
+        '',
+      ],
       ['stat p50 cold', us(stMount.cold[0]!), us(stLocal.cold[0]!), ratio(stMount.cold[0]!, stLocal.cold[0]!), us(stFloor.cold[0]!), ''],
-      ['stat p99 cold', us(stMount.cold[1]!), us(stLocal.cold[1]!), ratio(stMount.cold[1]!, stLocal.cold[1]!), us(stFloor.cold[1]!), '≤ 300 µs'],
-      ['stat p50 cached', us(stMount.cached[0]!), us(stLocal.cached[0]!), ratio(stMount.cached[0]!, stLocal.cached[0]!), us(stFloor.cached[0]!), ''],
-      ['stat p99 cached', us(stMount.cached[1]!), us(stLocal.cached[1]!), ratio(stMount.cached[1]!, stLocal.cached[1]!), us(stFloor.cached[1]!), '≤ 10 µs'],
-      [`find -name over ${entries.toLocaleString()} / ${lentries.toLocaleString()} entries`, ms(fMount.ms), ms(fLocal.ms), ratio(fMount.ms / entries, fLocal.ms / lentries), '-', ''],
+      [
+        'stat p99 cold',
+        us(stMount.cold[1]!),
+        us(stLocal.cold[1]!),
+        ratio(stMount.cold[1]!, stLocal.cold[1]!),
+        us(stFloor.cold[1]!),
+        '≤ 300 µs',
+      ],
+      [
+        'stat p50 cached',
+        us(stMount.cached[0]!),
+        us(stLocal.cached[0]!),
+        ratio(stMount.cached[0]!, stLocal.cached[0]!),
+        us(stFloor.cached[0]!),
+        '',
+      ],
+      [
+        'stat p99 cached',
+        us(stMount.cached[1]!),
+        us(stLocal.cached[1]!),
+        ratio(stMount.cached[1]!, stLocal.cached[1]!),
+        us(stFloor.cached[1]!),
+        '≤ 10 µs',
+      ],
+      [
+        `find -name over ${entries.toLocaleString()} / ${lentries.toLocaleString()} entries`,
+        ms(fMount.ms),
+        ms(fLocal.ms),
+        ratio(fMount.ms / entries, fLocal.ms / lentries),
+        '-',
+        '',
+      ],
       ['find entries/s', (entries / (fMount.ms / 1000)).toFixed(0), (lentries / (fLocal.ms / 1000)).toFixed(0), '-', '-', ''],
       ['find matches', String(fMount.found), String(fLocal.found), '-', '-', `${gen.rC27} / ${lgen.rC27}`],
       ['getattr in-process (Tree.statNow) cold', us(own.coldUs), '-', '-', '-', ''],
@@ -311,4 +402,5 @@ export async function run(argv: string[]): Promise<void> {
   }
 }
 
-if (process.argv[1] === SELF && process.argv[2] === "--help") console.log('npm run bench -- tree [--rows N | --ten-million] [--local-rows N] [--stat-all] [--keep] [--dir D]')
+if (process.argv[1] === SELF && process.argv[2] === '--help')
+  console.log('npm run bench -- tree [--rows N | --ten-million] [--local-rows N] [--stat-all] [--keep] [--dir D]')

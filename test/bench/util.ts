@@ -101,14 +101,53 @@ export interface BenchDaemon {
  * cache), waits until the mount is up, and returns how to stop it (SIGTERM, then SIGKILL and a lazy
  * unmount if it hangs; the directory is removed).
  */
-export async function startBenchDaemon(base: string, o: { db: string; archive: string; tokenFile?: string; blockSize?: string; flags?: string[]; env?: NodeJS.ProcessEnv; stateDir?: string; cacheDir?: string }): Promise<BenchDaemon> {
+export async function startBenchDaemon(
+  base: string,
+  o: {
+    db: string
+    archive: string
+    tokenFile?: string
+    blockSize?: string
+    flags?: string[]
+    env?: NodeJS.ProcessEnv
+    stateDir?: string
+    cacheDir?: string
+  },
+): Promise<BenchDaemon> {
   const dir = mkdtempSync(join(base, 'd-'))
   const mnt = join(dir, 'mnt')
   mkdirSync(mnt)
   const stateDir = o.stateDir ?? join(dir, 'state')
   const cacheDir = o.cacheDir ?? join(dir, 'cache')
-  const env: NodeJS.ProcessEnv = { ...process.env, DESFS_CONFIG: join(dir, 'none'), DESFS_STATE_DIR: stateDir, DESFS_CACHE_DIR: cacheDir, ...(o.blockSize ? { DESFS_BLOCK_SIZE: o.blockSize } : {}), ...(o.tokenFile ? {} : { DESFS_TOKEN_FILE: join(dir, 'no-token') }), ...(o.env ?? {}) }
-  const args = [DESFS, 'mount', mnt, '--foreground', '--db', o.db, '--archive', o.archive, ...(o.tokenFile ? ['--token-file', o.tokenFile] : []), '--state-dir', stateDir, '--cache-dir', cacheDir, '--cache-size', '2G', '--log-level', 'warn', ...(o.flags ?? [])]
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    DESFS_CONFIG: join(dir, 'none'),
+    DESFS_STATE_DIR: stateDir,
+    DESFS_CACHE_DIR: cacheDir,
+    ...(o.blockSize ? { DESFS_BLOCK_SIZE: o.blockSize } : {}),
+    ...(o.tokenFile ? {} : { DESFS_TOKEN_FILE: join(dir, 'no-token') }),
+    ...(o.env ?? {}),
+  }
+  const args = [
+    DESFS,
+    'mount',
+    mnt,
+    '--foreground',
+    '--db',
+    o.db,
+    '--archive',
+    o.archive,
+    ...(o.tokenFile ? ['--token-file', o.tokenFile] : []),
+    '--state-dir',
+    stateDir,
+    '--cache-dir',
+    cacheDir,
+    '--cache-size',
+    '2G',
+    '--log-level',
+    'warn',
+    ...(o.flags ?? []),
+  ]
   const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   child.stdout!.on('data', (d: Buffer) => (out += d))
@@ -121,7 +160,12 @@ export async function startBenchDaemon(base: string, o: { db: string; archive: s
   }
   await new Promise((r) => setTimeout(r, 300))
   return {
-    mnt, dir, stateDir, cacheDir, child, env,
+    mnt,
+    dir,
+    stateDir,
+    cacheDir,
+    child,
+    env,
     log: () => out,
     stop: async () => {
       if (child.exitCode === null && child.signalCode === null) {
@@ -189,7 +233,11 @@ export class BenchScope {
 }
 
 /** A bench's archive: the dCache-like server over `root`, and a day-long token written under `base`. */
-export async function startBenchArchive(base: string, root: string, tokenDir = 'tok'): Promise<{ server: ArchiveServer; token: string; tokenFile: string }> {
+export async function startBenchArchive(
+  base: string,
+  root: string,
+  tokenDir = 'tok',
+): Promise<{ server: ArchiveServer; token: string; tokenFile: string }> {
   const token = makeToken({}, 86400)
   const tokenFile = join(base, tokenDir, 'bearer_token')
   writeTokenFile(tokenFile, token)
@@ -224,7 +272,11 @@ export function addBenchFiles(db: string, n: number, firstId: number, write: (i:
  * `notes`), and appends the rows to $DESFS_BENCH_OUT when set.
  */
 export function report(name: string, notes: string, rows: (string | number)[][]): void {
-  console.log(`${name} benchmark (${new Date().toISOString()}, node ${process.version}, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}${notes})`)
+  console.log(
+    `${name} benchmark (${new Date().toISOString()}, node ${process.version}, load average ${loadavg()
+      .map((x) => x.toFixed(1))
+      .join(' ')}${notes})`,
+  )
   table(rows)
   if (process.env.DESFS_BENCH_OUT) appendFileSync(process.env.DESFS_BENCH_OUT, JSON.stringify(rows) + '\n')
 }

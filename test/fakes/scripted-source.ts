@@ -44,13 +44,19 @@ export class ScriptedSource implements Source {
   private gate: Promise<void> | undefined
   private openGate: (() => void) | undefined
 
-  constructor(readonly name = 'scripted', private script: Step[] = [], private files = new Map<string, number>()) {
+  constructor(
+    readonly name = 'scripted',
+    private script: Step[] = [],
+    private files = new Map<string, number>(),
+  ) {
     this.identity = `scripted:${name}`
   }
 
   /** Reads wait from now on, until release(). */
   hold(): void {
-    this.gate ??= new Promise((res) => { this.openGate = res })
+    this.gate ??= new Promise((res) => {
+      this.openGate = res
+    })
   }
 
   release(): void {

@@ -28,13 +28,24 @@ export async function startProvider(opts: { accessTokenTTL?: number } = {}): Pro
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
   const issuer = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
   const provider = new Provider(issuer, {
-    clients: [{ client_id: CLIENT_ID, token_endpoint_auth_method: 'none', grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'], response_types: [], redirect_uris: [] }],
+    clients: [
+      {
+        client_id: CLIENT_ID,
+        token_endpoint_auth_method: 'none',
+        grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'],
+        response_types: [],
+        redirect_uris: [],
+      },
+    ],
     scopes: ['openid', 'offline_access', 'storage.read'],
     findAccount: async (_ctx: unknown, sub: string) => ({ accountId: sub, claims: async () => ({ sub }) }),
     features: {
       devInteractions: { enabled: false },
       deviceFlow: { enabled: true },
-      revocation: { enabled: true, allowedPolicy: async (_ctx: unknown, c: { clientId: string }, token: { clientId: string }) => token.clientId === c.clientId },
+      revocation: {
+        enabled: true,
+        allowedPolicy: async (_ctx: unknown, c: { clientId: string }, token: { clientId: string }) => token.clientId === c.clientId,
+      },
       resourceIndicators: {
         enabled: true,
         defaultResource: async () => RESOURCE,
@@ -46,7 +57,18 @@ export async function startProvider(opts: { accessTokenTTL?: number } = {}): Pro
       },
     },
     issueRefreshToken: async (_ctx: unknown, client: { grantTypeAllowed(g: string): boolean }) => client.grantTypeAllowed('refresh_token'),
-    ttl: { AccessToken: accessTokenTTL, IdToken: 300, DeviceCode: 600, RefreshToken: 3600, Grant: 3600, Session: 3600, Interaction: 600, ClientCredentials: 600, AuthorizationCode: 60, BackchannelAuthenticationRequest: 600 },
+    ttl: {
+      AccessToken: accessTokenTTL,
+      IdToken: 300,
+      DeviceCode: 600,
+      RefreshToken: 3600,
+      Grant: 3600,
+      Session: 3600,
+      Interaction: 600,
+      ClientCredentials: 600,
+      AuthorizationCode: 60,
+      BackchannelAuthenticationRequest: 600,
+    },
   })
   server.on('request', provider.callback())
   const norm = (code: string) => code.toUpperCase().replace(/\W/g, '')
@@ -58,7 +80,13 @@ export async function startProvider(opts: { accessTokenTTL?: number } = {}): Pro
       const grant = new provider.Grant({ accountId, clientId: dc.clientId })
       grant.addOIDCScope('openid offline_access')
       grant.addResourceScope(RESOURCE, 'storage.read')
-      Object.assign(dc, { accountId, grantId: await grant.save(), authTime: Math.floor(Date.now() / 1000), scope: String(dc.params.scope ?? 'openid'), resource: RESOURCE })
+      Object.assign(dc, {
+        accountId,
+        grantId: await grant.save(),
+        authTime: Math.floor(Date.now() / 1000),
+        scope: String(dc.params.scope ?? 'openid'),
+        resource: RESOURCE,
+      })
       await dc.save()
     },
     async revokeRefreshToken(refreshToken) {
