@@ -9,6 +9,7 @@ import { unlink, type FileHandle } from 'node:fs/promises'
 import { adler32Combine, adler32Fast, adler32Hex } from './adler32.js'
 import { cacheMetrics } from './metrics.js'
 import { openCacheFile } from './open-cache-file.js'
+import { WriteBatch } from './write-batch.js'
 import { log } from '../daemon/log.js'
 
 export function cacheKey(relPath: string): string {
@@ -71,6 +72,7 @@ export class CachedFile {
    */
   private shared: { id: number; bits: Uint8Array; retire: () => void } | undefined
   private fd: Promise<FileHandle> | undefined
+  private readonly writes = new WriteBatch()
   /** When the data file's link count was last looked at (ms): at most once per store.linkCheckMs. */
   private linksCheckedAt = 0
   private store: FileStore
@@ -278,20 +280,8 @@ export class CachedFile {
       if (!(await this.store.reserve(this, length))) return false
       const fdp = this.handle()
       try {
-        const fh = await fdp
-        // One writev for the block's parts; a short write continues with what is left.
-        let rest = parts
-        let pos = idx * this.blockSize
-        while (rest.length) {
-          const { bytesWritten } = await fh.writev(rest, pos)
-          pos += bytesWritten
-          let skip = bytesWritten
-          while (rest.length && skip >= rest[0]!.length) {
-            skip -= rest[0]!.length
-            rest = rest.slice(1)
-          }
-          if (skip > 0) rest = [rest[0]!.subarray(skip), ...rest.slice(1)]
-        }
+        // With the other blocks of this file written in this turn, in one writev where adjacent.
+        await this.writes.write(await fdp, idx * this.blockSize, parts)
       } catch (err) {
         this.store.unreserve(length)
         this.store.noteWriteError(this, err as NodeJS.ErrnoException)
