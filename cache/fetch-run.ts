@@ -1,5 +1,5 @@
-// The run loop: fetches one run of blocks [first, end) through the failover source
-// (sources/failover.ts: deadlines, retries, the next source), cutting what arrives into blocks and
+// The run loop: fetches one run of blocks [first, end) through the fetcher's source
+// (fetch-source.ts; in the daemon sources/failover.ts: deadlines, retries, the next source), cutting what arrives into blocks and
 // handing each over as soon as it is complete. A small file fetched whole is checked against the
 // archive's Adler-32 before any of it is served, and fetched again, from the sources that did not
 // send it, when its bytes do not match (a site cache's copy may be damaged).
@@ -9,7 +9,7 @@ import { fetchMetrics, type FetchCounters } from './metrics.js'
 import type { Deferred } from './runs.js'
 import { combinedAdler32 } from './whole-file.js'
 import { SourceError, type Source } from './sources/source.js'
-import type { FailoverSource } from './sources/failover.js'
+import type { FetchSource } from './fetch-source.js'
 import { log } from '../daemon/log.js'
 
 /** What the run loop hands back to the fetcher. */
@@ -30,7 +30,7 @@ interface Held {
 
 export class RunLoop {
   constructor(
-    private source: FailoverSource,
+    private source: FetchSource,
     private count: FetchCounters,
     private hooks: RunHooks,
   ) {}
@@ -97,7 +97,7 @@ export class RunLoop {
         'protocol',
         `${file.relPath}: checksum mismatch from ${servedBy.name} (archive adler32 ${file.adler32}, received ${got})`,
       )
-      this.source.set.noteFailure(servedBy, mismatch)
+      this.source.noteDamaged(servedBy, mismatch)
       avoid.add(servedBy)
       const next = this.source.others(avoid)[0]
       if (!next) break

@@ -1,28 +1,27 @@
 // Gets blocks to readers and into the cache: from the recent blocks in memory, from the cache file,
 // or fetched, with one request per block however many want it (runs.ts) and runs of blocks fetched
-// with one ranged GET (fetch-run.ts) through the failover source (sources/failover.ts: deadlines,
-// retries, the next source). Read-ahead follows each handle's sequential pattern (read-ahead.ts)
+// with one ranged GET (fetch-run.ts) through one Source standing for them all (fetch-source.ts; in
+// the daemon the failover wrapper, sources/failover.ts: deadlines, retries, the next source). Read-ahead follows each handle's sequential pattern (read-ahead.ts)
 // within a memory budget for what is in flight or waiting to be written. Readers wait with their own deadline; a fetch that outlives it still fills the cache for
 // the next reader. Sync and get make whole files present (whole-file.ts).
 import { LRUCache } from 'lru-cache'
 import type { BlockStore, CachedFile } from './block-store.js'
 import { blockBytes, copyFromBlock, type Block } from './block.js'
 import { advance, type ReadPattern } from './read-ahead.js'
-import { systemClock } from './clock.js'
-import { fetchCounters, fetchMetrics } from './metrics.js'
+import { fetchMetrics, type FetchCounters } from './metrics.js'
 import { Runs, type Deferred } from './runs.js'
 import { RunLoop } from './fetch-run.js'
 import { fetchWholeFile, type WholeFileDeps } from './whole-file.js'
-import { DEFAULT_FETCHER_OPTIONS, type FetcherDeps, type FetcherOptions, type FetchStats } from './fetcher-options.js'
+import { DEFAULT_FETCHER_OPTIONS, type FetcherOptions, type FetchStats } from './fetcher-options.js'
+import type { FetchSource } from './fetch-source.js'
 import { SourceError } from './sources/source.js'
-import type { SourceSet } from './sources/source-set.js'
-import { failover, type FailoverSource } from './sources/failover.js'
 import { log } from '../daemon/log.js'
 
 // fs/ops.ts takes the read pattern from here; tests and the daemon the options.
 export { newReadPattern, type ReadPattern } from './read-ahead.js'
 export type { Block } from './block.js'
-export type { FetcherDeps, FetcherOptions, FetchStats } from './fetcher-options.js'
+export type { FetcherOptions, FetchStats } from './fetcher-options.js'
+export type { FetchSource } from './fetch-source.js'
 
 /** Buffers for reads served from the cache file: one request owns one until it has copied out. */
 const scratch: Buffer[] = []
@@ -52,16 +51,21 @@ export class Fetcher {
    * whole deadline again on the same stalled fetch.
    */
   private failed = new Map<string, { err: Error; until: number }>()
-  private count = fetchCounters()
-  private source: FailoverSource
-  readonly stats: FetchStats = this.count.values
+  private count: FetchCounters
+  readonly stats: FetchStats
   /** Bytes received per source name (site vs archive), for status. */
-  readonly bytesBySource: Readonly<Record<string, number>> = this.count.bySource
+  readonly bytesBySource: Readonly<Record<string, number>>
 
-  constructor(sources: SourceSet, store: BlockStore, opts: Partial<FetcherOptions> = {}, deps: Partial<FetcherDeps> = {}) {
+  /** `source`: every source as one, with its tries, stall guard and failover (setup.ts builds it). */
+  constructor(
+    private source: FetchSource,
+    store: BlockStore,
+    opts: Partial<FetcherOptions> = {},
+  ) {
     this.opts = { ...DEFAULT_FETCHER_OPTIONS, ...opts }
-    // Bytes come through one Source: the set's sources with their tries, stall guard and failover.
-    this.source = failover(sources, { ...this.opts, clock: systemClock, random: Math.random, ...deps, count: this.count })
+    this.count = source.count
+    this.stats = this.count.values
+    this.bytesBySource = this.count.bySource
     const loop = new RunLoop(this.source, this.count, {
       serve: (file, idx, block, d) => this.serve(file, idx, block, d),
       store: (file, idx, block, adler) => this.storeBlock(file, idx, block, adler),
