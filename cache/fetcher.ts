@@ -96,7 +96,7 @@ export class Fetcher {
     const last = Math.floor((pos + len - 1) / bs)
     if (file.size <= this.opts.smallFileBytes) void this.fetchMissing(file, 0, file.blocks)
     else if (pattern) this.readAhead(file, pos, len, pattern)
-    fetchMetrics.bytesServed.inc(len)
+    fetchMetrics.bytesAsked.inc(len)
 
     // Fastest: blocks fetched lately, copied out now (no thread-pool round trip).
     let inMemory = true

@@ -8,6 +8,9 @@ import { newReadPattern, type Fetcher } from '../cache/fetcher.js'
 import { MemoryBlockCache, type MemoryFile } from '../cache/memory-block-cache.js'
 import { adler32, adler32Hex } from '../cache/adler32.js'
 import { SourceSet } from '../cache/sources/source-set.js'
+import { SourceError } from '../cache/sources/source.js'
+import { fetchMetrics } from '../cache/metrics.js'
+import { metrics } from '../daemon/metrics.js'
 import { FakeClock, ScriptedSource, expected, type Step } from './fakes/scripted-source.js'
 import { fetcherOver } from './fakes/fetcher-over.js'
 
@@ -90,4 +93,16 @@ t.test('a cache that refuses blocks (full) still lets the reader have its bytes,
   const calls = src.calls.length
   t.ok((await read(fetcher, file, 3 * BS, BS)).equals(expected(3 * BS, 4 * BS)), 'a refused block is read again right')
   t.equal(src.calls.length, calls, 'from the recent blocks in memory: no new request')
+})
+
+t.test('the bytes asked of the fetcher have a metric of their own, failed reads counted too', async (t: Test) => {
+  const text = await metrics.render()
+  t.match(text, /\ndesfs_fetcher_asked_bytes_total \d+\n/, 'named for what it counts')
+  t.notMatch(text, /desfs_served_bytes_total/, 'the old name, which read like the bytes readers got, is gone')
+  const cache = new MemoryBlockCache(BS)
+  const { fetcher } = setup(cache, [{}, { fail: new SourceError('not_found', 'HTTP 404: gone', 404) }])
+  const before = await metrics.value(fetchMetrics.bytesAsked)
+  t.equal((await read(fetcher, cache.file('OPS/d.fits', 4 * BS, null), 10, 100)).length, 100, 'a read of 100 bytes')
+  await t.rejects(read(fetcher, cache.file('OPS/gone.fits', 4 * BS, null), 0, 50), /404/, 'a read of 50 that fails')
+  t.equal(await metrics.value(fetchMetrics.bytesAsked), before + 150, 'both counted: 150 bytes asked')
 })
