@@ -22,6 +22,7 @@
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { CachedFile, cacheKey, type FileStore } from './cached-file.js'
+import type { BlockCache } from './block-cache.js'
 import { BlockRecord } from './block-record.js'
 import { countEntries, entriesUnder, newFileIndex, type CacheEntry } from './cache-entry.js'
 import { lruVictims, pickForEviction, type EvictionAnswer } from './eviction.js'
@@ -77,7 +78,7 @@ export interface StoreStats {
   notStored: number
 }
 
-export class BlockStore implements FileStore {
+export class BlockStore implements FileStore, BlockCache {
   readonly dir: string
   readonly blockSize: number
   readonly linkCheckMs: number

@@ -10,6 +10,7 @@ import { adler32Combine, adler32Fast, adler32Hex } from './adler32.js'
 import { cacheMetrics } from './metrics.js'
 import { openCacheFile } from './open-cache-file.js'
 import { WriteBatch } from './write-batch.js'
+import type { CachedBlocks } from './block-cache.js'
 import { log } from '../daemon/log.js'
 
 export function cacheKey(relPath: string): string {
@@ -50,7 +51,7 @@ export interface PresenceMaps {
 }
 
 /** A cached archive file: its presence map, its sparse data file, and the verification state. */
-export class CachedFile {
+export class CachedFile implements CachedBlocks {
   readonly key: string
   readonly relPath: string
   readonly size: number
@@ -97,6 +98,10 @@ export class CachedFile {
 
   has(idx: number): boolean {
     return this.present.has(idx)
+  }
+
+  isVerified(idx: number): boolean {
+    return this.verified.has(idx)
   }
 
   /** The plane's id for this file's presence map, made (and filled from what is verified) on first use. */

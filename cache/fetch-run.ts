@@ -1,23 +1,23 @@
-// The run loop: fetches one run of blocks [first, end) through the failover source
-// (sources/failover.ts: deadlines, retries, the next source), cutting what arrives into blocks and
+// The run loop: fetches one run of blocks [first, end) through the fetcher's source
+// (fetch-source.ts; in the daemon sources/failover.ts: deadlines, retries, the next source), cutting what arrives into blocks and
 // handing each over as soon as it is complete. A small file fetched whole is checked against the
 // archive's Adler-32 before any of it is served, and fetched again, from the sources that did not
 // send it, when its bytes do not match (a site cache's copy may be damaged).
-import type { CachedFile } from './cached-file.js'
+import type { CachedBlocks } from './block-cache.js'
 import { blockAdler32, type Block } from './block.js'
 import { fetchMetrics, type FetchCounters } from './metrics.js'
 import type { Deferred } from './runs.js'
 import { combinedAdler32 } from './whole-file.js'
 import { SourceError, type Source } from './sources/source.js'
-import type { FailoverSource } from './sources/failover.js'
+import type { FetchSource } from './fetch-source.js'
 import { log } from '../daemon/log.js'
 
 /** What the run loop hands back to the fetcher. */
 export interface RunHooks {
   /** Hands a block to its waiters (and to later readers, from memory). */
-  serve(file: CachedFile, idx: number, block: Block, d: Deferred): void
+  serve(file: CachedBlocks, idx: number, block: Block, d: Deferred): void
   /** Stores a block in the cache; resolves once it is stored (or could not be). */
-  store(file: CachedFile, idx: number, block: Block, adler: number): Promise<void>
+  store(file: CachedBlocks, idx: number, block: Block, adler: number): Promise<void>
   /** Forgets a block in flight (a called-off run), so the next asker starts a fetch of its own. */
   forget(k: string, promise: Promise<Block>): void
 }
@@ -30,7 +30,7 @@ interface Held {
 
 export class RunLoop {
   constructor(
-    private source: FailoverSource,
+    private source: FetchSource,
     private count: FetchCounters,
     private hooks: RunHooks,
   ) {}
@@ -41,7 +41,7 @@ export class RunLoop {
    * Resolves once every block was delivered and written (or failed), so the memory budget covers
    * blocks waiting for the disk too.
    */
-  async run(file: CachedFile, first: number, end: number, defs: Deferred[], calledOff: AbortSignal): Promise<void> {
+  async run(file: CachedBlocks, first: number, end: number, defs: Deferred[], calledOff: AbortSignal): Promise<void> {
     const wholeFile = first === 0 && end === file.blocks
     let held: Held[] = []
     let idx = first
@@ -97,7 +97,7 @@ export class RunLoop {
         'protocol',
         `${file.relPath}: checksum mismatch from ${servedBy.name} (archive adler32 ${file.adler32}, received ${got})`,
       )
-      this.source.set.noteFailure(servedBy, mismatch)
+      this.source.noteDamaged(servedBy, mismatch)
       avoid.add(servedBy)
       const next = this.source.others(avoid)[0]
       if (!next) break
@@ -137,7 +137,7 @@ export class RunLoop {
   }
 
   /** Checks a whole small file against the archive checksum, then serves and stores its blocks. */
-  private async deliverWhole(file: CachedFile, held: Held[], first: number, defs: Deferred[]): Promise<void> {
+  private async deliverWhole(file: CachedBlocks, held: Held[], first: number, defs: Deferred[]): Promise<void> {
     held.sort((a, b) => a.idx - b.idx)
     const got = combinedAdler32(file, held)
     if (got !== file.adler32) {

@@ -1,14 +1,7 @@
-// What a Fetcher is told (its options, with the defaults the daemon starts from), what it takes
-// from its surroundings (time and chance, faked in tests), and the figures it keeps.
-import type { Clock } from './clock.js'
+// What a Fetcher is told (its options, with the defaults the daemon starts from) and the figures it
+// keeps. The tries, backoff and stall guard are the failover source's (sources/failover.ts).
 
 export interface FetcherOptions {
-  /** Tries per source before moving on to the next one. */
-  attemptsPerSource: number
-  /** First retry delay; doubles with each retry, with jitter. */
-  backoffMs: number
-  /** Longest wait between tries, whatever the server's Retry-After says. */
-  maxBackoffMs: number
   /** Files up to this size are fetched whole on their first read. */
   smallFileBytes: number
   /** Upper bound of the read-ahead window, bytes. */
@@ -27,10 +20,6 @@ export interface FetcherOptions {
   memoryBudget: number
   /** Recently fetched blocks kept in memory (also what serves reads when the disk is full). */
   recentBytes: number
-  /** A request body slower than this (bytes/s) over one rate window fails. */
-  minRate: number
-  /** Window over which the minimum rate is checked, ms; also the longest silence tolerated. */
-  rateWindowMs: number
   /**
    * The reader's deadline (the mount's read timeout), ms; 0 for none. A reader waiting for the
    * network gives up just before it, so the block is marked failed before the kernel asks again.
@@ -41,9 +30,6 @@ export interface FetcherOptions {
 }
 
 export const DEFAULT_FETCHER_OPTIONS: FetcherOptions = {
-  attemptsPerSource: 4,
-  backoffMs: 200,
-  maxBackoffMs: 10_000,
   smallFileBytes: 4 << 20,
   maxWindowBytes: 64 << 20,
   readAheadStepBytes: 1 << 20,
@@ -51,8 +37,6 @@ export const DEFAULT_FETCHER_OPTIONS: FetcherOptions = {
   runBytes: 8 << 20,
   memoryBudget: 128 << 20,
   recentBytes: 32 << 20,
-  minRate: 64 << 10,
-  rateWindowMs: 10_000,
   readerDeadlineMs: 0,
   failFastMs: 3000,
 }
@@ -65,12 +49,4 @@ export interface FetchStats {
   memoryHits: number
   diskHits: number
   networkReads: number
-}
-
-/** What a Fetcher takes from its surroundings besides its options: time and chance (fakes in tests). */
-export interface FetcherDeps {
-  /** Backoff waits go through it. */
-  clock: Clock
-  /** Jitter, in [0, 1). */
-  random: () => number
 }

@@ -1,28 +1,27 @@
 // Gets blocks to readers and into the cache: from the recent blocks in memory, from the cache file,
 // or fetched, with one request per block however many want it (runs.ts) and runs of blocks fetched
-// with one ranged GET (fetch-run.ts) through the failover source (sources/failover.ts: deadlines,
-// retries, the next source). Read-ahead follows each handle's sequential pattern (read-ahead.ts)
+// with one ranged GET (fetch-run.ts) through one Source standing for them all (fetch-source.ts; in
+// the daemon the failover wrapper, sources/failover.ts: deadlines, retries, the next source). Read-ahead follows each handle's sequential pattern (read-ahead.ts)
 // within a memory budget for what is in flight or waiting to be written. Readers wait with their own deadline; a fetch that outlives it still fills the cache for
 // the next reader. Sync and get make whole files present (whole-file.ts).
 import { LRUCache } from 'lru-cache'
-import type { BlockStore, CachedFile } from './block-store.js'
+import type { BlockCache, CachedBlocks } from './block-cache.js'
 import { blockBytes, copyFromBlock, type Block } from './block.js'
 import { advance, type ReadPattern } from './read-ahead.js'
-import { systemClock } from './clock.js'
-import { fetchCounters, fetchMetrics } from './metrics.js'
+import { fetchMetrics, type FetchCounters } from './metrics.js'
 import { Runs, type Deferred } from './runs.js'
 import { RunLoop } from './fetch-run.js'
 import { fetchWholeFile, type WholeFileDeps } from './whole-file.js'
-import { DEFAULT_FETCHER_OPTIONS, type FetcherDeps, type FetcherOptions, type FetchStats } from './fetcher-options.js'
+import { DEFAULT_FETCHER_OPTIONS, type FetcherOptions, type FetchStats } from './fetcher-options.js'
+import type { FetchSource } from './fetch-source.js'
 import { SourceError } from './sources/source.js'
-import type { SourceSet } from './sources/source-set.js'
-import { failover, type FailoverSource } from './sources/failover.js'
 import { log } from '../daemon/log.js'
 
 // fs/ops.ts takes the read pattern from here; tests and the daemon the options.
 export { newReadPattern, type ReadPattern } from './read-ahead.js'
 export type { Block } from './block.js'
-export type { FetcherDeps, FetcherOptions, FetchStats } from './fetcher-options.js'
+export type { FetcherOptions, FetchStats } from './fetcher-options.js'
+export type { FetchSource } from './fetch-source.js'
 
 /** Buffers for reads served from the cache file: one request owns one until it has copied out. */
 const scratch: Buffer[] = []
@@ -52,16 +51,21 @@ export class Fetcher {
    * whole deadline again on the same stalled fetch.
    */
   private failed = new Map<string, { err: Error; until: number }>()
-  private count = fetchCounters()
-  private source: FailoverSource
-  readonly stats: FetchStats = this.count.values
+  private count: FetchCounters
+  readonly stats: FetchStats
   /** Bytes received per source name (site vs archive), for status. */
-  readonly bytesBySource: Readonly<Record<string, number>> = this.count.bySource
+  readonly bytesBySource: Readonly<Record<string, number>>
 
-  constructor(sources: SourceSet, store: BlockStore, opts: Partial<FetcherOptions> = {}, deps: Partial<FetcherDeps> = {}) {
+  /** `source`: every source as one, with its tries, stall guard and failover (setup.ts builds it). */
+  constructor(
+    private source: FetchSource,
+    store: BlockCache,
+    opts: Partial<FetcherOptions> = {},
+  ) {
     this.opts = { ...DEFAULT_FETCHER_OPTIONS, ...opts }
-    // Bytes come through one Source: the set's sources with their tries, stall guard and failover.
-    this.source = failover(sources, { ...this.opts, clock: systemClock, random: Math.random, ...deps, count: this.count })
+    this.count = source.count
+    this.stats = this.count.values
+    this.bytesBySource = this.count.bySource
     const loop = new RunLoop(this.source, this.count, {
       serve: (file, idx, block, d) => this.serve(file, idx, block, d),
       store: (file, idx, block, adler) => this.storeBlock(file, idx, block, adler),
@@ -84,7 +88,7 @@ export class Fetcher {
    * while `open()` says the request is still waiting for its answer: once its deadline has answered,
    * the kernel's buffer is gone. Resolves with the bytes copied (fewer at the end of the file).
    */
-  async readInto(file: CachedFile, pos: number, len: number, dest: Buffer, open: () => boolean, pattern?: ReadPattern): Promise<number> {
+  async readInto(file: CachedBlocks, pos: number, len: number, dest: Buffer, open: () => boolean, pattern?: ReadPattern): Promise<number> {
     if (pos >= file.size || len <= 0) return 0
     len = Math.min(len, file.size - pos, dest.length)
     const bs = file.blockSize
@@ -92,7 +96,7 @@ export class Fetcher {
     const last = Math.floor((pos + len - 1) / bs)
     if (file.size <= this.opts.smallFileBytes) void this.fetchMissing(file, 0, file.blocks)
     else if (pattern) this.readAhead(file, pos, len, pattern)
-    fetchMetrics.bytesServed.inc(len)
+    fetchMetrics.bytesAsked.inc(len)
 
     // Fastest: blocks fetched lately, copied out now (no thread-pool round trip).
     let inMemory = true
@@ -112,7 +116,7 @@ export class Fetcher {
     }
     // Fast path: every block on disk and checked already: read into a buffer of our own, then copy.
     let onDisk = true
-    for (let i = first; i <= last && onDisk; i++) onDisk = file.has(i) && file.verified.has(i)
+    for (let i = first; i <= last && onDisk; i++) onDisk = file.has(i) && file.isVerified(i)
     if (onDisk) {
       const buf = (len <= SCRATCH_BYTES && scratch.pop()) || Buffer.allocUnsafe(Math.max(len, SCRATCH_BYTES))
       try {
@@ -143,7 +147,7 @@ export class Fetcher {
    * failed a moment ago; otherwise waits until `giveUpAt` at most, and records a failure (or the
    * deadline passing) for the next readers.
    */
-  private async blockForReader(file: CachedFile, i: number, last: number, giveUpAt: number, ownRun: boolean): Promise<Block> {
+  private async blockForReader(file: CachedBlocks, i: number, last: number, giveUpAt: number, ownRun: boolean): Promise<Block> {
     const known = this.failsFast(file, i, i)
     if (known) throw known
     let timer: NodeJS.Timeout | undefined
@@ -176,7 +180,7 @@ export class Fetcher {
   }
 
   /** The error a block of [from, to] failed a reader with a moment ago (then it fails at once), if any. */
-  private failsFast(file: CachedFile, from: number, to: number): Error | undefined {
+  private failsFast(file: CachedBlocks, from: number, to: number): Error | undefined {
     if (this.failed.size === 0) return undefined
     const now = performance.now()
     for (let i = from; i <= to; i++) {
@@ -188,7 +192,7 @@ export class Fetcher {
   }
 
   /** Remembers that blocks [from, to] failed a reader, for failFastMs. */
-  private noteFailed(file: CachedFile, from: number, to: number, err: Error): void {
+  private noteFailed(file: CachedBlocks, from: number, to: number, err: Error): void {
     const now = performance.now()
     if (this.failed.size >= MAX_FAILED) {
       for (const [k, f] of this.failed) if (f.until <= now) this.failed.delete(k)
@@ -201,7 +205,7 @@ export class Fetcher {
    * One whole block: from memory, from disk (checked), or fetched (single-flight). `ownRun`: the
    * caller started the run bringing it (not a hit on someone else's fetch).
    */
-  async block(file: CachedFile, idx: number, ownRun = false): Promise<Block> {
+  async block(file: CachedBlocks, idx: number, ownRun = false): Promise<Block> {
     const k = `${file.key}:${idx}`
     const mem = this.recent.get(k)
     if (mem) {
@@ -234,7 +238,7 @@ export class Fetcher {
   }
 
   /** Updates the handle's read pattern (read-ahead.ts says how) and starts the read-ahead it asks for. */
-  private readAhead(file: CachedFile, pos: number, len: number, pattern: ReadPattern): void {
+  private readAhead(file: CachedBlocks, pos: number, len: number, pattern: ReadPattern): void {
     // While blocks cannot be stored, what is read ahead waits in memory among the recent blocks of
     // every reader, least recently used first out: a window beyond a quarter of that memory fetches
     // blocks that are dropped before the reader gets to them, and then fetched again.
@@ -266,7 +270,7 @@ export class Fetcher {
    * leaves a gap shorter than `minRun` blocks at the window's edge for a later call, so that requests
    * stay large (a GET per block would cost a round trip, and dCache a redirect, per MiB).
    */
-  private fetchMissing(file: CachedFile, from: number, to: number, demand = false, minRun = 1, signal?: AbortSignal): boolean {
+  private fetchMissing(file: CachedBlocks, from: number, to: number, demand = false, minRun = 1, signal?: AbortSignal): boolean {
     const runBlocks = Math.max(1, Math.floor(this.opts.runBytes / file.blockSize))
     let runStart = -1
     let stop = false
@@ -300,7 +304,7 @@ export class Fetcher {
    * Makes a whole file present in the cache (sync, get; whole-file.ts says how). Resolves with the
    * bytes that had to be transferred; rejects when a block cannot be fetched or stored, or on abort.
    */
-  async fetchWhole(file: CachedFile, signal?: AbortSignal, onBytes?: (n: number) => void): Promise<number> {
+  async fetchWhole(file: CachedBlocks, signal?: AbortSignal, onBytes?: (n: number) => void): Promise<number> {
     const hadSite = !this.source.distrusting(file.relPath)
     let transferred = 0
     const counted = (n: number) => {
@@ -323,7 +327,7 @@ export class Fetcher {
   }
 
   /** Hands a block to its waiters (and to later readers, from memory). */
-  private serve(file: CachedFile, idx: number, block: Block, d: Deferred): void {
+  private serve(file: CachedBlocks, idx: number, block: Block, d: Deferred): void {
     this.failed.delete(`${file.key}:${idx}`)
     this.recent.set(`${file.key}:${idx}`, block)
     d.resolve(block)
@@ -335,7 +339,7 @@ export class Fetcher {
   }
 
   /** Stores a block in the cache; resolves once it is stored (or could not be). */
-  private async storeBlock(file: CachedFile, idx: number, block: Block, adler: number): Promise<void> {
+  private async storeBlock(file: CachedBlocks, idx: number, block: Block, adler: number): Promise<void> {
     try {
       const stored = await file.writeBlock(idx, block, adler)
       this.storeRefusing = !stored

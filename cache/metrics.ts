@@ -46,7 +46,11 @@ export function siteHitRatio(bySource: Record<string, number>): number {
 export const fetchMetrics = {
   /** tier: memory (recent blocks), disk (the cache), network (fetched for this read). */
   hits: metrics.counter('desfs_read_hits_total', 'Block reads by where the bytes came from (memory, disk, network)', ['tier']),
-  bytesServed: metrics.counter('desfs_served_bytes_total', 'Bytes returned to readers'),
+  // Not the bytes a reader got: those of the mount's reads are desfs_fuse_bytes_served_total (fs/ops.ts).
+  bytesAsked: metrics.counter(
+    'desfs_fetcher_asked_bytes_total',
+    "Bytes asked of the fetcher's reads (the mount's reads that reach the daemon, header reads), counted when asked, whether the read succeeds or not",
+  ),
   bytesFetched: metrics.counter('desfs_fetch_bytes_total', 'Bytes received from sources, by source', ['source']),
   requests: metrics.counter('desfs_fetch_requests_total', 'Requests to sources, by source', ['source']),
   errors: metrics.counter('desfs_fetch_errors_total', 'Failed requests to sources, by source and kind', ['source', 'kind']),

@@ -2,7 +2,7 @@
 // Blocks are fetched in runs (one ranged GET for several blocks); this module keeps which block is
 // in flight in which run, who waits for each run, and the bytes in flight (the memory budget counts
 // them until the run's blocks are stored, not only until they arrive).
-import type { CachedFile } from './cached-file.js'
+import type { BlockCache, CachedBlocks } from './block-cache.js'
 import type { Block } from './block.js'
 import { fetchMetrics } from './metrics.js'
 
@@ -38,7 +38,7 @@ interface Run {
 }
 
 /** What fetches a run's blocks: resolves or rejects each of `defs`, and settles once they are stored. */
-export type RunBody = (file: CachedFile, first: number, end: number, defs: Deferred[], calledOff: AbortSignal) => Promise<void>
+export type RunBody = (file: CachedBlocks, first: number, end: number, defs: Deferred[], calledOff: AbortSignal) => Promise<void>
 
 export class Runs {
   /** For each block being fetched (`key:idx`), the promise of it. */
@@ -47,10 +47,10 @@ export class Runs {
   private runs = new Map<string, Run>()
   /** Bytes being fetched, or fetched and not yet stored. */
   bytes = 0
-  private store: { hold(f: CachedFile): void; release(f: CachedFile): void }
+  private store: Pick<BlockCache, 'hold' | 'release'>
   private body: RunBody
 
-  constructor(store: { hold(f: CachedFile): void; release(f: CachedFile): void }, body: RunBody) {
+  constructor(store: Pick<BlockCache, 'hold' | 'release'>, body: RunBody) {
     this.store = store
     this.body = body
   }
@@ -91,7 +91,7 @@ export class Runs {
   }
 
   /** Starts a run for blocks [first, end) of a file, on a job's behalf when `signal` is given. */
-  start(file: CachedFile, first: number, end: number, signal?: AbortSignal): void {
+  start(file: CachedBlocks, first: number, end: number, signal?: AbortSignal): void {
     const run: Run = {
       done: Promise.resolve(),
       signals: signal ? [signal] : undefined,

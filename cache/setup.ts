@@ -10,6 +10,7 @@ import { S3Source } from './sources/s3.js'
 import { S3Signer } from './sources/s3-signer.js'
 import { SiteSource, SiteToken } from './sources/site.js'
 import { SourceSet } from './sources/source-set.js'
+import { failover } from './sources/failover.js'
 import type { Source } from './sources/source.js'
 import { log } from '../daemon/log.js'
 import { parseSize } from '../daemon/units.js'
@@ -131,6 +132,8 @@ export async function openReadPath(c: ReadPathSettings, sources: SourceSet): Pro
     // Internal, for the block-size benchmark: a new cache dir's block size.
     blockSize: process.env.DESFS_BLOCK_SIZE ? parseSize(process.env.DESFS_BLOCK_SIZE) : undefined,
   })
-  const fetcher = new Fetcher(sources, store, { minRate: c.minRate, rateWindowMs: c.stallTimeoutMs, readerDeadlineMs: c.readTimeoutMs })
+  // Bytes come through one Source: the set's sources with their tries, stall guard and failover.
+  const source = failover(sources, { minRate: c.minRate, rateWindowMs: c.stallTimeoutMs })
+  const fetcher = new Fetcher(source, store, { readerDeadlineMs: c.readTimeoutMs })
   return { store, fetcher }
 }

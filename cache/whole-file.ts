@@ -1,7 +1,7 @@
 // Whole files: made present in the cache for sync and get (a few runs at a time, resuming where an
 // interrupted sync stopped), and the check of a whole file against the archive's Adler-32, combined
 // from its blocks' checksums (so without reading it again).
-import type { CachedFile } from './cached-file.js'
+import type { BlockCache, CachedBlocks } from './block-cache.js'
 import { adler32Combine, adler32Hex } from './adler32.js'
 import type { Block } from './block.js'
 import type { Runs } from './runs.js'
@@ -13,17 +13,17 @@ const WHOLE_FILE_RUNS = 4
 /** What a whole-file fetch uses of the fetcher. */
 export interface WholeFileDeps {
   runs: Runs
-  store: { hold(f: CachedFile): void; release(f: CachedFile): void }
+  store: Pick<BlockCache, 'hold' | 'release'>
   /** Bytes per run. */
   runBytes: number
   /** Starts fetches, on a job's behalf, for the blocks in [from, to) neither cached nor in flight. */
-  fetch(file: CachedFile, from: number, to: number, signal: AbortSignal | undefined): void
+  fetch(file: CachedBlocks, from: number, to: number, signal: AbortSignal | undefined): void
   /** One whole block, from memory, disk or the network. */
-  block(file: CachedFile, idx: number): Promise<Block>
+  block(file: CachedBlocks, idx: number): Promise<Block>
 }
 
 /** The Adler-32 (hex) of a whole file from its blocks' checksums, given for every block. */
-export function combinedAdler32(file: CachedFile, blocks: { idx: number; adler: number }[]): string {
+export function combinedAdler32(file: CachedBlocks, blocks: { idx: number; adler: number }[]): string {
   const sorted = [...blocks].sort((a, b) => a.idx - b.idx)
   let combined = sorted[0]!.adler
   for (let i = 1; i < sorted.length; i++) combined = adler32Combine(combined, sorted[i]!.adler, file.blockLength(sorted[i]!.idx))
@@ -39,7 +39,7 @@ export function combinedAdler32(file: CachedFile, blocks: { idx: number; adler: 
  */
 export async function fetchWholeFile(
   deps: WholeFileDeps,
-  file: CachedFile,
+  file: CachedBlocks,
   signal?: AbortSignal,
   onBytes?: (n: number) => void,
 ): Promise<number> {
@@ -82,7 +82,7 @@ export async function fetchWholeFile(
  * Waits for a block a job wants. If the run bringing it was called off (its other jobs were
  * cancelled) before this job joined it, the block is asked for again, now on this job's behalf.
  */
-async function blockForJob(deps: WholeFileDeps, file: CachedFile, i: number, signal: AbortSignal | undefined): Promise<void> {
+async function blockForJob(deps: WholeFileDeps, file: CachedBlocks, i: number, signal: AbortSignal | undefined): Promise<void> {
   const k = `${file.key}:${i}`
   for (let attempt = 1; ; attempt++) {
     if (!deps.runs.has(k)) deps.fetch(file, i, i + 1, signal)

@@ -33,6 +33,7 @@ import { Facts, MISSING } from '../fs/facts.js'
 import { Mount, prepareMountpoint } from '../fs/mount.js'
 import { startMemoryGuard } from '../fs/memory-guard.js'
 import { createOps, type OpsStats } from '../fs/ops.js'
+import { FileHandles } from '../cache/file-handle.js'
 import { Tree } from '../fs/tree.js'
 import { CONTROL_DIR, QueryDirs } from '../fs/query-dirs.js'
 import { findTreeSource, openMetadataDb } from './catalog/metadata.js'
@@ -142,8 +143,8 @@ export class Daemon {
     const ops = createOps({
       queryDirs: this.queryDirs,
       tree: this.tree,
-      store: this.store,
-      fetcher: this.fetcher,
+      files: new FileHandles(this.store, this.fetcher),
+      cacheDir: this.store.dir,
       deadlineMs: c.readTimeoutMs,
       locate: (rel) => this.sources.locate(rel),
       mountTime: this.startedAt,

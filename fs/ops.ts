@@ -10,16 +10,18 @@ import { statfs as statfsAsync } from 'node:fs/promises'
 import { FsError, ERRNO, type Node, type Tree, type Listed } from './tree.js'
 import type { FileFacts } from './facts.js'
 import { FLAG_ADLER, JOB, KIND, type Dispatch, type NativeAddon, type Plane } from './native.js'
-import type { BlockStore, CachedFile, PresenceMaps } from '../cache/block-store.js'
-import { newReadPattern, type Fetcher, type ReadPattern } from '../cache/fetcher.js'
+import type { CachedFile, PresenceMaps } from '../cache/block-store.js'
+import type { CacheFileHandle, FileHandles } from '../cache/file-handle.js'
 import { SourceError } from '../cache/sources/source.js'
 import { log } from '../daemon/log.js'
 import { isControlPath, type QueryDirs, type QueryEntry, type QueryNode } from './query-dirs.js'
 
 export interface OpsContext {
   tree: Tree
-  store: BlockStore
-  fetcher: Fetcher
+  /** Opens cached files for reading (the cache keeps them in use while open). */
+  files: FileHandles
+  /** The cache's directory: statfs reports its disk. */
+  cacheDir: string
   /** Deadline for any one operation, ms. */
   deadlineMs: number
   /** Archive URL of a file, for the user.desfs.url attribute. */
@@ -32,12 +34,6 @@ export interface OpsContext {
   queryDirs?: QueryDirs
   /** The user.desfs.hdus attribute: a FITS file's HDU index as JSON (daemon/jobs/headers-index.ts). */
   hdus?: (rel: string, facts: FileFacts) => Promise<Buffer>
-}
-
-interface Handle {
-  rel: string
-  file: CachedFile
-  pattern: ReadPattern
 }
 
 export const XATTRS = ['user.desfs.url', 'user.desfs.adler32', 'user.desfs.cached'] as const
@@ -86,7 +82,7 @@ export interface Ops {
 }
 
 export function createOps(ctx: OpsContext): Ops {
-  const handles = new Map<number, Handle>()
+  const handles = new Map<number, CacheFileHandle>()
   const stats: OpsStats = { ops: {}, errors: {}, bytesServed: 0, bytesRequested: 0 }
   let addon: NativeAddon | undefined
   let plane: Plane | undefined
@@ -269,11 +265,9 @@ export function createOps(ctx: OpsContext): Ops {
     )
   }
 
-  /** Starts using a cached file for a handle: in use (never evicted), most recently used. */
+  /** A handle the kernel now has: the cache keeps the file in use until it is released. */
   const adopt = (fh: number, rel: string, file: CachedFile) => {
-    ctx.store.hold(file)
-    ctx.store.touch(file)
-    handles.set(fh, { rel, file, pattern: newReadPattern() })
+    handles.set(fh, ctx.files.open(rel, file))
   }
 
   function open(req: number, path: string): void {
@@ -284,7 +278,7 @@ export function createOps(ctx: OpsContext): Ops {
       async () => {
         const node = await ctx.tree.resolve(path)
         if (node.kind !== 'file') throw new FsError(ERRNO.EISDIR, 'is a directory')
-        const file = ctx.store.file(node.rel, node.facts.size, node.facts.adler32)
+        const file = ctx.files.file(node.rel, node.facts.size, node.facts.adler32)
         return { rel: node.rel, file }
       },
       ({ rel, file }) => {
@@ -302,7 +296,7 @@ export function createOps(ctx: OpsContext): Ops {
     count('opened')
     try {
       const node = ctx.tree.resolveNow(path)
-      if (node?.kind === 'file') adopt(fh, node.rel, ctx.store.file(node.rel, node.facts.size, node.facts.adler32))
+      if (node?.kind === 'file') adopt(fh, node.rel, ctx.files.file(node.rel, node.facts.size, node.facts.adler32))
     } catch {
       // Gone from the tree since (a reload): the handle lives on in the plane until released.
     }
@@ -317,7 +311,7 @@ export function createOps(ctx: OpsContext): Ops {
       'read',
       req,
       '/' + h.rel,
-      (open) => ctx.fetcher.readInto(h.file, offset, size, buf, open, h.pattern),
+      (open) => h.read(offset, size, buf, open),
       (n) => {
         stats.bytesServed += n
         addon!.replyData(plane!, req, buf, n)
@@ -329,8 +323,7 @@ export function createOps(ctx: OpsContext): Ops {
     const h = handles.get(fh)
     if (!h) return
     handles.delete(fh)
-    ctx.store.release(h.file)
-    if (!ctx.store.inUse(h.rel)) ctx.released?.(h.rel)
+    if (h.close()) ctx.released?.(h.rel)
   }
 
   function getxattr(req: number, path: string, name: string): void {
@@ -348,7 +341,7 @@ export function createOps(ctx: OpsContext): Ops {
             if (!node.facts.adler32) throw new FsError(ERRNO.ENODATA, 'checksum not known yet')
             return Buffer.from(node.facts.adler32)
           case 'user.desfs.cached':
-            return Buffer.from(`${ctx.store.cachedBytes(node.rel)}/${node.facts.size}`)
+            return Buffer.from(`${ctx.files.cachedBytes(node.rel)}/${node.facts.size}`)
           case 'user.desfs.hdus':
             if (!ctx.hdus) throw new FsError(ERRNO.ENODATA, 'no such attribute')
             return await ctx.hdus(node.rel, node.facts)
@@ -367,7 +360,7 @@ export function createOps(ctx: OpsContext): Ops {
       '/',
       async () => {
         const r = ctx.tree.current.result
-        const disk = await statfsAsync(ctx.store.dir)
+        const disk = await statfsAsync(ctx.cacheDir)
         const bsize = 4096
         // Capacity: the cache disk's; files: the tree's.
         const bavail = Math.floor((disk.bavail * disk.bsize) / bsize)

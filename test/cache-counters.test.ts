@@ -7,7 +7,7 @@ import { blockAdler32 } from '../cache/block.js'
 import { cacheMetrics, fetchMetrics } from '../cache/metrics.js'
 import { metrics } from '../daemon/metrics.js'
 import { BlockStore } from '../cache/block-store.js'
-import { Fetcher } from '../cache/fetcher.js'
+import { fetcherOver } from './fakes/fetcher-over.js'
 import { SourceSet } from '../cache/sources/source-set.js'
 import { SourceError } from '../cache/sources/source.js'
 import { FakeClock, ScriptedSource } from './fakes/scripted-source.js'
@@ -38,12 +38,13 @@ t.test("the fetcher's figures and its metrics move in step", async (t) => {
   const store = new BlockStore(join(tmp(t), 'cache'), { limit: 256 << 20, blockSize: BS, minFree: 0, cleanupDelayMs: 3_600_000 })
   t.teardown(() => store.close())
   const clock = new FakeClock()
-  const fetcher = new Fetcher(
-    new SourceSet([src], { clock, downAfter: 3, downMs: 10_000 }),
-    store,
-    { smallFileBytes: 0, backoffMs: 10, runBytes: BS },
-    { clock, random: () => 0.5 },
-  )
+  const fetcher = fetcherOver(new SourceSet([src], { clock, downAfter: 3, downMs: 10_000 }), store, {
+    smallFileBytes: 0,
+    backoffMs: 10,
+    runBytes: BS,
+    clock,
+    random: () => 0.5,
+  })
   const metric = async () => ({
     requests: await metrics.value(fetchMetrics.requests, { source: 'counted' }),
     bytesFetched: await metrics.value(fetchMetrics.bytesFetched, { source: 'counted' }),

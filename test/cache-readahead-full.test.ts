@@ -8,7 +8,8 @@ import { createHash } from 'node:crypto'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { BlockStore } from '../cache/block-store.js'
-import { Fetcher, newReadPattern } from '../cache/fetcher.js'
+import { newReadPattern } from '../cache/fetcher.js'
+import { fetcherOver } from './fakes/fetcher-over.js'
 import { MirrorSource } from '../cache/sources/mirror.js'
 import { SourceSet } from '../cache/sources/source-set.js'
 import type { ReadOptions, Source } from '../cache/sources/source.js'
@@ -91,7 +92,7 @@ t.test('with nothing evictable, a sequential read fetches each byte about once',
   }
   const source = new CountingSource(new MirrorSource(mirror))
   const sources = new SourceSet([source])
-  const fetcher = new Fetcher(sources, store, { backoffMs: 1 })
+  const fetcher = fetcherOver(sources, store, { backoffMs: 1 })
   const file = store.file('OPS/big.fits', size, null)
   store.hold(file)
   t.teardown(() => store.release(file))

@@ -5,7 +5,8 @@
 import t, { type Test } from 'tap'
 import { join } from 'node:path'
 import { BlockStore } from '../cache/block-store.js'
-import { Fetcher, newReadPattern, type FetcherOptions } from '../cache/fetcher.js'
+import { Fetcher, newReadPattern } from '../cache/fetcher.js'
+import { fetcherOver, type ReadPathOptions } from './fakes/fetcher-over.js'
 import { SourceSet } from '../cache/sources/source-set.js'
 import { FakeClock, ScriptedSource, expected } from './fakes/scripted-source.js'
 import { tmp } from './helpers.js'
@@ -13,12 +14,12 @@ import { tmp } from './helpers.js'
 const KiB = 1024
 const MiB = 1 << 20
 
-function setup(t: Test, dir = join(tmp(t), 'cache'), blockSize?: number, opts: Partial<FetcherOptions> = {}) {
+function setup(t: Test, dir = join(tmp(t), 'cache'), blockSize?: number, opts: ReadPathOptions = {}) {
   const store = new BlockStore(dir, { limit: 1 << 30, minFree: 0, cleanupDelayMs: 3_600_000, ...(blockSize ? { blockSize } : {}) })
   const src = new ScriptedSource()
   const clock = new FakeClock()
   // The daemon's fetcher options, but for whole-file fetching of small files (these are large).
-  const fetcher = new Fetcher(new SourceSet([src], { clock }), store, { smallFileBytes: 0, ...opts }, { clock, random: () => 0.5 })
+  const fetcher = fetcherOver(new SourceSet([src], { clock }), store, { smallFileBytes: 0, clock, random: () => 0.5, ...opts })
   return { store, src, fetcher, close: () => store.close() }
 }
 

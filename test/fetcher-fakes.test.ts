@@ -5,7 +5,9 @@
 import t, { type Test } from 'tap'
 import { join } from 'node:path'
 import { BlockStore } from '../cache/block-store.js'
-import { Fetcher, newReadPattern, type FetcherOptions } from '../cache/fetcher.js'
+import { Fetcher, newReadPattern, type FetchSource } from '../cache/fetcher.js'
+import { fetchCounters } from '../cache/metrics.js'
+import { fetcherOver, type ReadPathOptions } from './fakes/fetcher-over.js'
 import { SourceSet } from '../cache/sources/source-set.js'
 import { SourceError } from '../cache/sources/source.js'
 import { FakeClock, ScriptedSource, expected } from './fakes/scripted-source.js'
@@ -13,26 +15,23 @@ import { tmp } from './helpers.js'
 
 const BS = 65536
 
-function setup(t: Test, sources: ScriptedSource[], opts: Partial<FetcherOptions> = {}) {
+function setup(t: Test, sources: ScriptedSource[], opts: ReadPathOptions = {}) {
   const store = new BlockStore(join(tmp(t), 'cache'), { limit: 256 << 20, blockSize: BS, minFree: 0, cleanupDelayMs: 3_600_000 })
   t.teardown(() => store.close())
   const clock = new FakeClock()
   const set = new SourceSet(sources, { clock, downAfter: 3, downMs: 10_000 })
   // Read-ahead steps of one block, starting after half a block: the policy's figures scaled to BS.
-  const fetcher = new Fetcher(
-    set,
-    store,
-    {
-      smallFileBytes: 0,
-      backoffMs: 10,
-      runBytes: 4 * BS,
-      maxWindowBytes: 16 * BS,
-      readAheadStepBytes: BS,
-      readAheadAfterBytes: BS / 2,
-      ...opts,
-    },
-    { clock, random: () => 0.5 },
-  )
+  const fetcher = fetcherOver(set, store, {
+    smallFileBytes: 0,
+    backoffMs: 10,
+    runBytes: 4 * BS,
+    maxWindowBytes: 16 * BS,
+    readAheadStepBytes: BS,
+    readAheadAfterBytes: BS / 2,
+    clock,
+    random: () => 0.5,
+    ...opts,
+  })
   return { store, clock, fetcher }
 }
 
@@ -172,4 +171,47 @@ t.test('every source down: reads fail at once with one clear error, without aski
   t.match(String(err2), /no source reachable/, 'the next fails with "no source reachable"')
   t.equal(a.calls.length, 3, 'without a request')
   t.equal(clock.sleeps.length, sleptBefore, 'and without waiting')
+})
+
+t.test('the fetcher reads through any FetchSource: no SourceSet and no failover around a plain source', async (t) => {
+  const src = new ScriptedSource()
+  const count = fetchCounters()
+  const damaged: string[] = []
+  // The least a FetchSource is: one source's reads, counted here, with nothing to steer.
+  const plain: FetchSource = {
+    name: 'plain',
+    identity: 'plain',
+    authoritative: true,
+    count,
+    locate: (rel) => rel,
+    read: (rel, start, end, ro) =>
+      src.read(rel, start, end, {
+        signal: ro.signal,
+        onData: (c) => {
+          count.add('bytesFetched', c.length, 'plain')
+          ro.onData(c)
+        },
+      }),
+    list: () => Promise.resolve(null),
+    stat: () => Promise.resolve(null),
+    close: () => Promise.resolve(),
+    noteDamaged: (s) => void damaged.push(s.name),
+    others: () => [],
+    distrust: () => undefined,
+    distrusting: () => false,
+  }
+  const store = new BlockStore(join(tmp(t), 'cache'), { limit: 64 << 20, blockSize: BS, minFree: 0, cleanupDelayMs: 3_600_000 })
+  t.teardown(() => store.close())
+  const fetcher = new Fetcher(plain, store, { smallFileBytes: 0 })
+  const file = store.file('OPS/p.fits', 4 * BS, null)
+  t.ok((await read(fetcher, file, BS - 10, 20)).equals(expected(BS - 10, BS + 10)), 'the bytes are right')
+  await fetcher.settled()
+  t.same(
+    src.calls.map((c) => [c.start, c.end]),
+    [[0, 2 * BS]],
+    'one request for the two blocks the read spans',
+  )
+  t.same(fetcher.bytesBySource, { plain: 2 * BS }, "the source's own figures are the fetcher's")
+  t.equal(fetcher.stats.networkReads, 1, 'and the fetcher adds its own beside them')
+  t.same(damaged, [], 'no copy was found damaged')
 })

@@ -6,7 +6,7 @@
 import t, { type Test } from 'tap'
 import { join } from 'node:path'
 import { BlockStore } from '../cache/block-store.js'
-import { Fetcher, type FetcherOptions } from '../cache/fetcher.js'
+import { fetcherOver, type ReadPathOptions } from './fakes/fetcher-over.js'
 import { SourceSet } from '../cache/sources/source-set.js'
 import { SourceError } from '../cache/sources/source.js'
 import { FakeClock, ScriptedSource, expected, type Step } from './fakes/scripted-source.js'
@@ -17,19 +17,21 @@ const SIZE = 3 * 65536 + 100
 async function fetchAll(
   t: Test,
   script: Step[],
-  opts: Partial<FetcherOptions> = {},
+  opts: ReadPathOptions = {},
   random = () => 0.5,
 ): Promise<{ source: ScriptedSource; clock: FakeClock; store: BlockStore; result: number | Error }> {
   const store = new BlockStore(join(tmp(t), 'cache'), { limit: 64 << 20, blockSize: 65536, minFree: 0, cleanupDelayMs: 3_600_000 })
   t.teardown(() => store.close())
   const source = new ScriptedSource('scripted', script)
   const clock = new FakeClock()
-  const fetcher = new Fetcher(
-    new SourceSet([source], { clock }),
-    store,
-    { backoffMs: 1, maxBackoffMs: 5, attemptsPerSource: 3, ...opts },
-    { clock, random },
-  )
+  const fetcher = fetcherOver(new SourceSet([source], { clock }), store, {
+    backoffMs: 1,
+    maxBackoffMs: 5,
+    attemptsPerSource: 3,
+    clock,
+    random,
+    ...opts,
+  })
   const file = store.file('OPS/x.fits', SIZE, null)
   const result = await fetcher.fetchWhole(file).catch((err: Error) => err)
   return { source, clock, store, result }

@@ -8,6 +8,7 @@ import { closeSync, linkSync, mkdirSync, openSync, readFileSync, statSync, write
 import { join } from 'node:path'
 import { BlockStore, cacheKey } from '../cache/block-store.js'
 import { Fetcher, newReadPattern } from '../cache/fetcher.js'
+import { fetcherOver } from './fakes/fetcher-over.js'
 import { MirrorSource } from '../cache/sources/mirror.js'
 import { SourceSet } from '../cache/sources/source-set.js'
 import { desfs, makeArchive, md5, run, sourceBytes, startDaemon, startServer, tmp } from './helpers.js'
@@ -67,7 +68,7 @@ t.test('a cache file that gained another name is let go of, not served', async (
       hash.update(buf.subarray(0, await fetcher.readInto(f, pos, buf.length, buf, () => true, pattern)))
     return hash.digest('hex')
   }
-  const first = new Fetcher(sources, store)
+  const first = fetcherOver(sources, store)
   t.equal(await readAll(first), md5(data), 'the first read is right')
   await first.fetchWhole(f) // waits until every block is stored
   t.ok(f.complete, 'and the whole file is in the cache')
@@ -80,7 +81,7 @@ t.test('a cache file that gained another name is let go of, not served', async (
   closeSync(fd)
 
   // A new fetcher: nothing of the file in memory, so reads come from the cache file.
-  const second = new Fetcher(sources, store)
+  const second = fetcherOver(sources, store)
   t.equal(await readAll(second), md5(data), 'after the outside name was edited the file still reads right')
   t.ok(second.stats.bytesFetched >= size, 'because it was fetched again')
   t.equal(statSync(store.dataPath(f.key)).nlink, 1, 'the cache file has one name again')

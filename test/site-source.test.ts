@@ -11,7 +11,8 @@ import t, { type Test } from 'tap'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { BlockStore } from '../cache/block-store.js'
-import { Fetcher, newReadPattern, type FetcherOptions } from '../cache/fetcher.js'
+import { Fetcher, newReadPattern } from '../cache/fetcher.js'
+import { fetcherOver, type ReadPathOptions } from './fakes/fetcher-over.js'
 import { SourceSet } from '../cache/sources/source-set.js'
 import { SourceError, type Source } from '../cache/sources/source.js'
 import { buildSources, type ReadPathSettings } from '../cache/setup.js'
@@ -19,7 +20,7 @@ import { adler32, adler32Hex } from '../cache/adler32.js'
 import { daemonConfig, parseSources, resolveSettings } from '../daemon/config.js'
 import { FakeClock, ScriptedSite, ScriptedSource, expected } from './fakes/scripted-source.js'
 import { RangeServer } from './fakes/range-server.js'
-import { fetchCounters, siteHitRatio } from '../cache/metrics.js'
+import { siteHitRatio } from '../cache/metrics.js'
 import { failover } from '../cache/sources/failover.js'
 import { metrics } from '../daemon/metrics.js'
 import { humanStatus } from '../bin/cmd-status.js'
@@ -29,17 +30,21 @@ import { tmp } from './helpers.js'
 
 const BS = 65536
 
-function setup(t: Test, sources: Source[], opts: Partial<FetcherOptions> = {}) {
+function setup(t: Test, sources: Source[], opts: ReadPathOptions = {}) {
   const store = new BlockStore(join(tmp(t), 'cache'), { limit: 256 << 20, blockSize: BS, minFree: 0, cleanupDelayMs: 3_600_000 })
   t.teardown(() => store.close())
   const clock = new FakeClock()
   const set = new SourceSet(sources, { clock, downAfter: 3, downMs: 10_000 })
-  const fetcher = new Fetcher(
-    set,
-    store,
-    { smallFileBytes: 0, backoffMs: 10, runBytes: 4 * BS, maxWindowBytes: 16 * BS, attemptsPerSource: 4, ...opts },
-    { clock, random: () => 0.5 },
-  )
+  const fetcher = fetcherOver(set, store, {
+    smallFileBytes: 0,
+    backoffMs: 10,
+    runBytes: 4 * BS,
+    maxWindowBytes: 16 * BS,
+    attemptsPerSource: 4,
+    clock,
+    random: () => 0.5,
+    ...opts,
+  })
   return { store, clock, set, fetcher }
 }
 
@@ -140,7 +145,6 @@ t.test('failover(set) is a Source: one read resumes on the next source where the
   const site = new ScriptedSite('site', [{ deliver: 5000, fail: new SourceError('network', 'connection reset') }])
   const archive = new ScriptedSource('archive', [{ fail: new SourceError('server', 'HTTP 503 from the archive', 503) }])
   const clock = new FakeClock()
-  const count = fetchCounters()
   const src = failover(new SourceSet([site, archive], { clock }), {
     attemptsPerSource: 3,
     backoffMs: 10,
@@ -149,7 +153,6 @@ t.test('failover(set) is a Source: one read resumes on the next source where the
     rateWindowMs: 60_000,
     clock,
     random: () => 0.5,
-    count,
   })
   const parts: Buffer[] = []
   let servedBy = ''
@@ -175,8 +178,8 @@ t.test('failover(set) is a Source: one read resumes on the next source where the
   )
   t.equal(servedBy, 'archive')
   t.same(clock.sleeps, [10], "one backoff wait, for the archive's retry")
-  t.same(count.bySource, { site: 5000, archive: 15_000 }, 'bytes counted per source')
-  t.equal(count.values.retries, 1)
+  t.same(src.count.bySource, { site: 5000, archive: 15_000 }, 'bytes counted per source')
+  t.equal(src.count.values.retries, 1)
 })
 
 t.test('a large file damaged at the site: found when complete, and fetched again from the archive (sync, then readers)', async (t) => {
@@ -255,7 +258,7 @@ function settings(over: Partial<ReadPathSettings>): ReadPathSettings {
 
 const archiveToken = { authorization: () => 'Bearer ARCHIVE-SECRET', reload: () => Promise.resolve(), hint: 'get a token' }
 
-async function httpPair(t: Test, siteTokenFile?: string, opts: Partial<FetcherOptions> = {}) {
+async function httpPair(t: Test, siteTokenFile?: string, opts: ReadPathOptions = {}) {
   const bytes = expected(0, 5 * BS + 17)
   const archive = await new RangeServer(new Map([['/des/OPS/a.fits', bytes]])).start()
   const site = await new RangeServer(new Map([['/xcache/des/OPS/a.fits', bytes]])).start()
@@ -264,7 +267,7 @@ async function httpPair(t: Test, siteTokenFile?: string, opts: Partial<FetcherOp
   t.teardown(() => set.close())
   const store = new BlockStore(join(tmp(t), 'cache'), { limit: 64 << 20, blockSize: BS, minFree: 0, cleanupDelayMs: 3_600_000 })
   t.teardown(() => store.close())
-  const fetcher = new Fetcher(set, store, {
+  const fetcher = fetcherOver(set, store, {
     smallFileBytes: 0,
     runBytes: 2 * BS,
     maxWindowBytes: 2 * BS,

@@ -6,7 +6,7 @@ import t, { type Test } from 'tap'
 import { openSync, writeSync, closeSync, truncateSync, rmSync } from 'node:fs'
 import { BlockStore, cacheKey, type CachedFile } from '../cache/block-store.js'
 import { adler32 } from '../cache/adler32.js'
-import { Fetcher } from '../cache/fetcher.js'
+import { fetcherOver } from './fakes/fetcher-over.js'
 import { SourceSet } from '../cache/sources/source-set.js'
 import { ScriptedSource, expected } from './fakes/scripted-source.js'
 import { tmp } from './helpers.js'
@@ -132,7 +132,7 @@ t.test('a corrupt block on disk is refetched by the fetcher, and the reader gets
 
   s = open(t, dir)
   const src = new ScriptedSource()
-  const fetcher = new Fetcher(new SourceSet([src]), s, { smallFileBytes: 0 })
+  const fetcher = fetcherOver(new SourceSet([src]), s, { smallFileBytes: 0 })
   const f = s.file('OPS/f.fits', 3 * BS, null)
   const dest = Buffer.alloc(3 * BS)
   t.equal(await fetcher.readInto(f, 0, 3 * BS, dest, () => true), 3 * BS)

@@ -7,8 +7,9 @@
 // The fetcher reads through one of these, so that the retry and failover policy lives here alone.
 import { Retrier } from '../retry.js'
 import { rateGuard } from '../rate-guard.js'
-import { fetchMetrics, type FetchCounters } from '../metrics.js'
-import type { Clock } from '../clock.js'
+import { fetchCounters, fetchMetrics, type FetchCounters } from '../metrics.js'
+import { systemClock, type Clock } from '../clock.js'
+import type { FetchSource, SteeredReadOptions } from '../fetch-source.js'
 import { SourceError, type FileFacts, type ReadOptions, type Source } from './source.js'
 import type { SourceSet } from './source-set.js'
 import { log } from '../../daemon/log.js'
@@ -35,29 +36,35 @@ export interface FailoverOptions {
   clock: Clock
   /** Jitter, in [0, 1). */
   random: () => number
-  /** The fetcher's figures: requests, bytes and retries are counted per source here. */
-  count: FetchCounters
 }
 
-export interface FailoverReadOptions extends ReadOptions {
-  /** Sources not to ask this time (they sent bytes that failed the archive's checksum). */
-  avoid?: ReadonlySet<Source>
-  /** Told which source brought the last bytes of a read that succeeded. */
-  onServed?: (source: Source) => void
+/** The tries, backoff and stall guard the daemon starts from. */
+export const DEFAULT_FAILOVER_OPTIONS: FailoverOptions = {
+  attemptsPerSource: 4,
+  backoffMs: 200,
+  maxBackoffMs: 10_000,
+  minRate: 64 << 10,
+  rateWindowMs: 10_000,
+  clock: systemClock,
+  random: Math.random,
 }
 
-export class FailoverSource implements Source {
+export class FailoverSource implements FetchSource {
   readonly name = 'failover'
   readonly authoritative = true
   readonly identity: string
   private inflightRequests = 0
   /** Files whose copy at a site cache was damaged, until when they are read without it. */
   private distrusted = new Map<string, number>()
+  private opts: FailoverOptions
+  /** Requests, bytes and retries per source, counted here; the fetcher adds its hits. */
+  readonly count: FetchCounters = fetchCounters()
 
   constructor(
     readonly set: SourceSet,
-    private opts: FailoverOptions,
+    opts: Partial<FailoverOptions> = {},
   ) {
+    this.opts = { ...DEFAULT_FAILOVER_OPTIONS, ...opts }
     this.identity = set.identity
   }
 
@@ -85,6 +92,10 @@ export class FailoverSource implements Source {
     return (this.distrusted.get(relPath) ?? 0) > this.opts.clock.now()
   }
 
+  noteDamaged(source: Source, err: SourceError): void {
+    this.set.noteFailure(source, err)
+  }
+
   /** Sources a read would still try, leaving out `avoid` and those marked down. */
   others(avoid: ReadonlySet<Source>): Source[] {
     return this.set.sources.filter((s) => !avoid.has(s) && !this.set.isDown(s))
@@ -95,7 +106,7 @@ export class FailoverSource implements Source {
    * where the last one stopped. Rejects with the last source's error (a 'cancelled' one when the
    * signal aborts): the prefix delivered before that stays delivered.
    */
-  async read(relPath: string, start: number, end: number, ro: FailoverReadOptions): Promise<void> {
+  async read(relPath: string, start: number, end: number, ro: SteeredReadOptions): Promise<void> {
     let pos = start
     let lastErr: SourceError | undefined
     let candidates: Source[]
@@ -127,7 +138,7 @@ export class FailoverSource implements Source {
       // Every request to this source but the first waits first (after a 429 on the first try too).
       for (let asked = false; tries.more && pos < end; asked = true) {
         if (asked) {
-          this.opts.count.add('retries')
+          this.count.add('retries')
           // A read called off stops waiting at once (the check below ends it).
           await tries.wait(ro.signal)
         }
@@ -173,7 +184,7 @@ export class FailoverSource implements Source {
     advanced: (n: number) => void,
   ): Promise<SourceError | undefined> {
     const what = `${source.name} ${source.locate(relPath)} bytes=${start}-${end - 1}`
-    this.opts.count.add('requests', 1, source.name)
+    this.count.add('requests', 1, source.name)
     const guard = rateGuard(end - start, this.opts.minRate, this.opts.rateWindowMs)
     fetchMetrics.inflightRequests.set(++this.inflightRequests)
     const t0 = performance.now()
@@ -182,7 +193,7 @@ export class FailoverSource implements Source {
         signal: ro.signal ? AbortSignal.any([guard.signal, ro.signal]) : guard.signal,
         onData: (chunk) => {
           guard.got(chunk.length)
-          this.opts.count.add('bytesFetched', chunk.length, source.name)
+          this.count.add('bytesFetched', chunk.length, source.name)
           advanced(chunk.length)
           ro.onData(chunk)
         },
@@ -214,6 +225,6 @@ export class FailoverSource implements Source {
 }
 
 /** The sources of a set as one Source with the tries, stall guard and failover above. */
-export function failover(set: SourceSet, opts: FailoverOptions): FailoverSource {
+export function failover(set: SourceSet, opts: Partial<FailoverOptions> = {}): FailoverSource {
   return new FailoverSource(set, opts)
 }

@@ -1,0 +1,66 @@
+// A cached file as one reader has it open (a FUSE handle): while open, the file is in use (never
+// evicted) and was most recently used when opened; its reads go through the fetcher with a read
+// pattern of their own, so read-ahead follows this reader alone. Closing ends the use, once: fs/
+// opens and closes handles and leaves the store's bookkeeping to them.
+import type { BlockStore, CachedFile } from './block-store.js'
+import { newReadPattern, type ReadPattern } from './read-ahead.js'
+
+/** How a handle reads: the fetcher's readInto, with the handle's own read pattern. */
+export interface BlockReader {
+  readInto(file: CachedFile, pos: number, len: number, dest: Buffer, open: () => boolean, pattern: ReadPattern): Promise<number>
+}
+
+export class CacheFileHandle {
+  private pattern = newReadPattern()
+  private closed = false
+
+  constructor(
+    private store: BlockStore,
+    private reader: BlockReader,
+    /** The archive path, as the tree knows it. */
+    readonly rel: string,
+    readonly file: CachedFile,
+  ) {
+    store.hold(file)
+    store.touch(file)
+  }
+
+  /**
+   * Reads [pos, pos+len) into `dest` while `open()` says the request still waits for it (fetcher.ts,
+   * readInto); resolves with the bytes copied.
+   */
+  read(pos: number, len: number, dest: Buffer, open: () => boolean): Promise<number> {
+    return this.reader.readInto(this.file, pos, len, dest, open, this.pattern)
+  }
+
+  /** Ends this handle's use of the file; true when no other use of it is left. A second close does nothing. */
+  close(): boolean {
+    if (this.closed) return false
+    this.closed = true
+    this.store.release(this.file)
+    return !this.store.inUse(this.rel)
+  }
+}
+
+/** Opens handles on the files of one store, reading through one fetcher. */
+export class FileHandles {
+  constructor(
+    private store: BlockStore,
+    private reader: BlockReader,
+  ) {}
+
+  /** The store's cached file for an archive file, not yet in use (an open may still fail). */
+  file(rel: string, size: number, adler32: string | null): CachedFile {
+    return this.store.file(rel, size, adler32)
+  }
+
+  /** A handle on `file` (from `file()` above): in use until it is closed. */
+  open(rel: string, file: CachedFile): CacheFileHandle {
+    return new CacheFileHandle(this.store, this.reader, rel, file)
+  }
+
+  /** Bytes cached of an archive file (user.desfs.cached). */
+  cachedBytes(rel: string): number {
+    return this.store.cachedBytes(rel)
+  }
+}
