@@ -30,7 +30,9 @@ import { removeCacheFile } from './open-cache-file.js'
 import { LoadedFiles } from './loaded-files.js'
 import { Pins, type PinRequest } from './pins.js'
 import { SpaceBound } from './space.js'
+import { WriteErrorLog } from './write-errors.js'
 import { checkAgainstRecord } from './crash-check.js'
+import { DEFAULT_BLOCK_SIZE, type StoreOptions, type StoreStats } from './store-options.js'
 import { cacheMetrics, storeCounters, type StoreCounters } from './metrics.js'
 import { log } from '../daemon/log.js'
 import { ensureOwnDirSync } from '../daemon/state-dir.js'
@@ -40,43 +42,7 @@ export { CachedFile, cacheKey, type PresenceMaps } from './cached-file.js'
 export { openCacheFile } from './open-cache-file.js'
 export type { CacheEntry } from './cache-entry.js'
 export type { PinRequest } from './pins.js'
-
-/**
- * Block size of a new cache dir: the grain of what is fetched, recorded and checked. 64 KiB, so a
- * header read (2880 bytes, 16-128 KiB once the kernel's read-ahead is added) fetches about what it
- * asks for rather than a MiB; sequential readers still fetch MiBs per request, since runs and
- * read-ahead are counted in bytes (fetcher-options.ts). The cost is more of everything per byte:
- * record rows (16 per MiB), promises and map entries in flight, and the FUSE plane's presence map
- * (one byte per block: 16 KiB for a 1 GiB file).
- */
-const DEFAULT_BLOCK_SIZE = 64 << 10
-
-export interface StoreOptions {
-  /** Size bound for cached data, bytes. */
-  limit: number
-  /** Eviction frees space down to this fraction of the limit. */
-  lowWater?: number
-  /** Cap on the total size of pinned files, bytes. */
-  pinLimit?: number
-  /** Free space to leave on the cache disk, bytes. */
-  minFree?: number
-  /** Block size for a new cache dir (an existing one keeps its own). */
-  blockSize?: number
-  /** Delay before the background check of data files against the record, ms. */
-  cleanupDelayMs?: number
-  /** How often a file being read is checked for another name (a hard link), ms. */
-  linkCheckMs?: number
-}
-
-export interface StoreStats {
-  blocksWritten: number
-  blocksDropped: number
-  writeErrors: number
-  filesEvicted: number
-  bytesEvicted: number
-  /** Blocks served from memory because they could not be stored (bound, disk full). */
-  notStored: number
-}
+export type { StoreOptions, StoreStats } from './store-options.js'
 
 export class BlockStore implements FileStore, BlockCache {
   readonly dir: string
@@ -94,7 +60,7 @@ export class BlockStore implements FileStore, BlockCache {
   private pins: Pins
   private cleanupTimer: NodeJS.Timeout | undefined
   private closed = false
-  private lastWriteErrorLog = 0
+  private writeErrors = new WriteErrorLog()
   /** Called with the key of every evicted file (the fetcher forgets its blocks in memory). */
   onEvict: (key: string) => void = () => undefined
 
@@ -330,15 +296,7 @@ export class BlockStore implements FileStore, BlockCache {
 
   noteWriteError(f: CachedFile | undefined, err: NodeJS.ErrnoException, what = 'the cache'): void {
     this.count.add('writeErrors', 1, err.code)
-    const now = Date.now()
-    if (now - this.lastWriteErrorLog > 10_000) {
-      this.lastWriteErrorLog = now
-      const full = err.code === 'ENOSPC' || /SQLITE_FULL|disk is full/i.test(String(err.code) + err.message)
-      const hint = full
-        ? 'the cache disk is full: free space or lower --cache-size; reads are served from memory meanwhile'
-        : 'check the cache dir'
-      log.error(`cannot write to ${what}`, { ...(f ? { path: f.relPath } : {}), code: err.code, error: err.message, fix: hint })
-    }
+    this.writeErrors.log(f?.relPath, err, what)
   }
 
   // --- the cache API (control routes, sync) -----------------------------------------------------

@@ -19,6 +19,29 @@ export const JOB = {
   BACKSTOP: 10,
 } as const
 
+/** The jobs' names, for counters and log lines. */
+export const JOB_NAMES: Record<number, string> = {
+  [JOB.LOOKUP]: 'lookup',
+  [JOB.READDIR]: 'readdir',
+  [JOB.OPEN]: 'open',
+  [JOB.READ]: 'read',
+  [JOB.GETXATTR]: 'getxattr',
+  [JOB.STATFS]: 'statfs',
+  [JOB.READLINK]: 'readlink',
+}
+
+/** Names of the kernel's opcodes that reach JavaScript (linux/fuse.h), for the backstop's log line. */
+export const FUSE_OPCODES: Record<number, string> = {
+  1: 'lookup',
+  5: 'readlink',
+  14: 'open',
+  15: 'read',
+  17: 'statfs',
+  22: 'getxattr',
+  28: 'readdir',
+  44: 'readdirplus',
+}
+
 /** Entry kinds (enum kind): UNKNOWN is a file whose size the archive has not told yet. */
 export const KIND = { UNKNOWN: 0, FILE: 1, DIR: 2, LINK: 3 } as const
 

@@ -9,7 +9,7 @@
 import { statfs as statfsAsync } from 'node:fs/promises'
 import { FsError, ERRNO, type Node, type Tree, type Listed } from './tree.js'
 import type { FileFacts } from './facts.js'
-import { FLAG_ADLER, JOB, KIND, type Dispatch, type NativeAddon, type Plane } from './native.js'
+import { FLAG_ADLER, FUSE_OPCODES, JOB, JOB_NAMES, KIND, type Dispatch, type NativeAddon, type Plane } from './native.js'
 import type { CachedFile, PresenceMaps } from '../cache/block-store.js'
 import type { CacheFileHandle, FileHandles } from '../cache/file-handle.js'
 import { SourceError } from '../cache/sources/source.js'
@@ -49,28 +49,6 @@ export interface OpsStats {
    * fetched is judged against this (the kernel's read-ahead makes a 2880-byte read a 128 KiB one).
    */
   bytesRequested: number
-}
-
-const JOB_NAMES: Record<number, string> = {
-  [JOB.LOOKUP]: 'lookup',
-  [JOB.READDIR]: 'readdir',
-  [JOB.OPEN]: 'open',
-  [JOB.READ]: 'read',
-  [JOB.GETXATTR]: 'getxattr',
-  [JOB.STATFS]: 'statfs',
-  [JOB.READLINK]: 'readlink',
-}
-
-/** Names of the kernel's opcodes that reach JavaScript (linux/fuse.h), for the backstop's log line. */
-const FUSE_OPCODES: Record<number, string> = {
-  1: 'lookup',
-  5: 'readlink',
-  14: 'open',
-  15: 'read',
-  17: 'statfs',
-  22: 'getxattr',
-  28: 'readdir',
-  44: 'readdirplus',
 }
 
 export interface Ops {

@@ -79,3 +79,11 @@ t.test('shipped code imports nothing from test/', async (t) => {
   t.ok(existsSync(FIXTURES_DIR) && readdirSync(FIXTURES_DIR).some((n) => n.endsWith('.fits.fz')), `the generator's .fz files are at ${fz}`)
   t.notOk(fz.startsWith('test'), `the generator's .fz files (${fz}) lie outside test/`)
 })
+
+t.test('one concept per module: no file in cache/ or fs/ is over 400 lines', async (t) => {
+  const long = ['cache', 'fs']
+    .flatMap((d) => tsFiles(d))
+    .map((f) => [f, readFileSync(join(ROOT, f), 'utf8').split('\n').length - 1] as const)
+    .filter(([, n]) => n > 400)
+  t.same(long, [], 'files over 400 lines (split them by what they do)')
+})
