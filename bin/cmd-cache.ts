@@ -6,6 +6,7 @@ import { call, socketPath } from './client.js'
 import { resolveSettings } from '../daemon/config.js'
 import { EXIT, UserError } from '../daemon/errors.js'
 import { formatSize } from '../daemon/units.js'
+import type { FetchStats } from '../cache/fetcher-options.js'
 
 interface Stats {
   dir: string
@@ -25,15 +26,7 @@ interface Stats {
   blocksDropped: number
   writeErrors: number
   notStored: number
-  fetch?: {
-    requests: number
-    bytesFetched: number
-    retries: number
-    failures: number
-    memoryHits: number
-    diskHits: number
-    networkReads: number
-  }
+  fetch?: FetchStats
   sources?: { name: string; down: boolean }[]
 }
 

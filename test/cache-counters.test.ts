@@ -1,13 +1,11 @@
 // Each figure the store and the fetcher keep (what `desfs status` and `desfs cache stats` show) is
 // counted once and feeds its metric in the daemon's registry: the figures and the metrics move in step.
 import t from 'tap'
-import { join } from 'node:path'
 import { Counters } from '../cache/counters.js'
 import { blockAdler32 } from '../cache/block.js'
 import { cacheMetrics, fetchMetrics } from '../cache/metrics.js'
 import { metrics } from '../daemon/metrics.js'
-import { BlockStore } from '../cache/block-store.js'
-import { fetcherOver } from './fakes/fetcher-over.js'
+import { fetcherOver, testStore } from './fakes/fetcher-over.js'
 import { SourceSet } from '../cache/sources/source-set.js'
 import { SourceError } from '../cache/sources/source.js'
 import { FakeClock, ScriptedSource } from './fakes/scripted-source.js'
@@ -35,7 +33,7 @@ t.test('Counters: add updates the figure and feeds its metric once, with its lab
 
 t.test("the fetcher's figures and its metrics move in step", async (t) => {
   const src = new ScriptedSource('counted', [{ deliver: 100, fail: new SourceError('network', 'connection reset') }])
-  const store = new BlockStore(join(tmp(t), 'cache'), { limit: 256 << 20, blockSize: BS, minFree: 0, cleanupDelayMs: 3_600_000 })
+  const store = testStore(tmp(t), { limit: 256 << 20, blockSize: BS })
   t.teardown(() => store.close())
   const clock = new FakeClock()
   const fetcher = fetcherOver(new SourceSet([src], { clock, downAfter: 3, downMs: 10_000 }), store, {
@@ -71,7 +69,7 @@ t.test("the fetcher's figures and its metrics move in step", async (t) => {
 })
 
 t.test("the store's eviction figures and their metrics move in step", async (t) => {
-  const store = new BlockStore(join(tmp(t), 'cache'), { limit: 256 << 20, blockSize: BS, minFree: 0, cleanupDelayMs: 3_600_000 })
+  const store = testStore(tmp(t), { limit: 256 << 20, blockSize: BS })
   t.teardown(() => store.close())
   const files = await metrics.value(cacheMetrics.evictedFiles)
   const blocks = await metrics.value(cacheMetrics.evictedBlocks)

@@ -5,8 +5,8 @@
 import t, { type Test } from 'tap'
 import { join } from 'node:path'
 import { BlockStore } from '../cache/block-store.js'
-import { Fetcher, newReadPattern } from '../cache/fetcher.js'
-import { fetcherOver, type ReadPathOptions } from './fakes/fetcher-over.js'
+import { newReadPattern } from '../cache/fetcher.js'
+import { readThrough as read, fetcherOver, type ReadPathOptions } from './fakes/fetcher-over.js'
 import { SourceSet } from '../cache/sources/source-set.js'
 import { FakeClock, ScriptedSource, expected } from './fakes/scripted-source.js'
 import { tmp } from './helpers.js'
@@ -21,18 +21,6 @@ function setup(t: Test, dir = join(tmp(t), 'cache'), blockSize?: number, opts: R
   // The daemon's fetcher options, but for whole-file fetching of small files (these are large).
   const fetcher = fetcherOver(new SourceSet([src], { clock }), store, { smallFileBytes: 0, clock, random: () => 0.5, ...opts })
   return { store, src, fetcher, close: () => store.close() }
-}
-
-async function read(
-  fetcher: Fetcher,
-  file: ReturnType<BlockStore['file']>,
-  pos: number,
-  len: number,
-  pattern = newReadPattern(),
-): Promise<Buffer> {
-  const dest = Buffer.alloc(len)
-  const n = await fetcher.readInto(file, pos, len, dest, () => true, pattern)
-  return dest.subarray(0, n)
 }
 
 const asked = (src: ScriptedSource) => src.calls.reduce((n, c) => n + c.end - c.start, 0)

@@ -3,11 +3,9 @@
 // sequential reader and falling back on a seek, the memory budget bounding read-ahead, failover to
 // the next source, and a source marked down (and back up) on a fake clock.
 import t, { type Test } from 'tap'
-import { join } from 'node:path'
-import { BlockStore } from '../cache/block-store.js'
 import { Fetcher, newReadPattern, type FetchSource } from '../cache/fetcher.js'
 import { fetchCounters } from '../cache/metrics.js'
-import { fetcherOver, type ReadPathOptions } from './fakes/fetcher-over.js'
+import { readThrough as read, fetcherOver, type ReadPathOptions, testStore } from './fakes/fetcher-over.js'
 import { SourceSet } from '../cache/sources/source-set.js'
 import { SourceError } from '../cache/sources/source.js'
 import { FakeClock, ScriptedSource, expected } from './fakes/scripted-source.js'
@@ -16,7 +14,7 @@ import { tmp } from './helpers.js'
 const BS = 65536
 
 function setup(t: Test, sources: ScriptedSource[], opts: ReadPathOptions = {}) {
-  const store = new BlockStore(join(tmp(t), 'cache'), { limit: 256 << 20, blockSize: BS, minFree: 0, cleanupDelayMs: 3_600_000 })
+  const store = testStore(tmp(t), { limit: 256 << 20, blockSize: BS })
   t.teardown(() => store.close())
   const clock = new FakeClock()
   const set = new SourceSet(sources, { clock, downAfter: 3, downMs: 10_000 })
@@ -33,19 +31,6 @@ function setup(t: Test, sources: ScriptedSource[], opts: ReadPathOptions = {}) {
     ...opts,
   })
   return { store, clock, fetcher }
-}
-
-/** Bytes [pos, pos+len) of a file read through the fetcher, as a reader would. */
-async function read(
-  fetcher: Fetcher,
-  file: ReturnType<BlockStore['file']>,
-  pos: number,
-  len: number,
-  pattern = newReadPattern(),
-): Promise<Buffer> {
-  const dest = Buffer.alloc(len)
-  const n = await fetcher.readInto(file, pos, len, dest, () => true, pattern)
-  return dest.subarray(0, n)
 }
 
 t.test('single-flight: ten readers of one block make one request, and all get its bytes', async (t) => {
@@ -200,7 +185,7 @@ t.test('the fetcher reads through any FetchSource: no SourceSet and no failover 
     distrust: () => undefined,
     distrusting: () => false,
   }
-  const store = new BlockStore(join(tmp(t), 'cache'), { limit: 64 << 20, blockSize: BS, minFree: 0, cleanupDelayMs: 3_600_000 })
+  const store = testStore(tmp(t), { limit: 64 << 20, blockSize: BS })
   t.teardown(() => store.close())
   const fetcher = new Fetcher(plain, store, { smallFileBytes: 0 })
   const file = store.file('OPS/p.fits', 4 * BS, null)

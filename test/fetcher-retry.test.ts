@@ -4,9 +4,8 @@
 // Retry-After up to its cap (a fake clock records every wait), and a body cut short resumes at the
 // first byte not received.
 import t, { type Test } from 'tap'
-import { join } from 'node:path'
 import { BlockStore } from '../cache/block-store.js'
-import { fetcherOver, type ReadPathOptions } from './fakes/fetcher-over.js'
+import { fetcherOver, type ReadPathOptions, testStore } from './fakes/fetcher-over.js'
 import { SourceSet } from '../cache/sources/source-set.js'
 import { SourceError } from '../cache/sources/source.js'
 import { FakeClock, ScriptedSource, expected, type Step } from './fakes/scripted-source.js'
@@ -20,7 +19,7 @@ async function fetchAll(
   opts: ReadPathOptions = {},
   random = () => 0.5,
 ): Promise<{ source: ScriptedSource; clock: FakeClock; store: BlockStore; result: number | Error }> {
-  const store = new BlockStore(join(tmp(t), 'cache'), { limit: 64 << 20, blockSize: 65536, minFree: 0, cleanupDelayMs: 3_600_000 })
+  const store = testStore(tmp(t), { limit: 64 << 20, blockSize: 65536 })
   t.teardown(() => store.close())
   const source = new ScriptedSource('scripted', script)
   const clock = new FakeClock()

@@ -10,9 +10,7 @@
 import t, { type Test } from 'tap'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { BlockStore } from '../cache/block-store.js'
-import { Fetcher, newReadPattern } from '../cache/fetcher.js'
-import { fetcherOver, type ReadPathOptions } from './fakes/fetcher-over.js'
+import { readThrough as read, fetcherOver, type ReadPathOptions, testStore } from './fakes/fetcher-over.js'
 import { SourceSet } from '../cache/sources/source-set.js'
 import { SourceError, type Source } from '../cache/sources/source.js'
 import { buildSources, type ReadPathSettings } from '../cache/setup.js'
@@ -31,7 +29,7 @@ import { tmp } from './helpers.js'
 const BS = 65536
 
 function setup(t: Test, sources: Source[], opts: ReadPathOptions = {}) {
-  const store = new BlockStore(join(tmp(t), 'cache'), { limit: 256 << 20, blockSize: BS, minFree: 0, cleanupDelayMs: 3_600_000 })
+  const store = testStore(tmp(t), { limit: 256 << 20, blockSize: BS })
   t.teardown(() => store.close())
   const clock = new FakeClock()
   const set = new SourceSet(sources, { clock, downAfter: 3, downMs: 10_000 })
@@ -46,12 +44,6 @@ function setup(t: Test, sources: Source[], opts: ReadPathOptions = {}) {
     ...opts,
   })
   return { store, clock, set, fetcher }
-}
-
-async function read(fetcher: Fetcher, file: ReturnType<BlockStore['file']>, pos: number, len: number): Promise<Buffer> {
-  const dest = Buffer.alloc(len)
-  const n = await fetcher.readInto(file, pos, len, dest, () => true, newReadPattern())
-  return dest.subarray(0, n)
 }
 
 const refused = () => ({ fail: new SourceError('unreachable', 'connect ECONNREFUSED 127.0.0.1:9') })
@@ -265,7 +257,7 @@ async function httpPair(t: Test, siteTokenFile?: string, opts: ReadPathOptions =
   t.teardown(() => Promise.all([archive.stop(), site.stop()]))
   const set = buildSources(settings({ archive: `${archive.url}/des`, siteCache: `${site.url}/xcache/des`, siteTokenFile }), archiveToken)
   t.teardown(() => set.close())
-  const store = new BlockStore(join(tmp(t), 'cache'), { limit: 64 << 20, blockSize: BS, minFree: 0, cleanupDelayMs: 3_600_000 })
+  const store = testStore(tmp(t), { limit: 64 << 20, blockSize: BS })
   t.teardown(() => store.close())
   const fetcher = fetcherOver(set, store, {
     smallFileBytes: 0,
