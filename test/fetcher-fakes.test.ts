@@ -5,32 +5,16 @@
 import t, { type Test } from 'tap'
 import { Fetcher, newReadPattern, type FetchSource } from '../cache/fetcher.js'
 import { fetchCounters } from '../cache/metrics.js'
-import { readThrough as read, fetcherOver, type ReadPathOptions, testStore } from './fakes/fetcher-over.js'
-import { SourceSet } from '../cache/sources/source-set.js'
+import { readThrough as read, fakeReadPath, type ReadPathOptions, testStore } from './fakes/fetcher-over.js'
 import { SourceError } from '../cache/sources/source.js'
-import { FakeClock, ScriptedSource, expected } from './fakes/scripted-source.js'
+import { ScriptedSource, expected } from './fakes/scripted-source.js'
 import { tmp } from './helpers.js'
 
 const BS = 65536
 
+// Read-ahead steps of one block, starting after half a block: the policy's figures scaled to BS.
 function setup(t: Test, sources: ScriptedSource[], opts: ReadPathOptions = {}) {
-  const store = testStore(tmp(t), { limit: 256 << 20, blockSize: BS })
-  t.teardown(() => store.close())
-  const clock = new FakeClock()
-  const set = new SourceSet(sources, { clock, downAfter: 3, downMs: 10_000 })
-  // Read-ahead steps of one block, starting after half a block: the policy's figures scaled to BS.
-  const fetcher = fetcherOver(set, store, {
-    smallFileBytes: 0,
-    backoffMs: 10,
-    runBytes: 4 * BS,
-    maxWindowBytes: 16 * BS,
-    readAheadStepBytes: BS,
-    readAheadAfterBytes: BS / 2,
-    clock,
-    random: () => 0.5,
-    ...opts,
-  })
-  return { store, clock, fetcher }
+  return fakeReadPath(t, tmp(t), sources, BS, { readAheadStepBytes: BS, readAheadAfterBytes: BS / 2, ...opts })
 }
 
 t.test('single-flight: ten readers of one block make one request, and all get its bytes', async (t) => {

@@ -10,7 +10,7 @@
 import t, { type Test } from 'tap'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { readThrough as read, fetcherOver, type ReadPathOptions, testStore } from './fakes/fetcher-over.js'
+import { readThrough as read, fetcherOver, fakeReadPath, type ReadPathOptions, testStore } from './fakes/fetcher-over.js'
 import { SourceSet } from '../cache/sources/source-set.js'
 import { SourceError, type Source } from '../cache/sources/source.js'
 import { buildSources, type ReadPathSettings } from '../cache/setup.js'
@@ -29,21 +29,7 @@ import { tmp } from './helpers.js'
 const BS = 65536
 
 function setup(t: Test, sources: Source[], opts: ReadPathOptions = {}) {
-  const store = testStore(tmp(t), { limit: 256 << 20, blockSize: BS })
-  t.teardown(() => store.close())
-  const clock = new FakeClock()
-  const set = new SourceSet(sources, { clock, downAfter: 3, downMs: 10_000 })
-  const fetcher = fetcherOver(set, store, {
-    smallFileBytes: 0,
-    backoffMs: 10,
-    runBytes: 4 * BS,
-    maxWindowBytes: 16 * BS,
-    attemptsPerSource: 4,
-    clock,
-    random: () => 0.5,
-    ...opts,
-  })
-  return { store, clock, set, fetcher }
+  return fakeReadPath(t, tmp(t), sources, BS, { attemptsPerSource: 4, ...opts })
 }
 
 const refused = () => ({ fail: new SourceError('unreachable', 'connect ECONNREFUSED 127.0.0.1:9') })
