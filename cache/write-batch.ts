@@ -38,12 +38,17 @@ export class WriteBatch {
     this.queued = []
     this.scheduled = false
     const groups: Queued[][] = []
+    let parts = 0 // buffers in the last group
     for (const q of batch) {
       const g = groups[groups.length - 1]
       const last = g?.[g.length - 1]
-      const parts = g ? g.reduce((n, x) => n + x.parts.length, 0) : 0
-      if (g && last!.fh === q.fh && last!.pos + last!.length === q.pos && parts + q.parts.length <= MAX_PARTS) g.push(q)
-      else groups.push([q])
+      if (g && last!.fh === q.fh && last!.pos + last!.length === q.pos && parts + q.parts.length <= MAX_PARTS) {
+        g.push(q)
+        parts += q.parts.length
+      } else {
+        groups.push([q])
+        parts = q.parts.length
+      }
     }
     await Promise.all(
       groups.map(async (g) => {

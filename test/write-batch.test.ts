@@ -80,3 +80,13 @@ t.test('different files are never merged', async (t) => {
   await Promise.all([w.write(a.fh, 0, block(0)), w.write(b.fh, 100, block(1))])
   t.same([a.calls, b.calls], [[[0, 100]], [[100, 100]]])
 })
+
+t.test('a run longer than 1024 buffers (IOV_MAX) is split into several writevs', async (t) => {
+  const { fh, calls } = fakeHandle(1100 * 10)
+  const w = new WriteBatch()
+  await Promise.all(Array.from({ length: 550 }, (_, i) => w.write(fh, i * 20, [Buffer.alloc(10, 1), Buffer.alloc(10, 2)])))
+  t.same(calls, [
+    [0, 512 * 20],
+    [512 * 20, 38 * 20],
+  ])
+})
