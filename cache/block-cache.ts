@@ -33,6 +33,19 @@ export interface BlockCache {
   /** Keeps a file in use (its blocks are not evicted) until released; uses nest. */
   hold(f: CachedBlocks): void
   release(f: CachedBlocks): void
-  /** Told the key of a file whose blocks were dropped (evicted, or failed the whole-file check). */
-  onEvict: (key: string) => void
+  /** Adds a listener told the key of each file whose blocks are dropped (evicted, or failed the whole-file check). */
+  onEvict(listener: (key: string) => void): void
+}
+
+/** The listeners of a cache's evictions, told in the order they were added. */
+export class EvictListeners {
+  private listeners: ((key: string) => void)[] = []
+
+  add(listener: (key: string) => void): void {
+    this.listeners.push(listener)
+  }
+
+  tell(key: string): void {
+    for (const l of this.listeners) l(key)
+  }
 }

@@ -22,7 +22,7 @@
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { CachedFile, cacheKey, type FileStore } from './cached-file.js'
-import type { BlockCache } from './block-cache.js'
+import { EvictListeners, type BlockCache } from './block-cache.js'
 import { BlockRecord } from './block-record.js'
 import { countEntries, entriesUnder, newFileIndex, type CacheEntry } from './cache-entry.js'
 import { lruVictims, pickForEviction, type EvictionAnswer } from './eviction.js'
@@ -61,8 +61,8 @@ export class BlockStore implements FileStore, BlockCache {
   private cleanupTimer: NodeJS.Timeout | undefined
   private closed = false
   private writeErrors = new WriteErrorLog()
-  /** Called with the key of every evicted file (the fetcher forgets its blocks in memory). */
-  onEvict: (key: string) => void = () => undefined
+  /** Told the key of every evicted file (the fetcher forgets its blocks in memory). */
+  private evictListeners = new EvictListeners()
 
   constructor(dir: string, opts: StoreOptions) {
     this.dir = dir
@@ -102,6 +102,10 @@ export class BlockStore implements FileStore, BlockCache {
     // Data files are checked against the record in the background, never at start-up.
     this.cleanupTimer = setTimeout(() => void this.cleanup(), opts.cleanupDelayMs ?? 5000)
     this.cleanupTimer.unref()
+  }
+
+  onEvict(listener: (key: string) => void): void {
+    this.evictListeners.add(listener)
   }
 
   dataPath(key: string): string {
@@ -228,7 +232,7 @@ export class BlockStore implements FileStore, BlockCache {
       this.count.add('filesEvicted')
       this.count.add('bytesEvicted', e.bytes)
     }
-    this.onEvict(key)
+    this.evictListeners.tell(key)
     const bytes = e?.bytes ?? 0
     this.space.freeing += bytes
     const prev = this.unlinking.get(key) ?? Promise.resolve()

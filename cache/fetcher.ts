@@ -80,7 +80,7 @@ export class Fetcher {
       block: (file, idx) => this.block(file, idx),
     }
     this.recent = new LRUCache<string, Block>({ maxSize: this.opts.recentBytes, sizeCalculation: (b) => Math.max(1, blockBytes(b)) })
-    store.onEvict = (key) => this.forgetRecent(key)
+    store.onEvict((key) => this.forgetRecent(key))
   }
 
   /**

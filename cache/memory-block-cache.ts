@@ -4,11 +4,11 @@
 // combine to the archive's Adler-32 is dropped whole, and the fetcher is told. An optional bound on
 // blocks makes writes beyond it refused, as the disk store refuses them when it has no room.
 import { adler32Combine, adler32Hex } from './adler32.js'
-import type { BlockCache, CachedBlocks } from './block-cache.js'
+import { EvictListeners, type BlockCache, type CachedBlocks } from './block-cache.js'
 import { cacheKey } from './cached-file.js'
 
 export class MemoryBlockCache implements BlockCache {
-  onEvict: (key: string) => void = () => undefined
+  private evictListeners = new EvictListeners()
   private files = new Map<string, MemoryFile>()
   private users = new Map<string, number>()
   /** Blocks stored now, across files. */
@@ -47,10 +47,14 @@ export class MemoryBlockCache implements BlockCache {
     return this.users.has(cacheKey(relPath))
   }
 
+  onEvict(listener: (key: string) => void): void {
+    this.evictListeners.add(listener)
+  }
+
   /** Drops every block of a file and tells the fetcher. */
   drop(f: MemoryFile): void {
     this.storedBlocks -= f.clear()
-    this.onEvict(f.key)
+    this.evictListeners.tell(f.key)
   }
 
   /** Room for one more block (called by a file about to store one). */

@@ -67,11 +67,8 @@ t.test("a whole file that does not match the archive's checksum is dropped, and 
   // One block per request: the blocks are stored one by one, and the last completes the file, whose
   // check is then the cache's (a run of the whole file is checked before anything is stored).
   const damaged = setup(cache, [{ corrupt: true }], BS).fetcher
-  // The fetcher listens for drops (the last one made over a cache does): listen beside it.
-  cache.onEvict = ((inner) => (key: string) => {
-    dropped.push(key)
-    inner(key)
-  })(cache.onEvict)
+  // The fetchers made over the cache listen for drops too: listen beside them.
+  cache.onEvict((key) => dropped.push(key))
   // (The message is the one for blocks not stored, as over the disk store: the file was dropped.)
   await t.rejects(damaged.fetchWhole(bad), /OPS\/bad\.fits: could not be stored/, 'a damaged copy fails the fetch')
   t.same(dropped, [bad.key], 'the damaged file was dropped, and the fetcher told')

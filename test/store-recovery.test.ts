@@ -31,7 +31,10 @@ t.test('eviction order: least recently used first, passing over files in use and
   const s = open(t, tmp(t), 4 * BS)
   const evicted: string[] = []
   const names = new Map<string, string>()
-  s.onEvict = (key) => evicted.push(names.get(key) ?? key)
+  s.onEvict((key) => evicted.push(names.get(key) ?? key))
+  // Every listener hears each eviction, not only the last one added.
+  const heardToo: string[] = []
+  s.onEvict((key) => heardToo.push(names.get(key) ?? key))
   const file = (n: string) => {
     names.set(cacheKey(n), n)
     return s.file(n, BS, null)
@@ -50,6 +53,7 @@ t.test('eviction order: least recently used first, passing over files in use and
   t.equal(s.unpin(['c']), 1)
   await fill(file('h'))
   t.same(evicted, ['d', 'a', 'b', 'c'], 'c, unpinned, is the oldest and goes next')
+  t.same(heardToo, evicted, 'a second listener hears every eviction too')
   t.same(
     s.entries().map((e) => e.path),
     ['e', 'f', 'g', 'h'],
