@@ -1,5 +1,6 @@
-// What the fetcher reads through: one Source standing for every configured source (the failover
-// wrapper, sources/failover.ts, in the daemon; anything with these few members in a test). Beyond
+// What the fetcher reads through: one Source standing for every configured source (in the daemon,
+// setup.ts's readSource: failover over the sources with their tries and stall guard, each a wrapper
+// the fetcher knows nothing of; anything with these few members in a test). Beyond
 // reading bytes the fetcher needs only what its whole-file checksum asks of it: to leave out the
 // source that sent a damaged copy, to hear which source served a read, and to read a file without
 // the site caches for a while. The figures of the reads (requests, bytes per source, retries) are

@@ -1,5 +1,7 @@
 // Builds the daemon's read path from its configuration: the sources in their configured order, the
-// bounded block store, and the fetcher over both.
+// bounded block store, and the fetcher over both. The read policies are composed here, each a Source
+// wrapper with one job: per source, counting inside the stall guard inside the tries; failover over
+// the sources so wrapped.
 import { statfs } from 'node:fs/promises'
 import { BlockStore } from './block-store.js'
 import { Fetcher } from './fetcher.js'
@@ -10,8 +12,14 @@ import { S3Source } from './sources/s3.js'
 import { S3Signer } from './sources/s3-signer.js'
 import { SiteSource, SiteToken } from './sources/site.js'
 import { SourceSet } from './sources/source-set.js'
-import { failover } from './sources/failover.js'
+import { FailoverSource } from './sources/failover.js'
+import { withRetry } from './sources/with-retry.js'
+import { stallGuard } from './sources/stall-guard.js'
+import { counted } from './sources/counted.js'
 import type { Source } from './sources/source.js'
+import type { RetryPolicy } from './retry.js'
+import { fetchCounters } from './metrics.js'
+import { systemClock, type Clock } from './clock.js'
 import { log } from '../daemon/log.js'
 import { parseSize } from '../daemon/units.js'
 
@@ -118,6 +126,59 @@ export function buildSources(c: ReadPathSettings, token: ArchiveToken): SourceSe
   return new SourceSet(sources)
 }
 
+/** How bytes are read from the sources: tries, backoff and the stall guard. */
+export interface ReadPolicy {
+  /** Tries per source before moving on to the next one. */
+  attemptsPerSource: number
+  /** First retry delay; doubles with each retry, with jitter. */
+  backoffMs: number
+  /** Longest wait between tries, whatever the server's Retry-After says. */
+  maxBackoffMs: number
+  /** A request body slower than this (bytes/s) over one rate window fails. */
+  minRate: number
+  /** Window over which the minimum rate is checked, ms. */
+  rateWindowMs: number
+  clock: Clock
+  /** Jitter, in [0, 1). */
+  random: () => number
+}
+
+/** The tries, backoff and stall guard the daemon starts from. */
+export const DEFAULT_READ_POLICY: ReadPolicy = {
+  attemptsPerSource: 4,
+  backoffMs: 200,
+  maxBackoffMs: 10_000,
+  minRate: 64 << 10,
+  rateWindowMs: 10_000,
+  clock: systemClock,
+  random: Math.random,
+}
+
+/** Waits a source may ask for (429, SlowDown) per read, on top of the tries for errors. */
+const MAX_THROTTLED_WAITS = 8
+
+/**
+ * The set's sources as the one Source the fetcher reads through: each source's requests counted,
+ * under the stall guard, retried (a source marked down meanwhile is tried no more; each failed try
+ * counts towards its health), and failover across them.
+ */
+export function readSource(set: SourceSet, opts: Partial<ReadPolicy> = {}): FailoverSource {
+  const o = { ...DEFAULT_READ_POLICY, ...opts }
+  const count = fetchCounters()
+  const through = (s: Source) => {
+    // A site cache is not worth waiting for: the archive behind it is the retry.
+    const policy: RetryPolicy = s.bytesOnly
+      ? { tries: 1, baseMs: 0, maxMs: 0 }
+      : { tries: o.attemptsPerSource, baseMs: o.backoffMs, maxMs: o.maxBackoffMs, maxThrottledWaits: MAX_THROTTLED_WAITS }
+    return withRetry(counted(stallGuard(s, o.minRate, o.rateWindowMs), count), policy, o.clock, o.random, {
+      stop: () => set.isDown(s),
+      failed: (e) => set.noteFailure(s, e),
+      retrying: () => count.add('retries'),
+    })
+  }
+  return new FailoverSource(set, through, count, o.clock)
+}
+
 export interface ReadPath {
   store: BlockStore
   fetcher: Fetcher
@@ -133,7 +194,7 @@ export async function openReadPath(c: ReadPathSettings, sources: SourceSet): Pro
     blockSize: process.env.DESFS_BLOCK_SIZE ? parseSize(process.env.DESFS_BLOCK_SIZE) : undefined,
   })
   // Bytes come through one Source: the set's sources with their tries, stall guard and failover.
-  const source = failover(sources, { minRate: c.minRate, rateWindowMs: c.stallTimeoutMs })
+  const source = readSource(sources, { minRate: c.minRate, rateWindowMs: c.stallTimeoutMs })
   const fetcher = new Fetcher(source, store, { readerDeadlineMs: c.readTimeoutMs })
   return { store, fetcher }
 }

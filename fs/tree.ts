@@ -2,6 +2,8 @@
 // sizes and checksums from the archive. The first visit to a directory learns all its files' sizes
 // with one PROPFIND Depth:1 (concurrent first visits share it); HEAD per file is the fallback when a
 // listing is unsupported or looks wrong. After that the directory never touches the network again.
+// A listing or HEAD that fails for a passing reason is tried again by the sources (their retry), but
+// never past the lookup's deadline: the kernel gets its answer (EIO) then, and the tries stop.
 import { LRUCache } from 'lru-cache'
 import { MISSING, type Facts, type FileFacts } from './facts.js'
 import type { TreeIndex } from './tree-index.js'
@@ -52,12 +54,20 @@ export interface Listed {
   facts?: FileFacts
 }
 
-export function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+/**
+ * `work` answered within `ms`, or a 'timeout' error: the signal it is given aborts then, so that the
+ * sources' tries stop waiting (the kernel has had its answer).
+ */
+export function withDeadline<T>(work: (signal: AbortSignal) => Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout
+  const ac = new AbortController()
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new SourceError('timeout', `${what}: no answer within ${Math.round(ms / 1000)}s`)), ms)
+    timer = setTimeout(() => {
+      reject(new SourceError('timeout', `${what}: no answer within ${Math.round(ms / 1000)}s`))
+      ac.abort()
+    }, ms)
   })
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer))
+  return Promise.race([work(ac.signal), timeout]).finally(() => clearTimeout(timer))
 }
 
 export interface TreeOptions {
@@ -274,13 +284,15 @@ export class Tree {
     if (!force && (this.headOnly.has(rel) || this.facts.dirListed(rel))) return Promise.resolve()
     let p = this.learning.get(rel)
     if (!p) {
-      p = withDeadline(this.doLearnDir(rel), this.opts.deadlineMs, `listing ${rel || '/'}`).finally(() => this.learning.delete(rel))
+      p = withDeadline((signal) => this.doLearnDir(rel, signal), this.opts.deadlineMs, `listing ${rel || '/'}`).finally(() =>
+        this.learning.delete(rel),
+      )
       this.learning.set(rel, p)
     }
     return p
   }
 
-  private async doLearnDir(rel: string): Promise<void> {
+  private async doLearnDir(rel: string, signal: AbortSignal): Promise<void> {
     const id = this.index.dirId(rel)
     if (id === undefined) return
     const files = this.index
@@ -289,7 +301,7 @@ export class Tree {
       .map((e) => (rel ? `${rel}/${e.name}` : e.name))
     if (files.length === 0) return
     this.stats.propfinds++
-    const listing = await this.source.list(rel)
+    const listing = await this.source.list(rel, signal)
     if (listing === null || (listing.size === 0 && files.length > 0)) {
       // dCache answers an unlistable directory with an empty listing; do not believe it.
       this.headOnly.add(rel)
@@ -315,7 +327,7 @@ export class Tree {
     let p = this.heads.get(rel)
     if (!p) {
       this.stats.heads++
-      p = withDeadline(this.source.stat(rel), this.opts.deadlineMs, `HEAD ${rel}`)
+      p = withDeadline((signal) => this.source.stat(rel, signal), this.opts.deadlineMs, `HEAD ${rel}`)
         .then((f) => {
           this.facts.recordFile(rel, f ?? { size: MISSING, adler32: null, mtime: null })
           return f

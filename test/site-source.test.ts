@@ -13,13 +13,12 @@ import { join } from 'node:path'
 import { readThrough as read, fetcherOver, fakeReadPath, type ReadPathOptions, testStore } from './fakes/fetcher-over.js'
 import { SourceSet } from '../cache/sources/source-set.js'
 import { SourceError, type Source } from '../cache/sources/source.js'
-import { buildSources, type ReadPathSettings } from '../cache/setup.js'
+import { buildSources, readSource, type ReadPathSettings } from '../cache/setup.js'
 import { adler32, adler32Hex } from '../cache/adler32.js'
 import { daemonConfig, parseSources, resolveSettings } from '../daemon/config.js'
 import { FakeClock, ScriptedSite, ScriptedSource, expected } from './fakes/scripted-source.js'
 import { RangeServer } from './fakes/range-server.js'
 import { siteHitRatio } from '../cache/metrics.js'
-import { failover } from '../cache/sources/failover.js'
 import { metrics } from '../daemon/metrics.js'
 import { humanStatus } from '../bin/cmd-status.js'
 import { checkSiteCache } from '../bin/doctor-site.js'
@@ -119,11 +118,11 @@ t.test('a damaged copy at the site: caught by the checksum, fetched again from t
   t.equal(f2.has(0), false, 'and none stored')
 })
 
-t.test('failover(set) is a Source: one read resumes on the next source where the last stopped, with no fetcher around it', async (t) => {
+t.test('readSource(set) is a Source: one read resumes on the next source where the last stopped, with no fetcher around it', async (t) => {
   const site = new ScriptedSite('site', [{ deliver: 5000, fail: new SourceError('network', 'connection reset') }])
   const archive = new ScriptedSource('archive', [{ fail: new SourceError('server', 'HTTP 503 from the archive', 503) }])
   const clock = new FakeClock()
-  const src = failover(new SourceSet([site, archive], { clock }), {
+  const src = readSource(new SourceSet([site, archive], { clock }), {
     attemptsPerSource: 3,
     backoffMs: 10,
     maxBackoffMs: 100,

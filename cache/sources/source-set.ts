@@ -4,11 +4,15 @@
 // listings come from the first authoritative source that answers (a partial mirror's listing only
 // adds to it), single-file facts from the first source that has the file. A source that serves bytes
 // only (a site cache) gives no facts, and any failure of it counts towards marking it down: the
-// archive behind it is there to serve the read meanwhile.
+// archive behind it is there to serve the read meanwhile. Listings and facts are asked of each source
+// through the same retry as reads (with-retry.ts): a 5xx or a reset connection is tried again, with
+// backoff, until the caller's signal (the tree's deadline) aborts, before the next source is asked.
 import { SourceError, type Source } from './source.js'
 import type { FileFacts } from './source.js'
 import { fetchMetrics } from '../metrics.js'
 import { systemClock, type Clock } from '../clock.js'
+import type { RetryPolicy } from '../retry.js'
+import { withRetry } from './with-retry.js'
 import { log } from '../../daemon/log.js'
 
 export interface SourceSetOptions {
@@ -18,7 +22,17 @@ export interface SourceSetOptions {
   downMs: number
   /** Tells the time a source was marked down and when it comes back (a fake one in tests). */
   clock: Clock
+  /** Tries of a listing or a single file's facts per source, and the backoff between them. */
+  factRetry: RetryPolicy
+  /** Jitter of that backoff, in [0, 1). */
+  random: () => number
 }
+
+/**
+ * A few quick tries: the kernel waits for the answer, and the caller's deadline ends the tries
+ * anyway. A throttled answer is waited out once without using up a try.
+ */
+const FACT_RETRY: RetryPolicy = { tries: 3, baseMs: 200, maxMs: 2_000, maxThrottledWaits: 1 }
 
 /**
  * Whether a failure counts towards marking its source down: failing to connect, for any source; for
@@ -49,6 +63,8 @@ export class SourceSet implements Omit<Source, 'read'> {
   readonly identity: string
   private opts: SourceSetOptions
   private health = new Map<Source, Health>()
+  /** Each source as listings and facts are asked of it: with its tries, under the health rule. */
+  private asked = new Map<Source, Source>()
 
   constructor(sources: Source[], opts: Partial<SourceSetOptions> = {}) {
     if (sources.length === 0) throw new Error('no sources configured')
@@ -58,8 +74,13 @@ export class SourceSet implements Omit<Source, 'read'> {
       .map((s) => s.identity)
       .sort()
       .join('\n')
-    this.opts = { downAfter: 3, downMs: 10_000, clock: systemClock, ...opts }
-    for (const s of sources) this.health.set(s, { failures: 0, downUntil: 0, lastError: undefined })
+    this.opts = { downAfter: 3, downMs: 10_000, clock: systemClock, factRetry: FACT_RETRY, random: Math.random, ...opts }
+    for (const s of sources) {
+      this.health.set(s, { failures: 0, downUntil: 0, lastError: undefined })
+      // Every failed try counts towards the health; a source marked down meanwhile is asked no more.
+      const hooks = { stop: () => this.isDown(s), failed: (e: SourceError) => this.noteFailure(s, e) }
+      this.asked.set(s, withRetry(s, this.opts.factRetry, this.opts.clock, this.opts.random, hooks))
+    }
   }
 
   isDown(s: Source): boolean {
@@ -105,16 +126,11 @@ export class SourceSet implements Omit<Source, 'read'> {
     }
   }
 
-  private async attempt<T>(s: Source, fn: () => Promise<T>): Promise<T> {
-    try {
-      const v = await fn()
-      this.noteSuccess(s)
-      return v
-    } catch (err) {
-      const e = err instanceof SourceError ? err : new SourceError('local', (err as Error).message)
-      this.noteFailure(s, e)
-      throw e
-    }
+  /** Asks `s` (with its tries) through `fn`; a success clears its failures (each failed try counted already). */
+  private async attempt<T>(s: Source, fn: (asked: Source) => Promise<T>): Promise<T> {
+    const v = await fn(this.asked.get(s)!)
+    this.noteSuccess(s)
+    return v
   }
 
   /** Where a file is: at the first source that gives facts (a site cache only holds copies). */
@@ -133,7 +149,7 @@ export class SourceSet implements Omit<Source, 'read'> {
     for (const s of this.factCandidates()) {
       let listing: Map<string, FileFacts> | null
       try {
-        listing = await this.attempt(s, () => s.list(relDir, signal))
+        listing = await this.attempt(s, (a) => a.list(relDir, signal))
       } catch (err) {
         last = err as SourceError
         continue
@@ -157,7 +173,7 @@ export class SourceSet implements Omit<Source, 'read'> {
     let found: FileFacts | null = null
     for (const s of this.factCandidates()) {
       try {
-        const f = await this.attempt(s, () => s.stat(relPath, signal))
+        const f = await this.attempt(s, (a) => a.stat(relPath, signal))
         if (f && (s.authoritative || !found)) {
           found = found && !f.adler32 ? { ...f, adler32: found.adler32 } : f
           if (s.authoritative || found.adler32) return found

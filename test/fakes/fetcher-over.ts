@@ -1,19 +1,20 @@
 // Tests build a Fetcher from a set of sources the way cache/setup.ts does: the set wrapped in the
-// failover source, the options of both given as one object (clock and random among them); the block
-// store they use, in the test's temp dir; and a read as a reader of the mount makes it.
+// read policies and failover (readSource), the options of both given as one object (clock and random
+// among them); the block store they use, in the test's temp dir; and a read as a reader of the mount
+// makes it.
 import { join } from 'node:path'
 import { BlockStore, type StoreOptions } from '../../cache/block-store.js'
 import { Fetcher, newReadPattern, type FetcherOptions, type ReadPattern } from '../../cache/fetcher.js'
 import type { BlockCache } from '../../cache/block-cache.js'
-import { failover, type FailoverOptions } from '../../cache/sources/failover.js'
+import { readSource, type ReadPolicy } from '../../cache/setup.js'
 import { SourceSet } from '../../cache/sources/source-set.js'
 import type { Source } from '../../cache/sources/source.js'
 import { FakeClock } from './scripted-source.js'
 
-export type ReadPathOptions = Partial<FetcherOptions & FailoverOptions>
+export type ReadPathOptions = Partial<FetcherOptions & ReadPolicy>
 
 export function fetcherOver(set: SourceSet, store: BlockCache, opts: ReadPathOptions = {}): Fetcher {
-  return new Fetcher(failover(set, opts), store, opts)
+  return new Fetcher(readSource(set, opts), store, opts)
 }
 
 /** A block store in `dir`/cache with no free-space floor and no background check during the test. */
