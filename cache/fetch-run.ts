@@ -1,5 +1,5 @@
 // The run loop: fetches one run of blocks [first, end) through the fetcher's source
-// (fetch-source.ts; in the daemon sources/failover.ts: deadlines, retries, the next source), cutting what arrives into blocks and
+// (fetch-source.ts; in the daemon setup.ts's readSource: retries, the stall guard, the next source), cutting what arrives into blocks and
 // handing each over as soon as it is complete. A small file fetched whole is checked against the
 // archive's Adler-32 before any of it is served, and fetched again, from the sources that did not
 // send it, when its bytes do not match (a site cache's copy may be damaged).

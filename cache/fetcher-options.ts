@@ -1,5 +1,5 @@
 // What a Fetcher is told (its options, with the defaults the daemon starts from) and the figures it
-// keeps. The tries, backoff and stall guard are the failover source's (sources/failover.ts).
+// keeps. The tries, backoff and stall guard are the read policy's (setup.ts, readSource).
 
 export interface FetcherOptions {
   /** Files up to this size are fetched whole on their first read. */

@@ -1,7 +1,7 @@
 // Gets blocks to readers and into the cache: from the recent blocks in memory, from the cache file,
 // or fetched, with one request per block however many want it (runs.ts) and runs of blocks fetched
 // with one ranged GET (fetch-run.ts) through one Source standing for them all (fetch-source.ts; in
-// the daemon the failover wrapper, sources/failover.ts: deadlines, retries, the next source). Read-ahead follows each handle's sequential pattern (read-ahead.ts)
+// the daemon the read policies setup.ts composes: retries, the stall guard, the next source). Read-ahead follows each handle's sequential pattern (read-ahead.ts)
 // within a memory budget for what is in flight or waiting to be written. Readers wait with their own deadline; a fetch that outlives it still fills the cache for
 // the next reader. Sync and get make whole files present (whole-file.ts).
 import { LRUCache } from 'lru-cache'
