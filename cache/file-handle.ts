@@ -2,12 +2,14 @@
 // evicted) and was most recently used when opened; its reads go through the fetcher with a read
 // pattern of their own, so read-ahead follows this reader alone. Closing ends the use, once: fs/
 // opens and closes handles and leaves the store's bookkeeping to them.
-import type { BlockStore, CachedFile } from './block-store.js'
+import { cacheKey, type BlockStore, type CachedFile } from './block-store.js'
 import { newReadPattern, type ReadPattern } from './read-ahead.js'
 
 /** How a handle reads: the fetcher's readInto, with the handle's own read pattern. */
 export interface BlockReader {
   readInto(file: CachedFile, pos: number, len: number, dest: Buffer, open: () => boolean, pattern: ReadPattern): Promise<number>
+  /** Resolves once what was fetched of the file `key` so far is stored (or failed). */
+  settledFile(key: string): Promise<void>
 }
 
 export class CacheFileHandle {
@@ -59,8 +61,13 @@ export class FileHandles {
     return new CacheFileHandle(this.store, this.reader, rel, file)
   }
 
-  /** Bytes cached of an archive file (user.desfs.cached). */
-  cachedBytes(rel: string): number {
+  /**
+   * Bytes cached of an archive file (user.desfs.cached), once what was fetched of it so far is stored:
+   * a reader that has just read the file sees it counted (the blocks it got from memory are written
+   * to disk after they were served).
+   */
+  async cachedBytes(rel: string): Promise<number> {
+    await this.reader.settledFile(cacheKey(rel))
     return this.store.cachedBytes(rel)
   }
 }

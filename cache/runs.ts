@@ -126,6 +126,16 @@ export class Runs {
     for (let i = first; i < end; i++) this.runs.set(`${file.key}:${i}`, run)
   }
 
+  /** Resolves once no run of the file `key` is in flight: its blocks asked for so far are stored, or failed. */
+  async settledFile(key: string): Promise<void> {
+    const prefix = `${key}:`
+    for (let round = 0; round < 10_000; round++) {
+      const mine = new Set([...this.runs].filter(([k]) => k.startsWith(prefix)).map(([, r]) => r.done))
+      if (mine.size === 0) return
+      await Promise.allSettled(mine)
+    }
+  }
+
   /** Resolves once no run is in flight: every block asked for so far is stored, or failed. */
   async settled(): Promise<void> {
     for (let round = 0; round < 10_000 && this.runs.size > 0; round++)

@@ -319,7 +319,7 @@ export function createOps(ctx: OpsContext): Ops {
             if (!node.facts.adler32) throw new FsError(ERRNO.ENODATA, 'checksum not known yet')
             return Buffer.from(node.facts.adler32)
           case 'user.desfs.cached':
-            return Buffer.from(`${ctx.files.cachedBytes(node.rel)}/${node.facts.size}`)
+            return Buffer.from(`${await ctx.files.cachedBytes(node.rel)}/${node.facts.size}`)
           case 'user.desfs.hdus':
             if (!ctx.hdus) throw new FsError(ERRNO.ENODATA, 'no such attribute')
             return await ctx.hdus(node.rel, node.facts)

@@ -96,3 +96,16 @@ t.test("a handle's sequential reads grow its read-ahead: the source is asked bey
     "the other handle's first read fetched its own block only",
   )
 })
+
+t.test('what a reader got is counted as cached once it is asked: the bytes served from memory are on disk', async (t) => {
+  const { files } = setup(t, 64 << 20)
+  const size = 4 * BS
+  const h = files.open('OPS/read.fits', files.file('OPS/read.fits', size, null))
+  const dest = Buffer.alloc(size)
+  // The reader is answered as the blocks arrive; their writes to the cache file end afterwards.
+  t.equal(await h.read(0, size, dest, () => true), size)
+  t.ok(dest.equals(expected(0, size)), 'the bytes are right')
+  h.close()
+  t.equal(await files.cachedBytes('OPS/read.fits'), size, 'user.desfs.cached counts every block the reader got')
+  t.equal(await files.cachedBytes('OPS/never.fits'), 0, 'a file never read has nothing cached (and nothing to wait for)')
+})
