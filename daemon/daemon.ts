@@ -150,6 +150,7 @@ export class Daemon {
       mountTime: this.startedAt,
       released: (rel) => this.forgetIfRemoved(rel),
       hdus: (rel, facts) => this.headers.attribute(rel, facts),
+      walkHdus: (rel, file) => this.headers.walkOnOpen(rel, file),
     })
     this.mount = new Mount(c.mountpoint)
     const { addon, plane } = await this.mount.mount(ops.dispatch, {
