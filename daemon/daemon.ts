@@ -119,6 +119,7 @@ export class Daemon {
     ;({ store: this.store, fetcher: this.fetcher } = await openReadPath(c, this.sources))
     this.cacheSize = this.store.limit
     this.headers = new HeaderReader({ facts: this.facts, store: this.store, fetcher: this.fetcher })
+    this.store.tier.keep = (rel) => this.headers.headerRanges(rel) // evicted files keep their headers
 
     // .desfs: queries in the SQL engine, stopped a little before the FUSE deadline so the log names them.
     this.queryDirs = new QueryDirs({

@@ -89,6 +89,13 @@ export class HeaderReader {
     return Buffer.from(known ?? JSON.stringify(await this.hdus(rel, facts)))
   }
 
+  /** Where a file's headers are (offset, length), as recorded: the cache keeps them when it evicts the file. */
+  headerRanges(rel: string): [number, number][] | undefined {
+    const known = this.parts.facts.hdus(rel)
+    if (!known) return undefined
+    return (JSON.parse(known) as HduInfo[]).map((h) => [h.headerOffset, h.headerLength])
+  }
+
   private remember(rel: string, hdus: HduInfo[]): void {
     if (this.parts.facts.hdus(rel) === undefined) this.parts.facts.recordHdus(rel, JSON.stringify(hdus))
   }
