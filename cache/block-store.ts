@@ -101,8 +101,8 @@ export class BlockStore implements FileStore, BlockCache {
       if (r.pinned) this.pins.size += r.size
       this.lastAtime = Math.max(this.lastAtime, r.atime)
     }
-    const { index, record, space, loaded, unlinking } = this
-    const parts = { blockSize: this.blockSize, index, record, space, loaded, unlinking, dataPath: (k: string) => this.dataPath(k) }
+    const { index, record, space, loaded, unlinking, count } = this
+    const parts = { blockSize: this.blockSize, index, record, space, loaded, unlinking, count, dataPath: (k: string) => this.dataPath(k) }
     this.tier = new HeaderTier({ ...parts, evictKey: (k) => this.evictKey(k) }, opts.headerTierLimit ?? defaultTierLimit(opts.limit))
     cacheMetrics.bind(this)
     // Data files are checked against the record in the background, never at start-up.

@@ -16,6 +16,7 @@ import { lruVictims } from './eviction.js'
 import type { LoadedFiles } from './loaded-files.js'
 import { openCacheFile, removeCacheFile } from './open-cache-file.js'
 import type { SpaceBound } from './space.js'
+import type { StoreCounters } from './metrics.js'
 import { log } from '../daemon/log.js'
 
 /** Byte ranges ([offset, length]) of a file to keep when it is evicted: its headers; undefined for none. */
@@ -33,6 +34,8 @@ export interface TierStore {
   readonly record: BlockRecord
   readonly space: SpaceBound
   readonly loaded: LoadedFiles
+  /** The store's figures (bytesEvicted counts what a demotion frees). */
+  readonly count: StoreCounters
   /** Data files being removed or rewritten, by key: a new open of the key waits for them. */
   readonly unlinking: Map<string, Promise<void>>
   dataPath(key: string): string
@@ -137,6 +140,7 @@ export class HeaderTier {
     e.tier = true
     this.members.add(key)
     space.used -= freed
+    this.store.count.add('bytesEvicted', freed)
     // The loaded object (not in use: eviction never picks those) is let go of now; the next use
     // loads the record anew (a new presence map; the data file opened once it is rewritten).
     const f = loaded.peek(key)

@@ -65,6 +65,7 @@ t.test('an evicted file with header ranges keeps exactly its header blocks', asy
   )
   t.equal(s.bytes, (2 + 8 + 4) * BS, 'space on record: the kept blocks only')
   t.equal(s.summary().headerTierBytes, 2 * BS)
+  t.equal(s.summary().bytesEvicted, 6 * BS, 'the blocks let go of count as evicted')
   const data = s.dataPath(cacheKey('OPS/h.fits'))
   t.ok(statSync(data).blocks * 512 <= 2 * BS + 16384, `the data file holds about two blocks (${statSync(data).blocks * 512} bytes)`)
   t.notOk(existsSync(`${data}.tier`), 'no temporary file left')
