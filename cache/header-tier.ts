@@ -129,13 +129,8 @@ export class HeaderTier {
     const dropped = rows.filter((r) => !kept.has(r.idx))
     const freed = dropped.reduce((n, r) => n + r.len, 0)
     // The record first: from here on it names only blocks both the old and the new data file hold.
-    if (
-      !record.demote(
-        key,
-        dropped.map((r) => r.idx),
-      )
-    )
-      return this.store.evictKey(key)
+    const droppedIdx = dropped.map((r) => r.idx)
+    if (!record.demote(key, droppedIdx)) return this.store.evictKey(key)
     e.bytes -= freed
     e.tier = true
     this.members.add(key)
@@ -157,7 +152,7 @@ export class HeaderTier {
       })
       .catch((err: Error) => {
         log.warn('cannot keep the headers of an evicted cache file; it is evicted whole', { path: e.path, error: err.message })
-        return this.store.evictKey(key)
+        void this.store.evictKey(key) // not awaited: it runs after this rewrite, which must end first
       })
       .finally(() => {
         space.freeing -= freed

@@ -3,7 +3,7 @@
 // restart), `cache evict` still removes it whole, the tier's own bound deletes its oldest files, and a
 // crash between the record's change and the data file's rewrite serves nothing wrong.
 import t, { type Test } from 'tap'
-import { existsSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
 import { BlockStore, cacheKey, type CachedFile } from '../cache/block-store.js'
 import { BlockRecord } from '../cache/block-record.js'
 import { adler32 } from '../cache/adler32.js'
@@ -132,6 +132,21 @@ t.test("the tier's bound deletes its least recently used files whole", async (t)
     whole.every((p) => names.indexOf(p) > lastTier),
     `tier ${tier.join(' ')}, whole ${whole.join(' ')}`,
   )
+})
+
+t.test('a file whose headers cannot be kept (its data file is gone) is evicted whole', async (t) => {
+  const dir = tmp(t)
+  const s = open(dir, 16 * BS, 4 * BS)
+  t.teardown(() => s.close())
+  s.tier.keep = () => HEADERS
+  await fill(s.file('OPS/h.fits', 8 * BS, null))
+  await fill(s.file('OPS/a.fits', 8 * BS, null))
+  unlinkSync(s.dataPath(cacheKey('OPS/h.fits')))
+  await fill(s.file('OPS/b.fits', 4 * BS, null))
+  const done = await Promise.race([settled(s).then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000).unref())])
+  t.ok(done, 'the eviction ended')
+  t.same(s.entries('OPS/h.fits'), [], 'h is gone from the cache')
+  t.equal(s.tier.bytes, 0)
 })
 
 t.test('a crash between the record and the rewrite serves nothing wrong', async (t) => {
