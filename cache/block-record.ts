@@ -38,6 +38,7 @@ type Stmt =
   | 'setVerified'
   | 'touch'
   | 'setPinned'
+  | 'setTier'
 
 export class BlockRecord {
   /** The cache dir's block size (an existing record keeps the one it was made with). */
@@ -74,6 +75,9 @@ export class BlockRecord {
           len INTEGER NOT NULL, PRIMARY KEY(key, idx)) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
       `)
+      // Files of the header tier (header-tier.ts); a record from before it has none.
+      const cols = this.db.prepare("SELECT name FROM pragma_table_info('files')").pluck().all() as string[]
+      if (!cols.includes('tier')) this.db.exec('ALTER TABLE files ADD COLUMN tier INTEGER NOT NULL DEFAULT 0')
       // The block size is a property of the cache dir: an existing cache keeps the one it was made with.
       const recorded = this.db.prepare("SELECT v FROM meta WHERE k = 'block_size'").pluck().get() as string | undefined
       if (recorded) blockSize = Number(recorded)
@@ -99,6 +103,7 @@ export class BlockRecord {
       deleteFile: this.db.prepare('DELETE FROM files WHERE key = ?'),
       setVerified: this.db.prepare('UPDATE files SET verified = ? WHERE key = ?'),
       touch: this.db.prepare('UPDATE files SET atime = ? WHERE key = ?'),
+      setTier: this.db.prepare('UPDATE files SET tier = ? WHERE key = ?'),
       setPinned: this.db.prepare(
         'INSERT INTO files(key, path, size, atime, pinned) VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET pinned = excluded.pinned',
       ),
@@ -109,11 +114,11 @@ export class BlockRecord {
   files(): FileRow[] {
     const rows = this.db
       .prepare(
-        `SELECT f.key, f.path, f.size, f.atime, f.pinned, coalesce(sum(b.len), 0) AS bytes
+        `SELECT f.key, f.path, f.size, f.atime, f.pinned, f.tier, coalesce(sum(b.len), 0) AS bytes
       FROM files f LEFT JOIN blocks b ON b.key = f.key GROUP BY f.key ORDER BY f.atime`,
       )
-      .all() as (Omit<FileRow, 'pinned'> & { pinned: number })[]
-    return rows.map((r) => ({ ...r, pinned: r.pinned === 1 }))
+      .all() as (Omit<FileRow, 'pinned' | 'tier'> & { pinned: number; tier: number })[]
+    return rows.map((r) => ({ ...r, pinned: r.pinned === 1, tier: r.tier === 1 }))
   }
 
   /** A file's block rows (none for a file evicted while its rows could not be deleted). */
@@ -167,6 +172,22 @@ export class BlockRecord {
         if (wasVerified) this.stmt.setVerified.run(0, key)
       })()
     })
+  }
+
+  /** A file keeps only some blocks, in the header tier: the others' rows go, in one transaction. */
+  demote(key: string, dropped: number[]): boolean {
+    this.flush()
+    return this.write('tier', () => {
+      this.db.transaction(() => {
+        for (const idx of dropped) this.stmt.deleteBlock.run(key, idx)
+        this.stmt.setVerified.run(0, key)
+        this.stmt.setTier.run(1, key)
+      })()
+    })
+  }
+
+  setTier(key: string, tier: boolean): void {
+    this.write('tier', () => this.stmt.setTier.run(tier ? 1 : 0, key))
   }
 
   /** Runs `fn` in one transaction (a failure throws: pins are asked for, and refused as a whole). */

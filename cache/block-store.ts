@@ -8,9 +8,9 @@
 //   block checksums, so without reading it again); a mismatch drops the whole file.
 // The size bound: space is reserved before a block is written; when the bound (or the free-space
 // floor of the cache disk) would be crossed, whole files are evicted, least recently used first, down
-// to a low-water mark. Files in use (open handles, fetches in flight) and pinned files are never
-// evicted; when nothing can go, the block is served from memory and not stored. Whole files are the
-// unit because Node cannot punch holes.
+// to a low-water mark (a file with FITS headers keeps them, in the header tier: header-tier.ts). Files
+// in use and pinned files are never evicted; when nothing can go, the block is served from memory and
+// not stored. Whole files are the unit because Node cannot punch holes.
 // Cache file names are hashes of the archive path, so no row of the metadata DB can name a file
 // outside the cache dir; and nothing in the cache dir is reached through a link (openCacheFile): a
 // link planted at a data file or a data/xx directory is removed, never written through or cleaned
@@ -25,13 +25,14 @@ import { CachedFile, cacheKey, type FileStore } from './cached-file.js'
 import { EvictListeners, type BlockCache } from './block-cache.js'
 import { BlockRecord } from './block-record.js'
 import { countEntries, entriesUnder, newFileIndex, type CacheEntry } from './cache-entry.js'
-import { lruVictims, pickForEviction, type EvictionAnswer } from './eviction.js'
+import { pickForEviction, type EvictionAnswer } from './eviction.js'
 import { removeCacheFile } from './open-cache-file.js'
 import { LoadedFiles } from './loaded-files.js'
 import { Pins, type PinRequest } from './pins.js'
 import { SpaceBound } from './space.js'
 import { WriteErrorLog } from './write-errors.js'
 import { checkAgainstRecord } from './crash-check.js'
+import { HeaderTier, defaultTierLimit } from './header-tier.js'
 import { DEFAULT_BLOCK_SIZE, type StoreOptions, type StoreStats } from './store-options.js'
 import { cacheMetrics, storeCounters, type StoreCounters } from './metrics.js'
 import { log } from '../daemon/log.js'
@@ -63,6 +64,8 @@ export class BlockStore implements FileStore, BlockCache {
   private writeErrors = new WriteErrorLog()
   /** Told the key of every evicted file (the fetcher forgets its blocks in memory). */
   private evictListeners = new EvictListeners()
+  /** Header blocks kept when their files are evicted; the daemon sets `tier.keep`. */
+  readonly tier: HeaderTier
 
   constructor(dir: string, opts: StoreOptions) {
     this.dir = dir
@@ -98,6 +101,9 @@ export class BlockStore implements FileStore, BlockCache {
       if (r.pinned) this.pins.size += r.size
       this.lastAtime = Math.max(this.lastAtime, r.atime)
     }
+    const { index, record, space, loaded, unlinking, count } = this
+    const parts = { blockSize: this.blockSize, index, record, space, loaded, unlinking, count, dataPath: (k: string) => this.dataPath(k) }
+    this.tier = new HeaderTier({ ...parts, evictKey: (k) => this.evictKey(k) }, opts.headerTierLimit ?? defaultTierLimit(opts.limit))
     cacheMetrics.bind(this)
     // Data files are checked against the record in the background, never at start-up.
     this.cleanupTimer = setTimeout(() => void this.cleanup(), opts.cleanupDelayMs ?? 5000)
@@ -202,9 +208,7 @@ export class BlockStore implements FileStore, BlockCache {
       // What is being unlinked already will free its share; evict only for the rest, then wait for
       // every unlink in progress (also ones another writer started), so the disk never holds more.
       const short = -this.space.room(len) - this.space.freeing
-      if (short > 0)
-        for (const key of lruVictims(this.index, Math.max(this.limit - this.lowWater, short), f.key, (k) => this.loaded.inUse(k)))
-          void this.evictKey(key)
+      if (short > 0) this.tier.evictLru(Math.max(this.limit - this.lowWater, short), f.key)
       if (this.unlinking.size) await Promise.all([...this.unlinking.values()])
       if (this.space.room(len) < 0) {
         this.count.add('notStored')
@@ -266,6 +270,7 @@ export class BlockStore implements FileStore, BlockCache {
       this.index.set(f.key, e)
     }
     e.bytes += len
+    this.tier.grew(e)
     this.record.addBlock(f.key, { idx, adler, len })
   }
 
@@ -322,6 +327,7 @@ export class BlockStore implements FileStore, BlockCache {
       minFree: this.minFree,
       diskFree: Number.isFinite(this.space.diskFree) ? this.space.diskFree : -1,
       inUse: this.loaded.inUseCount,
+      headerTierBytes: this.tier.bytes,
       ...this.stats,
     }
   }

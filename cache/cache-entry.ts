@@ -11,6 +11,8 @@ export interface CacheEntry {
   pinned: boolean
   /** Last access, ms since the epoch. */
   atime: number
+  /** Only its header blocks are left, in the header tier (header-tier.ts). */
+  tier?: boolean
 }
 
 /** Every file with a record, by key, least recently used first. */

@@ -1,16 +1,25 @@
-// Which files eviction takes: whole files (Node cannot punch holes), never pinned ones (unless asked)
-// nor files in use. The store (block-store.ts) carries out what this picks.
+// Which files eviction takes: whole files (Node cannot punch holes; a file with headers keeps them in
+// the header tier, header-tier.ts), never pinned ones (unless asked) nor files in use. The store (block-store.ts) carries out what this picks.
 import type { CacheEntry, FileIndex } from './cache-entry.js'
 
-/** Keys of the least recently used files that free `want` bytes, skipping `except` and files in use. */
-export function lruVictims(index: FileIndex, want: number, except: string, inUse: (key: string) => boolean): string[] {
+/**
+ * Keys of the least recently used files that free `want` bytes, skipping `except`, files in use and
+ * the header tier (which has its own bound); `evicting.frees` says what evicting one frees (headers stay).
+ */
+export function lruVictims(
+  index: FileIndex,
+  want: number,
+  except: string,
+  inUse: (key: string) => boolean,
+  evicting: { frees(e: CacheEntry): number } = { frees: (e) => e.bytes },
+): string[] {
   const out: string[] = []
   let freed = 0
   for (const key of index.rkeys()) {
     if (freed >= want) break
     const e = index.peek(key)!
-    if (e.pinned || e.bytes === 0 || key === except || inUse(key)) continue
-    freed += e.bytes
+    if (e.pinned || e.tier || e.bytes === 0 || key === except || inUse(key)) continue
+    freed += evicting.frees(e)
     out.push(key)
   }
   return out

@@ -26,6 +26,8 @@ export interface StoreOptions {
   cleanupDelayMs?: number
   /** How often a file being read is checked for another name (a hard link), ms. */
   linkCheckMs?: number
+  /** Bound of the header tier, bytes (header-tier.ts; default 2% of `limit`, at most 256 MiB). */
+  headerTierLimit?: number
 }
 
 export interface StoreStats {

@@ -119,6 +119,7 @@ export class Daemon {
     ;({ store: this.store, fetcher: this.fetcher } = await openReadPath(c, this.sources))
     this.cacheSize = this.store.limit
     this.headers = new HeaderReader({ facts: this.facts, store: this.store, fetcher: this.fetcher })
+    this.store.tier.keep = (rel) => this.headers.headerRanges(rel) // evicted files keep their headers
 
     // .desfs: queries in the SQL engine, stopped a little before the FUSE deadline so the log names them.
     this.queryDirs = new QueryDirs({
@@ -150,6 +151,7 @@ export class Daemon {
       mountTime: this.startedAt,
       released: (rel) => this.forgetIfRemoved(rel),
       hdus: (rel, facts) => this.headers.attribute(rel, facts),
+      walkHdus: (rel, file) => this.headers.walkOnOpen(rel, file),
     })
     this.mount = new Mount(c.mountpoint)
     const { addon, plane } = await this.mount.mount(ops.dispatch, {

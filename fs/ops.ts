@@ -34,6 +34,8 @@ export interface OpsContext {
   queryDirs?: QueryDirs
   /** The user.desfs.hdus attribute: a FITS file's HDU index as JSON (daemon/jobs/headers-index.ts). */
   hdus?: (rel: string, facts: FileFacts) => Promise<Buffer>
+  /** Opened with its first block at hand: the HDU walk may start (headers-index.ts, walkOnOpen). */
+  walkHdus?: (rel: string, file: CachedFile) => void
 }
 
 export const XATTRS = ['user.desfs.url', 'user.desfs.adler32', 'user.desfs.cached'] as const
@@ -246,6 +248,7 @@ export function createOps(ctx: OpsContext): Ops {
   /** A handle the kernel now has: the cache keeps the file in use until it is released. */
   const adopt = (fh: number, rel: string, file: CachedFile) => {
     handles.set(fh, ctx.files.open(rel, file))
+    if (file.has(0)) ctx.walkHdus?.(rel, file) // else with the first read at 0 (read() below)
   }
 
   function open(req: number, path: string): void {
@@ -295,6 +298,7 @@ export function createOps(ctx: OpsContext): Ops {
         addon!.replyData(plane!, req, buf, n)
       },
     )
+    if (offset === 0) ctx.walkHdus?.(h.rel, h.file) // after the read asked for block 0: the walk joins that fetch
   }
 
   function released(fh: number): void {

@@ -17,10 +17,15 @@ const ASTROPY = 'import sys\nfrom astropy.io import fits\nfor f in sys.argv[1:]:
 const FITSIO =
   'import sys, fitsio\nfor f in sys.argv[1:]:\n    with fitsio.FITS(f) as h:\n        for hdu in h:\n            hdu.read_header()\n'
 
-/** Bytes the kernel's READ requests that reached the daemon asked for (status: ops.bytesRequested). */
+/**
+ * Bytes the kernel's READ requests asked for: those that reached the daemon (status:
+ * ops.bytesRequested) and those the FUSE plane answered itself from verified cached blocks
+ * (plane.nativeReadBytes: header blocks the HDU walk on open brought in before the reader asked).
+ */
 async function requested(d: DaemonFixture): Promise<number> {
   const r = await desfs(['status', '--state-dir', d.stateDir, '--json'])
-  return (JSON.parse(r.stdout) as { ops: { bytesRequested: number } }).ops.bytesRequested
+  const s = JSON.parse(r.stdout) as { ops: { bytesRequested: number }; plane: { nativeReadBytes: number } | null }
+  return s.ops.bytesRequested + (s.plane?.nativeReadBytes ?? 0)
 }
 
 t.test('header surveys through the mount fetch about what the kernel asks for', async (t) => {
