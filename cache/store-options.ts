@@ -2,14 +2,16 @@
 // the block size of a new cache dir.
 
 /**
- * Block size of a new cache dir: the grain of what is fetched, recorded and checked. 64 KiB, so a
- * header read (2880 bytes, 16-128 KiB once the kernel's read-ahead is added) fetches about what it
- * asks for rather than a MiB; sequential readers still fetch MiBs per request, since runs and
- * read-ahead are counted in bytes (fetcher-options.ts). The cost is more of everything per byte:
- * record rows (16 per MiB), promises and map entries in flight, and the FUSE plane's presence map
- * (one byte per block: 16 KiB for a 1 GiB file).
+ * Block size of a new cache dir: the grain of what is fetched, recorded and checked. 32 KiB, so a
+ * header read (2880 bytes, 16-64 KiB once the kernel's read-ahead is added) fetches about what it
+ * asks for rather than a MiB: with 64 KiB blocks a request straddling two blocks fetched twice what
+ * fitsio's header reads asked for (75-107 KiB per header against the issue's 64), with 32 KiB 51-59
+ * KiB. Sequential readers still fetch MiBs per request, since runs and read-ahead are counted in
+ * bytes (fetcher-options.ts); a cold cat measured the same within noise (npm run bench -- plane
+ * cold). The cost is more of everything per byte: record rows (32 per MiB), promises and map entries
+ * in flight, and the FUSE plane's presence map (one byte per block: 32 KiB for a 1 GiB file).
  */
-export const DEFAULT_BLOCK_SIZE = 64 << 10
+export const DEFAULT_BLOCK_SIZE = 32 << 10
 
 export interface StoreOptions {
   /** Size bound for cached data, bytes. */

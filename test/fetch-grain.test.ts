@@ -1,5 +1,5 @@
 // The grain of fetching, against a scripted source (no FUSE, no sockets): a new cache dir gets
-// 64 KiB blocks, so a small read fetches 64 KiB, not a MiB; a read spanning several missing blocks
+// 32 KiB blocks, so a small read fetches 32 KiB, not a MiB; a read spanning several missing blocks
 // fetches them in one request; a sequential reader still gets MiB-sized runs (read-ahead counted in
 // bytes); a cache dir made with 1 MiB blocks keeps them.
 import t, { type Test } from 'tap'
@@ -13,6 +13,8 @@ import { tmp } from './helpers.js'
 
 const KiB = 1024
 const MiB = 1 << 20
+/** A new cache dir's block size (store-options.ts). */
+const BS = 32 * KiB
 
 function setup(t: Test, dir = join(tmp(t), 'cache'), blockSize?: number, opts: ReadPathOptions = {}) {
   const store = new BlockStore(dir, { limit: 1 << 30, minFree: 0, cleanupDelayMs: 3_600_000, ...(blockSize ? { blockSize } : {}) })
@@ -25,10 +27,10 @@ function setup(t: Test, dir = join(tmp(t), 'cache'), blockSize?: number, opts: R
 
 const asked = (src: ScriptedSource) => src.calls.reduce((n, c) => n + c.end - c.start, 0)
 
-t.test('a new cache dir has 64 KiB blocks: a header read fetches 64 KiB, a seek to the end another 64 KiB', async (t) => {
+t.test('a new cache dir has 32 KiB blocks: a header read fetches 32 KiB, a seek to the end another 32 KiB', async (t) => {
   const { store, src, fetcher, close } = setup(t)
   t.teardown(close)
-  t.equal(store.blockSize, 64 * KiB)
+  t.equal(store.blockSize, BS)
   const file = store.file('OPS/g1.fits', 16 * MiB, null)
   t.ok((await read(fetcher, file, 0, 2880)).equals(expected(0, 2880)), 'the header reads right')
   t.ok((await read(fetcher, file, 16 * MiB - 2880, 2880)).equals(expected(16 * MiB - 2880, 16 * MiB)), 'so does the end')
@@ -36,10 +38,10 @@ t.test('a new cache dir has 64 KiB blocks: a header read fetches 64 KiB, a seek 
   t.same(
     src.calls.map((c) => [c.start, c.end]),
     [
-      [0, 64 * KiB],
-      [16 * MiB - 64 * KiB, 16 * MiB],
+      [0, BS],
+      [16 * MiB - BS, 16 * MiB],
     ],
-    'two requests of 64 KiB each',
+    'two requests of one block each',
   )
 })
 
@@ -47,14 +49,14 @@ t.test('a read spanning several missing blocks fetches them in one request', asy
   const { store, src, fetcher, close } = setup(t)
   t.teardown(close)
   const file = store.file('OPS/g2.fits', 16 * MiB, null)
-  // What the kernel sends for a random read: 128 KiB, here not aligned to blocks (three of them).
+  // What the kernel sends for a random read: 128 KiB, here not aligned to blocks (five of them).
   const pos = 3 * MiB + 1000
   t.ok((await read(fetcher, file, pos, 128 * KiB)).equals(expected(pos, pos + 128 * KiB)), 'the bytes are right')
   await fetcher.settled()
   t.same(
     src.calls.map((c) => [c.start, c.end]),
-    [[3 * MiB, 3 * MiB + 192 * KiB]],
-    'one request for the three blocks it touches',
+    [[3 * MiB, 3 * MiB + 5 * BS]],
+    'one request for the five blocks it touches',
   )
 })
 
@@ -86,7 +88,7 @@ t.test('reading headers of a multi-extension file (each a 2880-byte read after a
   // One handle, as astropy keeps: a header of a few 2880-byte records at each HDU, then a seek over its data.
   for (let hdu = 0; hdu < 8; hdu++) for (let r = 0; r < 4; r++) await read(fetcher, file, hdu * 8 * MiB + r * 2880, 2880, p)
   await fetcher.settled()
-  t.equal(asked(src), 8 * 64 * KiB, 'one 64 KiB block per header')
+  t.equal(asked(src), 8 * BS, 'one block per header')
 })
 
 t.test('a cache dir made with 1 MiB blocks keeps them (and fetches a MiB for a header read)', async (t) => {

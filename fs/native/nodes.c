@@ -190,8 +190,8 @@ void node_attr(plane *p, const node *n, struct fuse_attr *a) {
   a->uid = p->uid;
   a->gid = p->gid;
   /* Readers size their buffers by it (Python's buffered files, stdio): 32 KiB keeps a header read
-   * (astropy reads 2880 bytes through a buffer this size) within one or two 64 KiB cache blocks;
-   * sequential readers still reach the plane in 1 MiB requests through the kernel's read-ahead, and
+   * (astropy reads 2880 bytes through a buffer this size) within one or two 32 KiB cache blocks;
+   * sequential readers still reach the plane in requests as large as the mount's read-ahead, and
    * cat reads 128 KiB at a time whatever this says. */
   a->blksize = 32u << 10;
   switch (n->kind) {
