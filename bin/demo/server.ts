@@ -162,10 +162,10 @@ export class ArchiveServer {
         s.once('error', reject)
         s.listen(p, host, () => resolve((s.address() as AddressInfo).port))
       })
-    this.door = make((req, res) => void this.handle(req, res, 'door'))
+    this.door = make((req, res) => this.serve(req, res, 'door'))
     this.doorUrl = `${scheme}://${host}:${await listen(this.door, port)}`
     if (this.opts.redirect) {
-      this.pool = make((req, res) => void this.handle(req, res, 'pool'))
+      this.pool = make((req, res) => this.serve(req, res, 'pool'))
       this.poolUrl = `${scheme}://${host}:${await listen(this.pool, 0)}`
     }
     return this
@@ -218,6 +218,15 @@ export class ArchiveServer {
     if (typeof exp === 'number' && exp * 1000 <= Date.now()) return false
     if (typeof claims?.jti === 'string') rec.tokenId = claims.jti
     return true
+  }
+
+  /**
+   * A client may give up on a request at any point (a lookup's deadline aborts its PROPFIND while the
+   * body is still being read): the request stream then errors ('aborted'), which ends that request
+   * only, never the server's process.
+   */
+  private serve(req: IncomingMessage, res: ServerResponse, port: 'door' | 'pool'): void {
+    this.handle(req, res, port).catch(() => res.destroy())
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse, port: 'door' | 'pool'): Promise<void> {
