@@ -52,10 +52,12 @@ t.test('header reads fetch what the kernel asks for; sequential reads fetch in l
     size - headBytes,
     `every byte but the headers' blocks fetched once (${sizes.length} requests)`,
   )
-  // Read-ahead doubles its window per MiB read up to 8 MiB runs: about 16 requests for 96 MiB. A
-  // detector confused by reads arriving out of order keeps restarting at one or two MiB.
+  // Read-ahead doubles its window per MiB read up to 8 MiB runs: about 16 requests for 96 MiB, plus
+  // the kernel's own requests (up to 256 KiB, the mount's read-ahead) before the first MiB read in
+  // order starts it. A detector confused by reads arriving out of order keeps restarting at one or
+  // two MiB, which makes dozens.
   t.ok(
-    sizes.length <= Math.ceil(size / (8 * MiB)) + 6,
+    sizes.length <= Math.ceil(size / (8 * MiB)) + 8,
     `a few large requests, not one per block or two: ${sizes.map((b) => (b / MiB).toFixed(1)).join(', ')} MiB`,
   )
   t.ok(sizes.filter((b) => b >= 4 * MiB).reduce((n, b) => n + b, 0) >= (size - MiB) / 2, 'most bytes come in requests of 4 MiB or more')
