@@ -70,6 +70,12 @@ async function rewriteKeeping(path: string, keep: BlockRow[], blockSize: number)
   await rename(tmp, path)
 }
 
+/** Of a file's blocks on record (`rows`), those an eviction keeps (none: it goes whole). */
+interface Kept {
+  keep: BlockRow[]
+  rows: BlockRow[]
+}
+
 export class HeaderTier {
   /** The tier's bound, bytes. */
   readonly limit: number
@@ -102,28 +108,31 @@ export class HeaderTier {
   }
 
   /** The blocks an eviction of `e` keeps (none: it goes whole). */
-  private kept(e: CacheEntry): { keep: BlockRow[]; rows: BlockRow[] } {
+  private kept(e: CacheEntry): Kept {
     const ranges = e.tier || e.pinned || this.limit <= 0 ? undefined : this.keep?.(e.path)
     if (!ranges?.length) return { keep: [], rows: [] }
     const rows = this.store.record.blocks(e.key)
     return { keep: blocksCovering(rows, ranges, this.store.blockSize), rows }
   }
 
-  /** Bytes an eviction of `e` frees. */
-  frees(e: CacheEntry): number {
-    return e.bytes - this.kept(e).keep.reduce((n, r) => n + r.len, 0)
-  }
-
   /** Evicts least recently used files (not `except`) to free `want` bytes: headers kept, as evict() says. */
   evictLru(want: number, except: string): void {
-    for (const key of lruVictims(this.store.index, want, except, (k) => this.store.loaded.inUse(k), this)) void this.evict(key)
+    // What each candidate keeps is looked up once (its index and its block rows), for choosing and evicting.
+    const kept = new Map<string, Kept>()
+    const frees = (e: CacheEntry) => {
+      const k = this.kept(e)
+      kept.set(e.key, k)
+      return e.bytes - k.keep.reduce((n, r) => n + r.len, 0)
+    }
+    for (const key of lruVictims(this.store.index, want, except, (k) => this.store.loaded.inUse(k), { frees }))
+      void this.evict(key, kept.get(key))
   }
 
   /** LRU eviction of a file: its header blocks kept in the tier, or the whole file deleted. */
-  evict(key: string): Promise<void> {
+  evict(key: string, known?: Kept): Promise<void> {
     const { index, record, space, loaded, unlinking } = this.store
     const e = index.peek(key)
-    const { keep, rows } = e ? this.kept(e) : { keep: [], rows: [] }
+    const { keep, rows } = e ? (known ?? this.kept(e)) : { keep: [], rows: [] }
     if (!e || keep.length === 0) return this.store.evictKey(key)
     const kept = new Set(keep.map((r) => r.idx))
     const dropped = rows.filter((r) => !kept.has(r.idx))
