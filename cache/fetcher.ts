@@ -321,12 +321,12 @@ export class Fetcher {
     }
   }
 
-  /** Resolves once no run is in flight: every block asked for so far is stored, or failed. */
   /** Resolves once the blocks of the file `key` fetched so far are stored (or failed): what a reader got is on disk. */
   settledFile(key: string): Promise<void> {
     return this.runs.settledFile(key)
   }
 
+  /** Resolves once no run is in flight: every block asked for so far is stored, or failed. */
   settled(): Promise<void> {
     return this.runs.settled()
   }

@@ -127,18 +127,23 @@ export class Runs {
   }
 
   /** Resolves once no run of the file `key` is in flight: its blocks asked for so far are stored, or failed. */
-  async settledFile(key: string): Promise<void> {
+  settledFile(key: string): Promise<void> {
     const prefix = `${key}:`
-    for (let round = 0; round < 10_000; round++) {
-      const mine = new Set([...this.runs].filter(([k]) => k.startsWith(prefix)).map(([, r]) => r.done))
-      if (mine.size === 0) return
-      await Promise.allSettled(mine)
-    }
+    return this.settledOf((k) => k.startsWith(prefix))
   }
 
   /** Resolves once no run is in flight: every block asked for so far is stored, or failed. */
-  async settled(): Promise<void> {
-    for (let round = 0; round < 10_000 && this.runs.size > 0; round++)
-      await Promise.allSettled(new Set([...this.runs.values()].map((r) => r.done)))
+  settled(): Promise<void> {
+    return this.settledOf(() => true)
+  }
+
+  /** Waits, round after round (runs started meanwhile too, bounded), until no run of a block `of` picks is in flight. */
+  private async settledOf(of: (blockKey: string) => boolean): Promise<void> {
+    for (let round = 0; round < 10_000; round++) {
+      const waiting = new Set<Promise<unknown>>()
+      for (const [k, r] of this.runs) if (of(k)) waiting.add(r.done)
+      if (waiting.size === 0) return
+      await Promise.allSettled(waiting)
+    }
   }
 }
