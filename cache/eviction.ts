@@ -1,5 +1,6 @@
 // Which files eviction takes: whole files (Node cannot punch holes; a file with headers keeps them in
-// the header tier, header-tier.ts), never pinned ones (unless asked) nor files in use. The store (block-store.ts) carries out what this picks.
+// the header tier, header-tier.ts), never pinned ones (unless asked) nor files in use. The store
+// (block-store.ts) carries out what this picks.
 import type { CacheEntry, FileIndex } from './cache-entry.js'
 
 /**

@@ -23,7 +23,7 @@ t.test('header reads fetch what the kernel asks for; sequential reads fetch in l
     join(d.mnt, big),
   ])
   t.equal(head.stdout, '2880', head.stderr)
-  // The kernel turns the 2880 bytes into a read of 16 to 128 KiB: one request, of whole 64 KiB blocks.
+  // The kernel turns the 2880 bytes into a read of 16 to 128 KiB: one request, a multiple of 64 KiB (two 32 KiB blocks or more).
   // (The HDU walk the open started fetches the other headers' blocks meanwhile: requests of their own.)
   const head0 = gets()
     .filter((r) => r.range?.startsWith('bytes=0-'))
