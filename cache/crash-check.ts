@@ -7,6 +7,9 @@ import { lstat, readdir, rm, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { log } from '../daemon/log.js'
 
+/** The suffix of a data file's rewrite by the header tier (header-tier.ts). */
+export const TIER_SUFFIX = '.tier'
+
 /** What the check needs of the store (block-store.ts). */
 export interface CheckedStore {
   readonly dir: string
@@ -57,8 +60,10 @@ export async function checkAgainstRecord(store: CheckedStore): Promise<{ orphans
     for (const name of names) {
       if (store.isClosed()) return res
       onDisk.add(name)
-      if (store.busy(name)) continue
-      const e = store.entry(name)
+      // `<key>.tier` is the header tier's rewrite of a data file (header-tier.ts): busy while its key is.
+      const owner = name.endsWith(TIER_SUFFIX) ? name.slice(0, -TIER_SUFFIX.length) : name
+      if (store.busy(owner)) continue
+      const e = owner === name ? store.entry(name) : undefined
       const path = join(base, d, name)
       const st = await lstat(path).catch(() => undefined)
       if (!st) continue
@@ -72,6 +77,7 @@ export async function checkAgainstRecord(store: CheckedStore): Promise<{ orphans
         continue
       }
       if (!e) {
+        if (store.busy(owner)) continue // came into use while we looked (a rewrite begun)
         res.orphans++
         await unlink(path).catch(() => undefined)
         continue

@@ -15,6 +15,7 @@ import type { CacheEntry, FileIndex } from './cache-entry.js'
 import { lruVictims } from './eviction.js'
 import type { LoadedFiles } from './loaded-files.js'
 import { openCacheFile, removeCacheFile } from './open-cache-file.js'
+import { TIER_SUFFIX } from './crash-check.js'
 import type { SpaceBound } from './space.js'
 import type { StoreCounters } from './metrics.js'
 import { log } from '../daemon/log.js'
@@ -49,7 +50,7 @@ export function blocksCovering(rows: BlockRow[], ranges: [number, number][], blo
 
 /** Copies the blocks `keep` of a data file into a new one renamed over it (same offsets, sparse elsewhere). */
 async function rewriteKeeping(path: string, keep: BlockRow[], blockSize: number): Promise<void> {
-  const tmp = `${path}.tier`
+  const tmp = `${path}${TIER_SUFFIX}`
   await removeCacheFile(tmp).catch(() => undefined) // left by a crash
   const { fh: src } = await openCacheFile(path, false)
   try {

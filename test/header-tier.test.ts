@@ -182,3 +182,25 @@ t.test('a crash between the record and the rewrite serves nothing wrong', async 
   for (const i of g.present.keys()) t.same(await served(g, i), blockBytes(g, i), `block ${i} after the check`)
   t.ok(s.bytes <= 2 * BS)
 })
+
+t.test("the check leaves alone a data file's rewrite in progress, and removes one left by a crash", async (t) => {
+  const dir = tmp(t)
+  const s = open(dir, 16 * BS, 4 * BS)
+  t.teardown(() => s.close())
+  await fill(s.file('OPS/h.fits', 8 * BS, null))
+  const key = cacheKey('OPS/h.fits')
+  const tierFile = `${s.dataPath(key)}.tier`
+  // A rewrite under way, as evict() runs it: the key is in `unlinking` while `<key>.tier` is written.
+  let end = () => {}
+  s.unlinking.set(key, new Promise<void>((resolve) => (end = resolve)))
+  writeFileSync(tierFile, Buffer.alloc(3000, 0x55))
+  const during = await s.cleanup()
+  t.ok(existsSync(tierFile), 'the rewrite in progress is not deleted under it')
+  t.equal(during.orphans, 0)
+  end()
+  s.unlinking.delete(key)
+  const after = await s.cleanup()
+  t.notOk(existsSync(tierFile), 'with no rewrite running it is an orphan, removed')
+  t.equal(after.orphans, 1)
+  t.equal(s.entries('OPS/h.fits')[0]?.bytes, 8 * BS, 'the file itself is untouched')
+})
