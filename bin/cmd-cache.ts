@@ -26,6 +26,8 @@ interface Stats {
   blocksDropped: number
   writeErrors: number
   notStored: number
+  headerTierBytes: number
+  headerTierLimit: number
   fetch?: FetchStats
   sources?: { name: string; down: boolean }[]
 }
@@ -35,6 +37,8 @@ interface Entry {
   size: number
   cached: number
   pinned: boolean
+  /** Evicted but for its FITS headers (the header tier). */
+  tier: boolean
   atime: string
 }
 
@@ -64,7 +68,8 @@ export const cacheCommand: Command = {
     'PATHs are archive paths (OPS/...), paths under the mountpoint, or relative to the current directory inside it;',
     'a directory means every cached file under it; a path under $DESDATA/.desfs means the files it selects. Pinned files are kept whatever the cache needs, within the',
     'pin cap (--pin-size of desfs mount); pinning more is refused. clear evicts every file that is neither pinned',
-    'nor open, and only shows what it would do unless --yes is given.',
+    'nor open, and only shows what it would do unless --yes is given. ls marks pinned files P and files evicted but for',
+    'their FITS headers H (kept for header surveys, within a small bound of their own).',
   ].join('\n'),
   options: {
     yes: { type: 'boolean', short: 'y', help: 'clear: really evict (without it, clear only shows what it would do)' },
@@ -100,6 +105,7 @@ export const cacheCommand: Command = {
             `cache       ${s.dir}`,
             `used        ${formatSize(s.bytes)} of ${formatSize(s.limit)}${pct(s.bytes, s.limit)} in ${s.files} files (blocks of ${formatSize(s.blockSize)})`,
             `pinned      ${s.pinnedFiles} files, ${formatSize(s.pinnedBytes)} cached; ${formatSize(s.pinnedSize)} of the ${formatSize(s.pinLimit)} pin cap`,
+            `header tier ${formatSize(s.headerTierBytes)} of evicted files' FITS headers kept (bound ${formatSize(s.headerTierLimit)})`,
             `disk        ${s.diskFree >= 0 ? formatSize(s.diskFree) : 'unknown'} free, ${formatSize(s.minFree)} kept free`,
             `evicted     ${s.filesEvicted} files (${formatSize(s.bytesEvicted)}) since start; ${s.blocksDropped} blocks dropped, ${s.notStored} not stored, ${s.writeErrors} write errors`,
           ]
@@ -119,7 +125,7 @@ export const cacheCommand: Command = {
           entries
             .map(
               (e) =>
-                `${e.pinned ? 'P' : '-'} ${formatSize(e.cached).padStart(10)} / ${formatSize(e.size).padEnd(10)} ${e.atime.slice(0, 19).replace('T', ' ')}  ${e.path}\n`,
+                `${e.pinned ? 'P' : e.tier ? 'H' : '-'} ${formatSize(e.cached).padStart(10)} / ${formatSize(e.size).padEnd(10)} ${e.atime.slice(0, 19).replace('T', ' ')}  ${e.path}\n`,
             )
             .join(''),
         )

@@ -328,6 +328,7 @@ export class BlockStore implements FileStore, BlockCache {
       diskFree: Number.isFinite(this.space.diskFree) ? this.space.diskFree : -1,
       inUse: this.loaded.inUseCount,
       headerTierBytes: this.tier.bytes,
+      headerTierLimit: this.tier.limit,
       ...this.stats,
     }
   }

@@ -80,6 +80,7 @@ export function registerCacheRoutes(control: ControlServer, d: CacheRouteDeps): 
         size: e.size,
         cached: e.bytes,
         pinned: e.pinned,
+        tier: e.tier,
         atime: new Date(e.atime).toISOString(),
       })),
     }
