@@ -6,9 +6,7 @@
 import { lstat, readdir, rm, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { log } from '../daemon/log.js'
-
-/** The suffix of a data file's rewrite by the header tier (header-tier.ts). */
-export const TIER_SUFFIX = '.tier'
+import { TIER_SUFFIX } from './header-tier.js'
 
 /** What the check needs of the store (block-store.ts). */
 export interface CheckedStore {

@@ -15,7 +15,6 @@ import type { CacheEntry, FileIndex } from './cache-entry.js'
 import { lruVictims } from './eviction.js'
 import type { LoadedFiles } from './loaded-files.js'
 import { openCacheFile, removeCacheFile } from './open-cache-file.js'
-import { TIER_SUFFIX } from './crash-check.js'
 import type { SpaceBound } from './space.js'
 import type { StoreCounters } from './metrics.js'
 import { log } from '../daemon/log.js'
@@ -47,6 +46,9 @@ export interface TierStore {
 export function blocksCovering(rows: BlockRow[], ranges: [number, number][], blockSize: number): BlockRow[] {
   return rows.filter((r) => ranges.some(([off, len]) => len > 0 && off < (r.idx + 1) * blockSize && off + len > r.idx * blockSize))
 }
+
+/** The suffix of a data file's rewrite in progress (`<key>.tier`); the cache's check leaves it alone while its key is busy. */
+export const TIER_SUFFIX = '.tier'
 
 /** Copies the blocks `keep` of a data file into a new one renamed over it (same offsets, sparse elsewhere). */
 async function rewriteKeeping(path: string, keep: BlockRow[], blockSize: number): Promise<void> {
