@@ -4,6 +4,8 @@
 // in use while a fetch has it, and telling the fetcher when a file's blocks are dropped. The disk
 // store (block-store.ts, cached-file.ts) and the in-memory one (memory-block-cache.ts) implement it.
 
+import type { Block } from './block.js'
+
 /** One archive file in a block cache, cut into blocks of `blockSize` bytes (the last may be shorter). */
 export interface CachedBlocks {
   /** The file's key in the cache (unique per archive path). */
@@ -23,8 +25,11 @@ export interface CachedBlocks {
   readonly complete: boolean
   /** Reads bytes [pos, pos+len) of present blocks into `into`; false when they could not be read right. */
   readInto(into: Buffer, pos: number, len: number): Promise<boolean>
-  /** Stores a fetched block; false when it was not stored (no room, disk full): the caller keeps the bytes. */
-  writeBlock(idx: number, block: Buffer | Buffer[], adler: number): Promise<boolean>
+  /**
+   * Stores fetched blocks `first`, `first`+1, ... with their checksums; false when they were not all
+   * stored (no room, disk full): the caller keeps the bytes.
+   */
+  writeBlocks(first: number, blocks: Block[], adlers: number[]): Promise<boolean>
   /** Checks a complete file against the archive's checksum; a mismatch drops every block of it. */
   checkWhole(): boolean
 }

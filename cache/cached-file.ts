@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto'
 import { unlink, type FileHandle } from 'node:fs/promises'
 import { adler32Combine, adler32Fast, adler32Hex } from './adler32.js'
+import { blockBytes, type Block } from './block.js'
 import { cacheMetrics } from './metrics.js'
 import { openCacheFile } from './open-cache-file.js'
 import { WriteBatch } from './write-batch.js'
@@ -270,41 +271,68 @@ export class CachedFile implements CachedBlocks {
     return ok
   }
 
+  /** Stores one block fetched from a source (writeBlocks says how). */
+  writeBlock(idx: number, block: Buffer | Buffer[], adler: number): Promise<boolean> {
+    return this.writeBlocks(idx, [Array.isArray(block) ? block : [block]], [adler])
+  }
+
   /**
-   * Stores a block fetched from a source. Returns false when it was not stored (no room within the
-   * bound, disk full, I/O error): the caller still has the bytes and serves them from memory.
+   * Stores consecutive blocks fetched from a source, from block `first` on, with one reservation and
+   * one write (a sync stores a run's MiBs at a time: per-block promises, reservations and writes took
+   * much of the event loop). Returns false when they were not stored (no room within the bound, disk
+   * full, I/O error): the caller still has the bytes and serves them from memory.
    */
-  async writeBlock(idx: number, block: Buffer | Buffer[], adler: number): Promise<boolean> {
-    const parts = Array.isArray(block) ? block : [block]
-    const length = parts.reduce((n, p) => n + p.length, 0)
-    if (this.present.has(idx)) return true
-    if (length !== this.blockLength(idx))
-      throw new Error(`block ${idx} of ${this.relPath} has ${length} bytes, expected ${this.blockLength(idx)}`)
+  async writeBlocks(first: number, blocks: Block[], adlers: number[]): Promise<boolean> {
+    const todo: number[] = [] // positions in `blocks` not present yet
+    let length = 0
+    for (let j = 0; j < blocks.length; j++) {
+      const n = blockBytes(blocks[j]!)
+      if (n !== this.blockLength(first + j))
+        throw new Error(`block ${first + j} of ${this.relPath} has ${n} bytes, expected ${this.blockLength(first + j)}`)
+      if (!this.present.has(first + j)) {
+        todo.push(j)
+        length += n
+      }
+    }
+    if (todo.length === 0) return true
     this.store.hold(this)
     try {
       if (!(await this.store.reserve(this, length))) return false
       const fdp = this.handle()
       try {
-        // With the other blocks of this file written in this turn, in one writev where adjacent.
-        await this.writes.write(await fdp, idx * this.blockSize, parts)
+        // Adjacent blocks in one writev, with other writes of this file in this turn (write-batch.ts).
+        const fh = await fdp
+        const writes: Promise<void>[] = []
+        for (let g = 0; g < todo.length;) {
+          let e = g + 1
+          while (e < todo.length && todo[e] === todo[e - 1]! + 1) e++
+          const parts = todo.slice(g, e).flatMap((j) => blocks[j]!)
+          writes.push(this.writes.write(fh, (first + todo[g]!) * this.blockSize, parts))
+          g = e
+        }
+        await Promise.all(writes)
       } catch (err) {
         this.store.unreserve(length)
         this.store.noteWriteError(this, err as NodeJS.ErrnoException)
         return false
       }
-      if (this.present.has(idx)) {
-        this.store.unreserve(length)
-        return true
-      }
       if (this.fd !== fdp) {
-        // The data file was let go of (evicted, or it gained another name) while this block was
+        // The data file was let go of (evicted, or it gained another name) while these blocks were
         // being written: the bytes went to a file the cache no longer has.
         this.store.unreserve(length)
         return false
       }
-      this.present.set(idx, { adler, len: length })
-      this.mark(idx, true)
-      this.store.recordBlock(this, idx, adler, length)
+      for (const j of todo) {
+        const idx = first + j
+        const len = this.blockLength(idx)
+        if (this.present.has(idx)) {
+          this.store.unreserve(len) // stored meanwhile by another writer
+          continue
+        }
+        this.present.set(idx, { adler: adlers[j]!, len })
+        this.mark(idx, true)
+        this.store.recordBlock(this, idx, adlers[j]!, len)
+      }
       if (this.complete && !this.wholeVerified) this.checkWhole()
       return true
     } finally {

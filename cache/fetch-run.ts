@@ -16,11 +16,18 @@ import { log } from '../daemon/log.js'
 export interface RunHooks {
   /** Hands a block to its waiters (and to later readers, from memory). */
   serve(file: CachedBlocks, idx: number, block: Block, d: Deferred): void
-  /** Stores a block in the cache; resolves once it is stored (or could not be). */
-  store(file: CachedBlocks, idx: number, block: Block, adler: number): Promise<void>
+  /** Stores consecutive blocks in the cache; resolves once they are stored (or could not be). */
+  store(file: CachedBlocks, first: number, blocks: Block[], adlers: number[]): Promise<void>
   /** Forgets a block in flight (a called-off run), so the next asker starts a fetch of its own. */
   forget(k: string, promise: Promise<Block>): void
 }
+
+/**
+ * Served blocks are stored this many bytes at a time: one reservation, write and promise per MiB
+ * rather than per block. Readers are not kept waiting (blocks are served as they arrive), and what
+ * is not stored yet stays in the run, so its readers find it there.
+ */
+const STORE_BYTES = 1 << 20
 
 interface Held {
   idx: number
@@ -49,6 +56,15 @@ export class RunLoop {
     let need = file.blockLength(idx)
     let fill = 0
     const pending: Promise<unknown>[] = []
+    let toStore: Block[] = []
+    let adlers: number[] = []
+    let storeBytes = 0
+    const store = () => {
+      if (toStore.length) pending.push(this.hooks.store(file, idx - toStore.length, toStore, adlers))
+      toStore = []
+      adlers = []
+      storeBytes = 0
+    }
     const onData = (chunk: Buffer) => {
       let off = 0
       while (off < chunk.length) {
@@ -62,9 +78,12 @@ export class RunLoop {
         if (wholeFile && file.adler32) held.push({ idx, block: parts, adler })
         else {
           this.hooks.serve(file, idx, parts, defs[idx - first]!)
-          pending.push(this.hooks.store(file, idx, parts, adler))
+          toStore.push(parts)
+          adlers.push(adler)
+          storeBytes += need
         }
         idx++
+        if (storeBytes >= STORE_BYTES) store()
         parts = []
         fill = 0
         if (idx < end) need = file.blockLength(idx)
@@ -114,6 +133,7 @@ export class RunLoop {
       fill = 0
       need = file.blockLength(idx)
     }
+    store() // what arrived before the end (or a failure) of the run
     await Promise.all(pending)
     if (idx < end && calledOff.aborted) {
       // Forget these blocks at once, so that whoever asks next starts a fetch of their own.
@@ -149,6 +169,11 @@ export class RunLoop {
       return
     }
     for (const h of held) this.hooks.serve(file, h.idx, h.block, defs[h.idx - first]!)
-    await Promise.all(held.map((h) => this.hooks.store(file, h.idx, h.block, h.adler)))
+    await this.hooks.store(
+      file,
+      first,
+      held.map((h) => h.block),
+      held.map((h) => h.adler),
+    )
   }
 }

@@ -68,7 +68,7 @@ export class Fetcher {
     this.bytesBySource = this.count.bySource
     const loop = new RunLoop(this.source, this.count, {
       serve: (file, idx, block, d) => this.serve(file, idx, block, d),
-      store: (file, idx, block, adler) => this.storeBlock(file, idx, block, adler),
+      store: (file, first, blocks, adlers) => this.storeBlocks(file, first, blocks, adlers),
       forget: (k, promise) => this.runs.forget(k, promise),
     })
     this.runs = new Runs(store, (file, first, end, defs, calledOff) => loop.run(file, first, end, defs, calledOff))
@@ -331,10 +331,16 @@ export class Fetcher {
     return this.runs.settled()
   }
 
-  /** Hands a block to its waiters (and to later readers, from memory). */
+  /**
+   * Hands a block to its waiters (and to later readers, from memory). A block only sync jobs want
+   * skips the memory: a reader who comes while it is being stored joins its run, and one who comes
+   * later reads it from disk; keeping it would cost a sync a map entry and an eviction per block and
+   * push out what readers fetched. It goes to memory only if it cannot be stored (storeBlocks).
+   */
   private serve(file: CachedBlocks, idx: number, block: Block, d: Deferred): void {
-    this.failed.delete(`${file.key}:${idx}`)
-    this.recent.set(`${file.key}:${idx}`, block)
+    const k = `${file.key}:${idx}`
+    if (this.failed.size) this.failed.delete(k)
+    if (!this.runs.jobsOnly(k)) this.recent.set(k, block)
     d.resolve(block)
   }
 
@@ -343,19 +349,25 @@ export class Fetcher {
     for (const k of [...this.recent.keys()]) if (k.startsWith(key + ':')) this.recent.delete(k)
   }
 
-  /** Stores a block in the cache; resolves once it is stored (or could not be). */
-  private async storeBlock(file: CachedBlocks, idx: number, block: Block, adler: number): Promise<void> {
+  /** Stores consecutive blocks in the cache; resolves once they are stored (or could not be). */
+  private async storeBlocks(file: CachedBlocks, first: number, blocks: Block[], adlers: number[]): Promise<void> {
     try {
-      const stored = await file.writeBlock(idx, block, adler)
+      const stored = await file.writeBlocks(first, blocks, adlers)
       this.storeRefusing = !stored
-      // Stored and gone at once: the block completed the file, which failed the archive's checksum
+      // Readers get what could not be stored from memory (serve kept only what readers wanted).
+      if (!stored) blocks.forEach((b, j) => this.recent.set(`${file.key}:${first + j}`, b))
+      // Stored and gone at once: the blocks completed the file, which failed the archive's checksum
       // and was dropped; if a site cache sent the bytes, it would send them again.
-      if (stored && file.adler32 && !file.has(idx)) {
+      if (stored && file.adler32 && !file.has(first)) {
         this.forgetRecent(file.key) // nor may readers get those bytes from memory
         this.source.distrust(file.relPath)
       }
     } catch (err) {
-      log.error('storing a block failed', { path: file.relPath, block: idx, error: (err as Error).message })
+      log.error('storing blocks failed', {
+        path: file.relPath,
+        blocks: `${first}-${first + blocks.length - 1}`,
+        error: (err as Error).message,
+      })
     }
   }
 }

@@ -4,6 +4,7 @@
 // combine to the archive's Adler-32 is dropped whole, and the fetcher is told. An optional bound on
 // blocks makes writes beyond it refused, as the disk store refuses them when it has no room.
 import { adler32Combine, adler32Hex } from './adler32.js'
+import type { Block } from './block.js'
 import { EvictListeners, type BlockCache, type CachedBlocks } from './block-cache.js'
 import { cacheKey } from './cached-file.js'
 
@@ -112,13 +113,16 @@ export class MemoryFile implements CachedBlocks {
     return Promise.resolve(true)
   }
 
-  writeBlock(idx: number, block: Buffer | Buffer[], adler: number): Promise<boolean> {
-    const bytes = Buffer.concat(Array.isArray(block) ? block : [block])
-    if (this.data.has(idx)) return Promise.resolve(true)
-    if (bytes.length !== this.blockLength(idx))
-      throw new Error(`block ${idx} of ${this.relPath} has ${bytes.length} bytes, expected ${this.blockLength(idx)}`)
-    if (!this.cache.take()) return Promise.resolve(false)
-    this.data.set(idx, { bytes, adler })
+  writeBlocks(first: number, blocks: Block[], adlers: number[]): Promise<boolean> {
+    for (let j = 0; j < blocks.length; j++) {
+      const idx = first + j
+      const bytes = Buffer.concat(blocks[j]!)
+      if (this.data.has(idx)) continue
+      if (bytes.length !== this.blockLength(idx))
+        throw new Error(`block ${idx} of ${this.relPath} has ${bytes.length} bytes, expected ${this.blockLength(idx)}`)
+      if (!this.cache.take()) return Promise.resolve(false)
+      this.data.set(idx, { bytes, adler: adlers[j]! })
+    }
     if (this.complete) this.checkWhole()
     return Promise.resolve(true)
   }

@@ -64,6 +64,11 @@ export class Runs {
     return this.inflight.has(k)
   }
 
+  /** Block `k` is being fetched for sync jobs only (no reader or read-ahead wants it yet). */
+  jobsOnly(k: string): boolean {
+    return this.runs.get(k)?.signals !== undefined
+  }
+
   /** Settles once the run bringing block `k` ended (undefined when none is). */
   done(k: string): Promise<void> | undefined {
     return this.runs.get(k)?.done
@@ -112,6 +117,8 @@ export class Runs {
     this.bytes += bytes
     fetchMetrics.inflightBytes.set(this.bytes)
     this.store.hold(file)
+    // Known as this run's before its body starts: a source may deliver (and serve) at once.
+    for (let i = first; i < end; i++) this.runs.set(`${file.key}:${i}`, run)
     run.done = this.body(file, first, end, defs, run.stop.signal).finally(() => {
       this.bytes -= bytes
       fetchMetrics.inflightBytes.set(this.bytes)
@@ -123,7 +130,6 @@ export class Runs {
       this.mustFinish(run)
       this.store.release(file)
     })
-    for (let i = first; i < end; i++) this.runs.set(`${file.key}:${i}`, run)
   }
 
   /** Resolves once no run of the file `key` is in flight: its blocks asked for so far are stored, or failed. */

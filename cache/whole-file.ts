@@ -56,13 +56,10 @@ export async function fetchWholeFile(
       if (missing.length === 0) continue
       deps.fetch(file, from, to, signal)
       // Wait for the blocks (errors surface here), then for their runs, which end once stored.
-      await Promise.all(
-        missing.map(async (i) => {
-          await blockForJob(deps, file, i, signal)
-          transferred += file.blockLength(i)
-          onBytes?.(file.blockLength(i))
-        }),
-      )
+      if (!(await allInFlight(deps, file, missing, signal))) await Promise.all(missing.map((i) => blockForJob(deps, file, i, signal)))
+      const bytes = missing.reduce((n, i) => n + file.blockLength(i), 0)
+      transferred += bytes
+      onBytes?.(bytes)
       await Promise.all(new Set(missing.map((i) => deps.runs.done(`${file.key}:${i}`)).filter((p) => p !== undefined)))
     }
   } finally {
@@ -76,6 +73,28 @@ export async function fetchWholeFile(
   if (file.adler32 && !file.checkWhole())
     throw new SourceError('protocol', `${file.relPath}: does not match the archive's adler32 ${file.adler32}; dropped, try again`)
   return transferred
+}
+
+/**
+ * The common case, without a promise per block: every block is in flight; joins their runs and waits
+ * for them. False when one is not, or its run was called off (the caller then goes block by block).
+ */
+async function allInFlight(deps: WholeFileDeps, file: CachedBlocks, missing: number[], signal: AbortSignal | undefined): Promise<boolean> {
+  const blocks: Promise<unknown>[] = []
+  for (const i of missing) {
+    const k = `${file.key}:${i}`
+    const p = deps.runs.get(k)
+    if (!p) return false
+    deps.runs.join(k, signal)
+    blocks.push(p)
+  }
+  try {
+    await Promise.all(blocks)
+    return true
+  } catch (err) {
+    if ((err as SourceError).kind !== 'cancelled' || signal?.aborted) throw err
+    return false
+  }
 }
 
 /**

@@ -103,3 +103,30 @@ t.test('the bytes asked of the fetcher have a metric of their own, failed reads 
   await t.rejects(read(fetcher, cache.file('OPS/gone.fits', 4 * BS, null), 0, 50), /404/, 'a read of 50 that fails')
   t.equal(await metrics.value(fetchMetrics.bytesAsked), before + 150, 'both counted: 150 bytes asked')
 })
+
+t.test("a sync's blocks are stored, not kept in memory, and a reader later gets them from the cache", async (t: Test) => {
+  const cache = new MemoryBlockCache(BS)
+  const { fetcher, src } = setup(cache)
+  const file = cache.file('OPS/e.fits', 4 * BS, null)
+  t.equal(await fetcher.fetchWhole(file, new AbortController().signal), 4 * BS, 'fetched whole for a job')
+  const calls = src.calls.length
+  t.ok((await read(fetcher, file, BS, BS)).equals(expected(BS, 2 * BS)), 'a reader gets block 1 right')
+  t.equal(src.calls.length, calls, 'without a request')
+  t.same([fetcher.stats.memoryHits, fetcher.stats.diskHits], [0, 1], 'from the cache, not from memory')
+})
+
+t.test("a run's blocks are stored together, not one by one", async (t: Test) => {
+  const cache = new MemoryBlockCache(BS)
+  const { fetcher } = setup(cache)
+  const file = cache.file('OPS/f.fits', 4 * BS, null)
+  const stores: number[][] = []
+  const writeBlocks = file.writeBlocks.bind(file)
+  file.writeBlocks = (first, blocks, adlers) => {
+    stores.push([first, blocks.length])
+    return writeBlocks(first, blocks, adlers)
+  }
+  t.ok((await read(fetcher, file, 0, 4 * BS)).equals(expected(0, 4 * BS)), 'the four blocks read right')
+  await fetcher.settled()
+  t.same(stores, [[0, 4]], 'one store of blocks 0-3')
+  t.equal(cache.storedBlocks, 4)
+})

@@ -70,6 +70,7 @@ export function timedOutput(
     let stdout = ''
     c.stdout!.on('data', (d: Buffer) => (stdout += d.toString()))
     c.on('exit', (code) => resolve({ ms: now() - t0, stdout, code }))
+    c.on('error', (e) => resolve({ ms: now() - t0, stdout: `${cmd}: ${e.message}`, code: -1 })) // not installed
     c.stdin!.on('error', () => undefined) // commands that read no input may exit first
     c.stdin!.end(input ?? '')
   })

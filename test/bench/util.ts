@@ -79,7 +79,11 @@ export async function timedRun(cmd: string, args: string[], opts: { env?: NodeJS
   const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env: opts.env ?? process.env })
   let err = ''
   child.stderr!.on('data', (d: Buffer) => (err += d))
-  const code = await new Promise<number | null>((r) => child.once('exit', r))
+  // A tool that is not installed fails with 'error' and no 'exit': a clear error, not a crash.
+  const code = await new Promise<number | string | null>((r) => {
+    child.once('exit', r)
+    child.once('error', (e: NodeJS.ErrnoException) => r(e.code === 'ENOENT' ? `${cmd} is not installed` : e.message))
+  })
   if (code !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${code}): ${err.slice(0, 500)}`)
   return now() - t0
 }
