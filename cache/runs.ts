@@ -107,18 +107,20 @@ export class Runs {
     }
     if (signal?.aborted) run.stop.abort()
     else signal?.addEventListener('abort', run.check, { once: true })
+    // Each block in flight, and known as this run's, before the body starts: a source may deliver
+    // (and serve) at once.
     const defs: Deferred[] = []
     for (let i = first; i < end; i++) {
       const d = deferred()
+      const k = `${file.key}:${i}`
       defs.push(d)
-      this.inflight.set(`${file.key}:${i}`, d.promise)
+      this.inflight.set(k, d.promise)
+      this.runs.set(k, run)
     }
     const bytes = Math.min(end * file.blockSize, file.size) - first * file.blockSize
     this.bytes += bytes
     fetchMetrics.inflightBytes.set(this.bytes)
     this.store.hold(file)
-    // Known as this run's before its body starts: a source may deliver (and serve) at once.
-    for (let i = first; i < end; i++) this.runs.set(`${file.key}:${i}`, run)
     run.done = this.body(file, first, end, defs, run.stop.signal).finally(() => {
       this.bytes -= bytes
       fetchMetrics.inflightBytes.set(this.bytes)

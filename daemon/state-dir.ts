@@ -71,15 +71,25 @@ export function ensureOwnDirSync(dir: string): void {
   }
 }
 
-/** ensureOwnDirSync for the cache's data directories, without blocking the event loop. */
+/**
+ * ensureOwnDirSync for the cache's data directories, without blocking the event loop. Called at
+ * every open of a data file to be written, where the directory nearly always exists: it is looked
+ * at first and made only when missing (a mkdir failing with EEXIST cost the event loop ~0.4 ms in
+ * a profile of a sync, for the error it makes).
+ */
 export async function ensureOwnDir(dir: string): Promise<void> {
   for (let attempt = 0; ; attempt++) {
-    try {
-      await mkdir(dir, { mode: 0o700 })
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+    let st = await lstat(dir).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err
+    })
+    if (!st) {
+      try {
+        await mkdir(dir, { mode: 0o700 })
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      }
+      st = await lstat(dir)
     }
-    const st = await lstat(dir)
     const wrong = notOwnDir(st)
     if (!wrong) return
     if (st.isDirectory() || attempt > 0) throw new Error(`${dir} is ${wrong}: desfs uses only its own directories here; remove it`)
