@@ -10,7 +10,7 @@ import { privateDirProblem } from '../daemon/state-dir.js'
 import { discoverToken, MAKE_TOKEN_HINT } from '../daemon/token/token.js'
 import { oidcStatePath, readOidcState } from '../daemon/token/token-store.js'
 import { formatDuration, formatSize } from '../daemon/units.js'
-import { HttpClient, classifyError, discard } from '../cache/sources/http-client.js'
+import { HttpClient, classifyError } from '../cache/sources/http-client.js'
 import { PROPFIND_BODY } from '../cache/sources/propfind.js'
 import { checkSiteCache } from './doctor-site.js'
 
@@ -131,7 +131,7 @@ async function checkArchive(settings: Map<string, Setting>): Promise<CheckResult
       AbortSignal.timeout(deadline),
       PROPFIND_BODY,
     )
-    discard(res.body)
+    res.body.discard()
     if (res.status === 207 || res.status === 200) return ok('archive', `${archive} answers (HTTP ${res.status})`)
     if (res.status === 401) return fail('archive', `${archive} rejects the token (HTTP 401)`, MAKE_TOKEN_HINT)
     if (res.status === 403)

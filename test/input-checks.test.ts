@@ -17,6 +17,7 @@ import { downloadMetadataDb } from '../bin/db-download.js'
 import { parseMultistatus } from '../cache/sources/propfind.js'
 import { ArchiveSource } from '../cache/sources/archive.js'
 import { readRangeBody, type HttpClient, type HttpResponse } from '../cache/sources/http-client.js'
+import { ResponseBody } from '../cache/sources/response-body.js'
 import { Facts } from '../fs/facts.js'
 
 const NO_CONFIG = { DESFS_CONFIG: '/nonexistent/desfs-config' }
@@ -117,10 +118,14 @@ t.test('sizes from the server: decimal digits within 2^53-1, nothing else', asyn
   t.equal(parseMultistatus(multistatus(''))[1]!.facts.size, -1, 'no size at all stays unknown')
 
   // HEAD: a client that answers with a given Content-Length.
-  const body = { on: () => body, dump: async () => undefined }
+  const empty = () => {
+    const body = new ResponseBody()
+    body.end()
+    return body
+  }
   const headWith = (length: string | undefined) =>
     ({
-      request: async () => ({ status: 200, headers: length === undefined ? {} : { 'content-length': length }, body, url: '' }),
+      request: async () => ({ status: 200, headers: length === undefined ? {} : { 'content-length': length }, body: empty(), url: '' }),
       close: async () => undefined,
     }) as unknown as HttpClient
   for (const bad of ['0x10', '1e20', '99999999999999999999', '9007199254740993', '-5', undefined]) {
@@ -142,18 +147,15 @@ t.test('sizes from the server: decimal digits within 2^53-1, nothing else', asyn
   // both ends, which rounds to the same. The body delivers the bytes, so only reading the
   // Content-Range strictly can refuse it.
   const start = 2 ** 53
-  const twoBytes = Object.assign(
-    (async function* () {
-      yield Buffer.from('xy')
-    })(),
-    { on: () => twoBytes, dump: async () => undefined, destroy: () => undefined },
-  )
+  const twoBytes = new ResponseBody()
+  twoBytes.push(Buffer.from('xy'))
+  twoBytes.end()
   const res = {
     status: 206,
     headers: { 'content-range': 'bytes 9007199254740993-9007199254740993/*' },
     body: twoBytes,
     url: '',
-  } as unknown as HttpResponse
+  } satisfies HttpResponse
   await t.rejects(
     readRangeBody(res, start, start + 2, 'GET x', () => undefined),
     { name: 'SourceError', kind: 'range' },

@@ -1,7 +1,7 @@
 // The dCache WebDAV door as a Source: ranged GETs (always a single `bytes=a-b` range), PROPFIND
 // Depth:1 for directory listings with sizes and checksums, HEAD with `Want-Digest: adler32` for
 // single files.
-import { HttpClient, header, classifyError, discard } from './http-client.js'
+import { HttpClient, header, classifyError } from './http-client.js'
 import { statusError, webdavRead, type ServerWords } from './http-status.js'
 import { PROPFIND_BODY, adler32From, parseMultistatus } from './propfind.js'
 import { parseByteCount, shown } from './byte-count.js'
@@ -67,15 +67,15 @@ export class ArchiveSource implements Source {
       PROPFIND_BODY,
     )
     if (res.status === 405 || res.status === 501) {
-      discard(res.body)
+      res.body.discard()
       return null
     }
     if (res.status === 404) {
-      discard(res.body)
+      res.body.discard()
       return new Map()
     }
     if (res.status !== 207) {
-      discard(res.body)
+      res.body.discard()
       throw statusError(res, what, this.words)
     }
     let xml: string
@@ -105,7 +105,7 @@ export class ArchiveSource implements Source {
   async stat(relPath: string, signal?: AbortSignal): Promise<FileFacts | null> {
     const url = this.locate(relPath)
     const res = await this.http.request('HEAD', url, { 'want-digest': 'adler32' }, signal)
-    discard(res.body)
+    res.body.discard()
     if (res.status === 404) return null
     if (res.status !== 200) throw statusError(res, `HEAD ${url}`, this.words)
     const length = header(res.headers, 'content-length')

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs'
 import { Pool, errors as undiciErrors, type Dispatcher } from 'undici'
 import { SourceError, type ReadOptions } from './source.js'
 import { parseByteCount } from './byte-count.js'
+import { dispatch, type ResponseBody } from './response-body.js'
 
 export interface HttpClientOptions {
   /** Origin that receives the Authorization header (the archive door); none for signed requests. */
@@ -26,22 +27,13 @@ export interface HttpClientOptions {
 export interface HttpResponse {
   status: number
   headers: Record<string, string | string[] | undefined>
-  body: Dispatcher.ResponseData['body']
+  body: ResponseBody
   /** The URL that finally answered (after redirects). */
   url: string
 }
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308])
 const MAX_REDIRECTS = 5
-
-/**
- * Lets go of a response body we do not want: small ones are read to the end so the connection can be
- * reused; an error listener keeps undici's abort error from becoming an uncaught exception.
- */
-export function discard(body: Dispatcher.ResponseData['body']): void {
-  body.on('error', () => undefined)
-  body.dump({ limit: 64 * 1024 }).catch(() => undefined)
-}
 
 /** The Retry-After of a response (seconds or an HTTP date), ms; undefined when absent. */
 export function retryAfterMs(res: HttpResponse): number | undefined {
@@ -70,18 +62,18 @@ export async function readRangeBody(
     const cr = header(res.headers, 'content-range')
     const m = cr ? /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(cr) : null
     if (!m || parseByteCount(m[1]) !== start || parseByteCount(m[2]) !== end - 1) {
-      discard(res.body)
+      res.body.discard()
       throw new SourceError('range', `${what}: answered Content-Range ${cr ?? '(none)'}`)
     }
   } else skip = start
   let want = end - start
   try {
-    for await (const raw of res.body as AsyncIterable<Buffer>) {
+    await res.body.each((raw) => {
       let chunk = raw
       if (skip > 0) {
         if (chunk.length <= skip) {
           skip -= chunk.length
-          continue
+          return true
         }
         chunk = chunk.subarray(skip)
         skip = 0
@@ -89,15 +81,13 @@ export async function readRangeBody(
       if (chunk.length > want) chunk = chunk.subarray(0, want)
       want -= chunk.length
       onData(chunk)
-      if (want === 0) break
-    }
+      return want > 0
+    })
   } catch (err) {
     throw classifyError(err, what)
   } finally {
-    if (want > 0 || skip > 0) {
-      res.body.on('error', () => undefined)
-      res.body.destroy()
-    } else discard(res.body)
+    if (want > 0 || skip > 0) res.body.destroy()
+    else res.body.discard()
   }
   if (want > 0) throw new SourceError('protocol', `${what}: body ended ${want} bytes short`)
 }
@@ -119,7 +109,7 @@ export async function getRange(
   // lower-case `range` with the whole file from byte 0.
   const res = await send({ Range: `bytes=${start}-${end - 1}` })
   if (res.status !== 200 && res.status !== 206) {
-    discard(res.body)
+    res.body.discard()
     throw onStatus(res)
   }
   await readRangeBody(res, start, end, what, opts.onData)
@@ -198,7 +188,7 @@ export class HttpClient {
       const res = await this.follow(method, url, headers, signal, body)
       if (res.status === 401 && !retriedAuth && this.opts.reloadToken) {
         retriedAuth = true
-        discard(res.body)
+        res.body.discard()
         await this.opts.reloadToken()
         continue
       }
@@ -219,26 +209,29 @@ export class HttpClient {
       const h: Record<string, string> = { ...headers }
       const auth = current.origin === this.opts.trustedOrigin ? this.opts.authorization?.() : undefined
       if (auth) h.authorization = auth
-      let res: Dispatcher.ResponseData
+      let res
       try {
-        res = await this.pool(current.origin).request({
-          method: m as Dispatcher.HttpMethod,
-          path: current.pathname + current.search,
-          headers: h,
-          body: m === 'PROPFIND' ? body : undefined,
+        res = await dispatch(
+          this.pool(current.origin),
+          {
+            method: m as Dispatcher.HttpMethod,
+            path: current.pathname + current.search,
+            headers: h,
+            body: m === 'PROPFIND' ? body : undefined,
+          },
           signal,
-        })
+        )
       } catch (err) {
         throw classifyError(err, `${m} ${current.href}`)
       }
       const location = header(res.headers, 'location')
-      if (REDIRECTS.has(res.statusCode) && location) {
-        discard(res.body)
+      if (REDIRECTS.has(res.status) && location) {
+        res.body.discard()
         current = new URL(location, current)
-        if (res.statusCode === 303) m = 'GET'
+        if (res.status === 303) m = 'GET'
         continue
       }
-      return { status: res.statusCode, headers: res.headers, body: res.body, url: current.href }
+      return { ...res, url: current.href }
     }
     throw new SourceError('protocol', `${method} ${url}: more than ${MAX_REDIRECTS} redirects`)
   }

@@ -3,7 +3,7 @@
 // the AWS SDK's SigV4 signer when its credential chain finds credentials (s3-signer.ts), and sent
 // anonymously otherwise (public buckets). AWS endpoints are addressed virtual-host style; any other endpoint path style.
 import { XMLParser } from 'fast-xml-parser'
-import { HttpClient, classifyError, discard, getRange, header, retryAfterMs, type HttpResponse } from './http-client.js'
+import { HttpClient, classifyError, getRange, header, retryAfterMs, type HttpResponse } from './http-client.js'
 import { encodePath } from './archive.js'
 import { adler32From } from './propfind.js'
 import { S3Signer, uriEncode } from './s3-signer.js'
@@ -111,7 +111,7 @@ export class S3Source implements Source {
       const what = `LIST s3://${this.bucket}/${prefix}`
       const res = await this.send('GET', url, {}, signal)
       if (res.status !== 200) {
-        discard(res.body)
+        res.body.discard()
         throw this.statusError(res, what)
       }
       let doc: {
@@ -149,7 +149,7 @@ export class S3Source implements Source {
   async stat(relPath: string, signal?: AbortSignal): Promise<FileFacts | null> {
     const url = this.objectUrl(relPath)
     const res = await this.send('HEAD', url, {}, signal)
-    discard(res.body)
+    res.body.discard()
     if (res.status === 404) return null
     if (res.status !== 200) throw this.statusError(res, `HEAD ${this.locate(relPath)}`)
     const length = header(res.headers, 'content-length')
