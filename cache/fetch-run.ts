@@ -6,7 +6,7 @@
 import type { CachedBlocks } from './block-cache.js'
 import { blockAdler32, type Block } from './block.js'
 import { fetchMetrics, type FetchCounters } from './metrics.js'
-import type { Deferred } from './runs.js'
+import type { Run } from './runs.js'
 import { combinedAdler32 } from './whole-file.js'
 import { SourceError, type Source } from './sources/source.js'
 import type { FetchSource } from './fetch-source.js'
@@ -14,12 +14,12 @@ import { log } from '../daemon/log.js'
 
 /** What the run loop hands back to the fetcher. */
 export interface RunHooks {
-  /** Hands a block to its waiters (and to later readers, from memory). */
-  serve(file: CachedBlocks, idx: number, block: Block, d: Deferred): void
+  /** Hands a block of a run to its waiters (and to later readers, from memory). */
+  serve(file: CachedBlocks, idx: number, block: Block, run: Run): void
   /** Stores consecutive blocks in the cache; resolves once they are stored (or could not be). */
   store(file: CachedBlocks, first: number, blocks: Block[], adlers: number[]): Promise<void>
   /** Forgets a block in flight (a called-off run), so the next asker starts a fetch of its own. */
-  forget(k: string, promise: Promise<Block>): void
+  forget(run: Run, idx: number): void
 }
 
 /**
@@ -48,7 +48,9 @@ export class RunLoop {
    * Resolves once every block was delivered and written (or failed), so the memory budget covers
    * blocks waiting for the disk too.
    */
-  async run(file: CachedBlocks, first: number, end: number, defs: Deferred[], calledOff: AbortSignal): Promise<void> {
+  async run(file: CachedBlocks, run: Run): Promise<void> {
+    const { first, end } = run
+    const calledOff = run.stop.signal
     const wholeFile = first === 0 && end === file.blocks
     let held: Held[] = []
     let idx = first
@@ -77,7 +79,7 @@ export class RunLoop {
         const adler = blockAdler32(parts)
         if (wholeFile && file.adler32) held.push({ idx, block: parts, adler })
         else {
-          this.hooks.serve(file, idx, parts, defs[idx - first]!)
+          this.hooks.serve(file, idx, parts, run)
           toStore.push(parts)
           adlers.push(adler)
           storeBytes += need
@@ -140,24 +142,24 @@ export class RunLoop {
       const err = new SourceError('cancelled', `${file.relPath}: fetch called off (every sync that wanted it was cancelled)`)
       const undelivered = [...held.map((h) => h.idx), ...Array.from({ length: end - idx }, (_, j) => idx + j)]
       for (const i of undelivered) {
-        this.hooks.forget(`${file.key}:${i}`, defs[i - first]!.promise)
-        defs[i - first]!.reject(err)
+        this.hooks.forget(run, i)
+        run.reject(i, err)
       }
       return
     }
     if (idx < end) {
       this.count.add('failures')
       const err = lastErr ?? new SourceError('network', 'no source could serve the file')
-      for (let i = idx; i < end; i++) defs[i - first]!.reject(err)
-      for (const h of held) defs[h.idx - first]!.reject(err)
+      for (let i = idx; i < end; i++) run.reject(i, err)
+      for (const h of held) run.reject(h.idx, err)
       return
     }
-    if (held.length) await this.deliverWhole(file, held, first, defs)
+    if (held.length) await this.deliverWhole(file, held, run)
     await Promise.all(pending)
   }
 
   /** Checks a whole small file against the archive checksum, then serves and stores its blocks. */
-  private async deliverWhole(file: CachedBlocks, held: Held[], first: number, defs: Deferred[]): Promise<void> {
+  private async deliverWhole(file: CachedBlocks, held: Held[], run: Run): Promise<void> {
     held.sort((a, b) => a.idx - b.idx)
     const got = combinedAdler32(file, held)
     if (got !== file.adler32) {
@@ -165,13 +167,13 @@ export class RunLoop {
       fetchMetrics.errors.inc({ source: 'any', kind: 'checksum' })
       const err = new SourceError('protocol', `${file.relPath}: checksum mismatch (archive adler32 ${file.adler32}, received ${got})`)
       log.error('received data does not match the archive checksum; not served', { path: file.relPath, expected: file.adler32, got })
-      for (const h of held) defs[h.idx - first]!.reject(err)
+      for (const h of held) run.reject(h.idx, err)
       return
     }
-    for (const h of held) this.hooks.serve(file, h.idx, h.block, defs[h.idx - first]!)
+    for (const h of held) this.hooks.serve(file, h.idx, h.block, run)
     await this.hooks.store(
       file,
-      first,
+      run.first,
       held.map((h) => h.block),
       held.map((h) => h.adler),
     )

@@ -9,7 +9,7 @@ import type { BlockCache, CachedBlocks } from './block-cache.js'
 import { blockBytes, copyFromBlock, type Block } from './block.js'
 import { advance, type ReadPattern } from './read-ahead.js'
 import { fetchMetrics, type FetchCounters } from './metrics.js'
-import { Runs, type Deferred } from './runs.js'
+import { Runs, type Run } from './runs.js'
 import { RunLoop } from './fetch-run.js'
 import { fetchWholeFile, type WholeFileDeps } from './whole-file.js'
 import { DEFAULT_FETCHER_OPTIONS, type FetcherOptions, type FetchStats } from './fetcher-options.js'
@@ -67,11 +67,11 @@ export class Fetcher {
     this.stats = this.count.values
     this.bytesBySource = this.count.bySource
     const loop = new RunLoop(this.source, this.count, {
-      serve: (file, idx, block, d) => this.serve(file, idx, block, d),
+      serve: (file, idx, block, run) => this.serve(file, idx, block, run),
       store: (file, first, blocks, adlers) => this.storeBlocks(file, first, blocks, adlers),
-      forget: (k, promise) => this.runs.forget(k, promise),
+      forget: (run, idx) => this.runs.forget(run, idx),
     })
-    this.runs = new Runs(store, (file, first, end, defs, calledOff) => loop.run(file, first, end, defs, calledOff))
+    this.runs = new Runs(store, (file, run) => loop.run(file, run))
     this.wholeFileDeps = {
       runs: this.runs,
       store,
@@ -219,15 +219,16 @@ export class Fetcher {
         return [buf]
       }
     }
-    let p = this.runs.get(k)
-    if (p) {
+    let run = this.runs.run(file.key, idx)
+    if (run) {
       if (!ownRun) fetchMetrics.hits.inc({ tier: 'memory' })
-      this.runs.join(k, undefined)
+      run.join(undefined)
     } else {
       this.count.add('networkReads')
       void this.fetchMissing(file, idx, idx + 1, true)
-      p = this.runs.get(k)!
+      run = this.runs.run(file.key, idx)!
     }
+    const p = run.block(idx)
     try {
       return await p
     } catch (err) {
@@ -292,7 +293,7 @@ export class Fetcher {
       runStart = -1
     }
     for (let i = from; i < to && !stop; i++) {
-      const busy = file.has(i) || this.runs.has(`${file.key}:${i}`) || this.recent.has(`${file.key}:${i}`)
+      const busy = file.has(i) || this.runs.has(file.key, i) || this.recent.has(`${file.key}:${i}`)
       if (busy) flush(i)
       else if (runStart < 0) runStart = i
     }
@@ -337,11 +338,10 @@ export class Fetcher {
    * later reads it from disk; keeping it would cost a sync a map entry and an eviction per block and
    * push out what readers fetched. It goes to memory only if it cannot be stored (storeBlocks).
    */
-  private serve(file: CachedBlocks, idx: number, block: Block, d: Deferred): void {
-    const k = `${file.key}:${idx}`
-    if (this.failed.size) this.failed.delete(k)
-    if (!this.runs.jobsOnly(k)) this.recent.set(k, block)
-    d.resolve(block)
+  private serve(file: CachedBlocks, idx: number, block: Block, run: Run): void {
+    if (this.failed.size) this.failed.delete(`${file.key}:${idx}`)
+    if (!run.jobsOnly) this.recent.set(`${file.key}:${idx}`, block)
+    run.resolve(idx, block)
   }
 
   /** Drops a file's blocks from the recent ones in memory (evicted, or failed its checksum). */

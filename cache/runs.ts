@@ -5,46 +5,135 @@
 import type { BlockCache, CachedBlocks } from './block-cache.js'
 import type { Block } from './block.js'
 import { fetchMetrics } from './metrics.js'
+import { SourceError } from './sources/source.js'
 
-export interface Deferred {
-  promise: Promise<Block>
-  resolve: (b: Block) => void
+/**
+ * A run of blocks [first, end) being fetched, and who waits for it. Each block is settled once by
+ * the run's body; a promise of a block (or of them all) is made only when someone asks, since a sync
+ * asks per window of runs rather than per block (a promise, two closures and a catch per 32 KiB block
+ * were a tenth of a sync's JavaScript). A run started for sync jobs can be called off once every job
+ * that wants it was cancelled; as soon as a reader or read-ahead wants it (`signals` undefined) it
+ * runs to the end, since a reader must never see a cancelled fetch.
+ */
+export class Run {
+  /** Settles once every block of the run is stored (or failed). */
+  done: Promise<void> = Promise.resolve()
+  signals: AbortSignal[] | undefined
+  readonly stop = new AbortController()
+  /** Per block: what it settled with (undefined while in flight). */
+  private outcome: (Block | Error | undefined)[]
+  /** Per block: its promise, once someone asked. */
+  private waiting: (Deferred | undefined)[]
+  /** Blocks not delivered yet, and the promise of them all, once someone asked. */
+  private left: number
+  private whole: Deferred<void> | undefined
+  private failure: Error | undefined
+
+  constructor(
+    readonly key: string,
+    readonly first: number,
+    readonly end: number,
+    signal: AbortSignal | undefined,
+  ) {
+    this.outcome = new Array<Block | Error | undefined>(end - first)
+    this.waiting = new Array<Deferred | undefined>(end - first)
+    this.left = end - first
+    this.signals = signal ? [signal] : undefined
+    if (signal?.aborted) this.stop.abort()
+    else signal?.addEventListener('abort', this.check, { once: true })
+  }
+
+  /** Called when a job's signal aborts; removed from every signal once the run ends or a reader joins. */
+  readonly check = (): void => {
+    if (this.signals?.every((s) => s.aborted)) this.stop.abort()
+  }
+
+  /** Only sync jobs want the run (no reader or read-ahead yet). */
+  get jobsOnly(): boolean {
+    return this.signals !== undefined
+  }
+
+  /** The run's body delivers block `idx`. */
+  resolve(idx: number, block: Block): void {
+    const j = idx - this.first
+    if (this.outcome[j] !== undefined) return
+    this.outcome[j] = block
+    this.waiting[j]?.resolve(block)
+    if (--this.left === 0) this.whole?.resolve()
+  }
+
+  /** The run's body fails block `idx`. */
+  reject(idx: number, err: Error): void {
+    const j = idx - this.first
+    if (this.outcome[j] !== undefined) return
+    this.outcome[j] = err
+    this.waiting[j]?.reject(err)
+    this.failure ??= err
+    this.whole?.reject(err)
+  }
+
+  /** Fails every block not settled yet (a body that ended without settling one must not hang its waiters). */
+  failRest(err: Error): void {
+    for (let i = this.first; i < this.end; i++) if (this.outcome[i - this.first] === undefined) this.reject(i, err)
+  }
+
+  /** Block `idx`, once delivered. */
+  block(idx: number): Promise<Block> {
+    const j = idx - this.first
+    const d = (this.waiting[j] ??= deferred<Block>())
+    const got = this.outcome[j]
+    if (got instanceof Error) d.reject(got)
+    else if (got !== undefined) d.resolve(got)
+    return d.promise
+  }
+
+  /** Resolves once every block was delivered; rejects with the first failure. */
+  delivered(): Promise<void> {
+    this.whole ??= deferred<void>()
+    if (this.failure) this.whole.reject(this.failure)
+    else if (this.left === 0) this.whole.resolve()
+    return this.whole.promise
+  }
+
+  /** From now on the run cannot be called off (a reader or read-ahead wants it, or it ended). */
+  mustFinish(): void {
+    for (const s of this.signals ?? []) s.removeEventListener('abort', this.check)
+    this.signals = undefined
+  }
+
+  /** Adds a party: a job's signal, or undefined for a reader (then it cannot be called off). */
+  join(signal: AbortSignal | undefined): void {
+    if (!this.signals || (signal && this.signals.includes(signal))) return
+    if (signal) {
+      this.signals.push(signal)
+      signal.addEventListener('abort', this.check, { once: true })
+    } else this.mustFinish()
+  }
+}
+
+interface Deferred<T = Block> {
+  promise: Promise<T>
+  resolve: (v: T) => void
   reject: (e: Error) => void
 }
 
-function deferred(): Deferred {
-  let resolve!: (b: Block) => void
+function deferred<T>(): Deferred<T> {
+  let resolve!: (v: T) => void
   let reject!: (e: Error) => void
-  const promise = new Promise<Block>((res, rej) => {
+  const promise = new Promise<T>((res, rej) => {
     resolve = res
     reject = rej
   })
-  promise.catch(() => undefined) // a block nobody waits for must not become an unhandled rejection
+  promise.catch(() => undefined) // asked for, then not awaited (a window that went block by block): no unhandled rejection
   return { promise, resolve, reject }
 }
 
-/**
- * A run of blocks being fetched, and who waits for it. A run started for sync jobs can be called off
- * once every job that wants it was cancelled; as soon as a reader or read-ahead wants it (`signals`
- * undefined) it runs to the end, since a reader must never see a cancelled fetch.
- */
-interface Run {
-  /** Settles once every block of the run is stored (or failed). */
-  done: Promise<void>
-  signals: AbortSignal[] | undefined
-  stop: AbortController
-  /** Called when a job's signal aborts; removed from every signal once the run ends or a reader joins. */
-  check: () => void
-}
-
-/** What fetches a run's blocks: resolves or rejects each of `defs`, and settles once they are stored. */
-export type RunBody = (file: CachedBlocks, first: number, end: number, defs: Deferred[], calledOff: AbortSignal) => Promise<void>
+/** What fetches a run's blocks: resolves or rejects each of them, and settles once they are stored. */
+export type RunBody = (file: CachedBlocks, run: Run) => Promise<void>
 
 export class Runs {
-  /** For each block being fetched (`key:idx`), the promise of it. */
-  private inflight = new Map<string, Promise<Block>>()
-  /** For each block being fetched, its run. */
-  private runs = new Map<string, Run>()
+  /** For each file (by key), the run bringing each of its blocks in flight. */
+  private files = new Map<string, Map<number, Run>>()
   /** Bytes being fetched, or fetched and not yet stored. */
   bytes = 0
   private store: Pick<BlockCache, 'hold' | 'release'>
@@ -55,89 +144,52 @@ export class Runs {
     this.body = body
   }
 
-  /** The block `k` in flight, if it is. */
-  get(k: string): Promise<Block> | undefined {
-    return this.inflight.get(k)
+  /** The run bringing block `idx` of the file `key`, if one is. */
+  run(key: string, idx: number): Run | undefined {
+    return this.files.get(key)?.get(idx)
   }
 
-  has(k: string): boolean {
-    return this.inflight.has(k)
+  /** Block `idx` of the file `key` in flight, if it is. */
+  get(key: string, idx: number): Promise<Block> | undefined {
+    return this.run(key, idx)?.block(idx)
   }
 
-  /** Block `k` is being fetched for sync jobs only (no reader or read-ahead wants it yet). */
-  jobsOnly(k: string): boolean {
-    return this.runs.get(k)?.signals !== undefined
+  has(key: string, idx: number): boolean {
+    return this.files.get(key)?.has(idx) ?? false
   }
 
-  /** Settles once the run bringing block `k` ended (undefined when none is). */
-  done(k: string): Promise<void> | undefined {
-    return this.runs.get(k)?.done
-  }
-
-  /** Forgets block `k` if `promise` is still the one in flight for it (so the next asker fetches it anew). */
-  forget(k: string, promise: Promise<Block>): void {
-    if (this.inflight.get(k) === promise) this.inflight.delete(k)
-  }
-
-  /** Adds a party to the run fetching block `k`: a job's signal, or undefined for a reader (then it cannot be called off). */
-  join(k: string, signal: AbortSignal | undefined): void {
-    const run = this.runs.get(k)
-    if (!run?.signals || (signal && run.signals.includes(signal))) return
-    if (signal) {
-      run.signals.push(signal)
-      signal.addEventListener('abort', run.check, { once: true })
-    } else this.mustFinish(run)
-  }
-
-  /** From now on the run cannot be called off (a reader or read-ahead wants it, or it ended). */
-  private mustFinish(run: Run): void {
-    for (const s of run.signals ?? []) s.removeEventListener('abort', run.check)
-    run.signals = undefined
+  /** Forgets block `idx` if `run` is still the one bringing it (so the next asker fetches it anew). */
+  forget(run: Run, idx: number): void {
+    const m = this.files.get(run.key)
+    if (m?.get(idx) !== run) return
+    m.delete(idx)
+    if (m.size === 0) this.files.delete(run.key)
   }
 
   /** Starts a run for blocks [first, end) of a file, on a job's behalf when `signal` is given. */
   start(file: CachedBlocks, first: number, end: number, signal?: AbortSignal): void {
-    const run: Run = {
-      done: Promise.resolve(),
-      signals: signal ? [signal] : undefined,
-      stop: new AbortController(),
-      check: () => {
-        if (run.signals?.every((s) => s.aborted)) run.stop.abort()
-      },
-    }
-    if (signal?.aborted) run.stop.abort()
-    else signal?.addEventListener('abort', run.check, { once: true })
-    // Each block in flight, and known as this run's, before the body starts: a source may deliver
-    // (and serve) at once.
-    const defs: Deferred[] = []
-    for (let i = first; i < end; i++) {
-      const d = deferred()
-      const k = `${file.key}:${i}`
-      defs.push(d)
-      this.inflight.set(k, d.promise)
-      this.runs.set(k, run)
-    }
+    const run = new Run(file.key, first, end, signal)
+    // Each block known as this run's before the body starts: a source may deliver (and serve) at once.
+    let m = this.files.get(file.key)
+    if (!m) this.files.set(file.key, (m = new Map()))
+    for (let i = first; i < end; i++) m.set(i, run)
     const bytes = Math.min(end * file.blockSize, file.size) - first * file.blockSize
     this.bytes += bytes
     fetchMetrics.inflightBytes.set(this.bytes)
     this.store.hold(file)
-    run.done = this.body(file, first, end, defs, run.stop.signal).finally(() => {
+    run.done = this.body(file, run).finally(() => {
+      run.failRest(new SourceError('protocol', `${file.relPath}: blocks ${first}-${end - 1} were neither delivered nor failed (a bug)`))
       this.bytes -= bytes
       fetchMetrics.inflightBytes.set(this.bytes)
-      for (let i = first; i < end; i++) {
-        const k = `${file.key}:${i}`
-        this.forget(k, defs[i - first]!.promise)
-        if (this.runs.get(k) === run) this.runs.delete(k)
-      }
-      this.mustFinish(run)
+      for (let i = first; i < end; i++) this.forget(run, i)
+      run.mustFinish()
       this.store.release(file)
     })
   }
 
   /** Resolves once no run of the file `key` is in flight: its blocks asked for so far are stored, or failed. */
   settledFile(key: string): Promise<void> {
-    const prefix = `${key}:`
-    return this.settledOf((k) => k.startsWith(prefix))
+    return this.settledOf((k) => k === key)
   }
 
   /** Resolves once no run is in flight: every block asked for so far is stored, or failed. */
@@ -145,11 +197,11 @@ export class Runs {
     return this.settledOf(() => true)
   }
 
-  /** Waits, round after round (runs started meanwhile too, bounded), until no run of a block `of` picks is in flight. */
-  private async settledOf(of: (blockKey: string) => boolean): Promise<void> {
+  /** Waits, round after round (runs started meanwhile too, bounded), until no run of a file `of` picks is in flight. */
+  private async settledOf(of: (key: string) => boolean): Promise<void> {
     for (let round = 0; round < 10_000; round++) {
       const waiting = new Set<Promise<unknown>>()
-      for (const [k, r] of this.runs) if (of(k)) waiting.add(r.done)
+      for (const [k, m] of this.files) if (of(k)) for (const r of m.values()) waiting.add(r.done)
       if (waiting.size === 0) return
       await Promise.allSettled(waiting)
     }

@@ -4,7 +4,7 @@
 import type { BlockCache, CachedBlocks } from './block-cache.js'
 import { adler32Combine, adler32Hex } from './adler32.js'
 import type { Block } from './block.js'
-import type { Runs } from './runs.js'
+import type { Run, Runs } from './runs.js'
 import { SourceError } from './sources/source.js'
 
 /** Runs of blocks a whole-file fetch keeps in flight for one file. */
@@ -56,11 +56,17 @@ export async function fetchWholeFile(
       if (missing.length === 0) continue
       deps.fetch(file, from, to, signal)
       // Wait for the blocks (errors surface here), then for their runs, which end once stored.
-      if (!(await allInFlight(deps, file, missing, signal))) await Promise.all(missing.map((i) => blockForJob(deps, file, i, signal)))
+      const runs = runsOf(deps, file, missing)
+      if (!(runs && (await allDelivered(runs, signal)))) await Promise.all(missing.map((i) => blockForJob(deps, file, i, signal)))
       const bytes = missing.reduce((n, i) => n + file.blockLength(i), 0)
       transferred += bytes
       onBytes?.(bytes)
-      await Promise.all(new Set(missing.map((i) => deps.runs.done(`${file.key}:${i}`)).filter((p) => p !== undefined)))
+      const done = new Set<Promise<void>>()
+      for (const i of missing) {
+        const r = deps.runs.run(file.key, i)
+        if (r) done.add(r.done)
+      }
+      await Promise.all(done)
     }
   } finally {
     deps.store.release(file)
@@ -75,21 +81,25 @@ export async function fetchWholeFile(
   return transferred
 }
 
-/**
- * The common case, without a promise per block: every block is in flight; joins their runs and waits
- * for them. False when one is not, or its run was called off (the caller then goes block by block).
- */
-async function allInFlight(deps: WholeFileDeps, file: CachedBlocks, missing: number[], signal: AbortSignal | undefined): Promise<boolean> {
-  const blocks: Promise<unknown>[] = []
+/** The runs bringing these blocks, or undefined when one of them is not in flight. */
+function runsOf(deps: WholeFileDeps, file: CachedBlocks, missing: number[]): Run[] | undefined {
+  const runs = new Set<Run>()
   for (const i of missing) {
-    const k = `${file.key}:${i}`
-    const p = deps.runs.get(k)
-    if (!p) return false
-    deps.runs.join(k, signal)
-    blocks.push(p)
+    const r = deps.runs.run(file.key, i)
+    if (!r) return undefined
+    runs.add(r)
   }
+  return [...runs]
+}
+
+/**
+ * The common case, without a promise per block: joins the runs bringing a window's blocks and waits
+ * until they delivered them. False when one was called off (the caller then goes block by block).
+ */
+async function allDelivered(runs: Run[], signal: AbortSignal | undefined): Promise<boolean> {
+  for (const r of runs) r.join(signal)
   try {
-    await Promise.all(blocks)
+    await Promise.all(runs.map((r) => r.delivered()))
     return true
   } catch (err) {
     if ((err as SourceError).kind !== 'cancelled' || signal?.aborted) throw err
@@ -102,17 +112,16 @@ async function allInFlight(deps: WholeFileDeps, file: CachedBlocks, missing: num
  * cancelled) before this job joined it, the block is asked for again, now on this job's behalf.
  */
 async function blockForJob(deps: WholeFileDeps, file: CachedBlocks, i: number, signal: AbortSignal | undefined): Promise<void> {
-  const k = `${file.key}:${i}`
   for (let attempt = 1; ; attempt++) {
-    if (!deps.runs.has(k)) deps.fetch(file, i, i + 1, signal)
-    const p = deps.runs.get(k)
-    if (!p) {
+    if (!deps.runs.has(file.key, i)) deps.fetch(file, i, i + 1, signal)
+    const run = deps.runs.run(file.key, i)
+    if (!run) {
       await deps.block(file, i) // cached meanwhile
       return
     }
-    deps.runs.join(k, signal)
+    run.join(signal)
     try {
-      await p
+      await run.block(i)
       return
     } catch (err) {
       if ((err as SourceError).kind !== 'cancelled' || signal?.aborted || attempt >= 3) throw err
