@@ -14,7 +14,8 @@ import type { CachedFile, PresenceMaps } from '../cache/block-store.js'
 import type { CacheFileHandle, FileHandles } from '../cache/file-handle.js'
 import { SourceError } from '../cache/sources/source.js'
 import { log } from '../daemon/log.js'
-import { isControlPath, type QueryDirs, type QueryEntry, type QueryNode } from './query-dirs.js'
+import { isControlPath, type QueryDirs, type QueryNode } from './query-dirs.js'
+import { queryListing, treeListing, type ListingArrays } from './listing-arrays.js'
 
 export interface OpsContext {
   tree: Tree
@@ -39,6 +40,13 @@ export interface OpsContext {
 }
 
 export const XATTRS = ['user.desfs.url', 'user.desfs.adler32', 'user.desfs.cached'] as const
+/**
+ * A lookup hands its directory's listing to the plane when the directory has at most this many
+ * entries (a DES exposure directory has a few dozen to a few hundred). Building one costs about 4 µs
+ * per entry, once (the first stat in a directory of 10,000 took 47 ms rather than 10); every later
+ * lookup there is then answered by the plane in ~15 µs instead of ~200 µs through JavaScript.
+ */
+const LOOKUP_LISTING_MAX = 4096
 
 /** Counters for status and metrics: operations that reached JavaScript, and their failures. */
 export interface OpsStats {
@@ -135,25 +143,8 @@ export function createOps(ctx: OpsContext): Ops {
     else addon!.replyEntry(plane!, req, KIND.LINK, Buffer.byteLength(n.target), ctx.mountTime, 0)
   }
 
-  /** The control directory's entries: directories, and links sized by their targets. */
-  const replyQueryListing = (req: number, entries: QueryEntry[]) => {
-    const n = entries.length
-    const kinds = new Uint8Array(n)
-    const sizes = new Float64Array(n)
-    for (let i = 0; i < n; i++) {
-      const link = entries[i]!.link
-      kinds[i] = link === undefined ? KIND.DIR : KIND.LINK
-      sizes[i] = link === undefined ? 0 : Buffer.byteLength(link)
-    }
-    addon!.replyListing(
-      plane!,
-      req,
-      entries.map((e) => e.name),
-      kinds,
-      sizes,
-      new Float64Array(n).fill(ctx.mountTime),
-      new Uint8Array(n),
-    )
+  const replyListing = (req: number, a: ListingArrays) => {
+    addon!.replyListing(plane!, req, a.names, a.kinds, a.sizes, a.mtimes, a.flags)
   }
 
   function lookup(req: number, path: string): void {
@@ -166,12 +157,13 @@ export function createOps(ctx: OpsContext): Ops {
         () => qd.resolve(path),
         (n) => replyQueryNode(req, n),
       )
-    // Most are answered from the index and known facts at once, without a promise or a timer.
+    // Most are answered from the index and known facts at once, without a promise or a timer; with
+    // the directory's listing when it is known too, so its other names never come here.
     try {
       const now = ctx.tree.statNow(path)
       if (now) {
         count('lookup')
-        return replyNode(req, now)
+        return replyLookup(req, path, now)
       }
     } catch (err) {
       count('lookup')
@@ -182,8 +174,17 @@ export function createOps(ctx: OpsContext): Ops {
       req,
       path,
       () => ctx.tree.resolve(path),
-      (n) => replyNode(req, n),
+      (n) => replyLookup(req, path, n),
     )
+  }
+
+  /** A lookup's entry, with its directory's listing when that is known now (the plane keeps it). */
+  const replyLookup = (req: number, path: string, n: Node) => {
+    const slash = path.lastIndexOf('/')
+    const listing = ctx.tree.listNow(path.slice(0, Math.max(1, slash)), LOOKUP_LISTING_MAX)
+    const name = path.slice(slash + 1)
+    if (listing?.some((e) => e.name === name)) replyListing(req, treeListing(listing, ctx.mountTime))
+    else replyNode(req, n)
   }
 
   function readdir(req: number, path: string): void {
@@ -194,35 +195,14 @@ export function createOps(ctx: OpsContext): Ops {
         req,
         path,
         () => qd.list(path),
-        (entries) => replyQueryListing(req, entries),
+        (entries) => replyListing(req, queryListing(entries, ctx.mountTime)),
       )
     run(
       'readdir',
       req,
       path,
       () => ctx.tree.list(path),
-      (entries: Listed[]) => {
-        const n = entries.length
-        const names = new Array<string>(n)
-        const kinds = new Uint8Array(n)
-        const sizes = new Float64Array(n)
-        const mtimes = new Float64Array(n)
-        const flags = new Uint8Array(n)
-        for (let i = 0; i < n; i++) {
-          const e = entries[i]!
-          names[i] = e.name
-          if (e.dir) {
-            kinds[i] = KIND.DIR
-            mtimes[i] = ctx.mountTime
-          } else if (e.facts) {
-            kinds[i] = KIND.FILE
-            sizes[i] = e.facts.size
-            mtimes[i] = e.facts.mtime ?? ctx.mountTime
-            flags[i] = e.facts.adler32 ? FLAG_ADLER : 0
-          } else kinds[i] = KIND.UNKNOWN
-        }
-        addon!.replyListing(plane!, req, names, kinds, sizes, mtimes, flags)
-      },
+      (entries: Listed[]) => replyListing(req, treeListing(entries, ctx.mountTime)),
     )
   }
 

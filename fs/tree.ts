@@ -80,6 +80,8 @@ export interface TreeOptions {
 /** Directories whose listing is kept in memory, so the getattr per entry that follows a readdir
  * (`ls -l`, `find -size`) is a Map hit. A few suffice: the kernel asks right after the readdir. */
 const RECENT_LISTINGS = 4
+/** Directories remembered as not listable without waiting (listNow). */
+const UNLISTED_DIRS = 10_000
 
 /** HEADs in flight for one readdir of a directory the archive would not list. */
 const HEAD_CONCURRENCY = 8
@@ -100,6 +102,8 @@ export class Tree {
   private relisted = new Set<string>()
   /** Recently listed directories: name -> directory id (null for a file) and the file's facts. */
   private recent = new LRUCache<string, Map<string, { dir: number | null; facts?: FileFacts }>>({ max: RECENT_LISTINGS })
+  /** Directories listNow gave nothing for (too big, or a file's facts unknown): not tried again per lookup. */
+  private unlisted = new LRUCache<string, true>({ max: UNLISTED_DIRS })
   readonly stats = { propfinds: 0, heads: 0 }
 
   constructor(index: TreeIndex, facts: Facts, source: FactSource, opts: TreeOptions) {
@@ -119,6 +123,7 @@ export class Tree {
     this.index = index
     this.recent.clear()
     this.relisted.clear()
+    this.unlisted.clear()
     return old
   }
 
@@ -148,6 +153,24 @@ export class Tree {
       if (e.facts) return { kind: 'file', rel: fusePath.slice(1), facts: e.facts }
     }
     return this.resolveNow(fusePath)
+  }
+
+  /**
+   * The children of the directory at a FUSE path when every file's facts are known now and there
+   * are at most `max`, without waiting; otherwise undefined (and not tried again for that directory
+   * until the index changes or it is listed). A lookup hands them to the FUSE plane, which then looks
+   * up the directory's other names itself, as after a readdir.
+   */
+  listNow(fusePath: string, max: number): Listed[] | undefined {
+    const rel = fusePath.slice(1)
+    if (this.unlisted.has(rel)) return undefined
+    const index = this.index
+    const id = index.dirId(rel)
+    if (id === undefined) return undefined
+    const { out, unknown } = this.entries(index, rel, id, max)
+    if (!unknown) return out
+    this.unlisted.set(rel, true)
+    return undefined
   }
 
   /** Resolves a FUSE path to a directory or a file with known facts, asking the archive if needed; throws FsError. */
@@ -249,13 +272,17 @@ export class Tree {
     }
   }
 
-  /** The directory's entries with the facts known now; remembered for the getattr storm that follows. */
-  private entries(index: TreeIndex, rel: string, id: number): { out: Listed[]; unknown: boolean } {
+  /**
+   * The directory's entries with the facts known now; remembered for the getattr storm that follows.
+   * More than `max` of them: none, and `unknown`.
+   */
+  private entries(index: TreeIndex, rel: string, id: number, max = Infinity): { out: Listed[]; unknown: boolean } {
     const out: Listed[] = []
     const byName = new Map<string, { dir: number | null; facts?: FileFacts }>()
     const prefix = rel ? `${rel}/` : ''
     let unknown = false
     const list = index.list(id)
+    if (list.length > max) return { out, unknown: true }
     // A directory of files only (DES's leaves) gets its facts in one range scan.
     const known = rel !== '' && list.every((e) => e.dir === null) ? this.facts.filesIn(rel) : undefined
     for (const e of list) {
@@ -320,6 +347,7 @@ export class Tree {
     }
     if (missing) log.warn('metadata DB lists files the archive does not have; hidden', { dir: rel || '/', count: missing })
     this.facts.recordListing(rel, learned)
+    this.unlisted.delete(rel)
   }
 
   /** HEAD one file (single-flight); null when the archive does not have it. */

@@ -253,7 +253,8 @@ static napi_value js_reply_entry(napi_env env, napi_callback_info info) {
 }
 
 /* replyListing(plane, req, names[], kinds, sizes, mtimes, flags): a directory's children; kept for
- * later pages, lookups and readdirs, and this request's page is served from it. */
+ * later pages, lookups and readdirs. A readdir's page is served from it; so is a lookup of one of
+ * them, which hands over its directory's children so the plane looks up the others itself. */
 static napi_value js_reply_listing(napi_env env, napi_callback_info info) {
   napi_value argv[7];
   plane *p;
@@ -296,6 +297,8 @@ static napi_value js_reply_listing(napi_env env, napi_callback_info info) {
   pthread_mutex_lock(&p->lock);
   node *dir = node_by_id(p, r->nodeid);
   size_t got = 0;
+  struct fuse_entry_out entry;
+  int found = 0;
   if (dir) {
     listing *l = listing_make(p, dir, n);
     l->names = blob;
@@ -309,12 +312,21 @@ static napi_value js_reply_listing(napi_env env, napi_callback_info info) {
       l->e[i].flags = ((uint8_t *)flags)[i];
     }
     listing_index(l);
-    got = dir_page(p, dir, r->offset, r->size, r->opcode == FUSE_READDIRPLUS, page);
+    if (r->opcode == FUSE_LOOKUP) {
+      const lentry *le = r->name ? listing_find(l, r->name, r->name_len) : NULL;
+      node *c = le && le->kind != K_UNKNOWN ? node_make(p, dir, r->name, r->name_len, le->kind, le->size, le->mtime_ms, le->flags) : NULL;
+      if (c) {
+        c->nlookup++;
+        fill_entry(p, c, &entry);
+        found = 1;
+      }
+    } else got = dir_page(p, dir, r->offset, r->size, r->opcode == FUSE_READDIRPLUS, page);
     /* Control listings are not kept: JavaScript answers each readdir and lookup there. */
     if (node_in_control(p, dir)) listing_free(p, l);
   }
   pthread_mutex_unlock(&p->lock);
-  if (dir) reply_buf(p, r->fd, r->unique, page, got, NULL, 0);
+  if (r->opcode == FUSE_LOOKUP && found) reply_buf(p, r->fd, r->unique, &entry, sizeof entry, NULL, 0);
+  else if (dir && r->opcode != FUSE_LOOKUP) reply_buf(p, r->fd, r->unique, page, got, NULL, 0);
   else reply_err(p, r->fd, r->unique, ENOENT);
   free(blob); free(offs); free(lens); free(page);
   pending_free(r);
