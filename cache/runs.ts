@@ -149,11 +149,6 @@ export class Runs {
     return this.files.get(key)?.get(idx)
   }
 
-  /** Block `idx` of the file `key` in flight, if it is. */
-  get(key: string, idx: number): Promise<Block> | undefined {
-    return this.run(key, idx)?.block(idx)
-  }
-
   has(key: string, idx: number): boolean {
     return this.files.get(key)?.has(idx) ?? false
   }

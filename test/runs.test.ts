@@ -45,7 +45,7 @@ t.test('a body that ends without settling a block fails it; the run is forgotten
     run.resolve(run.first, blk('aaaa'))
   })
   runs.start(file, 0, 2)
-  const second = runs.get('k1', 1)!
+  const second = runs.run('k1', 1)!.block(1)
   t.ok(runs.has('k1', 0) && runs.has('k1', 1), 'both in flight')
   await t.rejects(second, /neither delivered nor failed/)
   await runs.settled()
