@@ -411,6 +411,7 @@ async function measureSync(a: Args, base: string, db: string, root: string, rows
   for (const s of srv.list) {
     say(`sync of ${rels.length} x ${a.syncMb} MB vs curl --parallel ${a.parallel}, ${s.name} server`)
     let failure = ''
+    const cpu: string[] = []
     const prepare = async () => {
       await timedRun(
         'cat',
@@ -439,7 +440,15 @@ async function measureSync(a: Args, base: string, db: string, root: string, rows
         const dir = mkdtempSync(join(base, 'sync-'))
         try {
           await prepare()
-          return await desfsSync({ dir, db, archiveUrl: s.archiveUrl, tokenFile: srv.tokenFile, rels, totalBytes: total })
+          return await desfsSync({
+            dir,
+            db,
+            archiveUrl: s.archiveUrl,
+            tokenFile: srv.tokenFile,
+            rels,
+            totalBytes: total,
+            onCpu: (user, sys) => cpu.push(`${user.toFixed(2)}+${sys.toFixed(2)}`),
+          })
         } catch (err) {
           failure = (err as Error).message.split('\n')[0]!.slice(0, 300)
           return NaN
@@ -457,7 +466,7 @@ async function measureSync(a: Args, base: string, db: string, root: string, rows
       target: '≥ 0.9x',
       met: Number.isNaN(mf) ? false : mc / mf >= 0.9,
       how: `desfs sync --list on a fresh mount (cold cache; fetched, checked, stored, pinned; mount and umount outside the timing) vs curl --parallel --parallel-max ${a.parallel} to files on the same disk; server files in the page cache, dirty pages synced before each${failure ? `; desfs sync FAILED: ${failure}` : ''}`,
-      runs: `desfs ${list(f!.map((x) => mbps(total, x)))}, curl ${list(c!.map((x) => mbps(total, x)))} MB/s`,
+      runs: `desfs ${list(f!.map((x) => mbps(total, x)))}, curl ${list(c!.map((x) => mbps(total, x)))} MB/s; the daemon's CPU during each sync (user+system s): ${cpu.join(', ')}`,
     })
   }
 }

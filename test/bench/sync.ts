@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { DESFS } from '../helpers.js'
-import { mbps, startBenchArchive, table, timedRun } from './util.js'
+import { cpuTime, mbps, startBenchArchive, table, timedRun } from './util.js'
+import { call, socketPath } from '../../bin/client.js'
 import { formatSize } from '../../daemon/units.js'
 
 function arg(args: string[], name: string, def: number): number {
@@ -76,7 +77,8 @@ export async function curlParallel(o: {
 
 /**
  * Mounts desfs (a daemon of its own, state and cache under `dir`, cold), times `desfs sync --list`
- * of these files, and unmounts.
+ * of these files, and unmounts. `onCpu` gets the daemon's CPU seconds (user, system) during the sync:
+ * the steadiest way to compare two builds here, where throughput swings with the VM's memory.
  */
 export async function desfsSync(o: {
   dir: string
@@ -85,6 +87,7 @@ export async function desfsSync(o: {
   tokenFile: string
   rels: string[]
   totalBytes: number
+  onCpu?: (user: number, sys: number) => void
 }): Promise<number> {
   const d = o.dir
   mkdirSync(join(d, 'mnt'), { recursive: true })
@@ -103,7 +106,12 @@ export async function desfsSync(o: {
   try {
     const list = join(d, 'list.txt')
     writeFileSync(list, o.rels.join('\n') + '\n')
-    return await timedRun(process.execPath, [DESFS, 'sync', '--list', list], { env })
+    const { pid } = await call<{ pid: number }>(socketPath(env.DESFS_STATE_DIR), 'GET', '/status')
+    const before = cpuTime(pid)
+    const ms = await timedRun(process.execPath, [DESFS, 'sync', '--list', list], { env })
+    const after = cpuTime(pid)
+    o.onCpu?.((after.user - before.user) / 100, (after.sys - before.sys) / 100)
+    return ms
   } finally {
     await timedRun(process.execPath, [DESFS, 'umount', join(d, 'mnt')], { env }).catch(() =>
       timedRun('fusermount', ['-uz', join(d, 'mnt')]).catch(() => undefined),

@@ -186,15 +186,21 @@ export async function startBenchDaemon(
   }
 }
 
-/** CPU time (user + system, clock ticks) a process has used so far, from /proc; NaN once it is gone. */
-export function cpuTicks(pid: number): number {
+/** CPU time (clock ticks, 1/100 s on Linux) a process has used so far, user and system, from /proc; NaN once it is gone. */
+export function cpuTime(pid: number): { user: number; sys: number } {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ') // fields from the 3rd (state) on
-    return Number(f[11]) + Number(f[12]) // utime, stime: fields 14 and 15
+    return { user: Number(f[11]), sys: Number(f[12]) } // utime, stime: fields 14 and 15
   } catch {
-    return NaN
+    return { user: NaN, sys: NaN }
   }
+}
+
+/** CPU time (user + system, clock ticks) a process has used so far; NaN once it is gone. */
+export function cpuTicks(pid: number): number {
+  const t = cpuTime(pid)
+  return t.user + t.sys
 }
 
 /**
