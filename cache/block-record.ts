@@ -8,7 +8,6 @@ import { UserError } from '../daemon/errors.js'
 import { refuseLinks, sqliteFiles } from '../daemon/state-dir.js'
 import type { CacheEntry } from './cache-entry.js'
 
-/** A file's row with the bytes its block rows add up to. */
 /**
  * Block rows are written this many at a time (or after 50 ms): a sync records about 30,000 rows per
  * GB, which at 64 rows a transaction was about 470 commits. A row not written yet is lost in a crash,
@@ -16,6 +15,7 @@ import type { CacheEntry } from './cache-entry.js'
  */
 const FLUSH_ROWS = 512
 
+/** A file's row with the bytes its block rows add up to. */
 export type FileRow = CacheEntry
 
 export interface BlockRow {

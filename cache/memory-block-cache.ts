@@ -116,8 +116,8 @@ export class MemoryFile implements CachedBlocks {
   writeBlocks(first: number, blocks: Block[], adlers: number[]): Promise<boolean> {
     for (let j = 0; j < blocks.length; j++) {
       const idx = first + j
-      const bytes = Buffer.concat(blocks[j]!)
       if (this.data.has(idx)) continue
+      const bytes = Buffer.concat(blocks[j]!)
       if (bytes.length !== this.blockLength(idx))
         throw new Error(`block ${idx} of ${this.relPath} has ${bytes.length} bytes, expected ${this.blockLength(idx)}`)
       if (!this.cache.take()) return Promise.resolve(false)

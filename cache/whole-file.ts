@@ -56,17 +56,13 @@ export async function fetchWholeFile(
       if (missing.length === 0) continue
       deps.fetch(file, from, to, signal)
       // Wait for the blocks (errors surface here), then for their runs, which end once stored.
-      const runs = runsOf(deps, file, missing)
-      if (!(runs && (await allDelivered(runs, signal)))) await Promise.all(missing.map((i) => blockForJob(deps, file, i, signal)))
+      const inFlight = runsOf(deps, file, missing)
+      if (inFlight.gaps || !(await allDelivered(inFlight.runs, signal)))
+        await Promise.all(missing.map((i) => blockForJob(deps, file, i, signal)))
       const bytes = missing.reduce((n, i) => n + file.blockLength(i), 0)
       transferred += bytes
       onBytes?.(bytes)
-      const done = new Set<Promise<void>>()
-      for (const i of missing) {
-        const r = deps.runs.run(file.key, i)
-        if (r) done.add(r.done)
-      }
-      await Promise.all(done)
+      await Promise.all(runsOf(deps, file, missing).runs.map((r) => r.done))
     }
   } finally {
     deps.store.release(file)
@@ -81,15 +77,16 @@ export async function fetchWholeFile(
   return transferred
 }
 
-/** The runs bringing these blocks, or undefined when one of them is not in flight. */
-function runsOf(deps: WholeFileDeps, file: CachedBlocks, missing: number[]): Run[] | undefined {
+/** The runs bringing these blocks now; `gaps` when some of them are in none. */
+function runsOf(deps: WholeFileDeps, file: CachedBlocks, blocks: number[]): { runs: Run[]; gaps: boolean } {
   const runs = new Set<Run>()
-  for (const i of missing) {
+  let gaps = false
+  for (const i of blocks) {
     const r = deps.runs.run(file.key, i)
-    if (!r) return undefined
-    runs.add(r)
+    if (r) runs.add(r)
+    else gaps = true
   }
-  return [...runs]
+  return { runs: [...runs], gaps }
 }
 
 /**

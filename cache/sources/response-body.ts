@@ -98,10 +98,7 @@ export class ResponseBody {
       this.sink = onChunk
       this.settle = (err) => (err ? reject(err) : resolve())
       this.mode = 'read'
-      if (this.paused) {
-        this.paused = false
-        this.resume()
-      }
+      this.unpause()
     })
   }
 
@@ -124,10 +121,7 @@ export class ResponseBody {
     this.heldBytes = 0
     this.mode = 'drain'
     if (this.drainLeft < 0) this.destroy()
-    else if (this.paused) {
-      this.paused = false
-      this.resume()
-    }
+    else this.unpause()
   }
 
   /** Stops the body where it is (closing the connection unless it already ended). Never throws. */
@@ -138,6 +132,13 @@ export class ResponseBody {
     this.held = []
     this.failed = new undiciErrors.RequestAbortedError()
     this.abort(this.failed)
+  }
+
+  /** Someone takes the chunks now: a socket paused while they were held goes on. */
+  private unpause(): void {
+    if (!this.paused) return
+    this.paused = false
+    this.resume()
   }
 
   /** The reader wanted no more: its promise resolves; later chunks are dropped until discard or destroy. */
