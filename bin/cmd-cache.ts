@@ -26,6 +26,7 @@ interface Stats {
   blocksDropped: number
   writeErrors: number
   notStored: number
+  directBytes: number
   headerTierBytes: number
   headerTierLimit: number
   fetch?: FetchStats
@@ -108,6 +109,7 @@ export const cacheCommand: Command = {
             `header tier ${formatSize(s.headerTierBytes)} of evicted files' FITS headers kept (bound ${formatSize(s.headerTierLimit)})`,
             `disk        ${s.diskFree >= 0 ? formatSize(s.diskFree) : 'unknown'} free, ${formatSize(s.minFree)} kept free`,
             `evicted     ${s.filesEvicted} files (${formatSize(s.bytesEvicted)}) since start; ${s.blocksDropped} blocks dropped, ${s.notStored} not stored, ${s.writeErrors} write errors`,
+            `direct      ${formatSize(s.directBytes)} of syncs written around the page cache since start (O_DIRECT)`,
           ]
           if (s.fetch)
             lines.push(

@@ -27,9 +27,9 @@ export interface CachedBlocks {
   readInto(into: Buffer, pos: number, len: number): Promise<boolean>
   /**
    * Stores fetched blocks `first`, `first`+1, ... with their checksums; false when they were not all
-   * stored (no room, disk full): the caller keeps the bytes.
+   * stored (no room, disk full): the caller keeps the bytes. `forLater`: no reader wants them now.
    */
-  writeBlocks(first: number, blocks: Block[], adlers: number[]): Promise<boolean>
+  writeBlocks(first: number, blocks: Block[], adlers: number[], forLater?: boolean): Promise<boolean>
   /** Checks a complete file against the archive's checksum; a mismatch drops every block of it. */
   checkWhole(): boolean
 }

@@ -34,6 +34,7 @@ import { WriteErrorLog } from './write-errors.js'
 import { checkAgainstRecord } from './crash-check.js'
 import { HeaderTier, defaultTierLimit } from './header-tier.js'
 import { DEFAULT_BLOCK_SIZE, type StoreOptions, type StoreStats } from './store-options.js'
+import { DirectWrites } from './direct-file.js'
 import { cacheMetrics, storeCounters, type StoreCounters } from './metrics.js'
 import { log } from '../daemon/log.js'
 import { ensureOwnDirSync } from '../daemon/state-dir.js'
@@ -41,7 +42,6 @@ import { ensureOwnDirSync } from '../daemon/state-dir.js'
 // The cached file and the safe open of its data file live beside the store; others take them from here.
 export { CachedFile, cacheKey, type PresenceMaps } from './cached-file.js'
 export { openCacheFile } from './open-cache-file.js'
-export type { CacheEntry } from './cache-entry.js'
 export type { PinRequest } from './pins.js'
 export type { StoreOptions, StoreStats } from './store-options.js'
 
@@ -51,6 +51,7 @@ export class BlockStore implements FileStore, BlockCache {
   readonly linkCheckMs: number
   /** Data files being removed, by key: a new data file for the key is opened only after. */
   readonly unlinking = new Map<string, Promise<void>>()
+  readonly directWrites: DirectWrites
   readonly stats: StoreStats
   private count: StoreCounters
   private record: BlockRecord
@@ -94,6 +95,7 @@ export class BlockStore implements FileStore, BlockCache {
       () => this.clock(),
     )
     this.linkCheckMs = opts.linkCheckMs ?? 1000
+    this.directWrites = new DirectWrites(opts.writeDirect, (n) => this.count.add('directBytes', n))
     // The LRU order as it was: oldest access first, so the most recent end up most recent.
     for (const r of this.record.files()) {
       this.index.set(r.key, r)

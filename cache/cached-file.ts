@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto'
 import { unlink, type FileHandle } from 'node:fs/promises'
 import { adler32Combine, adler32Fast, adler32Hex } from './adler32.js'
 import { blockBytes, type Block } from './block.js'
+import { writeForLater, type DirectFile, type DirectWrites } from './direct-file.js'
 import { cacheMetrics } from './metrics.js'
 import { openCacheFile } from './open-cache-file.js'
 import { WriteBatch } from './write-batch.js'
@@ -30,6 +31,8 @@ export interface FileStore {
   readonly linkCheckMs: number
   /** Data files being removed, by key: a new one is opened only after. */
   readonly unlinking: Map<string, Promise<void>>
+  /** Writes around the page cache, for blocks only a sync wants (direct-file.ts). */
+  readonly directWrites: DirectWrites
   dataPath(key: string): string
   hold(f: CachedFile): void
   release(f: CachedFile): void
@@ -74,6 +77,8 @@ export class CachedFile implements CachedBlocks {
    */
   private shared: { id: number; bits: Uint8Array; retire: () => void } | undefined
   private fd: Promise<FileHandle> | undefined
+  /** The data file opened O_DIRECT, beside `fd` (opened by the first write for later). */
+  private direct: Promise<DirectFile | undefined> | undefined
   private readonly writes = new WriteBatch()
   /** When the data file's link count was last looked at (ms): at most once per store.linkCheckMs. */
   private linksCheckedAt = 0
@@ -218,9 +223,7 @@ export class CachedFile implements CachedBlocks {
     this.linksCheckedAt = now
     const { nlink } = await fh.stat()
     if (nlink <= 1) return false
-    const fd = this.fd
-    this.fd = undefined
-    await fd?.then((h) => h.close()).catch(() => undefined)
+    await this.closeFd()
     await this.letGo(nlink)
     return true
   }
@@ -280,9 +283,10 @@ export class CachedFile implements CachedBlocks {
    * Stores consecutive blocks fetched from a source, from block `first` on, with one reservation and
    * one write (a sync stores a run's MiBs at a time: per-block promises, reservations and writes took
    * much of the event loop). Returns false when they were not stored (no room within the bound, disk
-   * full, I/O error): the caller still has the bytes and serves them from memory.
+   * full, I/O error): the caller still has the bytes and serves them from memory. Blocks `forLater`
+   * (no reader wants them) are written around the page cache where the disk allows.
    */
-  async writeBlocks(first: number, blocks: Block[], adlers: number[]): Promise<boolean> {
+  async writeBlocks(first: number, blocks: Block[], adlers: number[], forLater = false): Promise<boolean> {
     const todo: number[] = [] // positions in `blocks` not present yet
     let length = 0
     for (let j = 0; j < blocks.length; j++) {
@@ -302,12 +306,16 @@ export class CachedFile implements CachedBlocks {
       try {
         // Adjacent blocks in one writev, with other writes of this file in this turn (write-batch.ts).
         const fh = await fdp
+        const buffered = (pos: number, parts: Buffer[]) => this.writes.write(fh, pos, parts)
+        if (forLater && this.fd === fdp && this.store.directWrites.on) this.direct ??= this.store.directWrites.open(fh)
+        const direct = forLater && this.fd === fdp ? await this.direct : undefined
         const writes: Promise<void>[] = []
         for (let g = 0; g < todo.length;) {
           let e = g + 1
           while (e < todo.length && todo[e] === todo[e - 1]! + 1) e++
           const parts = todo.slice(g, e).flatMap((j) => blocks[j]!)
-          writes.push(this.writes.write(fh, (first + todo[g]!) * this.blockSize, parts))
+          const pos = (first + todo[g]!) * this.blockSize
+          writes.push(direct ? writeForLater(direct, this.store.directWrites, pos, parts, buffered) : buffered(pos, parts))
           g = e
         }
         await Promise.all(writes)
@@ -376,8 +384,8 @@ export class CachedFile implements CachedBlocks {
   }
 
   async closeFd(): Promise<void> {
-    const fd = this.fd
-    this.fd = undefined
-    if (fd) await fd.then((h) => h.close()).catch(() => undefined)
+    const { fd, direct } = this
+    this.fd = this.direct = undefined
+    await Promise.all([direct?.then((d) => d?.close()).catch(() => undefined), fd?.then((h) => h.close()).catch(() => undefined)])
   }
 }

@@ -16,8 +16,11 @@ import { log } from '../daemon/log.js'
 export interface RunHooks {
   /** Hands a block of a run to its waiters (and to later readers, from memory). */
   serve(file: CachedBlocks, idx: number, block: Block, run: Run): void
-  /** Stores consecutive blocks in the cache; resolves once they are stored (or could not be). */
-  store(file: CachedBlocks, first: number, blocks: Block[], adlers: number[]): Promise<void>
+  /**
+   * Stores consecutive blocks in the cache; resolves once they are stored (or could not be).
+   * `forLater`: only sync jobs want them (they go around the page cache: direct-file.ts).
+   */
+  store(file: CachedBlocks, first: number, blocks: Block[], adlers: number[], forLater: boolean): Promise<void>
   /** Forgets a block in flight (a called-off run), so the next asker starts a fetch of its own. */
   forget(run: Run, idx: number): void
 }
@@ -62,7 +65,7 @@ export class RunLoop {
     let adlers: number[] = []
     let storeBytes = 0
     const store = () => {
-      if (toStore.length) pending.push(this.hooks.store(file, idx - toStore.length, toStore, adlers))
+      if (toStore.length) pending.push(this.hooks.store(file, idx - toStore.length, toStore, adlers, run.jobsOnly))
       toStore = []
       adlers = []
       storeBytes = 0
@@ -176,6 +179,7 @@ export class RunLoop {
       run.first,
       held.map((h) => h.block),
       held.map((h) => h.adler),
+      run.jobsOnly,
     )
   }
 }

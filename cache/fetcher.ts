@@ -68,7 +68,7 @@ export class Fetcher {
     this.bytesBySource = this.count.bySource
     const loop = new RunLoop(this.source, this.count, {
       serve: (file, idx, block, run) => this.serve(file, idx, block, run),
-      store: (file, first, blocks, adlers) => this.storeBlocks(file, first, blocks, adlers),
+      store: (file, first, blocks, adlers, forLater) => this.storeBlocks(file, first, blocks, adlers, forLater),
       forget: (run, idx) => this.runs.forget(run, idx),
     })
     this.runs = new Runs(store, (file, run) => loop.run(file, run))
@@ -350,9 +350,9 @@ export class Fetcher {
   }
 
   /** Stores consecutive blocks in the cache; resolves once they are stored (or could not be). */
-  private async storeBlocks(file: CachedBlocks, first: number, blocks: Block[], adlers: number[]): Promise<void> {
+  private async storeBlocks(file: CachedBlocks, first: number, blocks: Block[], adlers: number[], forLater: boolean): Promise<void> {
     try {
-      const stored = await file.writeBlocks(first, blocks, adlers)
+      const stored = await file.writeBlocks(first, blocks, adlers, forLater)
       this.storeRefusing = !stored
       // Readers get what could not be stored from memory (serve kept only what readers wanted).
       if (!stored) blocks.forEach((b, j) => this.recent.set(`${file.key}:${first + j}`, b))

@@ -78,6 +78,7 @@ export function storeCounters(blockSize: number) {
     filesEvicted: (n) => cacheMetrics.evictedFiles.inc(n),
     bytesEvicted: (n) => cacheMetrics.evictedBlocks.inc(Math.ceil(n / blockSize)),
     notStored: (n) => cacheMetrics.notStored.inc(n),
+    directBytes: null,
   })
 }
 

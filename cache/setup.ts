@@ -18,6 +18,7 @@ import { stallGuard } from './sources/stall-guard.js'
 import { counted } from './sources/counted.js'
 import type { Source } from './sources/source.js'
 import type { RetryPolicy } from './retry.js'
+import type { WriteDirect } from './direct-file.js'
 import { fetchCounters } from './metrics.js'
 import { systemClock, type Clock } from './clock.js'
 import { log } from '../daemon/log.js'
@@ -184,7 +185,8 @@ export interface ReadPath {
   fetcher: Fetcher
 }
 
-export async function openReadPath(c: ReadPathSettings, sources: SourceSet): Promise<ReadPath> {
+/** The store and fetcher; `writeDirect` (the addon's) lets syncs write around the page cache. */
+export async function openReadPath(c: ReadPathSettings, sources: SourceSet, writeDirect?: WriteDirect): Promise<ReadPath> {
   const limit = c.cacheSize ?? (await autoCacheSize(c.cacheDir))
   const store = new BlockStore(c.cacheDir, {
     limit,
@@ -192,6 +194,7 @@ export async function openReadPath(c: ReadPathSettings, sources: SourceSet): Pro
     minFree: c.cacheMinFree ?? (await autoMinFree(c.cacheDir)),
     // Internal, for the block-size benchmark: a new cache dir's block size.
     blockSize: process.env.DESFS_BLOCK_SIZE ? parseSize(process.env.DESFS_BLOCK_SIZE) : undefined,
+    writeDirect,
   })
   // Bytes come through one Source: the set's sources with their tries, stall guard and failover.
   const source = readSource(sources, { minRate: c.minRate, rateWindowMs: c.stallTimeoutMs })

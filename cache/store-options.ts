@@ -1,3 +1,5 @@
+import type { WriteDirect } from './direct-file.js'
+
 // What a block store is told when it is made (its bounds and timings), the figures it keeps, and
 // the block size of a new cache dir.
 
@@ -30,6 +32,8 @@ export interface StoreOptions {
   linkCheckMs?: number
   /** Bound of the header tier, bytes (header-tier.ts; default 2% of `limit`, at most 256 MiB). */
   headerTierLimit?: number
+  /** Writes around the page cache (the addon's), for blocks only a sync wants; without it, none. */
+  writeDirect?: WriteDirect
 }
 
 export interface StoreStats {
@@ -40,4 +44,6 @@ export interface StoreStats {
   bytesEvicted: number
   /** Blocks served from memory because they could not be stored (bound, disk full). */
   notStored: number
+  /** Bytes syncs wrote around the page cache (O_DIRECT: direct-file.ts). */
+  directBytes: number
 }

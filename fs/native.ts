@@ -126,6 +126,8 @@ export interface NativeAddon {
   invalidate(p: Plane, rootNames: string[]): Promise<{ dropped: number; failed: string }>
   stats(p: Plane): PlaneStats
   peerCredentials(fd: number): { pid: number; uid: number; gid: number }
+  /** Writes `parts` (4 KiB multiple in all) at `pos` (a 4 KiB multiple) of a descriptor opened O_DIRECT. */
+  writeDirect(fd: number, pos: number, parts: Buffer[]): Promise<void>
 }
 
 // DESFS_NATIVE_ADDON names another build of the same sources (the tests load one built with
@@ -149,4 +151,14 @@ export function native(): NativeAddon {
     }
   }
   throw loadError
+}
+
+/** The addon's writes around the page cache, for the cache (cache/direct-file.ts); undefined where it does not load. */
+export function directWriter(): NativeAddon['writeDirect'] | undefined {
+  try {
+    const addon = native()
+    return (fd, pos, parts) => addon.writeDirect(fd, pos, parts)
+  } catch {
+    return undefined
+  }
 }

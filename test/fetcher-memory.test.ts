@@ -4,7 +4,7 @@
 // archive's Adler-32 is dropped and its fetch fails; a cache that refuses blocks still lets readers
 // have their bytes (from memory).
 import t, { type Test } from 'tap'
-import { newReadPattern, type Fetcher } from '../cache/fetcher.js'
+import { newReadPattern, type Block, type Fetcher } from '../cache/fetcher.js'
 import { MemoryBlockCache, type MemoryFile } from '../cache/memory-block-cache.js'
 import { adler32, adler32Hex } from '../cache/adler32.js'
 import { SourceSet } from '../cache/sources/source-set.js'
@@ -108,7 +108,14 @@ t.test("a sync's blocks are stored, not kept in memory, and a reader later gets 
   const cache = new MemoryBlockCache(BS)
   const { fetcher, src } = setup(cache)
   const file = cache.file('OPS/e.fits', 4 * BS, null)
+  const forLater: (boolean | undefined)[] = []
+  const writeBlocks = file.writeBlocks.bind(file)
+  file.writeBlocks = (first: number, blocks: Block[], adlers: number[], later?: boolean) => {
+    forLater.push(later)
+    return writeBlocks(first, blocks, adlers)
+  }
   t.equal(await fetcher.fetchWhole(file, new AbortController().signal), 4 * BS, 'fetched whole for a job')
+  t.ok(forLater.length > 0 && forLater.every((x) => x === true), 'stored for later (around the page cache, on disk)')
   const calls = src.calls.length
   t.ok((await read(fetcher, file, BS, BS)).equals(expected(BS, 2 * BS)), 'a reader gets block 1 right')
   t.equal(src.calls.length, calls, 'without a request')
@@ -121,12 +128,12 @@ t.test("a run's blocks are stored together, not one by one", async (t: Test) => 
   const file = cache.file('OPS/f.fits', 4 * BS, null)
   const stores: number[][] = []
   const writeBlocks = file.writeBlocks.bind(file)
-  file.writeBlocks = (first, blocks, adlers) => {
-    stores.push([first, blocks.length])
+  file.writeBlocks = (first: number, blocks: Block[], adlers: number[], later?: boolean) => {
+    stores.push([first, blocks.length, later ? 1 : 0])
     return writeBlocks(first, blocks, adlers)
   }
   t.ok((await read(fetcher, file, 0, 4 * BS)).equals(expected(0, 4 * BS)), 'the four blocks read right')
   await fetcher.settled()
-  t.same(stores, [[0, 4]], 'one store of blocks 0-3')
+  t.same(stores, [[0, 4, 0]], "one store of blocks 0-3, not for later (a reader's: through the page cache)")
   t.equal(cache.storedBlocks, 4)
 })

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "plane.h"
+#include "direct-write.h"
 
 typedef struct js_state {
   napi_threadsafe_function tsfn;
@@ -640,6 +641,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "invalidate", NULL, js_invalidate, NULL, NULL, NULL, napi_default, NULL },
     { "stats", NULL, js_stats, NULL, NULL, NULL, napi_default, NULL },
     { "peerCredentials", NULL, js_peer_credentials, NULL, NULL, NULL, napi_default, NULL },
+    { "writeDirect", NULL, js_write_direct, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
