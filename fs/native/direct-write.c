@@ -1,8 +1,8 @@
 /* Cache writes that bypass the page cache: writeDirect(fd, pos, parts[]) -> Promise<void>, for a
  * descriptor opened O_DIRECT. A sync fills the cache with files nobody reads yet; through the page
- * cache each GB cost the pool threads 1.4-2.6 s of kernel time on this box (page-cache folios made
- * and filled: `dd bs=1M` of 1 GB to a file, against 0.15 s with oflag=direct), and pushed readers'
- * pages out of memory. O_DIRECT wants memory, offset and length aligned, and the blocks arrive in
+ * cache each GB cost the pool threads about 1.5 s of kernel time on this box (page-cache folios made
+ * and filled: `dd bs=1M` of 1 GB to a file took 2.0-3.1 s, against 0.15 s with oflag=direct), and
+ * pushed readers' pages out of memory (cache/direct-file.ts). O_DIRECT wants memory, offset and length aligned, and the blocks arrive in
  * socket chunks at any address, so a pool thread copies them into an aligned buffer of its own and
  * writes from there (the copy of hot bytes costs about a tenth of what the page cache did).
  *
