@@ -307,8 +307,7 @@ export class CachedFile implements CachedBlocks {
         // Adjacent blocks in one writev, with other writes of this file in this turn (write-batch.ts).
         const fh = await fdp
         const buffered = (pos: number, parts: Buffer[]) => this.writes.write(fh, pos, parts)
-        if (forLater && this.fd === fdp && this.store.directWrites.on) this.direct ??= this.store.directWrites.open(fh)
-        const direct = forLater && this.fd === fdp ? await this.direct : undefined
+        const direct = forLater && this.fd === fdp ? await (this.direct ??= this.store.directWrites.open(fh)) : undefined
         const writes: Promise<void>[] = []
         for (let g = 0; g < todo.length;) {
           let e = g + 1

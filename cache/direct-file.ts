@@ -91,18 +91,18 @@ export class DirectFile {
 }
 
 /**
- * Writes `parts` at `pos` for later: the aligned head through `direct`, the tail (and all of it
- * without `direct`, or when the file system refuses) through `buffered`.
+ * Writes `parts` at `pos` for later: the aligned head through `direct`, the tail (and all of it once
+ * the file system refused direct writes, even through a descriptor opened before) through `buffered`.
  */
 export async function writeForLater(
-  direct: DirectFile | undefined,
+  direct: DirectFile,
   writes: DirectWrites,
   pos: number,
   parts: Buffer[],
   buffered: (pos: number, parts: Buffer[]) => Promise<void>,
 ): Promise<void> {
   const [head, headLen, tail] = splitAligned(pos, parts)
-  if (!direct || headLen === 0) return buffered(pos, parts)
+  if (!writes.on || headLen === 0) return buffered(pos, parts)
   await Promise.all([
     direct.write(pos, head).then(
       () => writes.written(headLen),

@@ -1,8 +1,9 @@
 /* The Node-API face of the plane: mount/unmount, the dispatch of jobs to one JavaScript function
  * through a thread-safe function, the reply calls JavaScript answers with, the presence maps of
- * cached files (Uint8Arrays over native memory), kernel notifications, and SO_PEERCRED for the
- * control socket. A reply names its request by number; a request the backstop already answered is
- * gone from the table, so a late reply is dropped and never touches freed memory. */
+ * cached files (Uint8Arrays over native memory), kernel notifications, SO_PEERCRED for the control
+ * socket, and the cache's writes around the page cache (direct-write.c). A reply names its request
+ * by number; a request the backstop already answered is gone from the table, so a late reply is
+ * dropped and never touches freed memory. */
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
 #include <node_api.h>
