@@ -7,6 +7,7 @@ import { Pool, errors as undiciErrors, type Dispatcher } from 'undici'
 import { SourceError, type ReadOptions } from './source.js'
 import { parseByteCount } from './byte-count.js'
 import { dispatch, type ResponseBody } from './response-body.js'
+import { GetPool } from './get-pool.js'
 
 export interface HttpClientOptions {
   /** Origin that receives the Authorization header (the archive door); none for signed requests. */
@@ -154,6 +155,7 @@ export function classifyError(err: unknown, what: string): SourceError {
 
 export class HttpClient {
   private pools = new Map<string, Pool>()
+  private getPools = new Map<string, GetPool>()
   private opts: HttpClientOptions
   private ca: Buffer | undefined
 
@@ -174,6 +176,22 @@ export class HttpClient {
         connect: { timeout: this.opts.connectTimeoutMs, ...(this.ca ? { ca: this.ca } : {}) },
       })
       this.pools.set(origin, p)
+    }
+    return p
+  }
+
+  /** GETs carry the archive's bytes: they go over connections of our own (get-pool.ts). */
+  private getPool(origin: string): GetPool {
+    let p = this.getPools.get(origin)
+    if (!p) {
+      p = new GetPool(origin, {
+        connections: this.opts.connections ?? 16,
+        connectTimeoutMs: this.opts.connectTimeoutMs,
+        headersTimeoutMs: this.opts.headersTimeoutMs,
+        stallTimeoutMs: this.opts.stallTimeoutMs,
+        ca: this.ca,
+      })
+      this.getPools.set(origin, p)
     }
     return p
   }
@@ -211,16 +229,15 @@ export class HttpClient {
       if (auth) h.authorization = auth
       let res
       try {
-        res = await dispatch(
-          this.pool(current.origin),
-          {
-            method: m as Dispatcher.HttpMethod,
-            path: current.pathname + current.search,
-            headers: h,
-            body: m === 'PROPFIND' ? body : undefined,
-          },
-          signal,
-        )
+        const path = current.pathname + current.search
+        res =
+          m === 'GET'
+            ? await this.getPool(current.origin).get(path, h, signal)
+            : await dispatch(
+                this.pool(current.origin),
+                { method: m as Dispatcher.HttpMethod, path, headers: h, body: m === 'PROPFIND' ? body : undefined },
+                signal,
+              )
       } catch (err) {
         throw classifyError(err, `${m} ${current.href}`)
       }
@@ -237,7 +254,8 @@ export class HttpClient {
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.pools.values()].map((p) => p.close().catch(() => undefined)))
+    await Promise.all([...this.pools.values(), ...this.getPools.values()].map((p) => p.close().catch(() => undefined)))
     this.pools.clear()
+    this.getPools.clear()
   }
 }
