@@ -112,13 +112,13 @@ t.test('bodies of every framing, keep-alive, and the connection limit', async (t
   const big = randomBytes(5 << 20)
   const s = await rawServer((head, sock) => {
     const path = head.split(' ')[1]
-    if (path === '/sized') (sock.write(`HTTP/1.1 206 Partial\r\nContent-Length: ${big.length}\r\n\r\n`), sock.write(big))
+    if (path === '/sized') sock.write(Buffer.concat([Buffer.from(`HTTP/1.1 206 Partial\r\nContent-Length: ${big.length}\r\n\r\n`), big]))
     else if (path === '/chunked') {
       sock.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n')
-      for (let i = 0; i < big.length; i += 1 << 20)
-        (sock.write(`${Math.min(1 << 20, big.length - i).toString(16)}\r\n`),
-          sock.write(big.subarray(i, i + (1 << 20))),
-          sock.write('\r\n'))
+      for (let i = 0; i < big.length; i += 1 << 20) {
+        const piece = big.subarray(i, i + (1 << 20))
+        sock.write(Buffer.concat([Buffer.from(`${piece.length.toString(16)}\r\n`), piece, Buffer.from('\r\n')]))
+      }
       sock.write('0\r\n\r\n')
     } else if (path === '/to-close') sock.end(Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\n\r\n'), big]))
     else if (path === '/empty') sock.write('HTTP/1.1 204 No Content\r\n\r\n')
