@@ -9,11 +9,16 @@ import { adler32Fast } from './adler32.js'
  */
 export type Block = Buffer[]
 
-/** Copies bytes [from, to) of a block into `dest` at `at`; returns the bytes copied. */
+/**
+ * Copies bytes [from, to) of a block into `dest` at `at`; returns the bytes copied. A part with no
+ * bytes is memory given back for reuse while the block was still held (sources/slabs.ts): the read
+ * fails rather than serve a block with a hole.
+ */
 export function copyFromBlock(block: Block, from: number, to: number, dest: Buffer, at: number): number {
   let off = 0
   let n = 0
   for (const part of block) {
+    if (part.length === 0) throw new Error('a block whose memory was reused while it was still held (a bug): not served')
     const end = off + part.length
     if (end > from) n += part.copy(dest, at + n, Math.max(from, off) - off, Math.min(to, end) - off)
     off = end

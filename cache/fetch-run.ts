@@ -11,16 +11,18 @@ import { combinedAdler32 } from './whole-file.js'
 import { SourceError, type Source } from './sources/source.js'
 import type { FetchSource } from './fetch-source.js'
 import { log } from '../daemon/log.js'
+import { slabs } from './sources/slabs.js'
 
 /** What the run loop hands back to the fetcher. */
 export interface RunHooks {
   /** Hands a block of a run to its waiters (and to later readers, from memory). */
   serve(file: CachedBlocks, idx: number, block: Block, run: Run): void
   /**
-   * Stores consecutive blocks in the cache; resolves once they are stored (or could not be).
+   * Stores consecutive blocks in the cache; resolves once they are stored (true: on disk, and nothing
+   * but the run holds them) or could not be (false: kept in memory for readers).
    * `forLater`: only sync jobs want them (they go around the page cache: direct-file.ts).
    */
-  store(file: CachedBlocks, first: number, blocks: Block[], adlers: number[], forLater: boolean): Promise<void>
+  store(file: CachedBlocks, first: number, blocks: Block[], adlers: number[], forLater: boolean): Promise<boolean>
   /** Forgets a block in flight (a called-off run), so the next asker starts a fetch of its own. */
   forget(run: Run, idx: number): void
 }
@@ -64,8 +66,17 @@ export class RunLoop {
     let toStore: Block[] = []
     let adlers: number[] = []
     let storeBytes = 0
+    // Blocks on disk and held by no one else: their memory goes back to the slabs if only sync jobs
+    // wanted the run to its end (then no reader, and no memory of recent blocks, saw them: runs.ts).
+    const stored: Block[] = []
+    run.giveBack = () => {
+      for (const b of stored) slabs.giveBack(b)
+    }
+    const keep = (blocks: Block[]) => (ok: boolean) => {
+      if (ok) for (const b of blocks) stored.push(b)
+    }
     const store = () => {
-      if (toStore.length) pending.push(this.hooks.store(file, idx - toStore.length, toStore, adlers, run.jobsOnly))
+      if (toStore.length) pending.push(this.hooks.store(file, idx - toStore.length, toStore, adlers, run.jobsOnly).then(keep(toStore)))
       toStore = []
       adlers = []
       storeBytes = 0
@@ -157,12 +168,12 @@ export class RunLoop {
       for (const h of held) run.reject(h.idx, err)
       return
     }
-    if (held.length) await this.deliverWhole(file, held, run)
+    if (held.length) keep(held.map((h) => h.block))(await this.deliverWhole(file, held, run))
     await Promise.all(pending)
   }
 
-  /** Checks a whole small file against the archive checksum, then serves and stores its blocks. */
-  private async deliverWhole(file: CachedBlocks, held: Held[], run: Run): Promise<void> {
+  /** Checks a whole small file against the archive checksum, then serves and stores its blocks (true: stored). */
+  private async deliverWhole(file: CachedBlocks, held: Held[], run: Run): Promise<boolean> {
     held.sort((a, b) => a.idx - b.idx)
     const got = combinedAdler32(file, held)
     if (got !== file.adler32) {
@@ -171,10 +182,10 @@ export class RunLoop {
       const err = new SourceError('protocol', `${file.relPath}: checksum mismatch (archive adler32 ${file.adler32}, received ${got})`)
       log.error('received data does not match the archive checksum; not served', { path: file.relPath, expected: file.adler32, got })
       for (const h of held) run.reject(h.idx, err)
-      return
+      return false
     }
     for (const h of held) this.hooks.serve(file, h.idx, h.block, run)
-    await this.hooks.store(
+    return this.hooks.store(
       file,
       run.first,
       held.map((h) => h.block),

@@ -349,8 +349,8 @@ export class Fetcher {
     for (const k of [...this.recent.keys()]) if (k.startsWith(key + ':')) this.recent.delete(k)
   }
 
-  /** Stores consecutive blocks in the cache; resolves once they are stored (or could not be). */
-  private async storeBlocks(file: CachedBlocks, first: number, blocks: Block[], adlers: number[], forLater: boolean): Promise<void> {
+  /** Stores consecutive blocks in the cache; resolves once they are stored (true) or could not be (kept in memory). */
+  private async storeBlocks(file: CachedBlocks, first: number, blocks: Block[], adlers: number[], forLater: boolean): Promise<boolean> {
     try {
       const stored = await file.writeBlocks(first, blocks, adlers, forLater)
       this.storeRefusing = !stored
@@ -362,12 +362,14 @@ export class Fetcher {
         this.forgetRecent(file.key) // nor may readers get those bytes from memory
         this.source.distrust(file.relPath)
       }
+      return stored
     } catch (err) {
       log.error('storing blocks failed', {
         path: file.relPath,
         blocks: `${first}-${first + blocks.length - 1}`,
         error: (err as Error).message,
       })
+      return false
     }
   }
 }

@@ -20,6 +20,8 @@ export class Run {
   done: Promise<void> = Promise.resolve()
   signals: AbortSignal[] | undefined
   readonly stop = new AbortController()
+  /** Gives the memory of the run's stored blocks back for reuse (fetch-run.ts); called only if sync jobs alone wanted it. */
+  giveBack: (() => void) | undefined
   /** Per block: what it settled with (undefined while in flight). */
   private outcome: (Block | Error | undefined)[]
   /** Per block: its promise, once someone asked. */
@@ -177,7 +179,12 @@ export class Runs {
       this.bytes -= bytes
       fetchMetrics.inflightBytes.set(this.bytes)
       for (let i = first; i < end; i++) this.forget(run, i)
+      // Only now, out of the table, can no reader join the run and take its blocks; and a reader who
+      // did join made it a reader's run for good (join): its blocks may be in memory still.
+      const onlyJobs = run.jobsOnly
       run.mustFinish()
+      if (onlyJobs) run.giveBack?.()
+      run.giveBack = undefined
       this.store.release(file)
     })
   }

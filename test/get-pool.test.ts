@@ -214,6 +214,13 @@ t.test('deadlines: connect, headers, a stalled body; aborts at every stage', asy
   mid.abort(new Error('deadline'))
   await t.rejects(reading, /deadline/, 'a body aborted midway fails with the reason')
   t.equal((await bodyOf(await pool.get('/ok', {}))).toString(), 'ok', 'and the pool goes on')
+  const conns = s.conns()
+  await t.rejects(
+    pool.get('/silent', {}),
+    { code: 'UND_ERR_HEADERS_TIMEOUT' },
+    'a kept-alive connection that does not answer: the deadline',
+  )
+  t.equal(s.conns(), conns, 'and the GET is not tried again on a new connection (that is only for one the server closed)')
 })
 
 t.test('a body that arrives before anyone reads it is held, then paused, and read whole', async (t) => {

@@ -3,15 +3,14 @@
 //
 // Why not undici for them: it reads each socket into a fresh 64 KiB buffer and runs every read
 // through its llhttp parser and handler chain. On this 2-core box that was the JavaScript thread's
-// largest cost in a sync or a cold read: 1 GB from nginx cost 0.24–0.37 s of user CPU against
-// 0.16–0.19 s reading the same responses here, at 150–220 MB/s against 220–240 (test/bench, and the
-// note on issue 10). Here each connection reads straight into 1 MiB slabs (Node's `onread`), and
-// the body is handed on as views of them, exactly as it arrived: never copied, never reused (a slab
-// is garbage only when no block holds a view of it).
+// largest cost in a sync or a cold read after the garbage collector. Here each connection reads
+// straight into 1 MiB slabs (Node's `onread`; slabs.ts, which also reuses them), and the body is
+// handed on as views of them, exactly as it arrived, never copied.
 import { connect as netConnect, isIP, type OnReadOpts, type Socket } from 'node:net'
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls'
 import { ResponseBody, type RawResponse } from './response-body.js'
 import { Http1Response } from './http1-response.js'
+import { MIN_READ, SLAB_BYTES, slabs } from './slabs.js'
 
 export interface GetPoolOptions {
   /** Connections at most; more requests wait for one. */
@@ -27,10 +26,6 @@ export interface GetPoolOptions {
   idleMs?: number
 }
 
-/** Reads land in slabs this big; a new one is taken when less than MIN_READ is left. */
-const SLAB = 1 << 20
-const MIN_READ = 64 << 10
-
 /** An error with the code classifyError (http-client.ts) knows: undici's names, so one mapping serves both. */
 function coded(code: string, message: string): Error {
   return Object.assign(new Error(message), { code })
@@ -42,7 +37,7 @@ const BAD_VALUE = /[\r\n\0]/
 /** One GET waiting for, or on, a connection. */
 class Exchange {
   answered = false
-  /** Tried once more on a fresh connection after a kept-alive one closed under it, or aborted: not tried again. */
+  /** Not to be tried again: tried once more already (a kept-alive connection closed under it), aborted, or past a deadline. */
   retried = false
   conn: Connection | undefined
   readonly body = new ResponseBody()
@@ -63,7 +58,7 @@ class Exchange {
 
 class Connection {
   readonly socket: Socket
-  private slab = Buffer.allocUnsafeSlow(SLAB)
+  private slab = slabs.take()
   private used = 0
   private response: Http1Response | undefined
   private reusable = false
@@ -100,13 +95,17 @@ class Connection {
     })
     this.socket.on('timeout', () => this.onTimeout())
     this.socket.on('error', (err) => this.onEnd(err))
-    this.socket.on('close', () => this.onEnd())
+    this.socket.on('close', () => {
+      this.onEnd()
+      slabs.seal(this.slab) // no read lands in it any more
+    })
   }
 
   /** Where the next read lands: the rest of the slab, or a new slab. */
   private nextBuffer = (): Buffer => {
-    if (SLAB - this.used < MIN_READ) {
-      this.slab = Buffer.allocUnsafeSlow(SLAB)
+    if (SLAB_BYTES - this.used < MIN_READ) {
+      slabs.seal(this.slab)
+      this.slab = slabs.take()
       this.used = 0
     }
     return this.slab.subarray(this.used)
@@ -155,7 +154,10 @@ class Connection {
         this.socket.setTimeout(this.pool.opts.stallTimeoutMs)
         ex.resolve({ status, headers, body: ex.body })
       },
-      body: (view) => ex.body.push(view),
+      body: (view) => {
+        slabs.lend(view)
+        return ex.body.push(view)
+      },
       end: (reusable) => {
         this.reusable = reusable
         ex.body.end()
@@ -179,6 +181,7 @@ class Connection {
   private onTimeout(): void {
     const ex = this.ex
     if (!ex) return void this.socket.destroy()
+    ex.retried = true // a deadline that passed is not a stale connection: not tried again here
     const why = !this.connected
       ? coded('UND_ERR_CONNECT_TIMEOUT', 'connect timed out')
       : ex.answered

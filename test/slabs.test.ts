@@ -1,0 +1,156 @@
+// The memory GET bodies are read into, and its reuse (cache/sources/slabs.ts): a slab is used again
+// only once all it lent was given back, and only a sync's run gives bytes back; a slab used again is
+// detached, so a view held by mistake reads as empty and a read of it fails rather than serve other
+// bytes. In this process, through the fetcher, over a source that delivers views of slabs as the
+// HTTP client does.
+import t from 'tap'
+import { SlabPool, SLAB_BYTES, slabs } from '../cache/sources/slabs.js'
+import { copyFromBlock } from '../cache/block.js'
+import { newReadPattern } from '../cache/fetcher.js'
+import { MemoryBlockCache } from '../cache/memory-block-cache.js'
+import { SourceSet } from '../cache/sources/source-set.js'
+import type { FileFacts, ReadOptions, Source } from '../cache/sources/source.js'
+import { FakeClock, expected } from './fakes/scripted-source.js'
+import { fetcherOver } from './fakes/fetcher-over.js'
+
+t.test('a slab is reused once sealed and every byte it lent is back; old views then read as empty', async (t) => {
+  const pool = new SlabPool()
+  const a = pool.take()
+  a.fill(7)
+  const v1 = a.subarray(0, 1000)
+  const v2 = a.subarray(1000, 3000)
+  pool.lend(v1)
+  pool.lend(v2)
+  pool.seal(a)
+  pool.giveBack([v1])
+  t.equal(pool.reused, 0, 'half given back: not reused')
+  pool.giveBack([v2.subarray(0, 500), v2.subarray(500)])
+  t.equal(pool.reused, 1, 'all given back (in pieces): reused')
+  t.equal(v1.length, 0, 'an old view is detached: empty, never the next bytes')
+  const b = pool.take()
+  t.equal(b.length, SLAB_BYTES, 'the next slab taken is the reused one, whole')
+  t.equal(pool.taken, 1, 'no new memory was taken for it')
+  pool.lend(b.subarray(0, 10))
+  pool.giveBack([v1, v2]) // old views of the same memory: ignored
+  pool.seal(b)
+  t.equal(pool.reused, 1, "old views given back again do not count against the slab's new life")
+
+  const c = pool.take()
+  pool.lend(c.subarray(0, 10))
+  pool.giveBack([c.subarray(0, 10)])
+  t.equal(pool.reused, 1, 'not reused before it is sealed (reads may still land in it)')
+  pool.seal(c)
+  t.equal(pool.reused, 2, 'reused once sealed')
+
+  const d = pool.take()
+  pool.lend(d.subarray(0, 10))
+  pool.seal(d)
+  pool.giveBack([d.subarray(0, 20)])
+  t.equal(pool.reused, 2, 'more given back than lent (a bug): left to the garbage collector, not reused')
+
+  const held = [v1, Buffer.from('ab')]
+  t.throws(
+    () => copyFromBlock(held, 0, 2, Buffer.alloc(4), 0),
+    /memory was reused while it was still held/,
+    'a block with a detached part is not served',
+  )
+})
+
+/** Serves expected() bytes as views of slabs of the shared pool, as get-pool.ts does; optionally held halfway. */
+class SlabSource implements Source {
+  readonly name = 'slabbed'
+  readonly identity = 'slabbed'
+  readonly authoritative = true
+  private gate: Promise<void> | undefined
+  private open: (() => void) | undefined
+  halfway: (() => void) | undefined
+  hold(): void {
+    this.gate = new Promise((r) => (this.open = r))
+  }
+  release(): void {
+    this.open?.()
+    this.gate = undefined
+  }
+  locate(rel: string): string {
+    return rel
+  }
+  async read(_rel: string, start: number, end: number, opts: ReadOptions): Promise<void> {
+    const bytes = expected(start, end)
+    let slab = slabs.take()
+    let used = 0
+    for (let at = 0; at < bytes.length;) {
+      if (at >= bytes.length / 2 && this.gate) {
+        this.halfway?.()
+        await this.gate
+      }
+      if (SLAB_BYTES - used < 20_000) {
+        slabs.seal(slab)
+        slab = slabs.take()
+        used = 0
+      }
+      const n = Math.min(20_000, bytes.length - at)
+      const view = slab.subarray(used, used + n)
+      bytes.copy(view, 0, at, at + n)
+      used += n
+      at += n
+      slabs.lend(view)
+      opts.onData(view)
+    }
+    slabs.seal(slab)
+  }
+  list(): Promise<Map<string, FileFacts> | null> {
+    return Promise.resolve(null)
+  }
+  stat(): Promise<FileFacts | null> {
+    return Promise.resolve(null)
+  }
+  close(): Promise<void> {
+    return Promise.resolve()
+  }
+}
+
+const BS = 64 * 1024
+const SIZE = 40 * BS
+
+t.test("a sync's run gives its memory back; a run a reader joined does not, and the reader's bytes stay right", async (t) => {
+  const cache = new MemoryBlockCache(BS)
+  const src = new SlabSource()
+  const clock = new FakeClock()
+  const fetcher = fetcherOver(new SourceSet([src], { clock }), cache, { smallFileBytes: 0, runBytes: SIZE, clock }) // one run per file
+  const read = async (file: ReturnType<MemoryBlockCache['file']>, pos: number, len: number) => {
+    const dest = Buffer.alloc(len)
+    const n = await fetcher.readInto(file, pos, len, dest, () => true, newReadPattern())
+    return dest.subarray(0, n)
+  }
+
+  const before = slabs.reused
+  const synced = cache.file('OPS/synced.fits', SIZE, null)
+  t.equal(await fetcher.fetchWhole(synced, new AbortController().signal), SIZE, 'a sync fetched a file whole')
+  t.ok(slabs.reused > before, `its slabs were given back and reused (${slabs.reused - before})`)
+  t.ok((await read(synced, 3 * BS + 5, 2 * BS)).equals(expected(3 * BS + 5, 5 * BS + 5)), 'and its stored bytes are right')
+
+  // A reader joins a sync's run halfway through: that run's memory is the reader's now.
+  const joined = cache.file('OPS/joined.fits', SIZE, null)
+  src.hold()
+  const halfway = new Promise<void>((r) => (src.halfway = r))
+  const job = fetcher.fetchWhole(joined, new AbortController().signal)
+  await halfway
+  // Blocks 16-19 arrived and are not stored yet (a run stores 1 MiB at a time): the reader joins the run.
+  const reading = read(joined, 17 * BS, 6 * BS)
+  await new Promise((r) => setImmediate(r))
+  const reusedBefore = slabs.reused
+  src.release()
+  t.ok((await reading).equals(expected(17 * BS, 23 * BS)), "the reader who joined the sync's run got the right bytes")
+  t.equal(await job, SIZE, 'and the sync finished')
+  await fetcher.settled()
+  const reusedByJoined = slabs.reused - reusedBefore
+
+  // More syncs take the reused slabs; what the reader's run left in memory must not change.
+  for (let i = 0; i < 3; i++) await fetcher.fetchWhole(cache.file(`OPS/more${i}.fits`, SIZE, null), new AbortController().signal)
+  // The blocks that arrived after the reader joined are kept in memory for readers: read from there.
+  const memoryHits = fetcher.stats.memoryHits
+  t.ok((await read(joined, 24 * BS, 6 * BS)).equals(expected(24 * BS, 30 * BS)), 'read again after later syncs reused slabs: still right')
+  t.equal(fetcher.stats.memoryHits, memoryHits + 1, 'from the blocks kept in memory')
+  t.ok((await read(joined, 0, SIZE)).equals(expected(0, SIZE)), 'the whole file, from memory and the cache: right')
+  t.equal(reusedByJoined, 0, 'the run the reader joined gave nothing back')
+})
