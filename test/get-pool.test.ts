@@ -8,11 +8,10 @@ import { createServer, type Server, type Socket } from 'node:net'
 import { createServer as createTlsServer } from 'node:tls'
 import { createHash, randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
 import { GetPool, type GetPoolOptions } from '../cache/sources/get-pool.js'
 import { Http1Response, type Http1Head } from '../cache/sources/http1-response.js'
 import type { RawResponse } from '../cache/sources/response-body.js'
-import { needTool, run, tmp } from './helpers.js'
+import { localCert } from './helpers.js'
 
 const OPTS: GetPoolOptions = { connections: 4, connectTimeoutMs: 2000, headersTimeoutMs: 2000, stallTimeoutMs: 2000 }
 
@@ -253,27 +252,9 @@ t.test('what a server may not send fails the GET and closes the connection', asy
 })
 
 t.test('https with a CA of its own: bytes right; without the CA, a certificate error', async (t) => {
-  if (!needTool(t, 'openssl', 'openssl')) return
-  const dir = tmp(t)
-  const [key, cert] = [join(dir, 'key.pem'), join(dir, 'cert.pem')]
-  const r = await run('openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    key,
-    '-out',
-    cert,
-    '-days',
-    '1',
-    '-subj',
-    '/CN=127.0.0.1',
-    '-addext',
-    'subjectAltName=IP:127.0.0.1',
-  ])
-  t.equal(r.code, 0, 'openssl made a certificate')
+  const made = await localCert(t)
+  if (!made) return
+  const [key, cert] = [made.keyFile, made.certFile]
   const big = randomBytes(3 << 20)
   const server = createTlsServer({ key: readFileSync(key), cert: readFileSync(cert) }, (sock) => {
     sock.on('error', () => undefined)

@@ -91,6 +91,36 @@ export function needTool(t: Test, name: string, pkg: string): boolean {
   return false
 }
 
+/**
+ * A self-signed certificate for 127.0.0.1 made with openssl in a temp dir of the test (PEM files),
+ * or undefined when openssl is missing (the test is skipped, or fails under CI).
+ */
+export async function localCert(t: Test): Promise<{ keyFile: string; certFile: string } | undefined> {
+  if (!needTool(t, 'openssl', 'openssl')) return undefined
+  const dir = tmp(t)
+  const keyFile = join(dir, 'key.pem')
+  const certFile = join(dir, 'cert.pem')
+  const r = await run('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    keyFile,
+    '-out',
+    certFile,
+    '-days',
+    '1',
+    '-subj',
+    '/CN=127.0.0.1',
+    '-addext',
+    'subjectAltName=IP:127.0.0.1',
+  ])
+  t.equal(r.code, 0, 'openssl made a certificate for 127.0.0.1')
+  return { keyFile, certFile }
+}
+
 export function needPythonModule(t: Test, mod: string, pkg: string): boolean {
   if (!existsSync(PYTHON)) return needTool(t, PYTHON, 'python3')
   const r = execFileSyncQuiet(PYTHON, ['-c', `import ${mod}`])

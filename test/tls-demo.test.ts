@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { DESFS, makeArchive, needTool, run, sourceBytes, startDaemon, startServer, tmp, until } from './helpers.js'
+import { DESFS, localCert, makeArchive, needTool, run, sourceBytes, startDaemon, startServer, tmp, until } from './helpers.js'
 import { mountedType } from '../fs/mount.js'
 import { fileURLToPath } from 'node:url'
 import { desfsCommand } from '../bin/how-to-run.js'
@@ -13,28 +13,9 @@ import { desfsCommand } from '../bin/how-to-run.js'
 t.jobs = 1
 
 t.test('an https archive with its own CA: reads work with --ca-file, and fail clearly without', async (t) => {
-  if (!needTool(t, 'openssl', 'openssl')) return
-  const dir = tmp(t)
-  const key = join(dir, 'key.pem')
-  const cert = join(dir, 'cert.pem')
-  const r = await run('openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    key,
-    '-out',
-    cert,
-    '-days',
-    '1',
-    '-subj',
-    '/CN=127.0.0.1',
-    '-addext',
-    'subjectAltName=IP:127.0.0.1',
-  ])
-  t.equal(r.code, 0, 'openssl made a certificate for 127.0.0.1')
+  const made = await localCert(t)
+  if (!made) return
+  const { keyFile: key, certFile: cert } = made
   const a = makeArchive(t, { hostile: false })
   const { server, tokenFile } = await startServer(t, a.root, { tls: { key: readFileSync(key), cert: readFileSync(cert) } })
   t.match(server.archiveUrl, /^https:\/\/127\.0\.0\.1:\d+\//)

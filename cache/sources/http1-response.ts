@@ -40,6 +40,8 @@ export class Http1Response {
   private left = 0
   private keepAlive = false
   private any = false
+  /** The body did not ask to pause during this read. */
+  private go = true
 
   constructor(private on: Http1Events) {}
 
@@ -60,7 +62,7 @@ export class Http1Response {
 
   /** Takes bytes as they arrive; returns false when the body asked to pause. Throws Http1Error. */
   feed(buf: Buffer): boolean {
-    let go = true
+    this.go = true
     let at = 0
     if (buf.length) this.any = true
     while (at < buf.length) {
@@ -68,17 +70,13 @@ export class Http1Response {
         case 'head':
           at = this.readHead(buf, at)
           break
-        case 'length': {
-          const n = Math.min(this.left, buf.length - at)
-          go = this.on.body(view(buf, at, n)) && go
-          at += n
-          this.left -= n
+        case 'length':
+          at = this.counted(buf, at)
           if (this.left === 0) this.finish(this.keepAlive)
           break
-        }
         case 'to-close':
-          go = this.on.body(view(buf, at, buf.length - at)) && go
-          at = buf.length
+          this.left = buf.length - at
+          at = this.counted(buf, at)
           break
         case 'chunk-size': {
           const line = this.line(buf, at)
@@ -90,14 +88,10 @@ export class Http1Response {
           this.state = this.left === 0 ? 'trailers' : 'chunk-data'
           break
         }
-        case 'chunk-data': {
-          const n = Math.min(this.left, buf.length - at)
-          go = this.on.body(view(buf, at, n)) && go
-          at += n
-          this.left -= n
+        case 'chunk-data':
+          at = this.counted(buf, at)
           if (this.left === 0) this.state = 'chunk-crlf'
           break
-        }
         case 'chunk-crlf': {
           const line = this.line(buf, at)
           at = line.at
@@ -116,7 +110,15 @@ export class Http1Response {
           throw new Http1Error(`${buf.length - at} bytes after the end of the response`)
       }
     }
-    return go
+    return this.go
+  }
+
+  /** Hands on up to `left` body bytes from `at`; returns where it stopped. */
+  private counted(buf: Buffer, at: number): number {
+    const n = Math.min(this.left, buf.length - at)
+    if (!this.on.body(view(buf, at, n))) this.go = false
+    this.left -= n
+    return at + n
   }
 
   /** The connection ended: the end of a body that runs to the close; an Http1Error anywhere else. */
