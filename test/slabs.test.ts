@@ -112,8 +112,8 @@ class SlabSource implements Source {
 const BS = 64 * 1024
 const SIZE = 40 * BS
 
-t.test("a sync's run gives its memory back; a run a reader joined does not, and the reader's bytes stay right", async (t) => {
-  const cache = new MemoryBlockCache(BS)
+function setup(maxBlocks = Infinity) {
+  const cache = new MemoryBlockCache(BS, maxBlocks)
   const src = new SlabSource()
   const clock = new FakeClock()
   const fetcher = fetcherOver(new SourceSet([src], { clock }), cache, { smallFileBytes: 0, runBytes: SIZE, clock }) // one run per file
@@ -122,11 +122,16 @@ t.test("a sync's run gives its memory back; a run a reader joined does not, and 
     const n = await fetcher.readInto(file, pos, len, dest, () => true, newReadPattern())
     return dest.subarray(0, n)
   }
+  const sync = (name: string) => fetcher.fetchWhole(cache.file(name, SIZE, null), new AbortController().signal)
+  return { cache, src, fetcher, read, sync }
+}
 
+t.test("a sync's run gives its memory back; a run a reader joined does not, and the reader's bytes stay right", async (t) => {
+  const { cache, src, fetcher, read, sync } = setup()
   const before = slabs.reused
-  const synced = cache.file('OPS/synced.fits', SIZE, null)
-  t.equal(await fetcher.fetchWhole(synced, new AbortController().signal), SIZE, 'a sync fetched a file whole')
+  t.equal(await sync('OPS/synced.fits'), SIZE, 'a sync fetched a file whole')
   t.ok(slabs.reused > before, `its slabs were given back and reused (${slabs.reused - before})`)
+  const synced = cache.file('OPS/synced.fits', SIZE, null)
   t.ok((await read(synced, 3 * BS + 5, 2 * BS)).equals(expected(3 * BS + 5, 5 * BS + 5)), 'and its stored bytes are right')
 
   // A reader joins a sync's run halfway through: that run's memory is the reader's now.
@@ -146,11 +151,24 @@ t.test("a sync's run gives its memory back; a run a reader joined does not, and 
   const reusedByJoined = slabs.reused - reusedBefore
 
   // More syncs take the reused slabs; what the reader's run left in memory must not change.
-  for (let i = 0; i < 3; i++) await fetcher.fetchWhole(cache.file(`OPS/more${i}.fits`, SIZE, null), new AbortController().signal)
+  for (let i = 0; i < 3; i++) await sync(`OPS/more${i}.fits`)
   // The blocks that arrived after the reader joined are kept in memory for readers: read from there.
   const memoryHits = fetcher.stats.memoryHits
   t.ok((await read(joined, 24 * BS, 6 * BS)).equals(expected(24 * BS, 30 * BS)), 'read again after later syncs reused slabs: still right')
   t.equal(fetcher.stats.memoryHits, memoryHits + 1, 'from the blocks kept in memory')
   t.ok((await read(joined, 0, SIZE)).equals(expected(0, SIZE)), 'the whole file, from memory and the cache: right')
   t.equal(reusedByJoined, 0, 'the run the reader joined gave nothing back')
+})
+
+t.test("a sync's blocks that could not be stored stay in memory for readers, and their memory is not reused", async (t) => {
+  const { cache, read, fetcher, sync } = setup(8) // room for 8 blocks only
+  await t.rejects(sync('OPS/full.fits'), /could not be stored/, 'a sync into a full cache fails')
+  const reused = slabs.reused
+  const other = setup()
+  for (let i = 0; i < 3; i++) await other.sync(`OPS/other${i}.fits`) // these runs reuse every slab given back
+  t.ok(slabs.reused > reused, 'other syncs reused memory meanwhile')
+  const full = cache.file('OPS/full.fits', SIZE, null)
+  const memoryHits = fetcher.stats.memoryHits
+  t.ok((await read(full, 12 * BS, 6 * BS)).equals(expected(12 * BS, 18 * BS)), 'the refused blocks, read: right')
+  t.equal(fetcher.stats.memoryHits, memoryHits + 1, 'from memory (they are nowhere else)')
 })
