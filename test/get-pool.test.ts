@@ -10,6 +10,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { GetPool, type GetPoolOptions } from '../cache/sources/get-pool.js'
 import { Http1Response, type Http1Head } from '../cache/sources/http1-response.js'
+import { classifyError } from '../cache/sources/http-client.js'
 import type { RawResponse } from '../cache/sources/response-body.js'
 import { localCert } from './helpers.js'
 
@@ -244,7 +245,13 @@ t.test('what a server may not send fails the GET and closes the connection', asy
   t.teardown(() => s.server.close())
   const pool = new GetPool(s.url, OPTS)
   t.teardown(() => pool.close())
-  await t.rejects(pool.get('/status', {}), { code: 'UND_ERR_SOCKET', message: /broke HTTP\/1\.1: bad status line/ })
+  await t.rejects(pool.get('/status', {}), { code: 'HTTP1_PROTOCOL', message: /broke HTTP\/1\.1: bad status line/ })
+  const bad = await pool.get('/status', {}).catch((err: unknown) => classifyError(err, 'GET /status'))
+  t.match(
+    bad,
+    { kind: 'protocol', message: /^GET \/status: the server broke HTTP\/1\.1: bad status line/ },
+    'a protocol failure, named, for the log',
+  )
   const extra = await pool.get('/extra', {})
   t.equal((await bodyOf(extra)).toString(), 'ok', 'the answer itself is delivered')
   await new Promise((r) => setTimeout(r, 50))
@@ -268,4 +275,6 @@ t.test('https with a CA of its own: bytes right; without the CA, a certificate e
   t.equal(md5(await bodyOf(await pool.get('/', {}))), md5(big), 'over TLS, every byte right')
   const untrusting = new GetPool(url, OPTS)
   await t.rejects(untrusting.get('/', {}), { code: /SELF_SIGNED|CERT/ }, 'without the CA the server is not trusted')
+  for (const code of ['DEPTH_ZERO_SELF_SIGNED_CERT', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE'])
+    t.match(classifyError(Object.assign(new Error('x'), { code }), 'GET /'), { message: /--ca-file/ }, `${code}: the log names the fix`)
 })

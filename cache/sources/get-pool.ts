@@ -116,14 +116,14 @@ class Connection {
     this.used += n
     const res = this.response
     if (!res || !this.ex) {
-      this.socket.destroy(coded('UND_ERR_SOCKET', 'the server sent bytes nobody asked for'))
+      this.socket.destroy(coded('HTTP1_PROTOCOL', 'the server sent bytes nobody asked for'))
       return false
     }
     let go: boolean
     try {
       go = res.feed(buf.subarray(0, n))
     } catch (err) {
-      this.socket.destroy(coded('UND_ERR_SOCKET', `the server broke HTTP/1.1: ${(err as Error).message}`))
+      this.socket.destroy(coded('HTTP1_PROTOCOL', `the server broke HTTP/1.1: ${(err as Error).message}`))
       return false
     }
     if (res.done) this.complete()

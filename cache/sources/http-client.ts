@@ -1,4 +1,5 @@
-// A small HTTP client for the archive over undici: keep-alive pools per origin, deadlines on connect,
+// A small HTTP client for the archive: keep-alive pools per origin (GETs, which carry the bytes, over
+// connections of our own in get-pool.ts; PROPFIND and HEAD over undici), deadlines on connect,
 // headers and body, redirects followed by hand (dCache sends GETs from its door to a pool with a 307
 // and a one-time id: the method and Range are kept, the bearer token is sent only to the archive's own
 // origin), and 401 answered by re-reading the token once.
@@ -142,12 +143,15 @@ export function classifyError(err: unknown, what: string): SourceError {
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
       return new SourceError('unreachable', `${what}: host not found (check the URL and DNS)`)
+    case 'HTTP1_PROTOCOL': // get-pool.ts: an answer HTTP/1.1 does not allow
+      return new SourceError('protocol', `${what}: ${e.message}`)
     case 'ECONNRESET':
     case 'UND_ERR_SOCKET':
     case 'EPIPE':
       return new SourceError('network', `${what}: connection reset`)
     default:
-      if (e?.code && /CERT|SSL|TLS|SELF_SIGNED/.test(e.code))
+      // UNABLE_TO_VERIFY_LEAF_SIGNATURE: a server that leaves out its intermediate certificate.
+      if (e?.code && /CERT|SSL|TLS|SELF_SIGNED|LEAF_SIGNATURE/.test(e.code))
         return new SourceError('network', `${what}: TLS error ${e.code} (set --ca-file / DESFS_CA_FILE to the archive's CA bundle)`)
       return new SourceError('network', `${what}: ${e?.message ?? String(err)}`)
   }
