@@ -95,7 +95,7 @@ export class BlockStore implements FileStore, BlockCache {
       () => this.clock(),
     )
     this.linkCheckMs = opts.linkCheckMs ?? 1000
-    this.directWrites = new DirectWrites(opts.writeDirect, (n) => this.count.add('directBytes', n))
+    this.directWrites = new DirectWrites(opts.writeDirect, (n) => this.count.add('directBytes', n), opts.writePieces)
     // The LRU order as it was: oldest access first, so the most recent end up most recent.
     for (const r of this.record.files()) {
       this.index.set(r.key, r)

@@ -79,13 +79,14 @@ export class CachedFile implements CachedBlocks {
   private fd: Promise<FileHandle> | undefined
   /** The data file opened O_DIRECT, beside `fd` (opened by the first write for later). */
   private direct: Promise<DirectFile | undefined> | undefined
-  private readonly writes = new WriteBatch()
+  private readonly writes: WriteBatch
   /** When the data file's link count was last looked at (ms): at most once per store.linkCheckMs. */
   private linksCheckedAt = 0
   private store: FileStore
 
   constructor(store: FileStore, relPath: string, size: number, adler32: string | null) {
     this.store = store
+    this.writes = new WriteBatch(store.directWrites.pieces)
     this.key = cacheKey(relPath)
     this.relPath = relPath
     this.size = size
@@ -385,6 +386,15 @@ export class CachedFile implements CachedBlocks {
   async closeFd(): Promise<void> {
     const { fd, direct } = this
     this.fd = this.direct = undefined
-    await Promise.all([direct?.then((d) => d?.close()).catch(() => undefined), fd?.then((h) => h.close()).catch(() => undefined)])
+    await Promise.all([
+      direct?.then((d) => d?.close()).catch(() => undefined),
+      // The addon writes by descriptor number: not closed under a write (write-batch.ts).
+      fd
+        ?.then(async (h) => {
+          await this.writes.settled(h)
+          await h.close()
+        })
+        .catch(() => undefined),
+    ])
   }
 }

@@ -3,6 +3,7 @@
 // wrapper with one job: per source, counting inside the stall guard inside the tries; failover over
 // the sources so wrapped.
 import { statfs } from 'node:fs/promises'
+import type { StoreOptions } from './store-options.js'
 import { BlockStore } from './block-store.js'
 import { Fetcher } from './fetcher.js'
 import { ArchiveSource } from './sources/archive.js'
@@ -18,7 +19,6 @@ import { stallGuard } from './sources/stall-guard.js'
 import { counted } from './sources/counted.js'
 import type { Source } from './sources/source.js'
 import type { RetryPolicy } from './retry.js'
-import type { WriteDirect } from './direct-file.js'
 import { fetchCounters } from './metrics.js'
 import { systemClock, type Clock } from './clock.js'
 import { log } from '../daemon/log.js'
@@ -185,8 +185,12 @@ export interface ReadPath {
   fetcher: Fetcher
 }
 
-/** The store and fetcher; `writeDirect` (the addon's) lets syncs write around the page cache. */
-export async function openReadPath(c: ReadPathSettings, sources: SourceSet, writeDirect?: WriteDirect): Promise<ReadPath> {
+/** The store and fetcher; `writers`, the addon's (fs/native.ts cacheWriters), write the cache from pool threads. */
+export async function openReadPath(
+  c: ReadPathSettings,
+  sources: SourceSet,
+  writers: Pick<StoreOptions, 'writeDirect' | 'writePieces'> = {},
+): Promise<ReadPath> {
   const limit = c.cacheSize ?? (await autoCacheSize(c.cacheDir))
   const store = new BlockStore(c.cacheDir, {
     limit,
@@ -194,7 +198,7 @@ export async function openReadPath(c: ReadPathSettings, sources: SourceSet, writ
     minFree: c.cacheMinFree ?? (await autoMinFree(c.cacheDir)),
     // Internal, for the block-size benchmark: a new cache dir's block size.
     blockSize: process.env.DESFS_BLOCK_SIZE ? parseSize(process.env.DESFS_BLOCK_SIZE) : undefined,
-    writeDirect,
+    ...writers,
   })
   // Bytes come through one Source: the set's sources with their tries, stall guard and failover.
   const source = readSource(sources, { minRate: c.minRate, rateWindowMs: c.stallTimeoutMs })

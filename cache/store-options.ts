@@ -34,6 +34,8 @@ export interface StoreOptions {
   headerTierLimit?: number
   /** Writes around the page cache (the addon's), for blocks only a sync wants; without it, none. */
   writeDirect?: WriteDirect
+  /** Writes through the page cache in 64 KiB pieces (the addon's), for readers' blocks; without it, Node's writev. */
+  writePieces?: WriteDirect
 }
 
 export interface StoreStats {

@@ -31,7 +31,7 @@ import { buildSources, openReadPath } from '../cache/setup.js'
 import type { SourceSet } from '../cache/sources/source-set.js'
 import { Facts, MISSING } from '../fs/facts.js'
 import { Mount, prepareMountpoint } from '../fs/mount.js'
-import { directWriter } from '../fs/native.js'
+import { cacheWriters } from '../fs/native.js'
 import { startMemoryGuard } from '../fs/memory-guard.js'
 import { createOps, type OpsStats } from '../fs/ops.js'
 import { FileHandles } from '../cache/file-handle.js'
@@ -117,7 +117,7 @@ export class Daemon {
     if (this.facts.discarded)
       log.info('facts from an older desfs discarded (their source is unknown); they are learned again', { files: this.facts.discarded })
     this.tree = new Tree(this.catalog.index, this.facts, this.sources, { deadlineMs: c.readTimeoutMs })
-    ;({ store: this.store, fetcher: this.fetcher } = await openReadPath(c, this.sources, directWriter()))
+    ;({ store: this.store, fetcher: this.fetcher } = await openReadPath(c, this.sources, cacheWriters()))
     this.cacheSize = this.store.limit
     this.headers = new HeaderReader({ facts: this.facts, store: this.store, fetcher: this.fetcher })
     this.store.tier.keep = (rel) => this.headers.headerRanges(rel) // evicted files keep their headers

@@ -128,6 +128,7 @@ export interface NativeAddon {
   peerCredentials(fd: number): { pid: number; uid: number; gid: number }
   /** Writes `parts` (4 KiB multiple in all) at `pos` (a 4 KiB multiple) of a descriptor opened O_DIRECT. */
   writeDirect(fd: number, pos: number, parts: Buffer[]): Promise<void>
+  writePieces(fd: number, pos: number, parts: Buffer[]): Promise<void>
 }
 
 // DESFS_NATIVE_ADDON names another build of the same sources (the tests load one built with
@@ -153,12 +154,18 @@ export function native(): NativeAddon {
   throw loadError
 }
 
-/** The addon's writes around the page cache, for the cache (cache/direct-file.ts); undefined where it does not load. */
-export function directWriter(): NativeAddon['writeDirect'] | undefined {
+/**
+ * The addon's writes for the cache, from pool threads: around the page cache (cache/direct-file.ts)
+ * and through it in 64 KiB pieces (cache/write-batch.ts); none where the addon does not load.
+ */
+export function cacheWriters(): { writeDirect?: NativeAddon['writeDirect']; writePieces?: NativeAddon['writePieces'] } {
   try {
     const addon = native()
-    return (fd, pos, parts) => addon.writeDirect(fd, pos, parts)
+    return {
+      writeDirect: (fd, pos, parts) => addon.writeDirect(fd, pos, parts),
+      writePieces: (fd, pos, parts) => addon.writePieces(fd, pos, parts),
+    }
   } catch {
-    return undefined
+    return {}
   }
 }

@@ -10,7 +10,7 @@ import { open } from 'node:fs/promises'
 import { BlockStore, type CachedFile } from '../cache/block-store.js'
 import { adler32 } from '../cache/adler32.js'
 import { DirectFile, splitAligned, type WriteDirect } from '../cache/direct-file.js'
-import { directWriter } from '../fs/native.js'
+import { cacheWriters } from '../fs/native.js'
 import { hasTool, tmp } from './helpers.js'
 
 const BS = 32 * 1024
@@ -69,7 +69,7 @@ t.test('cutting blocks at the last 4 KiB boundary', async (t) => {
 })
 
 t.test("a sync's blocks are written around the page cache, the file's tail through it; the bytes are right", async (t) => {
-  const writeDirect = directWriter()
+  const { writeDirect } = cacheWriters()
   if (!writeDirect) return t.fail('the native addon does not load (npm ci builds it)')
   const dir = tmp(t)
   const { c, fn } = counting(writeDirect)
@@ -163,4 +163,60 @@ t.test('an O_DIRECT descriptor is closed only after the writes in flight on it',
   await write
   await closed
   t.equal(fh.fd, -1, 'closed once it ended')
+})
+
+t.test("readers' blocks: the addon's writePieces puts every part at its place, through the page cache", async (t) => {
+  const { writePieces } = cacheWriters()
+  if (!writePieces) return t.fail('the native addon does not load (npm ci builds it)')
+  const dir = tmp(t)
+  const data = bytesOf(700_000)
+  // Parts of every shape: empty, tiny, longer than a 64 KiB piece, and not aligned to anything.
+  const cuts = [0, 0, 1, 4097, 70_000, 70_000, 131_072, 300_001, 699_999, 700_000]
+  const parts = cuts.slice(1).map((end, i) => data.subarray(cuts[i]!, end))
+  const fh = await open(`${dir}/pieces`, 'w+')
+  try {
+    await writePieces(fh.fd, 12_345, parts)
+    const back = Buffer.alloc(data.length)
+    await fh.read(back, 0, back.length, 12_345)
+    t.ok(back.equals(data), '700,000 bytes from 9 parts, at an unaligned offset: every byte right')
+    t.equal((await fh.stat()).size, 12_345 + data.length, 'and nothing past them')
+  } finally {
+    await fh.close()
+  }
+  const ro = await open(`${dir}/pieces`, 'r')
+  await t.rejects(
+    writePieces(ro.fd, 0, [Buffer.from('x')]),
+    { code: 'EBADF' },
+    'a descriptor not open for writing: the errno, as a rejection',
+  )
+  await ro.close()
+  t.throws(() => void writePieces(-1, 0, []), { message: /writePieces: fd must be a descriptor/ }, 'a bad argument throws at once, named')
+})
+
+t.test('a data file is closed only after the pieces written to it are written', async (t) => {
+  const dir = tmp(t)
+  let release!: () => void
+  const gate = new Promise<void>((r) => (release = r))
+  let writing = 0
+  const slow: WriteDirect = async () => {
+    writing++
+    await gate
+    writing--
+  }
+  const s = new BlockStore(dir, { limit: 64 << 20, minFree: 0, cleanupDelayMs: 3_600_000, blockSize: BS, writePieces: slow })
+  t.teardown(() => s.close())
+  const data = bytesOf(4 * BS)
+  const f = s.file('OPS/read.fits', 4 * BS, null)
+  const { blocks, adlers } = blocksOf(f, data, 0, 4)
+  const stored = f.writeBlocks(0, blocks, adlers)
+  for (let i = 0; i < 50 && writing === 0; i++) await new Promise((r) => setTimeout(r, 10))
+  t.equal(writing, 1, 'a write of pieces is under way')
+  let closed = false
+  const closing = f.closeFd().then(() => (closed = true))
+  await new Promise((r) => setTimeout(r, 50))
+  t.equal(closed, false, 'closing the data file waits for it')
+  release()
+  await closing
+  t.equal(writing, 0, 'and closes once it ended')
+  await stored
 })

@@ -1,7 +1,7 @@
 /* The Node-API face of the plane: mount/unmount, the dispatch of jobs to one JavaScript function
  * through a thread-safe function, the reply calls JavaScript answers with, the presence maps of
  * cached files (Uint8Arrays over native memory), kernel notifications, SO_PEERCRED for the control
- * socket, and the cache's writes around the page cache (direct-write.c). A reply names its request
+ * socket, and the cache's writes from pool threads (direct-write.c). A reply names its request
  * by number; a request the backstop already answered is gone from the table, so a late reply is
  * dropped and never touches freed memory. */
 #define _GNU_SOURCE
@@ -643,6 +643,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "stats", NULL, js_stats, NULL, NULL, NULL, napi_default, NULL },
     { "peerCredentials", NULL, js_peer_credentials, NULL, NULL, NULL, napi_default, NULL },
     { "writeDirect", NULL, js_write_direct, NULL, NULL, NULL, napi_default, NULL },
+    { "writePieces", NULL, js_write_pieces, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
