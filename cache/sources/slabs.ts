@@ -1,15 +1,15 @@
 // The memory GET bodies are read into (get-pool.ts), and its reuse. Fresh memory for every byte
-// fetched cost a sync as much CPU as everything else it does: each GB brought a GB of new
-// ArrayBuffers, which V8 counts as external memory and answers with 14–16 full garbage collections
-// (0.9 s of CPU across the JavaScript thread and V8's helpers, on this 2-core box), and the kernel
-// fills every new page on first touch.
+// fetched was about half of the daemon's CPU in a sync: each GB brought a GB of new ArrayBuffers,
+// which V8 counts as external memory and answers with 14–16 full garbage collections (0.9 s of CPU
+// across the JavaScript thread and V8's helpers, on this 2-core box), and the kernel fills every
+// new page on first touch. With reuse, a GB synced costs 3 full collections.
 //
 // So a slab is used again once every byte it lent is given back, which only a sync's run does: its
-// blocks went nowhere but into the cache file (runs.ts, fetch-run.ts). Bytes lent to anyone else
-// (a reader's blocks kept in memory, a body skipped or discarded) are never given back, and their
-// slab is left to the garbage collector, as before. A slab used again is detached first (its
-// ArrayBuffer transferred to a new one): a view someone still held by mistake reads as empty, never
-// as the next bytes (block.ts's copyFromBlock then fails the read).
+// blocks went nowhere but into the cache file (runs.ts, fetch-run.ts). Bytes lent to anyone else (a
+// reader's blocks, blocks that could not be stored, a body skipped or discarded) are never given
+// back, and their slab is left to the garbage collector, as before. A slab used again is detached
+// first (its ArrayBuffer transferred to a new one): a view someone still held by mistake reads as
+// empty, never as the next bytes (block.ts's copyFromBlock then fails the read).
 
 /** Slab size; a new one is taken when less than MIN_READ is left of the current one. */
 export const SLAB_BYTES = 1 << 20
