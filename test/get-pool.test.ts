@@ -101,8 +101,9 @@ t.test('Http1Response: the same answer whether bytes come whole or one at a time
     end: (re) => t.equal(re, false, 'a body to the close ends with it, not reusable'),
   })
   toClose.feed(Buffer.from('HTTP/1.1 200 OK\r\n\r\nabc'))
-  t.ok(toClose.toClose, 'no length, no coding: the body runs to the close')
+  t.notOk(toClose.done, 'no length, no coding: the body runs to the close (not over after its bytes)')
   toClose.closed()
+  t.ok(toClose.done, 'and is over once the connection closes')
   const cut = new Http1Response({ head: () => undefined, body: () => true, end: () => undefined })
   cut.feed(Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc'))
   t.throws(() => cut.closed(), /before the response was complete/, 'a close inside a sized body is an error')

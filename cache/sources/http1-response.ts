@@ -45,11 +45,6 @@ export class Http1Response {
 
   constructor(private on: Http1Events) {}
 
-  /** Whether the body runs until the connection closes (its end is then the end of the body). */
-  get toClose(): boolean {
-    return this.state === 'to-close'
-  }
-
   /** Whether a response is complete (nothing more may arrive before the next request). */
   get done(): boolean {
     return this.state === 'done'
