@@ -25,6 +25,8 @@ export interface RunHooks {
   store(file: CachedBlocks, first: number, blocks: Block[], adlers: number[], forLater: boolean): Promise<boolean>
   /** Forgets a block in flight (a called-off run), so the next asker starts a fetch of its own. */
   forget(run: Run, idx: number): void
+  /** The run is over and the block on disk: memory stops serving it (its slab is used again). */
+  unserve(file: CachedBlocks, idx: number, block: Block): void
 }
 
 /**
@@ -66,17 +68,24 @@ export class RunLoop {
     let toStore: Block[] = []
     let adlers: number[] = []
     let storeBytes = 0
-    // Blocks on disk and held by no one else: their memory goes back to the slabs if only sync jobs
-    // wanted the run to its end (then no reader, and no memory of recent blocks, saw them: runs.ts).
-    const stored: Block[] = []
+    // Blocks on disk: their memory goes back to the slabs once the run is over (runs.ts), first taken
+    // out of the recent blocks in memory, so that only the cache file has them then.
+    const stored: { idx: number; block: Block }[] = []
     run.giveBack = () => {
-      for (const b of stored) slabs.giveBack(b)
+      for (const s of stored) {
+        this.hooks.unserve(file, s.idx, s.block)
+        slabs.giveBack(s.block)
+      }
     }
-    const keep = (blocks: Block[]) => (ok: boolean) => {
-      if (ok) for (const b of blocks) stored.push(b)
+    const keep = (blocks: { idx: number; block: Block }[]) => (ok: boolean) => {
+      if (ok) stored.push(...blocks)
     }
     const store = () => {
-      if (toStore.length) pending.push(this.hooks.store(file, idx - toStore.length, toStore, adlers, run.jobsOnly).then(keep(toStore)))
+      const at = idx - toStore.length
+      if (toStore.length)
+        pending.push(
+          this.hooks.store(file, at, toStore, adlers, run.jobsOnly).then(keep(toStore.map((block, j) => ({ idx: at + j, block })))),
+        )
       toStore = []
       adlers = []
       storeBytes = 0
@@ -168,7 +177,7 @@ export class RunLoop {
       for (const h of held) run.reject(h.idx, err)
       return
     }
-    if (held.length) keep(held.map((h) => h.block))(await this.deliverWhole(file, held, run))
+    if (held.length) keep(held.map(({ idx, block }) => ({ idx, block })))(await this.deliverWhole(file, held, run))
     await Promise.all(pending)
   }
 

@@ -70,6 +70,10 @@ export class Fetcher {
       serve: (file, idx, block, run) => this.serve(file, idx, block, run),
       store: (file, first, blocks, adlers, forLater) => this.storeBlocks(file, first, blocks, adlers, forLater),
       forget: (run, idx) => this.runs.forget(run, idx),
+      unserve: (file, idx, block) => {
+        const k = `${file.key}:${idx}`
+        if (this.recent.peek(k) === block) this.recent.delete(k)
+      },
     })
     this.runs = new Runs(store, (file, run) => loop.run(file, run))
     this.wholeFileDeps = {

@@ -20,7 +20,7 @@ export class Run {
   done: Promise<void> = Promise.resolve()
   signals: AbortSignal[] | undefined
   readonly stop = new AbortController()
-  /** Gives the memory of the run's stored blocks back for reuse (fetch-run.ts); called only if sync jobs alone wanted it. */
+  /** Gives the memory of the run's stored blocks back for reuse (fetch-run.ts), once the run is over. */
   giveBack: (() => void) | undefined
   /** Per block: what it settled with (undefined while in flight). */
   private outcome: (Block | Error | undefined)[]
@@ -179,12 +179,13 @@ export class Runs {
       this.bytes -= bytes
       fetchMetrics.inflightBytes.set(this.bytes)
       for (let i = first; i < end; i++) this.forget(run, i)
-      // Only now, out of the table, can no reader join the run and take its blocks; and a reader who
-      // did join made it a reader's run for good (join): its blocks may be in memory still.
-      const onlyJobs = run.jobsOnly
+      // Only now, out of the table, can no reader join the run. A reader who got one of its blocks
+      // (from the run or from memory) copies it in the same turn of the event loop (fetcher.ts,
+      // readInto: nothing but promises between), so their memory is given back in the next turn.
       run.mustFinish()
-      if (onlyJobs) run.giveBack?.()
+      const giveBack = run.giveBack
       run.giveBack = undefined
+      if (giveBack) setImmediate(giveBack)
       this.store.release(file)
     })
   }

@@ -4,12 +4,15 @@
 // across the JavaScript thread and V8's helpers, on this 2-core box), and the kernel fills every
 // new page on first touch. With reuse, a GB synced costs 3 full collections.
 //
-// So a slab is used again once every byte it lent is given back, which only a sync's run does: its
-// blocks went nowhere but into the cache file (runs.ts, fetch-run.ts). Bytes lent to anyone else (a
-// reader's blocks, blocks that could not be stored, a body skipped or discarded) are never given
-// back, and their slab is left to the garbage collector, as before. A slab used again is detached
-// first (its ArrayBuffer transferred to a new one): a view someone still held by mistake reads as
-// empty, never as the next bytes (block.ts's copyFromBlock then fails the read).
+// So a slab is used again once every byte it lent is given back. A run gives back the blocks it
+// stored, once it is over (runs.ts, fetch-run.ts): a sync's went nowhere but into the cache file; a
+// reader's are first taken out of the recent blocks in memory, and every reader who got one copied
+// it in the turn it got it. For a reader's cold `cat` that made 15 collections per 256 MB of 20, and
+// the `cat` about a tenth faster (this 2-core box). Bytes lent elsewhere (blocks that could not be
+// stored, a body skipped or discarded) are never given back, and their slab is left to the garbage
+// collector. A slab used again is detached first (its ArrayBuffer transferred to a new one): a view
+// someone still held by mistake reads as empty, never as the next bytes (block.ts's copyFromBlock
+// then fails the read).
 
 /** Slab size; a new one is taken when less than MIN_READ is left of the current one. */
 export const SLAB_BYTES = 1 << 20
