@@ -4,8 +4,9 @@ import { adler32Fast } from './adler32.js'
 
 /**
  * A block's bytes as the source delivered them: the body chunks in order, kept as they came (views
- * into the socket's buffers, never copied into a block-sized buffer, never reused), so receiving a
- * block allocates nothing and copies nothing until a reader copies its part out.
+ * into the memory the connection read into, never copied into a block-sized buffer, and used again
+ * only once given back: sources/slabs.ts), so receiving a block allocates nothing and copies
+ * nothing until a reader copies its part out.
  */
 export type Block = Buffer[]
 

@@ -1,5 +1,6 @@
 // WriteBatch (cache/write-batch.ts): blocks queued in one turn are written with one writev per run
-// of adjacent blocks, short writes continue, and a failed writev fails each of its blocks.
+// of adjacent blocks, short writes continue, a failed writev fails each of its blocks, and no more
+// than two writes are under way at once.
 import t from 'tap'
 import type { FileHandle } from 'node:fs/promises'
 import { WriteBatch } from '../cache/write-batch.js'
@@ -89,4 +90,30 @@ t.test('a run longer than 1024 buffers (IOV_MAX) is split into several writevs',
     [0, 512 * 20],
     [512 * 20, 38 * 20],
   ])
+})
+
+t.test('at most two writes are under way at once; the others start, in order, as those end', async (t) => {
+  const started: number[] = []
+  const finish: (() => void)[] = []
+  // The addon's writer, held until the test lets each write end.
+  const pieces = (_fd: number, pos: number) =>
+    new Promise<void>((resolve) => {
+      started.push(pos)
+      finish.push(resolve)
+    })
+  const w = new WriteBatch(pieces)
+  const files = Array.from({ length: 5 }, () => ({ fd: 3 }) as unknown as FileHandle) // five files: five writes
+  const done = files.map((fh, i) => w.write(fh, i * 100, block(i)))
+  const turn = () => new Promise((r) => setImmediate(r))
+  await turn()
+  t.same(started, [0, 100], 'two started')
+  finish.shift()!()
+  await turn()
+  t.same(started, [0, 100, 200], 'one ended: the next started')
+  for (let i = 0; i < 8 && finish.length; i++) {
+    finish.shift()!()
+    await turn()
+  }
+  await Promise.all(done)
+  t.same(started, [0, 100, 200, 300, 400], 'all of them, in order')
 })
