@@ -99,7 +99,6 @@ export class Fetcher {
     const first = Math.floor(pos / bs)
     const last = Math.floor((pos + len - 1) / bs)
     if (file.size <= this.opts.smallFileBytes) void this.fetchMissing(file, 0, file.blocks)
-    else if (pattern) this.readAhead(file, pos, len, pattern)
     fetchMetrics.bytesAsked.inc(len)
 
     // Fastest: blocks fetched lately, copied out now (no thread-pool round trip).
@@ -116,12 +115,15 @@ export class Fetcher {
           dest,
           at,
         )
+      // Only after the copy: blocks read ahead may push these out of memory.
+      if (pattern) this.readAhead(file, pos, len, pattern)
       return at
     }
     // Fast path: every block on disk and checked already: read into a buffer of our own, then copy.
     let onDisk = true
     for (let i = first; i <= last && onDisk; i++) onDisk = file.has(i) && file.isVerified(i)
     if (onDisk) {
+      if (pattern) this.readAhead(file, pos, len, pattern)
       const buf = (len <= SCRATCH_BYTES && scratch.pop()) || Buffer.allocUnsafe(Math.max(len, SCRATCH_BYTES))
       try {
         if (await file.readInto(buf, pos, len)) {
@@ -133,10 +135,12 @@ export class Fetcher {
       }
     }
     const giveUpAt = this.opts.readerDeadlineMs > 0 ? performance.now() + this.opts.readerDeadlineMs - READER_MARGIN_MS : Infinity
-    // The read's missing blocks in one ranged GET (a 128 KiB read spans several 64 KiB blocks:
-    // asking for them one by one would cost a round trip each).
-    const ownRun = last > first && !this.failsFast(file, first, last) && this.fetchMissing(file, first, last + 1, true)
+    // The read's missing blocks in one ranged GET (a 128 KiB read spans several 32 KiB blocks:
+    // asking for them one by one would cost a round trip each), and only then its read-ahead, whose
+    // runs would otherwise take the connections and the bandwidth first while the reader waits.
+    const ownRun = !this.failsFast(file, first, last) && this.fetchMissing(file, first, last + 1, true)
     if (ownRun) this.count.add('networkReads')
+    if (pattern && !onDisk) this.readAhead(file, pos, len, pattern) // (on disk: done above)
     let at = 0
     for (let i = first; i <= last; i++) {
       const blk = await this.blockForReader(file, i, last, giveUpAt, ownRun)
@@ -242,8 +246,18 @@ export class Fetcher {
     }
   }
 
-  /** Updates the handle's read pattern (read-ahead.ts says how) and starts the read-ahead it asks for. */
-  private readAhead(file: CachedBlocks, pos: number, len: number, pattern: ReadPattern): void {
+  /** Read-ahead's step and largest window, bytes: what the plane's news of reads it served is cut to (fs/mount.ts). */
+  get readAheadShape(): { stepBytes: number; windowBytes: number } {
+    return { stepBytes: this.opts.readAheadStepBytes, windowBytes: this.opts.maxWindowBytes }
+  }
+
+  /**
+   * Updates the handle's read pattern (read-ahead.ts says how) and starts the read-ahead it asks for:
+   * for each read that comes here, and for reads the plane served from the cache itself (it tells of
+   * them once per read-ahead step while a block is missing within the largest window after them).
+   */
+  readAhead(file: CachedBlocks, pos: number, len: number, pattern: ReadPattern): void {
+    if (file.size <= this.opts.smallFileBytes) return // fetched whole on its first read
     // While blocks cannot be stored, what is read ahead waits in memory among the recent blocks of
     // every reader, least recently used first out: a window beyond a quarter of that memory fetches
     // blocks that are dropped before the reader gets to them, and then fetched again.

@@ -8,6 +8,8 @@ import { newReadPattern, type ReadPattern } from './read-ahead.js'
 /** How a handle reads: the fetcher's readInto, with the handle's own read pattern. */
 export interface BlockReader {
   readInto(file: CachedFile, pos: number, len: number, dest: Buffer, open: () => boolean, pattern: ReadPattern): Promise<number>
+  /** A read served without readInto (by the plane, from the cache): read-ahead follows it all the same. */
+  readAhead(file: CachedFile, pos: number, len: number, pattern: ReadPattern): void
   /** Resolves once what was fetched of the file `key` so far is stored (or failed). */
   settledFile(key: string): Promise<void>
 }
@@ -33,6 +35,11 @@ export class CacheFileHandle {
    */
   read(pos: number, len: number, dest: Buffer, open: () => boolean): Promise<number> {
     return this.reader.readInto(this.file, pos, len, dest, open, this.pattern)
+  }
+
+  /** The plane served [pos, pos+len) from the cache itself: the handle's read-ahead goes on from there. */
+  readSeen(pos: number, len: number): void {
+    this.reader.readAhead(this.file, pos, len, this.pattern)
   }
 
   /** Ends this handle's use of the file; true when no other use of it is left. A second close does nothing. */

@@ -160,6 +160,7 @@ export class Daemon {
       deadlineMs: c.readTimeoutMs,
       mountTimeMs: this.startedAt,
       passthrough: c.passthrough,
+      readAhead: this.fetcher.readAheadShape,
       ...testHooks.planeOptions(),
     })
     ops.bind(addon, plane)

@@ -23,6 +23,8 @@ export interface MountOptions {
   threads?: number
   /** Try FUSE passthrough for complete cache files (root, Linux 6.9+). */
   passthrough?: boolean
+  /** Read-ahead's step and largest window (the fetcher's): reads the plane serves are told at that grain. */
+  readAhead: { stepBytes: number; windowBytes: number }
 }
 
 /** Entry and attribute timeouts (seconds). Files never change; the tree changes only on DB reload. */
@@ -157,6 +159,8 @@ export class Mount {
           passthrough: opts.passthrough ?? true,
           uid: process.getuid?.() ?? 0,
           gid: process.getgid?.() ?? 0,
+          readSeenStep: opts.readAhead.stepBytes,
+          readSeenAhead: opts.readAhead.windowBytes,
         },
         dispatch,
       )

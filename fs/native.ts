@@ -17,6 +17,8 @@ export const JOB = {
   OPENED: 8,
   RELEASED: 9,
   BACKSTOP: 10,
+  /** A read the plane served itself, told so read-ahead can follow it (no answer). */
+  READ_SEEN: 11,
 } as const
 
 /** The jobs' names, for counters and log lines. */
@@ -72,6 +74,10 @@ export interface PlaneOptions {
   passthrough: boolean
   uid: number
   gid: number
+  /** Reads the plane serves itself are told to JavaScript once per this many bytes of a file... */
+  readSeenStep: number
+  /** ...while a block within this many bytes after the read is missing (plane.h, seen_step). */
+  readSeenAhead: number
 }
 
 export interface PlaneStats {

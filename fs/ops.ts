@@ -346,6 +346,9 @@ export function createOps(ctx: OpsContext): Ops {
           return opened(fh, path!)
         case JOB.READ:
           return read(req, fh, offset, size)
+        case JOB.READ_SEEN:
+          count('read_seen')
+          return handles.get(fh)?.readSeen(offset, size)
         case JOB.RELEASED:
           return released(fh)
         case JOB.GETXATTR:

@@ -5,6 +5,7 @@
 import t from 'tap'
 import { join } from 'node:path'
 import { PYTHON, makeArchive, run, sourceBytes, startDaemon, startServer, md5, until } from './helpers.js'
+import { call, socketPath } from '../bin/client.js'
 
 const MiB = 1 << 20
 
@@ -62,3 +63,45 @@ t.test('header reads fetch what the kernel asks for; sequential reads fetch in l
   )
   t.ok(sizes.filter((b) => b >= 4 * MiB).reduce((n, b) => n + b, 0) >= (size - MiB) / 2, 'most bytes come in requests of 4 MiB or more')
 })
+
+t.test(
+  'a reader of a partly cached file: the plane serves what is cached and read-ahead fetches what is not, before the reader gets there',
+  async (t) => {
+    const a = makeArchive(t, { largeFileBytes: 96 * MiB, hostile: false })
+    const { server, tokenFile } = await startServer(t, a.root)
+    const big = a.manifest.largeFile!
+    const size = a.manifest.files.find((f) => f.rel === big)!.size
+    const d = await startDaemon(t, { db: a.db, archive: server.archiveUrl, tokenFile })
+    const file = join(d.mnt, big)
+    const cached = async () => {
+      const r = await run('getfattr', ['-n', 'user.desfs.cached', '--only-values', '--absolute-names', file])
+      return Number(r.stdout.split('/')[0]) // waits until what was fetched is stored (ops.ts)
+    }
+    const dd = (mib: number) => run('dd', [`if=${file}`, 'of=/dev/null', 'bs=1M', `count=${mib}`, 'status=none'])
+    // A first reader of 8 MiB: its reads reach JavaScript, whose read-ahead runs far past them.
+    t.equal((await dd(8)).code, 0)
+    const first = await cached()
+    t.ok(first > 16 * MiB && first < size - 16 * MiB, `the first reader left ${first / MiB} MiB cached, the rest not`)
+    server.clearLog()
+    // A second reader goes further, though not past what is cached: the plane answers its reads from
+    // the cache without JavaScript, and tells read-ahead where it is.
+    const reads = Math.floor(first / MiB) - 8
+    const hsBefore = await opsCount(d, 'read_seen')
+    t.equal((await dd(reads)).code, 0, `read ${reads} MiB again`)
+    const now = await cached()
+    t.ok(now > first, `read-ahead fetched past what was cached (${first / MiB} -> ${now / MiB} MiB) though the reader stopped short of it`)
+    t.ok(
+      server.log.every(
+        (r) => r.method !== 'GET' || r.port !== 'pool' || r.path !== big || Number(r.range?.match(/^bytes=(\d+)-/)?.[1]) >= first,
+      ),
+      'only bytes not cached were fetched',
+    )
+    t.ok((await opsCount(d, 'read_seen')) > hsBefore, 'the plane told of the reads it served')
+  },
+)
+
+/** The daemon's count of an operation JavaScript handled (desfs_fuse_ops_total). */
+async function opsCount(d: { stateDir: string }, op: string): Promise<number> {
+  const text = await call<string>(socketPath(d.stateDir), 'GET', '/metrics')
+  return Number(new RegExp(`^desfs_fuse_ops_total\\{op="${op}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? 0)
+}

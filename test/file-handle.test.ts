@@ -109,3 +109,44 @@ t.test('what a reader got is counted as cached once it is asked: the bytes serve
   t.equal(await files.cachedBytes('OPS/read.fits'), size, 'user.desfs.cached counts every block the reader got')
   t.equal(await files.cachedBytes('OPS/never.fits'), 0, 'a file never read has nothing cached (and nothing to wait for)')
 })
+
+t.test('reads the plane served from the cache itself move read-ahead on (readSeen), towards what is missing', async (t) => {
+  const { store, src, fetcher, files } = setup(t, 64 << 20)
+  const size = 24 * BS
+  const file = files.file('OPS/half.fits', size, null)
+  // The first 8 blocks are cached: the plane serves reads of them without asking JavaScript.
+  for (let i = 0; i < 8; i++) await file.writeBlock(i, expected(i * BS, (i + 1) * BS), adler32(expected(i * BS, (i + 1) * BS)))
+  const h = files.open('OPS/half.fits', file)
+  t.teardown(() => h.close())
+  // What the plane tells of a sequential reader: one read per step it enters.
+  for (let pos = 0; pos < 6 * BS; pos += BS) h.readSeen(pos, BS)
+  await fetcher.settled()
+  t.ok(src.calls.length > 0, 'the source was asked although no read reached JavaScript')
+  t.ok(
+    src.calls.every((c) => c.start >= 8 * BS),
+    `only for blocks not cached: ${src.calls.map((c) => `${c.start / BS}-${c.end / BS}`).join(', ')}`,
+  )
+  t.ok(Math.max(...src.calls.map((c) => c.end)) > 8 * BS, 'ahead of the reader, before it reaches the first missing block')
+  t.ok(store.cachedBytes('OPS/half.fits') > 8 * BS, 'and stored')
+})
+
+t.test("a read that misses asks for its own blocks before its read-ahead's", async (t) => {
+  const { src, fetcher, files } = setup(t, 64 << 20)
+  const size = 32 * BS
+  const h = files.open('OPS/order.fits', files.file('OPS/order.fits', size, null))
+  t.teardown(() => h.close())
+  // A sequential reader whose read-ahead is running: each read past the fetched ones misses.
+  for (let pos = 0; pos < 2 * BS; pos += BS) await h.read(pos, BS, Buffer.alloc(BS), () => true)
+  await fetcher.settled()
+  const before = src.calls.length
+  // The next block not fetched yet: a read of it is still in order (within the window's slack).
+  const pos = Math.max(...src.calls.map((c) => c.end))
+  t.ok(pos < 8 * BS, `fetched up to block ${pos / BS} so far`)
+  const dest = Buffer.alloc(BS)
+  t.equal(await h.read(pos, BS, dest, () => true), BS)
+  t.ok(dest.equals(expected(pos, pos + BS)), 'the bytes are right')
+  await fetcher.settled()
+  const calls = src.calls.slice(before)
+  t.ok(calls.length > 1, `the read and its read-ahead: ${calls.map((c) => `${c.start / BS}-${c.end / BS}`).join(', ')}`)
+  t.equal(calls[0]!.start, pos, "the reader's own block first")
+})

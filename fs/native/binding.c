@@ -115,7 +115,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   if (argc < 3) { napi_throw_type_error(env, NULL, "mount(mountpoint, options, dispatch)"); return NULL; }
   char *mnt = arg_str(env, argv[0]);
   if (!mnt) { napi_throw_type_error(env, NULL, "mountpoint must be a string"); return NULL; }
-  double allow_other, entry, attr, mtime, backstop, threads, passthrough, cap, uid, gid;
+  double allow_other, entry, attr, mtime, backstop, threads, passthrough, cap, uid, gid, seen_step, seen_ahead;
   get_prop_num(env, argv[1], "allowOther", 0, &allow_other);
   get_prop_num(env, argv[1], "entryTimeout", 3600, &entry);
   get_prop_num(env, argv[1], "attrTimeout", 86400, &attr);
@@ -126,6 +126,8 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   get_prop_num(env, argv[1], "listingCap", 4 << 20, &cap);
   get_prop_num(env, argv[1], "uid", getuid(), &uid);
   get_prop_num(env, argv[1], "gid", getgid(), &gid);
+  get_prop_num(env, argv[1], "readSeenStep", 0, &seen_step);
+  get_prop_num(env, argv[1], "readSeenAhead", 0, &seen_ahead);
 
   plane *p = calloc(1, sizeof *p);
   if (!p) abort();
@@ -137,6 +139,8 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   p->attr_timeout = (uint64_t)attr;
   p->mount_time_ms = (int64_t)mtime;
   p->backstop_ms = (uint64_t)backstop;
+  p->seen_step = seen_step > 0 ? (uint64_t)seen_step : 0;
+  p->seen_ahead = seen_ahead > 0 ? (uint64_t)seen_ahead : 0;
   p->passthrough = passthrough != 0;
   if (!p->passthrough) snprintf(p->passthrough_why, sizeof p->passthrough_why, "passthrough turned off: reads use pread from the cache");
   else if (geteuid() != 0) {

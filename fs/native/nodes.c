@@ -413,6 +413,17 @@ int fstate_has(const fstate *f, uint64_t off, uint64_t len) {
   return !f->dead;
 }
 
+/* True when a block of [off, off+len), clipped to the file, is not present (a hint, not a promise:
+ * JavaScript sets bits meanwhile). */
+int fstate_missing(const fstate *f, uint64_t off, uint64_t len) {
+  if (len == 0 || off >= f->size) return 0;
+  uint64_t first = off / f->block_size, last = (off + len - 1) / f->block_size;
+  if (last >= f->nblocks) last = f->nblocks - 1;
+  for (uint64_t i = first; i <= last; i++)
+    if (!__atomic_load_n(&f->bits[i], __ATOMIC_RELAXED)) return 1;
+  return 0;
+}
+
 /* ---- requests waiting for JavaScript ---- */
 
 pending *pending_add(plane *p, uint64_t unique, int fd, uint32_t opcode, uint64_t now) {

@@ -338,6 +338,9 @@ static void handle_request(wctx *w, struct fuse_in_header *in, const char *arg, 
     fstate *f = h->file;
     if (f) fstate_ref(f);
     uint64_t fsize = h->node->size;
+    /* A read that enters a new step of the file: JavaScript's read-ahead hears of it (below). */
+    int new_step = p->seen_step && r->offset + size > h->seen_to;
+    if (new_step) h->seen_to = ((r->offset + size) / p->seen_step + 1) * p->seen_step;
     pthread_mutex_unlock(&p->lock);
     if (r->offset >= fsize) {
       if (f) { pthread_mutex_lock(&p->lock); fstate_unref(p, f); pthread_mutex_unlock(&p->lock); }
@@ -357,6 +360,7 @@ static void handle_request(wctx *w, struct fuse_in_header *in, const char *arg, 
       /* Checked again after the read: a block dropped meanwhile (failed check, eviction) is not
        * served from bytes that may have been read before it was dropped. */
       int ok = got == size && fstate_has(f, r->offset, size);
+      int tell = ok && new_step && fstate_missing(f, r->offset + size, p->seen_ahead);
       pthread_mutex_lock(&p->lock);
       fstate_unref(p, f);
       pthread_mutex_unlock(&p->lock);
@@ -364,6 +368,13 @@ static void handle_request(wctx *w, struct fuse_in_header *in, const char *arg, 
         __atomic_fetch_add(&p->c.native_read, 1, __ATOMIC_RELAXED);
         __atomic_fetch_add(&p->c.native_read_bytes, size, __ATOMIC_RELAXED);
         reply_buf(p, fd, unique, w->out, size, NULL, 0);
+        if (tell) { /* news, not a request: not counted among those sent to JavaScript */
+          job *j = new_job(JS_READ_SEEN, 0);
+          j->fh = r->fh;
+          j->offset = r->offset;
+          j->size = size;
+          p->dispatch(p, j);
+        }
         return;
       }
       f = NULL;

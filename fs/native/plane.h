@@ -86,6 +86,7 @@ typedef struct handle {
   node *node;
   fstate *file;
   int passthrough;
+  uint64_t seen_to; /* the end of the read-ahead step this handle's reads last told JavaScript of */
   struct handle *next;
 } handle;
 
@@ -121,7 +122,7 @@ typedef struct job {
 } job;
 
 /* Operations JavaScript sees (job.op). */
-enum js_op { JS_LOOKUP = 1, JS_READDIR, JS_OPEN, JS_READ, JS_GETXATTR, JS_STATFS, JS_READLINK, JS_OPENED, JS_RELEASED, JS_BACKSTOP };
+enum js_op { JS_LOOKUP = 1, JS_READDIR, JS_OPEN, JS_READ, JS_GETXATTR, JS_STATFS, JS_READLINK, JS_OPENED, JS_RELEASED, JS_BACKSTOP, JS_READ_SEEN };
 
 typedef struct counters {
   uint64_t native_lookup, native_getattr, native_readdir, native_open, native_read, native_read_bytes;
@@ -149,6 +150,11 @@ typedef struct plane {
   uint64_t entry_timeout, attr_timeout; /* seconds */
   int64_t mount_time_ms;
   uint64_t backstop_ms;
+  /* Reads the plane serves itself are not seen by JavaScript's read-ahead, which would then start
+   * only when a reader reaches a missing block, and wait there. So a read served here that enters a
+   * new step (seen_step bytes) of its file, with a block missing within seen_ahead bytes after it,
+   * is told to JavaScript (JS_READ_SEEN; no answer expected). 0: never. */
+  uint64_t seen_step, seen_ahead;
   volatile int stopping;
 
   /* tables, under lock */
@@ -204,6 +210,7 @@ void fstate_ref(fstate *f);
 void fstate_unref(plane *p, fstate *f);
 int fstate_fd(fstate *f);
 int fstate_has(const fstate *f, uint64_t off, uint64_t len);
+int fstate_missing(const fstate *f, uint64_t off, uint64_t len);
 pending *pending_add(plane *p, uint64_t unique, int fd, uint32_t opcode, uint64_t now_ms);
 pending *pending_take(plane *p, uint64_t req);
 pending *pending_take_expired(plane *p, uint64_t now_ms);
