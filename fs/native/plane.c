@@ -308,15 +308,18 @@ static void handle_request(wctx *w, struct fuse_in_header *in, const char *arg, 
     if (f && f->dead) { n->file = NULL; fstate_unref(p, f); f = NULL; }
     if (n->pt_opens > 0 || (f && fstate_has(f, 0, f->size))) {
       /* Complete and verified (or already open in passthrough): answered here; JavaScript hears of
-       * it afterwards, so it can count the file as in use and refresh its LRU position. */
+       * it afterwards, so it can count the file as in use and refresh its LRU position. The news
+       * goes out before the lock is let go: the kernel may release the handle as soon as it has the
+       * answer, and that release (sent by another worker once it gets the lock) must reach
+       * JavaScript after the open, or JavaScript would hold the file in use for ever. */
       answer_open(p, fd, unique, n, f);
       job *j = new_job(JS_OPENED, 0);
       j->fh = p->next_fh - 1;
       j->file_id = f ? f->id : 0;
       j->path = node_path(n, NULL, 0);
+      send_job(p, j);
       pthread_mutex_unlock(&p->lock);
       __atomic_fetch_add(&p->c.native_open, 1, __ATOMIC_RELAXED);
-      send_job(p, j);
       return;
     }
     pending *r = pending_add(p, unique, fd, op, now_ms());

@@ -1,7 +1,8 @@
 /* The native FUSE plane's shared state: the node table the kernel's node ids refer to, directory
  * listings handed over from JavaScript, open files, cached files' presence maps, and requests
  * waiting for a JavaScript answer. One mutex (plane.lock) guards the tables; no system call is made
- * while holding it except the small reply writes of directory pages. */
+ * while holding it except the small reply writes of directory pages and opens, and the wake of the
+ * JavaScript thread for an open answered here (plane.c says why). */
 #ifndef DESFS_PLANE_H
 #define DESFS_PLANE_H
 
