@@ -30,6 +30,9 @@ export const JOB_NAMES: Record<number, string> = {
   [JOB.GETXATTR]: 'getxattr',
   [JOB.STATFS]: 'statfs',
   [JOB.READLINK]: 'readlink',
+  [JOB.OPENED]: 'opened',
+  [JOB.RELEASED]: 'released',
+  [JOB.READ_SEEN]: 'read_seen',
 }
 
 /** Names of the kernel's opcodes that reach JavaScript (linux/fuse.h), for the backstop's log line. */

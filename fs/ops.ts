@@ -366,7 +366,9 @@ export function createOps(ctx: OpsContext): Ops {
           if (req) fail(req, ERRNO.ENOSYS)
       }
     } catch (err) {
-      if (req) fail(req, errnoOf(JOB_NAMES[op] ?? 'op', path ?? '', err))
+      // Logged (errnoOf) even for a job nobody waits for (read_seen, opened, released).
+      const errno = errnoOf(JOB_NAMES[op] ?? 'op', path ?? '', err)
+      if (req) fail(req, errno)
     }
   }
 
