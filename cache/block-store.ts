@@ -35,6 +35,7 @@ import { checkAgainstRecord } from './crash-check.js'
 import { HeaderTier, defaultTierLimit } from './header-tier.js'
 import { DEFAULT_BLOCK_SIZE, type StoreOptions, type StoreStats } from './store-options.js'
 import { DirectWrites } from './direct-file.js'
+import { WriteBatch } from './write-batch.js'
 import { cacheMetrics, storeCounters, type StoreCounters } from './metrics.js'
 import { log } from '../daemon/log.js'
 import { ensureOwnDirSync } from '../daemon/state-dir.js'
@@ -52,6 +53,7 @@ export class BlockStore implements FileStore, BlockCache {
   /** Data files being removed, by key: a new data file for the key is opened only after. */
   readonly unlinking = new Map<string, Promise<void>>()
   readonly directWrites: DirectWrites
+  readonly writes: WriteBatch
   readonly stats: StoreStats
   private count: StoreCounters
   private record: BlockRecord
@@ -95,7 +97,8 @@ export class BlockStore implements FileStore, BlockCache {
       () => this.clock(),
     )
     this.linkCheckMs = opts.linkCheckMs ?? 1000
-    this.directWrites = new DirectWrites(opts.writeDirect, (n) => this.count.add('directBytes', n), opts.writePieces)
+    this.directWrites = new DirectWrites(opts.writeDirect, (n) => this.count.add('directBytes', n))
+    this.writes = new WriteBatch(opts.writePieces)
     // The LRU order as it was: oldest access first, so the most recent end up most recent.
     for (const r of this.record.files()) {
       this.index.set(r.key, r)
@@ -131,14 +134,6 @@ export class BlockStore implements FileStore, BlockCache {
 
   get lowWater(): number {
     return this.space.lowWater
-  }
-
-  get minFree(): number {
-    return this.space.minFree
-  }
-
-  get pinLimit(): number {
-    return this.pins.limit
   }
 
   /** The cached file for an archive path (shared between all its users), loading its record once. */
@@ -325,8 +320,8 @@ export class BlockStore implements FileStore, BlockCache {
       pinnedFiles,
       pinnedBytes,
       pinnedSize: this.pins.size,
-      pinLimit: this.pinLimit,
-      minFree: this.minFree,
+      pinLimit: this.pins.limit,
+      minFree: this.space.minFree,
       diskFree: Number.isFinite(this.space.diskFree) ? this.space.diskFree : -1,
       inUse: this.loaded.inUseCount,
       headerTierBytes: this.tier.bytes,

@@ -11,7 +11,7 @@ import { blockBytes, type Block } from './block.js'
 import { writeForLater, type DirectFile, type DirectWrites } from './direct-file.js'
 import { cacheMetrics } from './metrics.js'
 import { openCacheFile } from './open-cache-file.js'
-import { WriteBatch } from './write-batch.js'
+import type { WriteBatch } from './write-batch.js'
 import type { CachedBlocks } from './block-cache.js'
 import { log } from '../daemon/log.js'
 
@@ -33,6 +33,8 @@ export interface FileStore {
   readonly unlinking: Map<string, Promise<void>>
   /** Writes around the page cache, for blocks only a sync wants (direct-file.ts). */
   readonly directWrites: DirectWrites
+  /** Writes through it, of every file: batched per turn, two at a time (write-batch.ts). */
+  readonly writes: WriteBatch
   dataPath(key: string): string
   hold(f: CachedFile): void
   release(f: CachedFile): void
@@ -79,14 +81,12 @@ export class CachedFile implements CachedBlocks {
   private fd: Promise<FileHandle> | undefined
   /** The data file opened O_DIRECT, beside `fd` (opened by the first write for later). */
   private direct: Promise<DirectFile | undefined> | undefined
-  private readonly writes: WriteBatch
   /** When the data file's link count was last looked at (ms): at most once per store.linkCheckMs. */
   private linksCheckedAt = 0
   private store: FileStore
 
   constructor(store: FileStore, relPath: string, size: number, adler32: string | null) {
     this.store = store
-    this.writes = new WriteBatch(store.directWrites.pieces)
     this.key = cacheKey(relPath)
     this.relPath = relPath
     this.size = size
@@ -307,7 +307,7 @@ export class CachedFile implements CachedBlocks {
       try {
         // Adjacent blocks in one writev, with other writes of this file in this turn (write-batch.ts).
         const fh = await fdp
-        const buffered = (pos: number, parts: Buffer[]) => this.writes.write(fh, pos, parts)
+        const buffered = (pos: number, parts: Buffer[]) => this.store.writes.write(fh, pos, parts)
         const direct = forLater && this.fd === fdp ? await (this.direct ??= this.store.directWrites.open(fh)) : undefined
         const writes: Promise<void>[] = []
         for (let g = 0; g < todo.length;) {
@@ -391,7 +391,7 @@ export class CachedFile implements CachedBlocks {
       // The addon writes by descriptor number: not closed under a write (write-batch.ts).
       fd
         ?.then(async (h) => {
-          await this.writes.settled(h)
+          await this.store.writes.settled(h)
           await h.close()
         })
         .catch(() => undefined),

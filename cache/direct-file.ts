@@ -29,8 +29,6 @@ export class DirectWrites {
     private writeDirect: WriteDirect | undefined,
     /** Told the bytes of every direct write done. */
     readonly written: (bytes: number) => void = () => undefined,
-    /** The store's other native writer, through the page cache in pieces (write-batch.ts), kept beside this one. */
-    readonly pieces?: WriteDirect,
   ) {}
 
   get on(): boolean {

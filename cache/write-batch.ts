@@ -1,7 +1,8 @@
-// Writes of one cache file's blocks, gathered into one write per run of consecutive blocks. A
-// fetch delivers a sequential file in 64 KiB blocks; Node's fs costs tens of µs of the event loop
-// per call whatever its size, so one call per block took a quarter of the loop during a cold `cat`
-// (CPU profile of the daemon). Blocks queued in the same turn of the event loop (a burst of body
+// The cache's writes through the page cache (one batch for the whole store, so the bound on writes
+// under way holds for all files together), gathered into one write per run of consecutive blocks of
+// a file. A fetch delivers a sequential file in 64 KiB blocks; Node's fs costs tens of µs of the
+// event loop per call whatever its size, so one call per block took a quarter of the loop during a
+// cold `cat` (CPU profile of the daemon). Blocks queued in the same turn of the event loop (a burst of body
 // chunks from the network) are written together; each caller still learns the fate of its own
 // block. With the addon, a run is written by a pool thread in 64 KiB pieces (fs/native/
 // direct-write.c says why: large writes make large page-cache folios, which cost five times more

@@ -220,3 +220,30 @@ t.test('a data file is closed only after the pieces written to it are written', 
   t.equal(writing, 0, 'and closes once it ended')
   await stored
 })
+
+t.test("readers' blocks of several files: two writes under way at most, for the whole store", async (t) => {
+  const dir = tmp(t)
+  let release!: () => void
+  const gate = new Promise<void>((r) => (release = r))
+  let writing = 0
+  let most = 0
+  const slow: WriteDirect = async () => {
+    most = Math.max(most, ++writing)
+    await gate
+    writing--
+  }
+  const s = new BlockStore(dir, { limit: 64 << 20, minFree: 0, cleanupDelayMs: 3_600_000, blockSize: BS, writePieces: slow })
+  t.teardown(() => s.close())
+  const data = bytesOf(2 * BS)
+  const stored = ['a', 'b', 'c', 'd'].map((n) => {
+    const f = s.file(`OPS/${n}.fits`, 2 * BS, null)
+    const { blocks, adlers } = blocksOf(f, data, 0, 2)
+    return f.writeBlocks(0, blocks, adlers)
+  })
+  for (let i = 0; i < 50 && writing < 2; i++) await new Promise((r) => setTimeout(r, 10))
+  await new Promise((r) => setTimeout(r, 50))
+  t.equal(writing, 2, 'four files to write: two writes under way')
+  release()
+  t.same(await Promise.all(stored), [true, true, true, true], 'all four stored once those end')
+  t.equal(most, 2, 'never more than two at once')
+})
