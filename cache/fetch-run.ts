@@ -177,7 +177,7 @@ export class RunLoop {
       for (const h of held) run.reject(h.idx, err)
       return
     }
-    if (held.length) keep(held.map(({ idx, block }) => ({ idx, block })))(await this.deliverWhole(file, held, run))
+    if (held.length) keep(held)(await this.deliverWhole(file, held, run))
     await Promise.all(pending)
   }
 

@@ -58,18 +58,6 @@ typedef struct direct_write {
 
 static __thread uint8_t *thread_buf;
 
-static int write_all(int fd, const uint8_t *buf, size_t len, int64_t pos) {
-  size_t done = 0;
-  while (done < len) {
-    ssize_t r = pwrite(fd, buf + done, len - done, (off_t)(pos + (int64_t)done));
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return errno;
-    if (r == 0) return EIO;
-    done += (size_t)r;
-  }
-  return 0;
-}
-
 /* Writes all of iov[0..k) at pos, going on after short writes (iov is consumed). */
 static int writev_all(int fd, struct iovec *iov, int k, int64_t pos) {
   while (k > 0) {
@@ -151,7 +139,8 @@ static void dw_execute(napi_env env, void *data) {
       }
     }
     if (fill == 0) return;
-    if ((w->err = write_all(w->fd, thread_buf, fill, pos)) != 0) return;
+    struct iovec whole = { thread_buf, fill };
+    if ((w->err = writev_all(w->fd, &whole, 1, pos)) != 0) return;
     pos += (int64_t)fill;
   }
 }
